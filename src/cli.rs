@@ -1,0 +1,76 @@
+//! clap definitions only: flags are parsed here and resolved into [`crate::settings::Settings`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mcpctl",
+    version,
+    about = "Deploy, gate, roll back and prove a stack of MCP tool servers on Docker",
+    long_about = "mcpctl reads one manifest (services.yaml), renders every artifact the stack needs \
+                  from templates, and drives the Docker engine. `mcpctl bridge` runs inside every \
+                  service container and serves a stdio MCP server over legacy SSE and Streamable HTTP.\n\n\
+                  Exit codes: 0 ok, 1 runtime error, 2 usage or validation error (nothing changed), \
+                  3 health gate failed and previous revision restored, 4 gate failed and restore \
+                  failed, 5 lock held, 6 SLO breach or cutover differences, 130 interrupted."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts (docs/contracts.md "Global flags").
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// The manifest.
+    #[arg(short = 'f', long = "file", global = true, default_value = "services.yaml", env = "MCPCTL_FILE")]
+    pub file: PathBuf,
+    /// Where the ledger, lock details and vendored packages live [default: $XDG_STATE_HOME/mcpctl/<project>].
+    #[arg(long, global = true, env = "MCPCTL_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Human tables and reports, or JSON for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+    /// Answer yes to confirmations (required for destructive steps without a TTY).
+    #[arg(long, global = true)]
+    pub yes: bool,
+    /// More log detail (-v debug, -vv trace).
+    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check the manifest: every problem with file:line:column and a fix; exit 2 on any error.
+    Validate,
+    /// Render Dockerfiles, docker-compose.yml and the LiteLLM config into a directory.
+    Render(RenderArgs),
+    /// Serve a stdio MCP server over legacy SSE and Streamable HTTP (runs inside every container).
+    Bridge(crate::bridge::BridgeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RenderArgs {
+    /// Output directory (created if missing).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Write nothing; list files that differ from what would be rendered and exit 1 if any do.
+    #[arg(long)]
+    pub check: bool,
+    /// Render only this kind of artifact.
+    #[arg(long, value_enum)]
+    pub only: Option<crate::render::ArtifactKind>,
+}

@@ -1,0 +1,3 @@
+//! Rendering of artifacts.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArtifactKind { Dockerfiles, Compose, Litellm }
