@@ -11,7 +11,7 @@ mod settings;
 
 use clap::Parser;
 
-use crate::error::{exit_code_of, ExitCode};
+use crate::error::exit_code_of;
 
 fn main() {
     let cli = cli::Cli::parse();
@@ -39,7 +39,7 @@ mod tests {
 
     #[test]
     fn exit_codes_match_the_contract() {
-        use super::ExitCode::*;
+        use crate::error::ExitCode::*;
         let codes: Vec<i32> = [Ok, Runtime, Usage, GateFailedRestored, GateFailedRestoreFailed, LockHeld, SloBreach, Interrupted]
             .iter()
             .map(|c| c.code())

