@@ -249,3 +249,17 @@ fn serde_diagnostic(message: &str, mut path: Vec<Seg>, tree: &Node, file: &str) 
     }
     d
 }
+
+/// Load the manifest named by the settings for a command that needs a valid one: warnings are
+/// printed, and any error ends the command with exit 2 before anything is changed.
+pub fn load_checked(settings: &crate::settings::Settings) -> anyhow::Result<Loaded> {
+    match load(&settings.manifest_path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                crate::output::diagnostic(&w.to_string());
+            }
+            Ok(loaded)
+        }
+        Err(invalid) => Err(crate::error::CommandError::usage(invalid.to_string()).into()),
+    }
+}

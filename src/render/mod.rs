@@ -1,3 +1,133 @@
-//! Rendering of artifacts.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ArtifactKind { Dockerfiles, Compose, Litellm }
+//! Rendering: every generated file comes from an embedded minijinja template fed a view model
+//! computed here. Templates hold layout only; decisions (labels, names, flags, paths) are made in
+//! Rust where they are tested. Output is byte-stable: no clocks, no hash-map order, no host paths.
+//!
+//! This module must never see a secret's value: it only knows secret names and where they will be
+//! mounted.
+
+mod view;
+
+use std::path::{Path, PathBuf};
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+
+use crate::manifest::Manifest;
+
+pub use view::{config_hash, labels};
+
+/// The kinds of artifact `render` writes (`--only`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    /// One Dockerfile (and entrypoint files) per service: services/<name>/.
+    Dockerfiles,
+    /// docker-compose.yml, an export for users without mcpctl.
+    Compose,
+    /// litellm/config.yaml with a top-level `mcp_servers`.
+    Litellm,
+}
+
+/// One rendered file, relative to the output directory.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub kind: ArtifactKind,
+    pub path: PathBuf,
+    pub contents: String,
+    /// Whether the file must be executable (entrypoint scripts).
+    pub executable: bool,
+}
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("Dockerfile.pypi.j2", include_str!("../../templates/Dockerfile.pypi.j2")),
+    ("Dockerfile.npm.j2", include_str!("../../templates/Dockerfile.npm.j2")),
+    ("Dockerfile.crate.j2", include_str!("../../templates/Dockerfile.crate.j2")),
+    ("Dockerfile.image.j2", include_str!("../../templates/Dockerfile.image.j2")),
+    ("Dockerfile.database.j2", include_str!("../../templates/Dockerfile.database.j2")),
+    ("_bridge_runtime.j2", include_str!("../../templates/_bridge_runtime.j2")),
+    ("_labels.j2", include_str!("../../templates/_labels.j2")),
+    ("db-entrypoint.sh.j2", include_str!("../../templates/db-entrypoint.sh.j2")),
+    ("docker-compose.yml.j2", include_str!("../../templates/docker-compose.yml.j2")),
+    ("litellm-config.yaml.j2", include_str!("../../templates/litellm-config.yaml.j2")),
+];
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    // No HTML/JSON escaping: quoting is explicit (`q`, `tojson`) where the format needs it.
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    for (name, source) in TEMPLATES {
+        env.add_template(name, source).expect("embedded templates parse (checked by tests)");
+    }
+    // A double-quoted scalar, valid in YAML and as a Dockerfile JSON array element.
+    env.add_filter("q", |s: String| serde_json::to_string(&s).expect("strings serialize"));
+    env
+}
+
+/// Render every artifact (or only one kind) for a validated manifest.
+pub fn render(manifest: &Manifest, only: Option<ArtifactKind>) -> anyhow::Result<Vec<Artifact>> {
+    let env = environment();
+    let stack = view::Stack::new(manifest);
+    let wanted = |k: ArtifactKind| only.is_none_or(|o| o == k);
+    let mut out = Vec::new();
+    let mut add = |kind, path: PathBuf, template: &str, ctx: minijinja::Value, executable| -> anyhow::Result<()> {
+        let contents = env
+            .get_template(template)?
+            .render(ctx)
+            .map_err(|e| anyhow::anyhow!("rendering {} from {template}: {e:#}", path.display()))?;
+        out.push(Artifact {
+            kind,
+            path,
+            contents,
+            executable,
+        });
+        Ok(())
+    };
+    if wanted(ArtifactKind::Dockerfiles) {
+        for svc in &stack.services {
+            let dir = Path::new("services").join(&svc.name);
+            let ctx = minijinja::context! { stack => &stack, svc => svc };
+            add(ArtifactKind::Dockerfiles, dir.join("Dockerfile"), svc.dockerfile_template, ctx.clone(), false)?;
+            if svc.role == "database" {
+                add(ArtifactKind::Dockerfiles, dir.join("docker-entrypoint.sh"), "db-entrypoint.sh.j2", ctx, true)?;
+            }
+        }
+    }
+    if wanted(ArtifactKind::Compose) {
+        let ctx = minijinja::context! { stack => &stack };
+        add(ArtifactKind::Compose, PathBuf::from("docker-compose.yml"), "docker-compose.yml.j2", ctx, false)?;
+    }
+    if wanted(ArtifactKind::Litellm) {
+        let ctx = minijinja::context! { stack => &stack };
+        add(ArtifactKind::Litellm, PathBuf::from("litellm/config.yaml"), "litellm-config.yaml.j2", ctx, false)?;
+    }
+    Ok(out)
+}
+
+/// Files under `dir` whose contents differ from `artifacts` (missing ones included).
+pub fn differences(dir: &Path, artifacts: &[Artifact]) -> Vec<PathBuf> {
+    artifacts
+        .iter()
+        .filter(|a| std::fs::read(dir.join(&a.path)).ok().as_deref() != Some(a.contents.as_bytes()))
+        .map(|a| a.path.clone())
+        .collect()
+}
+
+/// Write artifacts under `dir`. Each file is written to a temporary name and renamed, so a reader
+/// never sees half a file and an interrupted render leaves the previous file intact.
+pub fn write(dir: &Path, artifacts: &[Artifact]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for a in artifacts {
+        let path = dir.join(&a.path);
+        let parent = path.parent().expect("artifact paths have a parent");
+        std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
+        let tmp = parent.join(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
+        std::fs::write(&tmp, &a.contents).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+        let mode = if a.executable { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&tmp, &path).map_err(|e| anyhow::anyhow!("replacing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
