@@ -1,14 +1,172 @@
-//! The bridge: wraps a stdio MCP server and serves it over HTTP. (Placeholder until the bridge lands.)
+//! `mcpctl bridge`: serves one stdio MCP server over legacy HTTP+SSE and Streamable HTTP, with
+//! supervision, readiness and graceful shutdown; `mcpctl bridge healthcheck` probes it.
+//!
+//! Every service container runs this, so its correctness is the product's. Layout:
+//! `child` (processes), `upstream` (id/token remapping and routing for one child), `app` (sessions,
+//! shared-child rules, readiness), `http` (the endpoints), `sse` (framing), `stats` (counters for
+//! metrics), `healthcheck` (the Docker HEALTHCHECK client).
 
-use clap::Args;
+mod app;
+mod child;
+mod healthcheck;
+mod http;
+mod jsonrpc;
+mod sse;
+mod stats;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::error::CommandError;
+use app::{App, Config, SessionModel};
+use child::ChildSpec;
+use stats::CloseReason;
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct BridgeArgs {
-    /// The stdio server command and its arguments.
-    #[arg(last = true)]
+    #[command(subcommand)]
+    pub action: Option<BridgeAction>,
+    /// Address to serve on (inside a container 0.0.0.0; the host publishes it on 127.0.0.1).
+    /// Port 0 picks a free port; the chosen address is logged ("bridge listening").
+    #[arg(long, env = "MCPCTL_BRIDGE_LISTEN", default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+    /// Seconds between keepalive comments on every open SSE stream.
+    #[arg(long, default_value_t = 15)]
+    pub keepalive: u64,
+    /// shared: one warm child for all sessions; per_session: one child per session.
+    #[arg(long, value_enum, default_value_t = SessionModel::Shared)]
+    pub session_model: SessionModel,
+    /// Close a session after this many seconds without requests (an open SSE stream keeps it).
+    #[arg(long, default_value_t = 1800)]
+    pub idle_timeout: u64,
+    /// Readiness pings the child when it produced no output for this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub ready_stale: u64,
+    /// Not ready when a request has waited this many seconds with no output from the child.
+    #[arg(long, default_value_t = 60)]
+    pub hung_after: u64,
+    /// On SIGTERM, wait at most this many seconds for requests in flight before stopping.
+    #[arg(long, default_value_t = 3)]
+    pub drain_timeout: u64,
+    /// How long the child may take to answer initialize.
+    #[arg(long, default_value_t = 30)]
+    pub init_timeout: u64,
+    /// The stdio MCP server command and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
-pub fn run(_args: BridgeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the bridge is not built yet")
+#[derive(Subcommand, Debug)]
+pub enum BridgeAction {
+    /// Probe a bridge on loopback: GET /readyz (3 s timeout); --mcp also runs initialize + tools/list.
+    /// Exit 0 healthy, 1 not. Used as the Docker HEALTHCHECK (needs no shell).
+    Healthcheck(healthcheck::HealthcheckArgs),
+}
+
+pub fn run(args: BridgeArgs) -> anyhow::Result<()> {
+    if let Some(BridgeAction::Healthcheck(h)) = args.action {
+        return healthcheck::run(h);
+    }
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| CommandError::usage("bridge: a COMMAND after `--` is required"))?;
+    let secs = Duration::from_secs;
+    let cfg = Config {
+        child: ChildSpec {
+            program: program.clone(),
+            args: rest.to_vec(),
+            init_timeout: secs(args.init_timeout.max(1)),
+        },
+        model: args.session_model,
+        keepalive: secs(args.keepalive.max(1)),
+        idle_timeout: secs(args.idle_timeout.max(1)),
+        ready_stale: secs(args.ready_stale.max(1)),
+        hung_after: secs(args.hung_after.max(1)),
+        drain_timeout: secs(args.drain_timeout),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(args.listen, cfg))?;
+    // Do not wait for blocking tasks (e.g. a stuck stdin write to a stopped child).
+    rt.shutdown_timeout(Duration::from_millis(200));
+    Ok(())
+}
+
+async fn serve(listen: SocketAddr, cfg: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| CommandError::usage(format!("bridge: cannot listen on {listen}: {e}")))?;
+    let addr = listener.local_addr()?;
+    let app = App::new(cfg.clone());
+    tracing::info!(%addr, command = %cfg.child.program, model = ?cfg.model, "bridge listening");
+
+    let supervisor = app.shared.clone().map(|up| {
+        tokio::spawn(child::supervise_shared(
+            up,
+            cfg.child.clone(),
+            app.stats.clone(),
+            app.shutdown.clone(),
+        ))
+    });
+    if cfg.model == SessionModel::PerSession {
+        tokio::spawn(app.clone().run_spawn_probe());
+    }
+    tokio::spawn(app.clone().run_reaper());
+
+    let router = http::router(app.clone());
+    let stop = app.shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+
+    let signal = wait_for_signal().await?;
+    let t0 = Instant::now();
+    tracing::info!(%signal, in_flight = app.stats.requests_in_flight.load(Ordering::Relaxed), "draining");
+    app.draining.store(true, Ordering::Relaxed);
+    let deadline = t0 + cfg.drain_timeout;
+    while app.stats.requests_in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let abandoned = app.stats.requests_in_flight.load(Ordering::Relaxed);
+    app.close_all(if abandoned == 0 {
+        CloseReason::Drained
+    } else {
+        CloseReason::Shutdown
+    });
+    app.shutdown.cancel();
+    if let Some(s) = supervisor {
+        let _ = tokio::time::timeout(Duration::from_secs(3), s).await;
+    }
+    match tokio::time::timeout(Duration::from_secs(1), server).await {
+        Ok(Ok(Err(e))) => tracing::warn!("http server: {e}"),
+        Err(_) => tracing::warn!("http connections still open after shutdown; closing them"),
+        _ => {}
+    }
+    tracing::info!(
+        abandoned,
+        took_ms = t0.elapsed().as_millis() as u64,
+        "bridge stopped"
+    );
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
 }

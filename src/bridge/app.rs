@@ -1,0 +1,579 @@
+//! The bridge's state: the session table, what each client message turns into (answered here,
+//! forwarded, or dropped), readiness, idle expiry and draining.
+//!
+//! Transport-neutral: `http` turns HTTP requests into calls on [`App`] and writes what comes back
+//! as JSON or SSE. The shared-child rules of docs/contracts.md are applied here (local `initialize`,
+//! `tools/list` cache, per-session `logging/setLevel`) and in `upstream` (remapping, routing).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::child::{self, ChildSpec};
+use super::jsonrpc::{self, Kind};
+use super::sse;
+use super::stats::{CloseReason, Stats, Transport};
+use super::upstream::{CallError, CallHandle, Route, SessionId, Sink, Status, Upstream};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SessionModel {
+    /// One warm child for every session (stateless servers).
+    Shared,
+    /// One child per session (servers with per-client state).
+    PerSession,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub child: ChildSpec,
+    pub model: SessionModel,
+    pub keepalive: Duration,
+    pub idle_timeout: Duration,
+    pub ready_stale: Duration,
+    pub hung_after: Duration,
+    pub drain_timeout: Duration,
+}
+
+pub struct Session {
+    pub id: SessionId,
+    pub transport: Transport,
+    pub upstream: Arc<Upstream>,
+    last_active: Mutex<Instant>,
+    /// Open SSE streams; a session with one open is never idle-expired.
+    streams: AtomicUsize,
+    in_flight: AtomicUsize,
+    /// Where unsolicited messages go: the legacy SSE stream, or the streamable GET stream if open.
+    outbound: Mutex<Option<sse::Frames>>,
+    /// Minimum rank of `notifications/message` this session wants (shared mode, set by setLevel).
+    log_level: Mutex<Option<usize>>,
+    pub closed: CancellationToken,
+}
+
+impl Session {
+    pub fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+    fn idle_for(&self) -> Duration {
+        self.last_active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+    pub fn set_outbound(&self, frames: Option<sse::Frames>) {
+        *self.outbound.lock().unwrap_or_else(|e| e.into_inner()) = frames;
+    }
+    pub fn outbound(&self) -> Option<sse::Frames> {
+        self.outbound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+    /// Holds the session open (not idle) while a stream is connected.
+    pub fn stream_guard(self: &Arc<Self>) -> StreamGuard {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        StreamGuard(self.clone())
+    }
+    fn deliver(&self, msg: &Value) {
+        if jsonrpc::method(msg) == "notifications/message" {
+            let min = *self.log_level.lock().unwrap_or_else(|e| e.into_inner());
+            let rank = msg["params"]["level"]
+                .as_str()
+                .and_then(jsonrpc::level_rank);
+            if let (Some(min), Some(rank)) = (min, rank) {
+                if rank < min {
+                    return;
+                }
+            }
+        }
+        if let Some(out) = self.outbound() {
+            if out.try_send(sse::message(msg)).is_err() {
+                tracing::debug!(session = %self.id, "session stream full or gone; notification dropped");
+            }
+        }
+    }
+}
+
+pub struct StreamGuard(Arc<Session>);
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// Counts a forwarded request as in flight until it completes or is abandoned.
+pub struct InFlight {
+    stats: Arc<Stats>,
+    session: Arc<Session>,
+}
+impl InFlight {
+    fn new(stats: &Arc<Stats>, session: &Arc<Session>) -> Self {
+        stats.requests_in_flight.fetch_add(1, Ordering::Relaxed);
+        session.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self {
+            stats: stats.clone(),
+            session: session.clone(),
+        }
+    }
+}
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.stats
+            .requests_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+        self.session.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.session.touch();
+    }
+}
+
+/// A forwarded request: deliveries from the child plus the in-flight accounting.
+pub struct Call {
+    pub handle: CallHandle,
+    _in_flight: InFlight,
+}
+
+/// What a client message turned into.
+pub enum Outcome {
+    /// A notification or response: nothing to send back.
+    Accepted,
+    /// Answered by the bridge (or an error about the request).
+    Reply(Value),
+    /// Forwarded to the child; read the deliveries.
+    Forwarded(Call),
+}
+
+#[derive(Default)]
+struct Probe {
+    ok: bool,
+    detail: String,
+    at: Option<Instant>,
+}
+
+pub struct App {
+    pub cfg: Config,
+    pub stats: Arc<Stats>,
+    sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
+    /// The one child (shared mode only).
+    pub shared: Option<Arc<Upstream>>,
+    probe: Mutex<Probe>,
+    pub shutdown: CancellationToken,
+    pub draining: AtomicBool,
+    me: Weak<App>,
+    oldest_session_ms: AtomicI64,
+}
+
+impl App {
+    pub fn new(cfg: Config) -> Arc<Self> {
+        let stats = Arc::new(Stats::default());
+        Arc::new_cyclic(|me: &Weak<App>| {
+            let shared = (cfg.model == SessionModel::Shared)
+                .then(|| Upstream::new(true, None, sink(me.clone()), stats.clone()));
+            App {
+                cfg,
+                stats,
+                sessions: Mutex::new(HashMap::new()),
+                shared,
+                probe: Mutex::new(Probe::default()),
+                shutdown: CancellationToken::new(),
+                draining: AtomicBool::new(false),
+                me: me.clone(),
+                oldest_session_ms: AtomicI64::new(0),
+            }
+        })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
+        let s = self.table().get(id).cloned();
+        if let Some(s) = &s {
+            s.touch();
+        }
+        s
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.table().len()
+    }
+
+    /// A new session: shares the warm child, or gets its own (per-session mode).
+    pub async fn open_session(&self, transport: Transport) -> Result<Arc<Session>, CallError> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(CallError {
+                code: jsonrpc::CHILD_UNAVAILABLE,
+                message: "bridge is shutting down".into(),
+            });
+        }
+        let id: SessionId = uuid::Uuid::new_v4().simple().to_string().into();
+        let upstream = match &self.shared {
+            Some(up) => up.clone(),
+            None => Upstream::new(
+                false,
+                Some(id.clone()),
+                sink(self.me.clone()),
+                self.stats.clone(),
+            ),
+        };
+        let session = Arc::new(Session {
+            id: id.clone(),
+            transport,
+            upstream: upstream.clone(),
+            last_active: Mutex::new(Instant::now()),
+            streams: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            outbound: Mutex::new(None),
+            log_level: Mutex::new(None),
+            closed: CancellationToken::new(),
+        });
+        if self.shared.is_none() {
+            let mut running =
+                child::spawn(&self.cfg.child, &upstream, &self.stats).map_err(|e| CallError {
+                    code: jsonrpc::CHILD_UNAVAILABLE,
+                    message: format!("cannot start {:?}: {e}", self.cfg.child.program),
+                })?;
+            upstream.set_status(Status::Ready);
+            let me = self.me.clone();
+            let s = session.clone();
+            tokio::spawn(async move {
+                let why = tokio::select! {
+                    why = running.exited() => Some(why),
+                    _ = s.closed.cancelled() => None,
+                };
+                running.kill().await;
+                let reason = why
+                    .clone()
+                    .unwrap_or_else(|| "was stopped (session closed)".into());
+                upstream.detach(running.generation, &reason);
+                upstream.set_status(Status::Down { reason });
+                if let (Some(why), Some(app)) = (why, me.upgrade()) {
+                    tracing::info!(session = %s.id, %why, "per-session child ended; closing its session");
+                    app.close_session(&s.id, CloseReason::ChildExited);
+                }
+            });
+        }
+        self.table().insert(id, session.clone());
+        self.stats.session_opened(transport);
+        Ok(session)
+    }
+
+    pub fn close_session(&self, id: &str, reason: CloseReason) {
+        let Some(s) = self.table().remove(id) else {
+            return;
+        };
+        s.closed.cancel();
+        s.upstream.cancel_session(&s.id, "session closed");
+        self.stats.session_closed(s.transport, reason);
+        tracing::debug!(session = %id, reason = reason.label(), "session closed");
+    }
+
+    fn route(&self, route: Route) {
+        match route {
+            Route::Session(id, msg) => {
+                if let Some(s) = self.table().get(&id).cloned() {
+                    s.deliver(&msg);
+                }
+            }
+            Route::Broadcast(msg) => {
+                let all: Vec<Arc<Session>> = self.table().values().cloned().collect();
+                for s in all {
+                    s.deliver(&msg);
+                }
+            }
+        }
+    }
+
+    /// Turn one client message into an outcome (see [`Outcome`]).
+    pub async fn handle(&self, session: &Arc<Session>, msg: Value) -> Outcome {
+        session.touch();
+        let shared = self.shared.is_some();
+        let up = &session.upstream;
+        match jsonrpc::kind(&msg) {
+            Kind::Invalid => Outcome::Reply(jsonrpc::error(
+                msg.get("id").cloned().unwrap_or(Value::Null),
+                jsonrpc::INVALID_REQUEST,
+                "invalid JSON-RPC message",
+            )),
+            Kind::Response => {
+                // Only a per-session child ever asks the client anything (shared: −32601 by us).
+                if !shared {
+                    up.send_raw(&msg);
+                }
+                Outcome::Accepted
+            }
+            Kind::Notification => {
+                match jsonrpc::method(&msg) {
+                    "notifications/cancelled" => up.client_cancelled(&session.id, msg),
+                    // The shared child was initialized by the bridge, with no client capabilities:
+                    // nothing else a client notifies concerns it.
+                    _ if shared => {}
+                    _ => up.send_raw(&msg),
+                }
+                Outcome::Accepted
+            }
+            Kind::Request => {
+                self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
+                if self.draining.load(Ordering::Relaxed) {
+                    return self.err(&msg, jsonrpc::CHILD_UNAVAILABLE, "bridge is shutting down");
+                }
+                let id = msg["id"].clone();
+                let method = jsonrpc::method(&msg).to_string();
+                let mut cache_tools = false;
+                if shared {
+                    match method.as_str() {
+                        "initialize" => return self.local_initialize(up, &msg).await,
+                        "logging/setLevel" => {
+                            let Some(rank) = msg["params"]["level"]
+                                .as_str()
+                                .and_then(jsonrpc::level_rank)
+                            else {
+                                return self.err(&msg, -32602, "unknown logging level");
+                            };
+                            *session.log_level.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(rank);
+                            return Outcome::Reply(jsonrpc::result(id, json!({})));
+                        }
+                        "tools/list" if msg["params"].get("cursor").is_none_or(Value::is_null) => {
+                            if let Some(tools) = up.cached_tools() {
+                                return Outcome::Reply(jsonrpc::result(id, tools));
+                            }
+                            cache_tools = true;
+                        }
+                        _ => {}
+                    }
+                }
+                if let Err(e) = up.wait_ready(self.cfg.child.init_timeout).await {
+                    self.stats
+                        .request_errors_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Outcome::Reply(e.to_response(id));
+                }
+                match up.send_request(Some(session.id.clone()), msg, cache_tools) {
+                    Ok(handle) => Outcome::Forwarded(Call {
+                        handle,
+                        _in_flight: InFlight::new(&self.stats, session),
+                    }),
+                    Err(e) => {
+                        self.stats
+                            .request_errors_total
+                            .fetch_add(1, Ordering::Relaxed);
+                        Outcome::Reply(e.to_response(id))
+                    }
+                }
+            }
+        }
+    }
+
+    fn err(&self, msg: &Value, code: i64, text: &str) -> Outcome {
+        self.stats
+            .request_errors_total
+            .fetch_add(1, Ordering::Relaxed);
+        Outcome::Reply(jsonrpc::error(msg["id"].clone(), code, text))
+    }
+
+    /// Answer a session's initialize from the shared child's handshake.
+    async fn local_initialize(&self, up: &Arc<Upstream>, msg: &Value) -> Outcome {
+        if let Err(e) = up.wait_ready(self.cfg.child.init_timeout).await {
+            self.stats
+                .request_errors_total
+                .fetch_add(1, Ordering::Relaxed);
+            return Outcome::Reply(e.to_response(msg["id"].clone()));
+        }
+        let Some(info) = up.init_info() else {
+            return self.err(
+                msg,
+                jsonrpc::CHILD_UNAVAILABLE,
+                "MCP server restarted; retry",
+            );
+        };
+        let mut result = info.result.clone();
+        result["protocolVersion"] = json!(jsonrpc::negotiate(
+            msg["params"]["protocolVersion"].as_str(),
+            &info.protocol_version
+        ));
+        Outcome::Reply(jsonrpc::result(msg["id"].clone(), result))
+    }
+
+    /// docs/contracts.md "Bridge endpoints": ready iff the child runs, its handshake is done, the
+    /// breaker is closed, it spoke recently or answers a ping within 2 s, and nothing hangs.
+    pub async fn readiness(&self) -> (bool, Value) {
+        if self.draining.load(Ordering::Relaxed) {
+            return (false, json!({"ready": false, "reason": "draining"}));
+        }
+        let Some(up) = &self.shared else {
+            let p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh =
+                p.at.is_some_and(|at| at.elapsed() <= self.cfg.ready_stale * 2);
+            let ready = p.ok && fresh;
+            let reason = if p.at.is_none() {
+                "spawn probe not run yet".to_string()
+            } else if !fresh {
+                "spawn probe is stale".to_string()
+            } else {
+                p.detail.clone()
+            };
+            return (
+                ready,
+                json!({"ready": ready, "mode": "per_session", "reason": reason, "sessions": self.session_count()}),
+            );
+        };
+        let status = up.status();
+        let base = |ready: bool, reason: String| {
+            json!({"ready": ready, "mode": "shared", "reason": reason, "child": format!("{status:?}"),
+                   "sessions": self.session_count(), "restarts": up.restarts.load(Ordering::Relaxed),
+                   "pending": up.pending_count()})
+        };
+        match &status {
+            Status::Ready => {}
+            Status::Starting => return (false, base(false, "child starting".into())),
+            Status::Down { reason } | Status::BreakerOpen { reason } => {
+                return (false, base(false, reason.clone()))
+            }
+            Status::Stopped => return (false, base(false, "stopped".into())),
+        }
+        let silent = up.since_last_output();
+        if let Some(oldest) = up.oldest_pending() {
+            if oldest > self.cfg.hung_after && silent > self.cfg.hung_after {
+                return (
+                    false,
+                    base(
+                        false,
+                        format!(
+                            "hung: a request has waited {}s with no output from the child",
+                            oldest.as_secs()
+                        ),
+                    ),
+                );
+            }
+        }
+        if silent > self.cfg.ready_stale {
+            let ping = json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
+            let answered = match up.send_request(None, ping, false) {
+                Ok(mut h) => {
+                    matches!(tokio::time::timeout(Duration::from_secs(2), h.response()).await, Ok(Some(r)) if r.get("result").is_some())
+                }
+                Err(_) => false,
+            };
+            if !answered {
+                return (
+                    false,
+                    base(
+                        false,
+                        format!(
+                            "child silent for {}s and did not answer a ping within 2s",
+                            silent.as_secs()
+                        ),
+                    ),
+                );
+            }
+        }
+        (true, base(true, "ok".into()))
+    }
+
+    /// Per-session mode: start the command now and then, handshake, stop it; readiness reports the
+    /// cached outcome so a probe never costs a process.
+    pub async fn run_spawn_probe(self: Arc<Self>) {
+        let mut failures = 0u32;
+        loop {
+            let up = Upstream::new(false, None, Arc::new(|_| {}), self.stats.clone());
+            let outcome = match child::spawn(&self.cfg.child, &up, &self.stats) {
+                Err(e) => Err(format!("cannot start {:?}: {e}", self.cfg.child.program)),
+                Ok(mut running) => {
+                    let r = child::handshake(&up, &mut running, self.cfg.child.init_timeout).await;
+                    running.kill().await;
+                    r.map(|info| info.protocol_version)
+                }
+            };
+            let ok = outcome.is_ok();
+            {
+                let mut p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+                p.ok = ok;
+                p.detail = match outcome {
+                    Ok(v) => format!("spawn probe ok (protocol {v})"),
+                    Err(e) => format!("spawn probe failed: {e}"),
+                };
+                p.at = Some(Instant::now());
+            }
+            failures = if ok { 0 } else { failures + 1 };
+            let wait = if ok {
+                self.cfg.ready_stale
+            } else {
+                Duration::from_millis(500 * u64::from(failures.min(20)))
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Close sessions idle longer than the timeout (never one with an open stream or a call in flight).
+    pub async fn run_reaper(self: Arc<Self>) {
+        let every =
+            (self.cfg.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            let sessions: Vec<Arc<Session>> = self.table().values().cloned().collect();
+            let mut oldest = Duration::ZERO;
+            for s in sessions {
+                let idle = s.idle_for();
+                if s.streams.load(Ordering::Relaxed) == 0
+                    && s.in_flight.load(Ordering::Relaxed) == 0
+                    && idle > self.cfg.idle_timeout
+                {
+                    self.close_session(&s.id, CloseReason::IdleExpired);
+                } else {
+                    oldest = oldest.max(idle);
+                }
+            }
+            self.oldest_session_ms
+                .store(oldest.as_millis() as i64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn close_all(&self, reason: CloseReason) {
+        let ids: Vec<SessionId> = self.table().keys().cloned().collect();
+        for id in ids {
+            self.close_session(&id, reason);
+        }
+    }
+}
+
+fn sink(app: Weak<App>) -> Sink {
+    Arc::new(move |route| {
+        if let Some(app) = app.upgrade() {
+            app.route(route);
+        }
+    })
+}
+
+/// Forward a call's deliveries as SSE frames until its response; stop early if the stream or the
+/// session goes away (dropping the call then cancels it at the child).
+pub async fn pump(mut call: Call, out: sse::Frames, closed: CancellationToken) {
+    loop {
+        let d = tokio::select! {
+            d = call.handle.recv() => d,
+            _ = out.closed() => return,
+            _ = closed.cancelled() => return,
+        };
+        let (msg, last) = match d {
+            Some(super::upstream::Delivery::Notification(m)) => (m, false),
+            Some(super::upstream::Delivery::Response(m)) => (m, true),
+            None => return,
+        };
+        if out.send(sse::message(&msg)).await.is_err() {
+            return;
+        }
+        if last {
+            return;
+        }
+    }
+}

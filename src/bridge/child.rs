@@ -1,0 +1,382 @@
+//! Child processes: spawning (own process group, dies with the bridge), the stdin writer, the
+//! stdout line reader, the stderr drain, and supervision (restart with backoff, circuit breaker).
+//!
+//! Owns the processes and nothing else: what the lines mean is `upstream`'s business.
+//! stdout is read continuously into the upstream (which never blocks), and stderr is always drained
+//! with rate-limited logging, so neither pipe can fill up and stall the child.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::jsonrpc::{self, LATEST_VERSION};
+use super::stats::Stats;
+use super::upstream::{Delivery, InitInfo, Status, Upstream};
+
+/// A line longer than this is dropped (and logged) rather than held in memory.
+const MAX_LINE: usize = 64 * 1024 * 1024;
+/// stderr lines logged per second before the rest are only counted.
+const STDERR_LINES_PER_SEC: u32 = 50;
+/// Restart backoff: 200 ms doubling to 30 s; reset after a child stayed up this long.
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Circuit breaker: this many failed starts or crashes within the window open it for the cool-down.
+const BREAKER_FAILURES: usize = 5;
+const BREAKER_WINDOW: Duration = Duration::from_secs(60);
+const BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct ChildSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    /// How long the child may take to answer `initialize`.
+    pub init_timeout: Duration,
+}
+
+/// A running child. Dropping it kills the process group.
+pub struct Running {
+    child: Child,
+    pgid: Option<i32>,
+    pub generation: u64,
+    stdout_eof: Option<oneshot::Receiver<()>>,
+}
+
+impl Running {
+    /// Resolves when the process exits or closes its stdout (either way it can no longer answer).
+    pub async fn exited(&mut self) -> String {
+        let eof = self.stdout_eof.take();
+        tokio::select! {
+            status = self.child.wait() => match status {
+                Ok(s) => format!("exited ({s})"),
+                Err(e) => format!("could not be waited for: {e}"),
+            },
+            _ = async { match eof { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => {
+                // stdout closed: give the exit status a moment to arrive for a better message.
+                match tokio::time::timeout(Duration::from_millis(200), self.child.wait()).await {
+                    Ok(Ok(s)) => format!("exited ({s})"),
+                    _ => "closed its stdout".to_string(),
+                }
+            }
+        }
+    }
+
+    /// Kill the whole process group (the child and anything it started) and reap the child.
+    pub async fn kill(&mut self) {
+        self.signal_group(Signal::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    fn signal_group(&self, sig: Signal) {
+        if let Some(pgid) = self.pgid {
+            let _ = killpg(Pid::from_raw(pgid), sig);
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.signal_group(Signal::SIGKILL);
+    }
+}
+
+/// Start the child and connect it to `upstream` (stdin writer, stdout reader, stderr drain).
+pub fn spawn(
+    spec: &ChildSpec,
+    upstream: &Arc<Upstream>,
+    stats: &Arc<Stats>,
+) -> std::io::Result<Running> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It makes the kernel
+    // kill the child if the bridge dies without cleaning up (e.g. SIGKILL), so no orphan survives.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    stats.child_spawns.fetch_add(1, Ordering::Relaxed);
+    let pid = child.id();
+    let stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+
+    let (wtx, mut wrx) = mpsc::unbounded_channel::<Bytes>();
+    let generation = upstream.attach(wtx);
+    tokio::spawn(async move {
+        let mut stdin = stdin;
+        while let Some(line) = wrx.recv().await {
+            if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let (eof_tx, eof_rx) = oneshot::channel();
+    let up = upstream.clone();
+    tokio::spawn(async move {
+        read_lines(stdout, |line| up.on_line(generation, line)).await;
+        let _ = eof_tx.send(());
+    });
+
+    let stats2 = stats.clone();
+    tokio::spawn(async move { drain_stderr(stderr, pid, stats2).await });
+
+    Ok(Running {
+        child,
+        pgid: pid.map(|p| p as i32),
+        generation,
+        stdout_eof: Some(eof_rx),
+    })
+}
+
+/// Call `f` with every complete line (newline stripped); lines over `MAX_LINE` are skipped.
+async fn read_lines<R: AsyncRead + Unpin>(r: R, mut f: impl FnMut(&[u8])) {
+    let mut reader = BufReader::with_capacity(256 * 1024, r);
+    let mut line: Vec<u8> = Vec::new();
+    let mut skipping = false;
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(b) => b,
+        };
+        let (take, complete) = match buf.iter().position(|&b| b == b'\n') {
+            Some(pos) => (pos + 1, true),
+            None => (buf.len(), false),
+        };
+        if !skipping {
+            line.extend_from_slice(&buf[..if complete { take - 1 } else { take }]);
+        }
+        reader.consume(take);
+        if complete {
+            if !skipping {
+                let l = line.strip_suffix(b"\r").unwrap_or(&line);
+                if !l.iter().all(u8::is_ascii_whitespace) {
+                    f(l);
+                }
+            }
+            line.clear();
+            skipping = false;
+        } else if line.len() > MAX_LINE {
+            tracing::warn!(
+                max = MAX_LINE,
+                "child wrote a line longer than the limit; skipped"
+            );
+            line = Vec::new();
+            skipping = true;
+        }
+    }
+}
+
+async fn drain_stderr<R: AsyncRead + Unpin>(r: R, pid: Option<u32>, stats: Arc<Stats>) {
+    let mut window = Instant::now();
+    let mut logged = 0u32;
+    let mut dropped = 0u64;
+    read_lines(r, |line| {
+        if window.elapsed() >= Duration::from_secs(1) {
+            if dropped > 0 {
+                tracing::warn!(
+                    child_pid = pid,
+                    dropped,
+                    "child stderr rate-limited; lines not logged"
+                );
+            }
+            window = Instant::now();
+            logged = 0;
+            dropped = 0;
+        }
+        if logged < STDERR_LINES_PER_SEC {
+            logged += 1;
+            let text = String::from_utf8_lossy(&line[..line.len().min(4096)]);
+            tracing::info!(target: "child_stderr", child_pid = pid, "{text}");
+        } else {
+            dropped += 1;
+            stats.stderr_lines_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .await;
+    if dropped > 0 {
+        tracing::warn!(
+            child_pid = pid,
+            dropped,
+            "child stderr rate-limited; lines not logged"
+        );
+    }
+}
+
+/// Run the bridge's own handshake: initialize with no client capabilities, then initialized.
+pub async fn handshake(
+    upstream: &Arc<Upstream>,
+    running: &mut Running,
+    timeout: Duration,
+) -> Result<InitInfo, String> {
+    let req = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": LATEST_VERSION,
+        "capabilities": {},
+        "clientInfo": {"name": "mcpctl-bridge", "version": env!("CARGO_PKG_VERSION")},
+    }});
+    let mut h = upstream
+        .send_request(None, req, false)
+        .map_err(|e| e.message)?;
+    let resp = tokio::select! {
+        r = h.recv() => r,
+        why = running.exited() => return Err(format!("{why} before answering initialize")),
+        _ = tokio::time::sleep(timeout) => return Err(format!("did not answer initialize within {timeout:?}")),
+    };
+    let Some(Delivery::Response(resp)) = resp else {
+        return Err("initialize was not answered".into());
+    };
+    if let Some(err) = resp.get("error") {
+        return Err(format!("initialize failed: {err}"));
+    }
+    let result = resp["result"].clone();
+    let Some(version) = result["protocolVersion"].as_str().map(str::to_string) else {
+        return Err("initialize result has no protocolVersion".into());
+    };
+    if !jsonrpc::SUPPORTED_VERSIONS.contains(&version.as_str()) {
+        return Err(format!(
+            "child speaks protocol {version}, which the bridge does not"
+        ));
+    }
+    upstream.send_raw(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    Ok(InitInfo {
+        protocol_version: version,
+        result,
+    })
+}
+
+/// Keep one shared child running: spawn, handshake, wait for exit, back off, restart; open the
+/// circuit breaker when it keeps failing. Returns (after killing the child) on `shutdown`.
+pub async fn supervise_shared(
+    upstream: Arc<Upstream>,
+    spec: ChildSpec,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    let mut recent: VecDeque<Instant> = VecDeque::new();
+    let mut first = true;
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        if !first {
+            upstream.restarts.fetch_add(1, Ordering::Relaxed);
+            stats.child_restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        first = false;
+        upstream.set_status(Status::Starting);
+        let reason = match spawn(&spec, &upstream, &stats) {
+            Err(e) => format!("cannot start {:?}: {e}", spec.program),
+            Ok(mut running) => {
+                let generation = running.generation;
+                match handshake(&upstream, &mut running, spec.init_timeout).await {
+                    Err(why) => {
+                        running.kill().await;
+                        upstream.detach(generation, "failed its handshake");
+                        format!("child {why}")
+                    }
+                    Ok(info) => {
+                        tracing::info!(pid = running.pid(), protocol = %info.protocol_version, "child ready");
+                        upstream.set_init(info);
+                        upstream.set_status(Status::Ready);
+                        let up_since = Instant::now();
+                        let why = tokio::select! {
+                            why = running.exited() => why,
+                            _ = shutdown.cancelled() => {
+                                running.kill().await;
+                                upstream.detach(generation, "was stopped (bridge shutting down)");
+                                break;
+                            }
+                        };
+                        // Fail waiting callers first (the "fast error"), then clean up the group.
+                        upstream.detach(generation, &why);
+                        upstream.set_status(Status::Down {
+                            reason: format!("child {why}"),
+                        });
+                        running.kill().await;
+                        if up_since.elapsed() >= STABLE_AFTER {
+                            failures = 0;
+                            recent.clear();
+                        }
+                        format!("child {why}")
+                    }
+                }
+            }
+        };
+        tracing::warn!(%reason, "MCP server down");
+        failures += 1;
+        recent.push_back(Instant::now());
+        while recent.front().is_some_and(|t| t.elapsed() > BREAKER_WINDOW) {
+            recent.pop_front();
+        }
+        let wait = if recent.len() >= BREAKER_FAILURES {
+            tracing::error!(failures = recent.len(), cooldown = ?BREAKER_COOLDOWN, "circuit breaker open: the MCP server keeps failing");
+            upstream.set_status(Status::BreakerOpen {
+                reason: format!(
+                    "circuit breaker open after {} failures: {reason}",
+                    recent.len()
+                ),
+            });
+            recent.clear();
+            BREAKER_COOLDOWN
+        } else {
+            upstream.set_status(Status::Down { reason });
+            backoff(failures)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    upstream.set_status(Status::Stopped);
+}
+
+fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    (BACKOFF_START * 2u32.pow(exp)).min(BACKOFF_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(2), Duration::from_millis(400));
+        assert_eq!(backoff(4), Duration::from_millis(1600));
+        assert_eq!(backoff(40), BACKOFF_MAX);
+    }
+
+    #[tokio::test]
+    async fn reads_exact_lines_including_huge_ones() {
+        let big = "y".repeat(3 * 1024 * 1024);
+        let input = format!("a\r\n\n{big}\nlast-without-newline");
+        let mut got = Vec::new();
+        read_lines(input.as_bytes(), |l| got.push(l.len())).await;
+        assert_eq!(got, vec![1, big.len()]);
+    }
+}

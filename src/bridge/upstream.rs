@@ -1,0 +1,741 @@
+//! One connection to a stdio MCP child: request-id and progress-token remapping, routing of what
+//! the child sends, and the child's status as seen by callers and readiness.
+//!
+//! Owns: the pending-request table (child-side id → session, original id, reply channel), the cached
+//! handshake and `tools/list`, and the shared-child rules of docs/contracts.md for what the child
+//! sends unasked. Must not: spawn or kill processes (`child` does), or know about HTTP (`http` does).
+//!
+//! Every request the bridge forwards gets a fresh child-side integer id, and any `progressToken` in it
+//! becomes `mcpctl-<that id>`, so twenty sessions that all use ids 1..200 and the same tokens never
+//! collide at the child, and each reply or progress notification finds its way back to exactly one
+//! caller. The same remapping runs in per-session mode (harmless, one code path).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use super::jsonrpc::{self, Kind};
+use super::stats::Stats;
+
+pub type SessionId = Arc<str>;
+
+const TOKEN_PREFIX: &str = "mcpctl-";
+
+/// Where a message the child sent unasked should go (decided here, delivered by the session table).
+pub enum Route {
+    Session(SessionId, Value),
+    Broadcast(Value),
+}
+pub type Sink = Arc<dyn Fn(Route) + Send + Sync>;
+
+/// What a caller receives for one request: notifications that belong to it, then its response.
+#[derive(Debug)]
+pub enum Delivery {
+    Notification(Value),
+    Response(Value),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Status {
+    Starting,
+    Ready,
+    Down { reason: String },
+    BreakerOpen { reason: String },
+    Stopped,
+}
+
+#[derive(Debug)]
+pub struct InitInfo {
+    pub protocol_version: String,
+    /// The child's InitializeResult, answered (with the per-client version) to every session.
+    pub result: Value,
+}
+
+struct Pending {
+    session: Option<SessionId>,
+    orig_id: Value,
+    orig_token: Option<Value>,
+    tx: mpsc::UnboundedSender<Delivery>,
+    sent_at: Instant,
+    generation: u64,
+    /// Set for a cacheable tools/list: the cache epoch it was sent in (a list_changed since voids it).
+    tools_epoch: Option<u64>,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    generation: u64,
+    writer: Option<mpsc::UnboundedSender<Bytes>>,
+    pending: HashMap<u64, Pending>,
+    init: Option<Arc<InitInfo>>,
+    tools_cache: Option<Value>,
+    tools_epoch: u64,
+}
+
+pub struct Upstream {
+    /// Shared mode: one child for all sessions (server requests refused, notifications routed).
+    /// Otherwise the child belongs to `owner` and everything it sends goes there.
+    shared: bool,
+    owner: Option<SessionId>,
+    sink: Sink,
+    stats: Arc<Stats>,
+    epoch: Instant,
+    last_output_ms: AtomicI64,
+    status: watch::Sender<Status>,
+    inner: Mutex<Inner>,
+    pub restarts: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct CallError {
+    pub code: i64,
+    pub message: String,
+}
+
+impl CallError {
+    fn new(code: i64, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn to_response(&self, id: Value) -> Value {
+        jsonrpc::error(id, self.code, self.message.clone())
+    }
+}
+
+/// A forwarded request in flight. Dropping it before the response arrived cancels the request at
+/// the child (`notifications/cancelled`), which is how a client that went away is handled.
+pub struct CallHandle {
+    upstream: Arc<Upstream>,
+    child_id: u64,
+    rx: mpsc::UnboundedReceiver<Delivery>,
+    done: bool,
+}
+
+impl CallHandle {
+    /// The next delivery; `None` when the request was cancelled or the child's table was reset.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        let d = self.rx.recv().await;
+        if matches!(d, Some(Delivery::Response(_)) | None) {
+            self.done = true;
+        }
+        d
+    }
+    /// Wait for the response only, dropping notifications (JSON-mode HTTP replies).
+    pub async fn response(&mut self) -> Option<Value> {
+        loop {
+            match self.recv().await? {
+                Delivery::Response(v) => return Some(v),
+                Delivery::Notification(_) => {}
+            }
+        }
+    }
+}
+
+impl Drop for CallHandle {
+    fn drop(&mut self) {
+        if !self.done {
+            self.upstream
+                .cancel_child_id(self.child_id, "client disconnected");
+        }
+    }
+}
+
+impl Upstream {
+    pub fn new(shared: bool, owner: Option<SessionId>, sink: Sink, stats: Arc<Stats>) -> Arc<Self> {
+        Arc::new(Self {
+            shared,
+            owner,
+            sink,
+            stats,
+            epoch: Instant::now(),
+            last_output_ms: AtomicI64::new(0),
+            status: watch::Sender::new(Status::Starting),
+            inner: Mutex::new(Inner::default()),
+            restarts: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+    pub fn set_status(&self, s: Status) {
+        self.stats
+            .child_up
+            .store(i64::from(s == Status::Ready), Ordering::Relaxed);
+        self.status.send_replace(s);
+    }
+    pub fn init_info(&self) -> Option<Arc<InitInfo>> {
+        self.lock().init.clone()
+    }
+    pub fn set_init(&self, info: InitInfo) {
+        self.lock().init = Some(Arc::new(info));
+    }
+    pub fn cached_tools(&self) -> Option<Value> {
+        self.lock().tools_cache.clone()
+    }
+    pub fn since_last_output(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as i64;
+        Duration::from_millis((now - self.last_output_ms.load(Ordering::Relaxed)).max(0) as u64)
+    }
+    /// Age of the oldest request still waiting at the child (internal requests included).
+    pub fn oldest_pending(&self) -> Option<Duration> {
+        let g = self.lock();
+        g.pending
+            .values()
+            .filter(|p| p.generation == g.generation)
+            .map(|p| p.sent_at.elapsed())
+            .max()
+    }
+    pub fn pending_count(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// A new child process is connected: its stdin is `writer`. Returns the generation number that
+    /// `on_line` and `detach` must quote, so late output of a dead child is ignored.
+    pub fn attach(&self, writer: mpsc::UnboundedSender<Bytes>) -> u64 {
+        let mut g = self.lock();
+        g.generation += 1;
+        g.writer = Some(writer);
+        g.init = None;
+        g.tools_cache = None;
+        g.tools_epoch += 1;
+        self.last_output_ms
+            .store(self.epoch.elapsed().as_millis() as i64, Ordering::Relaxed);
+        g.generation
+    }
+
+    /// The child of `generation` is gone: every caller still waiting gets an error now.
+    pub fn detach(&self, generation: u64, reason: &str) {
+        let failed: Vec<Pending> = {
+            let mut g = self.lock();
+            if g.generation != generation {
+                return;
+            }
+            g.writer = None;
+            g.init = None;
+            g.tools_cache = None;
+            g.pending.drain().map(|(_, p)| p).collect()
+        };
+        for p in failed {
+            let msg = format!("MCP server process {reason}; the request was not completed");
+            let _ = p.tx.send(Delivery::Response(jsonrpc::error(
+                p.orig_id,
+                jsonrpc::CHILD_EXITED,
+                msg,
+            )));
+        }
+    }
+
+    /// Wait (bounded) until the child is ready; errors at once when it is down.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), CallError> {
+        let mut rx = self.status.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match &*rx.borrow_and_update() {
+                Status::Ready => return Ok(()),
+                Status::Starting => {}
+                Status::Down { reason } | Status::BreakerOpen { reason } => {
+                    return Err(CallError::new(
+                        jsonrpc::CHILD_UNAVAILABLE,
+                        format!("MCP server unavailable: {reason}"),
+                    ))
+                }
+                Status::Stopped => {
+                    return Err(CallError::new(
+                        jsonrpc::CHILD_UNAVAILABLE,
+                        "bridge is shutting down",
+                    ))
+                }
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return Err(CallError::new(
+                    jsonrpc::CHILD_UNAVAILABLE,
+                    "MCP server is still starting",
+                ));
+            }
+        }
+    }
+
+    /// Forward a request (already known to be a request) to the child.
+    /// `cache_tools`: remember the result as the tools/list cache.
+    pub fn send_request(
+        self: &Arc<Self>,
+        session: Option<SessionId>,
+        mut msg: Value,
+        cache_tools: bool,
+    ) -> Result<CallHandle, CallError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (child_id, writer) = {
+            let mut g = self.lock();
+            let Some(writer) = g.writer.clone() else {
+                return Err(CallError::new(
+                    jsonrpc::CHILD_UNAVAILABLE,
+                    "MCP server is not running",
+                ));
+            };
+            g.next_id += 1;
+            let child_id = g.next_id;
+            let orig_id = std::mem::replace(&mut msg["id"], json!(child_id));
+            let mut orig_token = None;
+            if let Some(meta) = msg
+                .get_mut("params")
+                .and_then(|p| p.get_mut("_meta"))
+                .and_then(Value::as_object_mut)
+            {
+                if let Some(tok) = meta.get_mut("progressToken") {
+                    orig_token = Some(std::mem::replace(
+                        tok,
+                        json!(format!("{TOKEN_PREFIX}{child_id}")),
+                    ));
+                }
+            }
+            let tools_epoch = cache_tools.then_some(g.tools_epoch);
+            let generation = g.generation;
+            g.pending.insert(
+                child_id,
+                Pending {
+                    session,
+                    orig_id,
+                    orig_token,
+                    tx,
+                    sent_at: Instant::now(),
+                    generation,
+                    tools_epoch,
+                },
+            );
+            (child_id, writer)
+        };
+        let handle = CallHandle {
+            upstream: self.clone(),
+            child_id,
+            rx,
+            done: false,
+        };
+        if writer.send(line(&msg)).is_err() {
+            // The writer ended between our check and now: the child is going away.
+            return Err(CallError::new(
+                jsonrpc::CHILD_EXITED,
+                "MCP server process exited",
+            ));
+        }
+        Ok(handle)
+    }
+
+    /// Send a notification (or a client's response, in per-session mode) to the child as is.
+    pub fn send_raw(&self, msg: &Value) {
+        if let Some(w) = self.lock().writer.clone() {
+            let _ = w.send(line(msg));
+        }
+    }
+
+    /// The client cancelled one of its requests: forward with the child-side id and stop waiting.
+    pub fn client_cancelled(&self, session: &SessionId, mut msg: Value) {
+        let Some(req) = msg.get("params").and_then(|p| p.get("requestId")).cloned() else {
+            return;
+        };
+        let found = {
+            let mut g = self.lock();
+            let id = g
+                .pending
+                .iter()
+                .find(|(_, p)| p.session.as_ref() == Some(session) && p.orig_id == req)
+                .map(|(id, _)| *id);
+            id.and_then(|id| g.pending.remove(&id).map(|_| id))
+        };
+        if let Some(id) = found {
+            msg["params"]["requestId"] = json!(id);
+            self.send_raw(&msg);
+        }
+    }
+
+    fn cancel_child_id(&self, child_id: u64, reason: &str) {
+        let was_pending = self.lock().pending.remove(&child_id).is_some();
+        if was_pending {
+            self.send_raw(
+                &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                "params": {"requestId": child_id, "reason": reason}}),
+            );
+        }
+    }
+
+    /// Cancel everything `session` still waits for (the session is closing).
+    pub fn cancel_session(&self, session: &SessionId, reason: &str) {
+        let ids: Vec<u64> = self
+            .lock()
+            .pending
+            .iter()
+            .filter(|(_, p)| p.session.as_ref() == Some(session))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.cancel_child_id(id, reason);
+        }
+    }
+
+    /// One line from the child's stdout (without the newline).
+    pub fn on_line(&self, generation: u64, raw: &[u8]) {
+        self.last_output_ms
+            .store(self.epoch.elapsed().as_millis() as i64, Ordering::Relaxed);
+        let msg: Value = match serde_json::from_slice(raw) {
+            Ok(v) => v,
+            Err(_) => {
+                self.stats
+                    .stdout_lines_skipped
+                    .fetch_add(1, Ordering::Relaxed);
+                let shown = String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned();
+                tracing::warn!(line = %shown, len = raw.len(), "child wrote a non-JSON line to stdout; skipped");
+                return;
+            }
+        };
+        if self.lock().generation != generation {
+            return;
+        }
+        match jsonrpc::kind(&msg) {
+            Kind::Response => self.on_response(msg),
+            Kind::Request => self.on_server_request(msg),
+            Kind::Notification => self.on_notification(msg),
+            Kind::Invalid => tracing::warn!("child wrote an invalid JSON-RPC message; skipped"),
+        }
+    }
+
+    fn on_response(&self, mut msg: Value) {
+        let Some(id) = msg["id"].as_u64() else {
+            tracing::debug!(id = %msg["id"], "response with an id the bridge never sent; dropped");
+            return;
+        };
+        let Some(p) = ({
+            let mut g = self.lock();
+            let p = g.pending.remove(&id);
+            if let Some(p) = &p {
+                if p.tools_epoch == Some(g.tools_epoch) && msg.get("result").is_some() {
+                    g.tools_cache = msg.get("result").cloned();
+                }
+            }
+            p
+        }) else {
+            return; // cancelled meanwhile: the caller is gone
+        };
+        msg["id"] = p.orig_id;
+        let _ = p.tx.send(Delivery::Response(msg));
+    }
+
+    fn on_server_request(&self, msg: Value) {
+        if !self.shared {
+            if let Some(owner) = &self.owner {
+                (self.sink)(Route::Session(owner.clone(), msg));
+            }
+            return;
+        }
+        // Shared child: no session can answer for the others, so the bridge does (contract).
+        let id = msg["id"].clone();
+        let reply = if jsonrpc::method(&msg) == "ping" {
+            jsonrpc::result(id, json!({}))
+        } else {
+            jsonrpc::error(
+                id,
+                jsonrpc::METHOD_NOT_FOUND,
+                "not supported by a shared bridge: the child is shared by many clients",
+            )
+        };
+        self.send_raw(&reply);
+    }
+
+    fn on_notification(&self, mut msg: Value) {
+        let method = jsonrpc::method(&msg).to_string();
+        if method == "notifications/progress" {
+            let token = msg["params"]["progressToken"]
+                .as_str()
+                .and_then(|t| t.strip_prefix(TOKEN_PREFIX))
+                .and_then(|t| t.parse::<u64>().ok());
+            let g = self.lock();
+            if let Some(p) = token.and_then(|t| g.pending.get(&t)) {
+                msg["params"]["progressToken"] = p.orig_token.clone().unwrap_or(Value::Null);
+                let _ = p.tx.send(Delivery::Notification(msg));
+            }
+            return;
+        }
+        if method.ends_with("/list_changed") {
+            if method == "notifications/tools/list_changed" {
+                let mut g = self.lock();
+                g.tools_epoch += 1;
+                g.tools_cache = None;
+            }
+            match (&self.owner, self.shared) {
+                (Some(owner), false) => (self.sink)(Route::Session(owner.clone(), msg)),
+                _ => (self.sink)(Route::Broadcast(msg)),
+            }
+            return;
+        }
+        if !self.shared {
+            if let Some(owner) = &self.owner {
+                (self.sink)(Route::Session(owner.clone(), msg));
+            }
+            return;
+        }
+        if method == "notifications/cancelled" {
+            return; // cancels a server request we already refused
+        }
+        // Other notifications carry no owner. They go to the one request in flight, or the one
+        // session with requests in flight; when that is ambiguous they are dropped rather than
+        // shown to a client they do not belong to.
+        let g = self.lock();
+        let mut owners = g.pending.values().filter(|p| p.session.is_some());
+        let Some(first) = owners.next() else {
+            tracing::debug!(%method, "notification with no session waiting; dropped");
+            return;
+        };
+        let rest: Vec<&Pending> = owners.collect();
+        if rest.is_empty() {
+            let _ = first.tx.send(Delivery::Notification(msg));
+        } else if rest.iter().all(|p| p.session == first.session) {
+            (self.sink)(Route::Session(
+                first.session.clone().expect("filtered"),
+                msg,
+            ));
+        } else {
+            tracing::debug!(%method, "notification owner ambiguous (several sessions waiting); dropped");
+        }
+    }
+}
+
+fn line(msg: &Value) -> Bytes {
+    let mut v = serde_json::to_vec(msg).expect("a Value always serialises");
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(
+        shared: bool,
+    ) -> (
+        Arc<Upstream>,
+        mpsc::UnboundedReceiver<Bytes>,
+        Arc<Mutex<Vec<String>>>,
+    ) {
+        let routed = Arc::new(Mutex::new(Vec::new()));
+        let r = routed.clone();
+        let sink: Sink = Arc::new(move |route| {
+            let s = match route {
+                Route::Session(sid, m) => format!("{sid}:{}", m["method"]),
+                Route::Broadcast(m) => format!("*:{}", m["method"]),
+            };
+            r.lock().unwrap().push(s);
+        });
+        let up = Upstream::new(
+            shared,
+            if shared { None } else { Some("solo".into()) },
+            sink,
+            Arc::new(Stats::default()),
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        up.attach(tx);
+        (up, rx, routed)
+    }
+
+    fn sent(rx: &mut mpsc::UnboundedReceiver<Bytes>) -> Value {
+        serde_json::from_slice(&rx.try_recv().expect("a line to the child")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn same_ids_and_tokens_from_two_sessions_stay_apart() {
+        let (up, mut rx, _) = upstream(true);
+        let req = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"p","_meta":{"progressToken":7}}});
+        let mut a = up
+            .send_request(Some("a".into()), req.clone(), false)
+            .unwrap();
+        let mut b = up.send_request(Some("b".into()), req, false).unwrap();
+        let (ma, mb) = (sent(&mut rx), sent(&mut rx));
+        assert_ne!(ma["id"], mb["id"]);
+        assert_ne!(
+            ma["params"]["_meta"]["progressToken"],
+            mb["params"]["_meta"]["progressToken"]
+        );
+        // The child answers b first, with a progress notification for a in between.
+        let g = 1;
+        up.on_line(
+            g,
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{},"result":{{"who":"b"}}}}"#,
+                mb["id"]
+            )
+            .as_bytes(),
+        );
+        up.on_line(g, format!(r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":{},"progress":1}}}}"#, ma["params"]["_meta"]["progressToken"]).as_bytes());
+        up.on_line(
+            g,
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{},"result":{{"who":"a"}}}}"#,
+                ma["id"]
+            )
+            .as_bytes(),
+        );
+        match b.recv().await.unwrap() {
+            Delivery::Response(v) => assert_eq!(
+                (v["id"].clone(), v["result"]["who"].clone()),
+                (json!(1), json!("b"))
+            ),
+            other => panic!("{other:?}"),
+        }
+        match a.recv().await.unwrap() {
+            Delivery::Notification(v) => assert_eq!(v["params"]["progressToken"], json!(7)),
+            other => panic!("{other:?}"),
+        }
+        match a.recv().await.unwrap() {
+            Delivery::Response(v) => assert_eq!(
+                (v["id"].clone(), v["result"]["who"].clone()),
+                (json!(1), json!("a"))
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(up.pending_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_call_cancels_it_at_the_child() {
+        let (up, mut rx, _) = upstream(true);
+        let h = up
+            .send_request(
+                Some("a".into()),
+                json!({"jsonrpc":"2.0","id":"x","method":"tools/call"}),
+                false,
+            )
+            .unwrap();
+        let m = sent(&mut rx);
+        drop(h);
+        let c = sent(&mut rx);
+        assert_eq!(c["method"], "notifications/cancelled");
+        assert_eq!(c["params"]["requestId"], m["id"]);
+        assert_eq!(up.pending_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn client_cancel_is_remapped() {
+        let (up, mut rx, _) = upstream(true);
+        let _h = up
+            .send_request(
+                Some("a".into()),
+                json!({"jsonrpc":"2.0","id":5,"method":"tools/call"}),
+                false,
+            )
+            .unwrap();
+        let m = sent(&mut rx);
+        up.client_cancelled(
+            &"a".into(),
+            json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}),
+        );
+        assert_eq!(sent(&mut rx)["params"]["requestId"], m["id"]);
+        // another session's id 5 is not touched
+        up.client_cancelled(
+            &"b".into(),
+            json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}),
+        );
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn shared_child_requests_are_refused_and_list_changed_broadcast() {
+        let (up, mut rx, routed) = upstream(true);
+        up.on_line(1, br#"{"jsonrpc":"2.0","id":"s1","method":"roots/list"}"#);
+        let r = sent(&mut rx);
+        assert_eq!(
+            (r["id"].clone(), r["error"]["code"].clone()),
+            (json!("s1"), json!(-32601))
+        );
+        up.on_line(
+            1,
+            br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
+        );
+        assert_eq!(
+            routed.lock().unwrap().as_slice(),
+            ["*:\"notifications/tools/list_changed\""]
+        );
+    }
+
+    #[tokio::test]
+    async fn per_session_child_requests_go_to_the_owner() {
+        let (up, _rx, routed) = upstream(false);
+        up.on_line(1, br#"{"jsonrpc":"2.0","id":"s1","method":"roots/list"}"#);
+        assert_eq!(routed.lock().unwrap().as_slice(), ["solo:\"roots/list\""]);
+    }
+
+    #[tokio::test]
+    async fn tools_cache_is_voided_by_list_changed_in_flight() {
+        let (up, mut rx, _) = upstream(true);
+        let _h = up
+            .send_request(
+                None,
+                json!({"jsonrpc":"2.0","id":1,"method":"tools/list"}),
+                true,
+            )
+            .unwrap();
+        let m = sent(&mut rx);
+        up.on_line(
+            1,
+            br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
+        );
+        up.on_line(
+            1,
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{},"result":{{"tools":[]}}}}"#,
+                m["id"]
+            )
+            .as_bytes(),
+        );
+        assert!(up.cached_tools().is_none());
+        let _h = up
+            .send_request(
+                None,
+                json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}),
+                true,
+            )
+            .unwrap();
+        let m = sent(&mut rx);
+        up.on_line(
+            1,
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{},"result":{{"tools":[]}}}}"#,
+                m["id"]
+            )
+            .as_bytes(),
+        );
+        assert_eq!(up.cached_tools(), Some(json!({"tools": []})));
+    }
+
+    #[tokio::test]
+    async fn detach_fails_every_waiting_caller() {
+        let (up, _rx, _) = upstream(true);
+        let mut h = up
+            .send_request(
+                Some("a".into()),
+                json!({"jsonrpc":"2.0","id":9,"method":"tools/call"}),
+                false,
+            )
+            .unwrap();
+        up.detach(1, "exited");
+        match h.recv().await.unwrap() {
+            Delivery::Response(v) => assert_eq!(
+                (v["id"].clone(), v["error"]["code"].clone()),
+                (json!(9), json!(jsonrpc::CHILD_EXITED))
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+}
