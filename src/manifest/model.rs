@@ -451,6 +451,9 @@ impl Default for Limits {
 pub struct Health {
     #[serde(default = "default_start_period", with = "humantime_serde")]
     pub start_period: Duration,
+    /// Docker health-check interval (also how soon a dependant can start after this is ready).
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
     /// The whole gate (start, handshake, smoke) must pass within this.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -463,6 +466,9 @@ pub struct Health {
 fn default_start_period() -> Duration {
     Duration::from_secs(20)
 }
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_timeout() -> Duration {
     Duration::from_secs(60)
 }
@@ -471,6 +477,7 @@ impl Default for Health {
     fn default() -> Self {
         Self {
             start_period: default_start_period(),
+            interval: default_interval(),
             timeout: default_timeout(),
             expect_tools: ExpectTools::default(),
             smoke: Vec::new(),

@@ -283,6 +283,10 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
         let d = cx.warning(&sp(name, &["health", "start_period"]), "start_period is longer than the gate's whole timeout");
         help(d, "raise `health.timeout` or shorten `start_period`");
     }
+    if svc.health.interval.as_secs() == 0 {
+        let d = cx.error(&sp(name, &["health", "interval"]), "the health-check interval must be at least 1s");
+        help(d, "e.g. `interval: 10s`");
+    }
     if svc.slo.p95_ms == 0 {
         let d = cx.error(&sp(name, &["slo", "p95_ms"]), "p95_ms must be greater than 0");
         help(d, "the seed's target is 100");
