@@ -1,17 +1,9 @@
 //! mcpctl: parse flags, initialise tracing, dispatch to one command, map the outcome to an exit code.
 
-mod bridge;
-mod cli;
-mod commands;
-mod error;
-mod manifest;
-mod output;
-mod render;
-mod settings;
-
 use clap::Parser;
 
-use crate::error::exit_code_of;
+use mcpctl::error::exit_code_of;
+use mcpctl::{cli, commands, output, settings};
 
 fn main() {
     let cli = cli::Cli::parse();
@@ -34,12 +26,12 @@ mod tests {
 
     #[test]
     fn cli_definition_is_consistent() {
-        super::cli::Cli::command().debug_assert();
+        mcpctl::cli::Cli::command().debug_assert();
     }
 
     #[test]
     fn exit_codes_match_the_contract() {
-        use crate::error::ExitCode::*;
+        use mcpctl::error::ExitCode::*;
         let codes: Vec<i32> = [Ok, Runtime, Usage, GateFailedRestored, GateFailedRestoreFailed, LockHeld, SloBreach, Interrupted]
             .iter()
             .map(|c| c.code())

@@ -32,7 +32,6 @@ impl Settings {
 
     /// The state directory for `project`: `--state-dir`, else `$XDG_STATE_HOME/mcpctl/<project>`, else
     /// `~/.local/state/mcpctl/<project>` — outside the checkout, so a `git clean` never loses it.
-    #[allow(dead_code)] // used by deploy/rollback; resolved here so every command agrees
     pub fn state_dir(&self, project: &str) -> PathBuf {
         if let Some(dir) = &self.state_dir_override {
             return dir.clone();

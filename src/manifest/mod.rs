@@ -27,7 +27,6 @@ use spans::{Location, Node, Seg};
 pub struct Loaded {
     pub manifest: Manifest,
     pub warnings: Vec<Diagnostic>,
-    #[allow(dead_code)] // deploy records which manifest a release came from
     pub path: PathBuf,
 }
 

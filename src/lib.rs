@@ -1,0 +1,11 @@
+//! mcpctl as a library: the binary (`src/main.rs`) is a thin shell over these modules, and the
+//! integration tests use them directly.
+
+pub mod bridge;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod manifest;
+pub mod output;
+pub mod render;
+pub mod settings;
