@@ -162,6 +162,19 @@ pub fn load_str(source: &str, file: &str) -> Result<(Manifest, Vec<Diagnostic>),
     }
 }
 
+/// serde's name for an expected type, as an operator would say it.
+fn human_type(want: &str) -> String {
+    match want {
+        "u16" => "a whole number from 0 to 65535 (a port)".into(),
+        "u32" | "u64" | "usize" => "a whole number".into(),
+        "f64" => "a number, e.g. 0.5".into(),
+        "a boolean" => "true or false".into(),
+        "a string" => "text (quote it if it looks like a number)".into(),
+        "a sequence" => "a list, e.g. `[a, b]`".into(),
+        other => other.to_string(),
+    }
+}
+
 /// A stand-in for a service whose body did not parse (its own errors are already reported).
 fn placeholder_service() -> Service {
     serde_yaml_ng::from_str("server: {source: {}}\nstateful: false").expect("static YAML")
@@ -231,7 +244,9 @@ fn serde_diagnostic(message: &str, mut path: Vec<Seg>, tree: &Node, file: &str) 
     }
     let at = tree.locate(&path, false);
     let value = tree.find(&path, false).and_then(|n| n.scalar()).map(str::to_string);
-    let help = if message.starts_with("unknown variant") {
+    let help = if message.starts_with("invalid type") {
+        message.rsplit("expected ").next().map(|want| format!("write {}", human_type(want)))
+    } else if message.starts_with("unknown variant") {
         match (ticked.first(), diagnostic::did_you_mean(ticked.first().copied().unwrap_or(""), ticked.iter().skip(1).copied())) {
             (_, Some(s)) => Some(format!("did you mean `{s}`?")),
             _ => Some(format!("one of: {}", ticked[1..].join(", "))),

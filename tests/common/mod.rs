@@ -1,0 +1,168 @@
+//! Helpers shared by the integration tests: the built binaries, a per-run project name, the
+//! Docker requirement policy, and small local images (no registry is reachable here).
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The mcpctl binary under test.
+pub fn mcpctl() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mcpctl"))
+}
+
+/// The test MCP server, built into the same target directory by `cargo build --workspace`.
+pub fn testserver() -> PathBuf {
+    let path = mcpctl().with_file_name("mcp-testserver");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`; scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run mcpctl with arguments in `dir`.
+pub fn run_mcpctl(dir: &Path, args: &[&str]) -> Output {
+    Command::new(mcpctl())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MCPCTL_FILE")
+        .env_remove("MCPCTL_STATE_DIR")
+        .output()
+        .expect("mcpctl runs")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A project name unique to this test run, so leftovers on a reused machine never collide and
+/// cleanup can filter on `com.mcp.project=<name>`.
+pub fn unique_project(prefix: &str) -> String {
+    static RUN: OnceLock<String> = OnceLock::new();
+    let run = RUN.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!("{:x}{:x}", std::process::id() % 0xfff, nanos % 0xffff)
+    });
+    format!("t{prefix}{run}")
+}
+
+/// Whether the Docker tier must run. `scripts/test` (and so CI) sets MCPCTL_TEST_REQUIRE_DOCKER=1:
+/// then a missing engine or tool FAILS the test. A developer running plain `cargo test` without an
+/// engine sees the test report itself skipped.
+pub fn docker_available(test: &str) -> bool {
+    let required = std::env::var("MCPCTL_TEST_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(!required, "{test}: the Docker engine is required (MCPCTL_TEST_REQUIRE_DOCKER=1) but `docker info` fails; run scripts/setup");
+        eprintln!("SKIPPED {test}: no Docker engine (set MCPCTL_TEST_REQUIRE_DOCKER=1 to make this a failure)");
+    }
+    ok
+}
+
+/// A host tool the test needs; required under the same policy as Docker.
+pub fn tool(test: &str, name: &str, candidates: &[&str]) -> Option<PathBuf> {
+    let required = std::env::var("MCPCTL_TEST_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    let found = candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            let out = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().ok()?;
+            out.status.success().then(|| PathBuf::from(text(&out.stdout).trim()))
+        });
+    if found.is_none() {
+        assert!(!required, "{test}: `{name}` is required but not installed; run scripts/setup");
+        eprintln!("SKIPPED {test}: `{name}` is not installed (run scripts/setup)");
+    }
+    found
+}
+
+/// Run a command, panicking with its output if it fails.
+pub fn must(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Poll `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A tiny base image holding the test MCP server and the shared libraries it and mcpctl need,
+/// built `FROM scratch` from host files (a few MB, under a second). Tagged by the content hash
+/// of what goes in, so it is built once per machine and binary version.
+pub fn runtime_image() -> String {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let server = testserver();
+            let ctx = tempfile::tempdir().unwrap();
+            let mut files: Vec<PathBuf> = vec![];
+            for bin in [mcpctl(), server.clone()] {
+                let out = must(Command::new("ldd").arg(&bin));
+                for line in out.lines() {
+                    // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+                    let path = line.split("=>").last().unwrap().trim().split(' ').next().unwrap();
+                    if path.starts_with('/') && !files.iter().any(|f| f == Path::new(path)) {
+                        files.push(PathBuf::from(path));
+                    }
+                }
+            }
+            let mut dockerfile = String::from("FROM scratch\n");
+            for (i, f) in files.iter().enumerate() {
+                let name = format!("lib{i}");
+                std::fs::copy(f, ctx.path().join(&name)).unwrap();
+                dockerfile.push_str(&format!("COPY {name} {}\n", f.display()));
+            }
+            std::fs::copy(&server, ctx.path().join("mcp-testserver")).unwrap();
+            dockerfile.push_str("COPY mcp-testserver /usr/local/bin/mcp-testserver\n");
+            std::fs::write(ctx.path().join("Dockerfile"), &dockerfile).unwrap();
+            let hash = {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                for f in files.iter().chain([&server]) {
+                    h.update(std::fs::read(f).unwrap());
+                }
+                hex::encode(&h.finalize()[..8])
+            };
+            let tag = format!("mcpctl-test/runtime:{hash}");
+            let exists = Command::new("docker").args(["image", "inspect", &tag]).output().unwrap().status.success();
+            if !exists {
+                must(Command::new("docker").args(["build", "-q", "-t", &tag, "--label", "com.mcp.role=test"]).arg(ctx.path()));
+            }
+            tag
+        })
+        .clone()
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for a test's own services).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
