@@ -47,8 +47,8 @@ fn each_error_class_is_positioned_with_a_fix_exits_2_and_writes_nothing() {
         let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("validate --output json prints JSON");
         let (l, c) = at.split_once(':').unwrap();
         assert!(
-            v["diagnostics"].as_array().unwrap().iter().any(|d| d["line"].to_string() == l
-                && d["column"].to_string() == c
+            v["diagnostics"].as_array().unwrap().iter().any(|d| d["line"].as_u64() == l.parse().ok()
+                && d["column"].as_u64() == c.parse().ok()
                 && d["severity"] == "error"),
             "{fixture}: JSON diagnostics lack {at}: {v}"
         );

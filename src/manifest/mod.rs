@@ -207,7 +207,7 @@ fn typed<T: serde::de::DeserializeOwned>(
 }
 
 fn serde_diagnostic(message: &str, mut path: Vec<Seg>, tree: &Node, file: &str) -> Diagnostic {
-    let message = message.trim_end_matches(|c: char| c == '.').to_string();
+    let message = message.trim_end_matches('.').to_string();
     let ticked: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
     if let Some(field) = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
         let expected = &ticked[1..];

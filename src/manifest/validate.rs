@@ -271,7 +271,7 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
         help(d, "add a named volume, e.g. `{source: pgdata, target: /var/lib/postgresql/data}`");
     }
 
-    if !(svc.limits.cpus > 0.0) {
+    if svc.limits.cpus.is_nan() || svc.limits.cpus <= 0.0 {
         let d = cx.error(&sp(name, &["limits", "cpus"]), "cpus must be greater than 0");
         help(d, "e.g. `0.5` for half a core");
     }
