@@ -24,6 +24,7 @@ pub enum SessionModel {
     /// One warm child for every session (stateless servers).
     Shared,
     /// One child per session (servers with per-client state).
+    #[value(name = "per_session", alias = "per-session")]
     PerSession,
 }
 
@@ -77,17 +78,23 @@ impl Session {
         self.streams.fetch_add(1, Ordering::Relaxed);
         StreamGuard(self.clone())
     }
-    fn deliver(&self, msg: &Value) {
+    /// Whether this session wants a notification (log messages below its `logging/setLevel`: no).
+    fn wants(&self, msg: &Value) -> bool {
         if jsonrpc::method(msg) == "notifications/message" {
             let min = *self.log_level.lock().unwrap_or_else(|e| e.into_inner());
             let rank = msg["params"]["level"]
                 .as_str()
                 .and_then(jsonrpc::level_rank);
             if let (Some(min), Some(rank)) = (min, rank) {
-                if rank < min {
-                    return;
-                }
+                return rank >= min;
             }
+        }
+        true
+    }
+
+    fn deliver(&self, msg: &Value) {
+        if !self.wants(msg) {
+            return;
         }
         if let Some(out) = self.outbound() {
             if out.try_send(sse::message(msg)).is_err() {
@@ -557,14 +564,15 @@ fn sink(app: Weak<App>) -> Sink {
 
 /// Forward a call's deliveries as SSE frames until its response; stop early if the stream or the
 /// session goes away (dropping the call then cancels it at the child).
-pub async fn pump(mut call: Call, out: sse::Frames, closed: CancellationToken) {
+pub async fn pump(mut call: Call, out: sse::Frames, session: Arc<Session>) {
     loop {
         let d = tokio::select! {
             d = call.handle.recv() => d,
             _ = out.closed() => return,
-            _ = closed.cancelled() => return,
+            _ = session.closed.cancelled() => return,
         };
         let (msg, last) = match d {
+            Some(super::upstream::Delivery::Notification(m)) if !session.wants(&m) => continue,
             Some(super::upstream::Delivery::Notification(m)) => (m, false),
             Some(super::upstream::Delivery::Response(m)) => (m, true),
             None => return,

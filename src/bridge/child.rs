@@ -191,39 +191,39 @@ async fn read_lines<R: AsyncRead + Unpin>(r: R, mut f: impl FnMut(&[u8])) {
 }
 
 async fn drain_stderr<R: AsyncRead + Unpin>(r: R, pid: Option<u32>, stats: Arc<Stats>) {
-    let mut window = Instant::now();
-    let mut logged = 0u32;
-    let mut dropped = 0u64;
-    read_lines(r, |line| {
-        if window.elapsed() >= Duration::from_secs(1) {
-            if dropped > 0 {
-                tracing::warn!(
-                    child_pid = pid,
-                    dropped,
-                    "child stderr rate-limited; lines not logged"
-                );
-            }
-            window = Instant::now();
-            logged = 0;
-            dropped = 0;
+    // (lines logged in this window, lines dropped since the last summary)
+    let state = std::sync::Mutex::new((0u32, 0u64));
+    let summary = |state: &std::sync::Mutex<(u32, u64)>| {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.1 > 0 {
+            tracing::warn!(
+                child_pid = pid,
+                dropped = st.1,
+                "child stderr rate-limited; lines not logged"
+            );
         }
-        if logged < STDERR_LINES_PER_SEC {
-            logged += 1;
+        *st = (0, 0);
+    };
+    let reader = read_lines(r, |line| {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.0 < STDERR_LINES_PER_SEC {
+            st.0 += 1;
             let text = String::from_utf8_lossy(&line[..line.len().min(4096)]);
             tracing::info!(target: "child_stderr", child_pid = pid, "{text}");
         } else {
-            dropped += 1;
+            st.1 += 1;
             stats.stderr_lines_dropped.fetch_add(1, Ordering::Relaxed);
         }
-    })
-    .await;
-    if dropped > 0 {
-        tracing::warn!(
-            child_pid = pid,
-            dropped,
-            "child stderr rate-limited; lines not logged"
-        );
+    });
+    tokio::pin!(reader);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut reader => break,
+            _ = tick.tick() => summary(&state),
+        }
     }
+    summary(&state);
 }
 
 /// Run the bridge's own handshake: initialize with no client capabilities, then initialized.

@@ -171,7 +171,7 @@ async fn sse_message(
             let _ = out.send(sse::message(&v)).await;
         }
         Outcome::Forwarded(call) => {
-            tokio::spawn(pump(call, out, session.closed.clone()));
+            tokio::spawn(pump(call, out, session.clone()));
         }
     }
     (StatusCode::ACCEPTED, "Accepted").into_response()
@@ -187,37 +187,46 @@ fn accepts_sse(h: &HeaderMap) -> bool {
     header_str(h, header::ACCEPT.as_str()).is_some_and(|a| a.contains("text/event-stream"))
 }
 
-fn check_version(h: &HeaderMap) -> Result<(), Response> {
+/// A request refused before it reaches the session logic (kept small; rendered on return).
+struct Reject(StatusCode, i64, String);
+
+impl IntoResponse for Reject {
+    fn into_response(self) -> Response {
+        json_rpc_error(self.0, self.1, &self.2)
+    }
+}
+
+fn check_version(h: &HeaderMap) -> Result<(), Reject> {
     match header_str(h, VERSION_HEADER) {
-        Some(v) if !jsonrpc::SUPPORTED_VERSIONS.contains(&v) => Err(json_rpc_error(
+        Some(v) if !jsonrpc::SUPPORTED_VERSIONS.contains(&v) => Err(Reject(
             StatusCode::BAD_REQUEST,
             jsonrpc::INVALID_REQUEST,
-            &format!("Bad Request: unsupported MCP-Protocol-Version {v}"),
+            format!("Bad Request: unsupported MCP-Protocol-Version {v}"),
         )),
         _ => Ok(()),
     }
 }
 
-fn existing_session(app: &App, h: &HeaderMap) -> Result<Arc<super::app::Session>, Response> {
+fn existing_session(app: &App, h: &HeaderMap) -> Result<Arc<super::app::Session>, Reject> {
     let Some(id) = header_str(h, SESSION_HEADER) else {
-        return Err(json_rpc_error(
+        return Err(Reject(
             StatusCode::BAD_REQUEST,
             jsonrpc::INVALID_REQUEST,
-            "Bad Request: Mcp-Session-Id header is required",
+            "Bad Request: Mcp-Session-Id header is required".into(),
         ));
     };
     app.session(id).ok_or_else(|| {
-        json_rpc_error(
+        Reject(
             StatusCode::NOT_FOUND,
             jsonrpc::CHILD_UNAVAILABLE,
-            "Session not found",
+            "Session not found".into(),
         )
     })
 }
 
 async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = check_version(&headers) {
-        return r;
+        return r.into_response();
     }
     let msg: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -252,7 +261,7 @@ async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
     } else {
         match existing_session(&app, &headers) {
             Ok(s) => (s, false),
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         }
     };
     let sid = session.id.to_string();
@@ -279,7 +288,7 @@ async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
                     app.shutdown.clone(),
                     &[(SESSION_HEADER, sid)],
                 );
-                tokio::spawn(pump(call, frames, session.closed.clone()));
+                tokio::spawn(pump(call, frames, session.clone()));
                 resp
             } else {
                 // JSON response: wait for the result; dropping the future on disconnect cancels.
@@ -304,7 +313,7 @@ async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
 
 async fn mcp_get(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(r) = check_version(&headers) {
-        return r;
+        return r.into_response();
     }
     if !accepts_sse(&headers) {
         return plain(
@@ -314,7 +323,7 @@ async fn mcp_get(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     }
     let session = match existing_session(&app, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (frames, resp) = sse::response(
         app.cfg.keepalive,
@@ -340,6 +349,6 @@ async fn mcp_delete(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
             app.close_session(&s.id, CloseReason::Deleted);
             StatusCode::OK.into_response()
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }

@@ -84,6 +84,7 @@ struct Server {
     next_server_id: AtomicU64,
     waiting: Mutex<HashMap<String, mpsc::Sender<Value>>>,
     extra_tool: AtomicBool,
+    init_params: Mutex<Value>,
 }
 
 impl Server {
@@ -147,6 +148,8 @@ impl Server {
             json!({"name": "stop", "description": "Stops the whole process with SIGSTOP", "inputSchema": obj(json!({}))}),
             json!({"name": "ask_roots", "description": "Sends roots/list to the client; returns its answer", "inputSchema": obj(json!({}))}),
             json!({"name": "notify_list_changed", "description": "Adds tool `added` and sends tools/list_changed", "inputSchema": obj(json!({}))}),
+            json!({"name": "whoami", "description": "Returns pid|nonce", "inputSchema": obj(json!({}))}),
+            json!({"name": "client_info", "description": "Returns the initialize params this process received", "inputSchema": obj(json!({}))}),
             json!({"name": "log", "description": "Sends notifications/message at `level`", "inputSchema": obj(json!({"level": {"type": "string"}, "text": {"type": "string"}}))}),
         ];
         if self.extra_tool.load(Ordering::Relaxed) {
@@ -190,7 +193,7 @@ impl Server {
                 for i in 1..=steps {
                     if !token.is_null() {
                         self.send(&json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {
-                            "progressToken": token, "progress": i, "total": steps, "message": nonce}}));
+                            "progressToken": token, "progress": i, "total": steps, "message": format!("{}|{nonce}", s("text"))}}));
                     }
                     std::thread::sleep(Duration::from_millis(n("delay_ms", 0)));
                 }
@@ -206,6 +209,11 @@ impl Server {
                 self.text(&id, &name, format!("flooded {lines}|{nonce}"))
             }
             "hang" => {}
+            "whoami" => self.text(&id, &name, format!("{}|{nonce}", std::process::id())),
+            "client_info" => {
+                let init = self.init_params.lock().unwrap().clone();
+                self.text(&id, &name, init.to_string())
+            }
             "stop" => {
                 self.text(&id, &name, format!("stopping|{nonce}"));
                 std::thread::sleep(Duration::from_millis(50));
@@ -265,6 +273,7 @@ fn main() {
         next_server_id: AtomicU64::new(1),
         waiting: Mutex::new(HashMap::new()),
         extra_tool: AtomicBool::new(false),
+        init_params: Mutex::new(Value::Null),
     });
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
@@ -290,6 +299,7 @@ fn main() {
                 }
             }
             (Some("initialize"), Some(id)) => {
+                *server.init_params.lock().unwrap() = msg["params"].clone();
                 let asked = msg["params"]["protocolVersion"]
                     .as_str()
                     .unwrap_or_default();
@@ -318,7 +328,14 @@ fn main() {
             (Some(other), Some(id)) => {
                 server.error(&id, -32601, &format!("method not found: {other}"))
             }
-            (Some(_), None) => {} // notifications (initialized, cancelled) need no answer
+            (Some("notifications/cancelled"), None) => {
+                // Tests look for this line in the bridge's log (it drains our stderr there).
+                eprintln!(
+                    "mcp-testserver: cancelled request {}",
+                    msg["params"]["requestId"]
+                );
+            }
+            (Some(_), None) => {} // other notifications (initialized) need no answer
             (None, None) => {}
         }
     }
