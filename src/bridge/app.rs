@@ -167,6 +167,7 @@ pub struct App {
     /// The one child (shared mode only).
     pub shared: Option<Arc<Upstream>>,
     probe: Mutex<Probe>,
+    tools_fill: tokio::sync::Mutex<()>,
     pub shutdown: CancellationToken,
     pub draining: AtomicBool,
     me: Weak<App>,
@@ -185,6 +186,7 @@ impl App {
                 sessions: Mutex::new(HashMap::new()),
                 shared,
                 probe: Mutex::new(Probe::default()),
+                tools_fill: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),
                 draining: AtomicBool::new(false),
                 me: me.clone(),
@@ -252,7 +254,7 @@ impl App {
                     why = running.exited() => Some(why),
                     _ = s.closed.cancelled() => None,
                 };
-                running.kill().await;
+                // Fail waiting callers first (fast error), then close the session, then reap.
                 let reason = why
                     .clone()
                     .unwrap_or_else(|| "was stopped (session closed)".into());
@@ -262,6 +264,7 @@ impl App {
                     tracing::info!(session = %s.id, %why, "per-session child ended; closing its session");
                     app.close_session(&s.id, CloseReason::ChildExited);
                 }
+                running.kill().await;
             });
         }
         self.table().insert(id, session.clone());
@@ -330,7 +333,6 @@ impl App {
                 }
                 let id = msg["id"].clone();
                 let method = jsonrpc::method(&msg).to_string();
-                let mut cache_tools = false;
                 if shared {
                     match method.as_str() {
                         "initialize" => return self.local_initialize(up, &msg).await,
@@ -346,10 +348,7 @@ impl App {
                             return Outcome::Reply(jsonrpc::result(id, json!({})));
                         }
                         "tools/list" if msg["params"].get("cursor").is_none_or(Value::is_null) => {
-                            if let Some(tools) = up.cached_tools() {
-                                return Outcome::Reply(jsonrpc::result(id, tools));
-                            }
-                            cache_tools = true;
+                            return self.cached_tools_list(session, msg).await;
                         }
                         _ => {}
                     }
@@ -360,7 +359,7 @@ impl App {
                         .fetch_add(1, Ordering::Relaxed);
                     return Outcome::Reply(e.to_response(id));
                 }
-                match up.send_request(Some(session.id.clone()), msg, cache_tools) {
+                match up.send_request(Some(session.id.clone()), msg, false) {
                     Ok(handle) => Outcome::Forwarded(Call {
                         handle,
                         _in_flight: InFlight::new(&self.stats, session),
@@ -373,6 +372,41 @@ impl App {
                     }
                 }
             }
+        }
+    }
+
+    /// Shared mode: tools/list from the cache; on a miss one request fills it while concurrent
+    /// sessions wait for that instead of each asking the child (a burst of new sessions).
+    async fn cached_tools_list(&self, session: &Arc<Session>, msg: Value) -> Outcome {
+        let up = &session.upstream;
+        let id = msg["id"].clone();
+        if let Some(tools) = up.cached_tools() {
+            return Outcome::Reply(jsonrpc::result(id, tools));
+        }
+        let _fill = self.tools_fill.lock().await;
+        if let Some(tools) = up.cached_tools() {
+            return Outcome::Reply(jsonrpc::result(id, tools));
+        }
+        if let Err(e) = up.wait_ready(self.cfg.child.init_timeout).await {
+            self.stats
+                .request_errors_total
+                .fetch_add(1, Ordering::Relaxed);
+            return Outcome::Reply(e.to_response(id));
+        }
+        let mut call = match up.send_request(Some(session.id.clone()), msg, true) {
+            Ok(handle) => Call {
+                handle,
+                _in_flight: InFlight::new(&self.stats, session),
+            },
+            Err(e) => return Outcome::Reply(e.to_response(id)),
+        };
+        match call.handle.response().await {
+            Some(v) => Outcome::Reply(v),
+            None => self.err(
+                &json!({"id": id}),
+                jsonrpc::CHILD_UNAVAILABLE,
+                "tools/list was not answered",
+            ),
         }
     }
 
@@ -431,7 +465,7 @@ impl App {
         };
         let status = up.status();
         let base = |ready: bool, reason: String| {
-            json!({"ready": ready, "mode": "shared", "reason": reason, "child": format!("{status:?}"),
+            json!({"ready": ready, "mode": "shared", "reason": reason, "child": status.label(),
                    "sessions": self.session_count(), "restarts": up.restarts.load(Ordering::Relaxed),
                    "pending": up.pending_count()})
         };
@@ -567,6 +601,9 @@ fn sink(app: Weak<App>) -> Sink {
 pub async fn pump(mut call: Call, out: sse::Frames, session: Arc<Session>) {
     loop {
         let d = tokio::select! {
+            // Deliveries first: a response already queued must go out even if the session is
+            // closing at the same moment (e.g. its per-session child just exited).
+            biased;
             d = call.handle.recv() => d,
             _ = out.closed() => return,
             _ = session.closed.cancelled() => return,

@@ -148,6 +148,18 @@ impl Drop for CallHandle {
     }
 }
 
+impl Status {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Starting => "starting",
+            Status::Ready => "ready",
+            Status::Down { .. } => "down",
+            Status::BreakerOpen { .. } => "breaker_open",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
 impl Upstream {
     pub fn new(shared: bool, owner: Option<SessionId>, sink: Sink, stats: Arc<Stats>) -> Arc<Self> {
         Arc::new(Self {
@@ -394,11 +406,16 @@ impl Upstream {
         let msg: Value = match serde_json::from_slice(raw) {
             Ok(v) => v,
             Err(_) => {
-                self.stats
+                let n = self
+                    .stats
                     .stdout_lines_skipped
-                    .fetch_add(1, Ordering::Relaxed);
-                let shown = String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned();
-                tracing::warn!(line = %shown, len = raw.len(), "child wrote a non-JSON line to stdout; skipped");
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                // Log the first few, then every 1000th: a chatty child must not flood the logs.
+                if n <= 20 || n % 1000 == 0 {
+                    let shown = String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned();
+                    tracing::warn!(line = %shown, len = raw.len(), skipped_total = n, "child wrote a non-JSON line to stdout; skipped");
+                }
                 return;
             }
         };

@@ -50,3 +50,10 @@ def test_non_json_stdout_lines_are_logged_and_skipped(bridge_factory):
 
     anyio.run(main)
     assert "non-JSON line" in b.log_text()
+
+
+def test_request_over_the_4mb_limit_is_refused(bridge):
+    from conftest import INIT, post_json
+    sid = post_json(bridge.base + "/mcp", INIT).headers["mcp-session-id"]
+    huge = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x" * (5 * 1024 * 1024)}}}
+    assert post_json(bridge.base + "/mcp", huge, {"mcp-session-id": sid}).status_code == 413

@@ -9,7 +9,7 @@ import anyio
 import mcp.types as types
 import pytest
 
-from conftest import INIT, post_json
+from conftest import INIT, pid_alive, post_json, wait_until
 from mcpclient import TRANSPORTS, connect, text_of
 
 SESSIONS = 20
@@ -73,6 +73,14 @@ def test_100_new_sessions_spawn_no_process_in_shared_mode(bridge):
 
     anyio.run(main)
     assert bridge.spawned_pids() == before
+
+    async def counters():
+        async with connect(bridge.base, "sse") as s:
+            return json.loads(text_of(await s.call_tool("counters", {})))
+
+    # Every SDK session listed tools (after its first call); the child saw one initialize and
+    # one tools/list: sessions are answered from the handshake and the cache.
+    assert anyio.run(counters) == {"initialize": 1, "tools_list": 1}
 
 
 def test_child_is_initialized_once_without_client_capabilities(bridge):
@@ -138,9 +146,15 @@ def test_per_session_mode_forwards_server_requests_and_gives_each_session_a_chil
 
     anyio.run(main)
     assert asked == [1, 1]
+    # A session whose child exits is closed: its next request is 404.
+    from conftest import post_json as post
+    sid = post(b.base + "/mcp", INIT).headers["mcp-session-id"]
+    h = {"mcp-session-id": sid}
+    crash = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "crash", "arguments": {}}}
+    assert "exited" in post(b.base + "/mcp", crash, h, timeout=10).text
+    wait_until(lambda: post(b.base + "/mcp", {"jsonrpc": "2.0", "id": 3, "method": "ping"}, h).status_code == 404, 10, "session closed with its child")
     # Each session's child is stopped when its session ends.
     pids = b.spawned_pids()
-    from conftest import pid_alive, wait_until
     wait_until(lambda: not any(pid_alive(p) for p in pids), 10, "per-session children to exit")
 
 

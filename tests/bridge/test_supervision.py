@@ -21,6 +21,21 @@ def test_child_crash_fails_every_waiting_caller_fast_then_restarts(bridge):
     first = bridge.spawned_pids()
     errors: list[tuple[float, str]] = []
     t_crash = {}
+    survivor = {}
+
+    async def survive():
+        # A session opened before the crash keeps working with the restarted child.
+        async with connect(bridge.base, "streamable") as s:
+            await s.call_tool("echo", {"text": "before"})
+            with anyio.fail_after(15):
+                while "crashed" not in survivor:
+                    await anyio.sleep(0.02)
+                while True:
+                    try:
+                        survivor["text"] = text_of(await s.call_tool("echo", {"text": "after"}))
+                        return
+                    except McpError:
+                        await anyio.sleep(0.05)
 
     async def waiter():
         async with connect(bridge.base, "streamable") as s:
@@ -31,6 +46,7 @@ def test_child_crash_fails_every_waiting_caller_fast_then_restarts(bridge):
 
     async def main():
         async with anyio.create_task_group() as tg:
+            tg.start_soon(survive)
             for _ in range(4):
                 tg.start_soon(waiter)
             with anyio.fail_after(10):
@@ -43,7 +59,7 @@ def test_child_crash_fails_every_waiting_caller_fast_then_restarts(bridge):
                 with anyio.fail_after(10):
                     while len(errors) < 4:
                         await anyio.sleep(0.01)
-                tg.cancel_scope.cancel()
+                survivor["crashed"] = True
 
     anyio.run(main)
     assert len(errors) == 4
@@ -51,6 +67,7 @@ def test_child_crash_fails_every_waiting_caller_fast_then_restarts(bridge):
     print(f"crash → error to all 4 waiting callers within {worst * 1000:.0f} ms")
     assert worst < 5, "target 1 s, deadline 5x"
     assert all("exited" in m for _, m in errors), errors
+    assert survivor["text"] == f"after|{bridge.nonce}"
     bridge.wait_ready(10)
     assert bridge.readyz()[1]["restarts"] >= 1
     assert len(bridge.spawned_pids()) == len(first) + 1
@@ -62,8 +79,9 @@ def test_child_crash_fails_every_waiting_caller_fast_then_restarts(bridge):
     assert anyio.run(after) == f"back|{bridge.nonce}"
 
 
-def test_unstartable_command_fails_readiness_fast(bridge_factory):
-    b = bridge_factory(command=["/nonexistent/mcp-server"], ready=False)
+@pytest.mark.parametrize("model", ["shared", "per_session"])
+def test_unstartable_command_fails_readiness_fast(bridge_factory, model):
+    b = bridge_factory("--session-model", model, command=["/nonexistent/mcp-server"], ready=False)
     t0 = time.monotonic()
     status, body = wait_until(lambda: (lambda r: r if r[0] == 503 and "cannot start" in r[1]["reason"] else None)(b.readyz()), 5, "503 naming the cause")
     print(f"unstartable command → /readyz 503 in {(time.monotonic() - t0) * 1000:.0f} ms")

@@ -84,6 +84,10 @@ struct Server {
     next_server_id: AtomicU64,
     waiting: Mutex<HashMap<String, mpsc::Sender<Value>>>,
     extra_tool: AtomicBool,
+    /// How often this process was asked to initialize and to list tools (the shared bridge should
+    /// do each once).
+    initialize_count: AtomicU64,
+    tools_list_count: AtomicU64,
     init_params: Mutex<Value>,
 }
 
@@ -149,6 +153,7 @@ impl Server {
             json!({"name": "ask_roots", "description": "Sends roots/list to the client; returns its answer", "inputSchema": obj(json!({}))}),
             json!({"name": "notify_list_changed", "description": "Adds tool `added` and sends tools/list_changed", "inputSchema": obj(json!({}))}),
             json!({"name": "whoami", "description": "Returns pid|nonce", "inputSchema": obj(json!({}))}),
+            json!({"name": "counters", "description": "Returns how often initialize and tools/list were received", "inputSchema": obj(json!({}))}),
             json!({"name": "client_info", "description": "Returns the initialize params this process received", "inputSchema": obj(json!({}))}),
             json!({"name": "log", "description": "Sends notifications/message at `level`", "inputSchema": obj(json!({"level": {"type": "string"}, "text": {"type": "string"}}))}),
         ];
@@ -210,6 +215,13 @@ impl Server {
             }
             "hang" => {}
             "whoami" => self.text(&id, &name, format!("{}|{nonce}", std::process::id())),
+            "counters" => {
+                let counts = json!({
+                    "initialize": self.initialize_count.load(Ordering::Relaxed),
+                    "tools_list": self.tools_list_count.load(Ordering::Relaxed),
+                });
+                self.text(&id, &name, counts.to_string())
+            }
             "client_info" => {
                 let init = self.init_params.lock().unwrap().clone();
                 self.text(&id, &name, init.to_string())
@@ -274,6 +286,8 @@ fn main() {
         waiting: Mutex::new(HashMap::new()),
         extra_tool: AtomicBool::new(false),
         init_params: Mutex::new(Value::Null),
+        initialize_count: AtomicU64::new(0),
+        tools_list_count: AtomicU64::new(0),
     });
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
@@ -299,6 +313,7 @@ fn main() {
                 }
             }
             (Some("initialize"), Some(id)) => {
+                server.initialize_count.fetch_add(1, Ordering::Relaxed);
                 *server.init_params.lock().unwrap() = msg["params"].clone();
                 let asked = msg["params"]["protocolVersion"]
                     .as_str()
@@ -318,7 +333,10 @@ fn main() {
                 }));
             }
             (Some("ping"), Some(id)) => server.reply(&id, json!({})),
-            (Some("tools/list"), Some(id)) => server.reply(&id, json!({"tools": server.tools()})),
+            (Some("tools/list"), Some(id)) => {
+                server.tools_list_count.fetch_add(1, Ordering::Relaxed);
+                server.reply(&id, json!({"tools": server.tools()}))
+            }
             (Some("logging/setLevel"), Some(id)) => server.reply(&id, json!({})),
             (Some("tools/call"), Some(id)) => {
                 let s = server.clone();
