@@ -15,7 +15,7 @@ fn default_render() -> Vec<mcpctl::render::Artifact> {
 #[test]
 fn every_rendered_file_matches_its_snapshot() {
     let artifacts = default_render();
-    assert_eq!(artifacts.len(), 10 + 1 + 1 + 1, "10 Dockerfiles, the db entrypoint, compose, litellm");
+    assert_eq!(artifacts.len(), 10 + 1 + 1 + 1 + 8, "10 Dockerfiles, the db entrypoint, compose, litellm, 8 observability files");
     for a in &artifacts {
         let name = a.path.to_string_lossy().replace('/', "__");
         insta::assert_snapshot!(name, &a.contents);
@@ -50,7 +50,7 @@ fn two_processes_render_identical_bytes_and_check_agrees() {
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
     let a = files(&tmp.path().join("a"));
-    assert_eq!(a.len(), 13);
+    assert_eq!(a.len(), 21);
     assert_eq!(a, files(&tmp.path().join("b")), "two renders differ");
 
     let check = run_mcpctl(tmp.path(), &["-f", m, "render", "--out", "a", "--check"]);

@@ -33,7 +33,58 @@ pub struct Manifest {
     pub bases: IndexMap<String, Base>,
     #[serde(default)]
     pub litellm: LiteLlm,
+    #[serde(default)]
+    pub observability: Observability,
     pub services: IndexMap<String, Service>,
+}
+
+/// Where metrics and logs go. Rendered into the Prometheus, Grafana, Promtail and Alloy files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Observability {
+    #[serde(default = "default_scrape_interval", with = "humantime_serde")]
+    pub scrape_interval: Duration,
+    /// The Docker API that discovery (Prometheus, Promtail, Alloy) reads.
+    #[serde(default = "default_docker_host")]
+    pub docker_host: String,
+    /// Loki's push endpoint for Promtail and Alloy.
+    #[serde(default = "default_loki_url")]
+    pub loki_url: String,
+    /// Prometheus as Grafana (and soak's cross-check) reach it.
+    #[serde(default = "default_prometheus_url")]
+    pub prometheus_url: String,
+    /// Prefix of alert `runbook_url`s (a URL of your copy of runbooks/alerts/, or the repo path).
+    #[serde(default = "default_runbook_base")]
+    pub runbook_base: String,
+}
+
+fn default_runbook_base() -> String {
+    "runbooks/alerts/".into()
+}
+
+fn default_scrape_interval() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_docker_host() -> String {
+    "unix:///var/run/docker.sock".into()
+}
+fn default_loki_url() -> String {
+    "http://loki:3100/loki/api/v1/push".into()
+}
+fn default_prometheus_url() -> String {
+    "http://127.0.0.1:9090".into()
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Self {
+            scrape_interval: default_scrape_interval(),
+            docker_host: default_docker_host(),
+            loki_url: default_loki_url(),
+            prometheus_url: default_prometheus_url(),
+            runbook_base: default_runbook_base(),
+        }
+    }
 }
 
 fn default_label_prefix() -> String {

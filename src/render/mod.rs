@@ -5,7 +5,8 @@
 //! This module must never see a secret's value: it only knows secret names and where they will be
 //! mounted.
 
-mod view;
+pub mod observability;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,8 @@ pub enum ArtifactKind {
     Compose,
     /// litellm/config.yaml with a top-level `mcp_servers`.
     Litellm,
+    /// Prometheus config and rules, Grafana provisioning and dashboard, Promtail and Alloy configs.
+    Observability,
 }
 
 /// One rendered file, relative to the output directory.
@@ -48,6 +51,13 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("db-entrypoint.sh.j2", include_str!("../../templates/db-entrypoint.sh.j2")),
     ("docker-compose.yml.j2", include_str!("../../templates/docker-compose.yml.j2")),
     ("litellm-config.yaml.j2", include_str!("../../templates/litellm-config.yaml.j2")),
+    ("prometheus.yml.j2", include_str!("../../templates/observability/prometheus.yml.j2")),
+    ("mcp-recording.yml.j2", include_str!("../../templates/observability/mcp-recording.yml.j2")),
+    ("mcp-alerts.yml.j2", include_str!("../../templates/observability/mcp-alerts.yml.j2")),
+    ("grafana-datasource.yml.j2", include_str!("../../templates/observability/grafana-datasource.yml.j2")),
+    ("grafana-dashboards.yml.j2", include_str!("../../templates/observability/grafana-dashboards.yml.j2")),
+    ("promtail.yml.j2", include_str!("../../templates/observability/promtail.yml.j2")),
+    ("config.alloy.j2", include_str!("../../templates/observability/config.alloy.j2")),
 ];
 
 fn environment() -> Environment<'static> {
@@ -102,6 +112,29 @@ pub fn render(manifest: &Manifest, only: Option<ArtifactKind>) -> anyhow::Result
     if wanted(ArtifactKind::Litellm) {
         let ctx = minijinja::context! { stack => &stack };
         add(ArtifactKind::Litellm, PathBuf::from("litellm/config.yaml"), "litellm-config.yaml.j2", ctx, false)?;
+    }
+    if wanted(ArtifactKind::Observability) {
+        let o = observability::ObsView::new(manifest);
+        let ctx = minijinja::context! { o => &o };
+        for (path, template) in [
+            ("prometheus/prometheus.yml", "prometheus.yml.j2"),
+            ("prometheus/rules/mcp-recording.yml", "mcp-recording.yml.j2"),
+            ("prometheus/rules/mcp-alerts.yml", "mcp-alerts.yml.j2"),
+            ("grafana/provisioning/datasources/mcp.yml", "grafana-datasource.yml.j2"),
+            ("grafana/provisioning/dashboards/mcp.yml", "grafana-dashboards.yml.j2"),
+            ("promtail/promtail.yml", "promtail.yml.j2"),
+            ("alloy/config.alloy", "config.alloy.j2"),
+        ] {
+            add(ArtifactKind::Observability, PathBuf::from(path), template, ctx.clone(), false)?;
+        }
+        let mut json = serde_json::to_string_pretty(&observability::dashboard(manifest))?;
+        json.push('\n');
+        out.push(Artifact {
+            kind: ArtifactKind::Observability,
+            path: PathBuf::from("grafana/dashboards/mcp-overview.json"),
+            contents: json,
+            executable: false,
+        });
     }
     Ok(out)
 }
