@@ -495,8 +495,13 @@ impl App {
         if silent > self.cfg.ready_stale {
             let ping = json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
             let answered = match up.send_request(None, ping, false) {
+                // Any answer counts (a server without `ping` still answers −32601); an error the
+                // bridge made up because the child died does not, hence the status check.
                 Ok(mut h) => {
-                    matches!(tokio::time::timeout(Duration::from_secs(2), h.response()).await, Ok(Some(r)) if r.get("result").is_some())
+                    matches!(
+                        tokio::time::timeout(Duration::from_secs(2), h.response()).await,
+                        Ok(Some(_))
+                    ) && up.status() == Status::Ready
                 }
                 Err(_) => false,
             };
