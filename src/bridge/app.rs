@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+#[cfg(test)]
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::child::{self, ChildSpec};
@@ -63,6 +65,12 @@ impl Session {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .elapsed()
+    }
+    /// Idle longer than `timeout`, with no open stream and nothing in flight.
+    fn expired(&self, timeout: Duration) -> bool {
+        self.streams.load(Ordering::Relaxed) == 0
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && self.idle_for() > timeout
     }
     pub fn set_outbound(&self, frames: Option<sse::Frames>) {
         *self.outbound.lock().unwrap_or_else(|e| e.into_inner()) = frames;
@@ -571,10 +579,7 @@ impl App {
             let mut oldest = Duration::ZERO;
             for s in sessions {
                 let idle = s.idle_for();
-                if s.streams.load(Ordering::Relaxed) == 0
-                    && s.in_flight.load(Ordering::Relaxed) == 0
-                    && idle > self.cfg.idle_timeout
-                {
+                if s.expired(self.cfg.idle_timeout) {
                     self.close_session(&s.id, CloseReason::IdleExpired);
                 } else {
                     oldest = oldest.max(idle);
@@ -625,5 +630,106 @@ pub async fn pump(mut call: Call, out: sse::Frames, session: Arc<Session>) {
         if last {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> Arc<App> {
+        let secs = Duration::from_secs;
+        App::new(Config {
+            child: ChildSpec {
+                program: "unused".into(),
+                args: vec![],
+                init_timeout: secs(1),
+            },
+            model: SessionModel::Shared,
+            keepalive: secs(15),
+            idle_timeout: secs(60),
+            ready_stale: secs(30),
+            hung_after: secs(60),
+            drain_timeout: secs(1),
+        })
+    }
+
+    fn age(s: &Session, by: Duration) {
+        *s.last_active.lock().unwrap() = Instant::now() - by;
+    }
+
+    #[tokio::test]
+    async fn idle_expiry_spares_open_streams_and_calls_in_flight() {
+        let app = app();
+        let s = app.open_session(Transport::Sse).await.unwrap();
+        age(&s, Duration::from_secs(120));
+        assert!(s.expired(Duration::from_secs(60)));
+        let guard = s.stream_guard();
+        age(&s, Duration::from_secs(120));
+        assert!(
+            !s.expired(Duration::from_secs(60)),
+            "an open SSE stream keeps its session"
+        );
+        drop(guard);
+        assert!(
+            !s.expired(Duration::from_secs(60)),
+            "closing the stream is activity"
+        );
+        let f = InFlight::new(&app.stats, &s);
+        age(&s, Duration::from_secs(120));
+        assert!(
+            !s.expired(Duration::from_secs(60)),
+            "a call in flight keeps its session"
+        );
+        drop(f);
+        assert_eq!(app.stats.requests_in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn shared_sessions_share_one_upstream_and_closing_is_counted_once() {
+        let app = app();
+        let a = app.open_session(Transport::Sse).await.unwrap();
+        let b = app.open_session(Transport::StreamableHttp).await.unwrap();
+        assert!(Arc::ptr_eq(&a.upstream, &b.upstream));
+        assert_ne!(a.id, b.id);
+        assert_eq!(app.session_count(), 2);
+        app.close_session(&a.id, CloseReason::Deleted);
+        app.close_session(&a.id, CloseReason::Deleted);
+        assert!(a.closed.is_cancelled());
+        assert!(app.session(&a.id).is_none());
+        assert_eq!(
+            app.stats.sessions_closed[0][CloseReason::Deleted as usize].load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(app.stats.sessions_active[0].load(Ordering::Relaxed), 0);
+        assert_eq!(app.stats.sessions_active[1].load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn broadcast_reaches_every_session_and_log_level_filters_per_session() {
+        let app = app();
+        let a = app.open_session(Transport::Sse).await.unwrap();
+        let b = app.open_session(Transport::Sse).await.unwrap();
+        let (ta, mut ra) = mpsc::channel(8);
+        let (tb, mut rb) = mpsc::channel(8);
+        a.set_outbound(Some(ta));
+        b.set_outbound(Some(tb));
+        *b.log_level.lock().unwrap() = jsonrpc::level_rank("error");
+        app.route(Route::Broadcast(
+            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+        ));
+        let info = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}});
+        app.route(Route::Session(a.id.clone(), info.clone()));
+        app.route(Route::Session(b.id.clone(), info));
+        assert!(std::str::from_utf8(&ra.try_recv().unwrap())
+            .unwrap()
+            .contains("list_changed"));
+        assert!(std::str::from_utf8(&ra.try_recv().unwrap())
+            .unwrap()
+            .contains("notifications/message"));
+        assert!(std::str::from_utf8(&rb.try_recv().unwrap())
+            .unwrap()
+            .contains("list_changed"));
+        assert!(rb.try_recv().is_err(), "info is below b's level");
     }
 }
