@@ -4,8 +4,11 @@
 pub mod bridge;
 pub mod cli;
 pub mod commands;
+pub mod engine;
 pub mod error;
+pub mod health;
 pub mod manifest;
 pub mod output;
 pub mod render;
+pub mod rollout;
 pub mod settings;

@@ -1,6 +1,12 @@
 //! One module per verb. Commands are thin: resolve inputs, call the domain, report through `output`.
 
+pub mod build;
+pub mod deploy;
+pub mod history;
+pub mod plan;
 mod render;
+pub mod rollback;
+pub mod status;
 mod validate;
 
 use crate::cli::Command;
@@ -12,5 +18,11 @@ pub fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<ExitCod
         Command::Validate => validate::run(settings),
         Command::Render(args) => render::run(settings, &args),
         Command::Bridge(args) => crate::bridge::run(args).map(|()| ExitCode::Ok),
+        Command::Build(args) => build::run(settings, &args),
+        Command::Deploy(args) => deploy::run(settings, &args),
+        Command::History(args) => history::run(settings, &args),
+        Command::Plan(args) => plan::run(settings, &args),
+        Command::Rollback(args) => rollback::run(settings, &args),
+        Command::Status(args) => status::run(settings, &args),
     }
 }

@@ -1,0 +1,68 @@
+//! `mcpctl plan [SERVICE...]`: desired vs observed per service — create / update (what changed) /
+//! unchanged / orphaned. Reads only; the one file it may write is the digest cache.
+
+use clap::Args;
+use serde_json::json;
+
+use super::deploy::{connect, observe, open_project, plan_rows, runtime};
+use crate::cli::OutputFormat;
+use crate::engine::context::DigestCache;
+use crate::error::{CommandError, ExitCode};
+use crate::output;
+use crate::rollout::{desired, plan};
+use crate::settings::Settings;
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Only these services (default: all).
+    pub services: Vec<String>,
+}
+
+pub fn run(settings: &Settings, args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    let project = open_project(settings)?;
+    for s in &args.services {
+        if !project.manifest.services.contains_key(s) {
+            return Err(CommandError::usage(format!(
+                "no service `{s}` in {}",
+                settings.manifest_path.display()
+            ))
+            .into());
+        }
+    }
+    runtime()?.block_on(async {
+        let engine = connect().await?;
+        let cache = DigestCache::load(project.state_dir.join("cache/digests.json"));
+        let desired = desired::compute(&engine, &project, &args.services, &cache).await?;
+        let observed = observe(&engine, &project).await?;
+        let summaries: Vec<_> = desired.iter().map(|d| d.summary.clone()).collect();
+        let order = desired::dependency_order(&summaries);
+        let ordered: Vec<_> = order
+            .iter()
+            .filter_map(|n| summaries.iter().find(|s| &s.service == n).cloned())
+            .collect();
+        let mut p = plan::diff(&ordered, &observed);
+        if !args.services.is_empty() {
+            p.actions.retain(|a| args.services.contains(&a.service));
+        }
+        match settings.output {
+            OutputFormat::Json => {
+                output::json_line(&json!({"project": project.name(), "actions": p.actions}))
+            }
+            OutputFormat::Human => {
+                output::human(
+                    settings,
+                    &output::table(
+                        &["SERVICE", "ACTION", "FROM", "IMAGE", "CHANGES"],
+                        plan_rows(&p),
+                    ),
+                );
+                let n = p.changed().count();
+                output::human(
+                    settings,
+                    &format!("{n} to deploy; `mcpctl deploy` applies this plan"),
+                );
+            }
+        }
+        Ok(ExitCode::Ok)
+    })
+}

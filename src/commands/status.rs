@@ -1,0 +1,108 @@
+//! `mcpctl status`: per service, what runs (from Docker) and how its last gate went (ledger):
+//! revision, image, state, gate, uptime, restarts, tools, port, memory used/limit.
+
+use clap::Args;
+use serde_json::json;
+
+use super::deploy::{connect, observe, open_project, runtime};
+use crate::cli::OutputFormat;
+use crate::engine::Engine;
+use crate::error::ExitCode;
+use crate::output;
+use crate::rollout::ledger::Ledger;
+use crate::settings::Settings;
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {}
+
+fn uptime(started: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(started.split('.').next()?.trim_end_matches('Z')).ok()?;
+    std::time::SystemTime::now()
+        .duration_since(t)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+fn mb(b: u64) -> String {
+    format!("{:.0}M", b as f64 / (1 << 20) as f64)
+}
+
+pub fn run(settings: &Settings, _args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let project = open_project(settings)?;
+    let ledger = Ledger::new(&project.state_dir);
+    let entries = ledger.read();
+    runtime()?.block_on(async {
+        let engine = connect().await?;
+        let observed = observe(&engine, &project).await?;
+        let mut names: Vec<String> = project.manifest.services.keys().cloned().collect();
+        for n in observed.services.keys() {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        let mut rows = Vec::new();
+        let mut objs = Vec::new();
+        for name in names {
+            let o = observed.services.get(&name);
+            let serving = o.and_then(|o| o.serving.as_ref());
+            let last = entries.iter().rev().find(|e| e.event == "step" && e.service.as_deref() == Some(name.as_str()));
+            let gate = last.map(|e| format!("{} ({})", e.outcome, e.ts)).unwrap_or("-".into());
+            let tools = entries
+                .iter()
+                .rev()
+                .filter(|e| e.service.as_deref() == Some(name.as_str()) && e.outcome == "ok")
+                .find_map(|e| e.gate.as_ref().map(|g| g.tools.len()));
+            let (state, up, restarts, mem, health) = match serving {
+                Some(s) => {
+                    let d = engine.inspect_container(&s.container).await?;
+                    let m = engine.memory(&s.container).await.ok().flatten();
+                    (
+                        format!("{:?}", s.state).to_lowercase(),
+                        d.as_ref().and_then(|d| d.started_at.as_deref().and_then(uptime)),
+                        d.as_ref().map(|d| d.restart_count).unwrap_or(0),
+                        m,
+                        d.and_then(|d| d.health),
+                    )
+                }
+                None => (if o.is_some() { "stopped".into() } else { "not deployed".into() }, None, 0, None, None),
+            };
+            let port = serving.and_then(|s| s.ports.values().next().copied());
+            rows.push(vec![
+                name.clone(),
+                serving.map(|s| s.name()).unwrap_or("-".into()),
+                state.clone() + &health.as_ref().map(|h| format!(" ({h})")).unwrap_or_default(),
+                gate.clone(),
+                up.map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string()).unwrap_or("-".into()),
+                restarts.to_string(),
+                tools.map(|t| t.to_string()).unwrap_or("-".into()),
+                port.map(|p| p.to_string()).unwrap_or("-".into()),
+                mem.map(|(u, l)| format!("{}/{}", mb(u), mb(l))).unwrap_or("-".into()),
+                serving.map(|s| s.image.clone()).unwrap_or("-".into()),
+            ]);
+            objs.push(json!({
+                "service": name,
+                "revision": serving.map(|s| s.name()),
+                "container": serving.map(|s| s.container.clone()),
+                "image": serving.map(|s| s.image.clone()),
+                "state": state,
+                "docker_health": health,
+                "gate": last.map(|e| json!({"outcome": e.outcome, "at": e.ts, "release": e.release})),
+                "uptime_s": up,
+                "restarts": restarts,
+                "tools": tools,
+                "port": port,
+                "memory_used": mem.map(|m| m.0),
+                "memory_limit": mem.map(|m| m.1),
+                "retained": o.map(|o| o.retained.iter().map(|r| r.name()).collect::<Vec<_>>()).unwrap_or_default(),
+            }));
+        }
+        match settings.output {
+            OutputFormat::Json => output::json_line(&json!({"project": project.name(), "services": objs})),
+            OutputFormat::Human => output::human(
+                settings,
+                &output::table(&["SERVICE", "REVISION", "STATE", "LAST GATE", "UPTIME", "RESTARTS", "TOOLS", "PORT", "MEMORY", "IMAGE"], rows),
+            ),
+        }
+        Ok(ExitCode::Ok)
+    })
+}

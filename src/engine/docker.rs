@@ -1,0 +1,594 @@
+//! The bollard implementation of [`Engine`]: the local Docker engine over its socket (or
+//! DOCKER_HOST), API version negotiated (20.10 speaks 1.41), classic builder only.
+//!
+//! Must not: retry or interpret outcomes (rollout decides), or print.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::errors::Error as BError;
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, HostConfig,
+    HostConfigLogConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters as q;
+use bollard::Docker;
+use futures::StreamExt;
+
+use super::{
+    ContainerDetail, ContainerInfo, ContainerSpec, Engine, EngineError, ImageInfo, Restart, Result,
+    RunState,
+};
+
+pub struct DockerEngine {
+    docker: Docker,
+    version: String,
+}
+
+impl DockerEngine {
+    /// Connect (DOCKER_HOST or the local socket) and negotiate the API version.
+    pub async fn connect() -> Result<Self> {
+        let host =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| EngineError::Unreachable(format!("{host}: {e}")))?
+            .with_timeout(std::time::Duration::from_secs(300));
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| EngineError::Unreachable(format!("{host}: {e}")))?;
+        let v = docker
+            .version()
+            .await
+            .map_err(|e| EngineError::Unreachable(format!("{host}: {e}")))?;
+        let version = format!(
+            "Docker {} (API {})",
+            v.version.unwrap_or_default(),
+            docker.client_version()
+        );
+        Ok(Self { docker, version })
+    }
+}
+
+fn map_err(what: &str, e: BError) -> EngineError {
+    match e {
+        BError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => EngineError::Conflict(format!("{what}: {message}")),
+        BError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => EngineError::NotFound(format!("{what}: {message}")),
+        BError::DockerResponseServerError { message, .. }
+            if message.contains("port is already allocated")
+                || message.contains("address already in use") =>
+        {
+            EngineError::PortTaken(format!("{what}: {message}"))
+        }
+        BError::DockerResponseServerError {
+            status_code,
+            message,
+        } => EngineError::Other(format!("{what}: engine answered {status_code}: {message}")),
+        e @ (BError::HyperLegacyError { .. }
+        | BError::IOError { .. }
+        | BError::SocketNotFoundError(_)) => EngineError::Unreachable(e.to_string()),
+        e => EngineError::Other(format!("{what}: {e}")),
+    }
+}
+
+fn label_filter(label: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), vec![label.to_string()])])
+}
+
+fn to_btree(m: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
+    m.unwrap_or_default().into_iter().collect()
+}
+
+fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mut port_bindings = HashMap::new();
+    let mut exposed = Vec::new();
+    if let Some(p) = spec.port {
+        let key = format!("{}/tcp", p.container_port);
+        exposed.push(key.clone());
+        port_bindings.insert(
+            key,
+            Some(vec![PortBinding {
+                host_ip: Some(p.host_ip.to_string()),
+                host_port: Some(if p.host_port == 0 {
+                    String::new()
+                } else {
+                    p.host_port.to_string()
+                }),
+            }]),
+        );
+    }
+    let binds = spec
+        .binds
+        .iter()
+        .map(|b| {
+            format!(
+                "{}:{}:{}",
+                b.source,
+                b.target,
+                if b.read_only { "ro" } else { "rw" }
+            )
+        })
+        .collect();
+    let host_config = HostConfig {
+        memory: Some(spec.memory),
+        // Swap equal to memory: the limit is the limit, no silent swapping beyond it.
+        memory_swap: Some(spec.memory),
+        nano_cpus: Some(spec.nano_cpus),
+        pids_limit: Some(spec.pids),
+        shm_size: spec.shm_size,
+        readonly_rootfs: Some(spec.read_only_root),
+        tmpfs: spec.read_only_root.then(|| {
+            HashMap::from([("/tmp".to_string(), "rw,noexec,nosuid,size=64m".to_string())])
+        }),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), "10m".to_string()),
+                ("max-file".to_string(), "3".to_string()),
+            ])),
+        }),
+        restart_policy: Some(RestartPolicy {
+            name: Some(match spec.restart {
+                Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+                Restart::No => RestartPolicyNameEnum::NO,
+            }),
+            maximum_retry_count: None,
+        }),
+        port_bindings: Some(port_bindings),
+        binds: Some(binds),
+        network_mode: Some(spec.network.clone()),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        // An empty command keeps the image's CMD (a database runs its entrypoint as built).
+        cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(spec.labels.clone().into_iter().collect()),
+        exposed_ports: Some(exposed),
+        host_config: Some(host_config),
+        // Aliases exist only on user-defined networks (not on `none`, used by the lock).
+        networking_config: (!spec.aliases.is_empty()).then(|| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                spec.network.clone(),
+                EndpointSettings {
+                    aliases: Some(spec.aliases.clone()),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    }
+}
+
+impl Engine for DockerEngine {
+    async fn version(&self) -> Result<String> {
+        Ok(self.version.clone())
+    }
+
+    async fn list_containers(&self, label: &str) -> Result<Vec<ContainerInfo>> {
+        let opts = q::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&label_filter(label))
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| map_err("listing containers", e))?;
+        Ok(list
+            .into_iter()
+            .map(|c| ContainerInfo {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+                labels: to_btree(c.labels),
+                state: match c.state {
+                    Some(ContainerSummaryStateEnum::RUNNING) => RunState::Running,
+                    Some(ContainerSummaryStateEnum::CREATED) => RunState::Created,
+                    Some(ContainerSummaryStateEnum::RESTARTING) => RunState::Restarting,
+                    Some(ContainerSummaryStateEnum::EXITED) => RunState::Exited,
+                    _ => RunState::Other,
+                },
+                created: c.created.unwrap_or_default(),
+                ports: c
+                    .ports
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|p| Some((p.private_port, p.public_port?)))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn inspect_container(&self, name: &str) -> Result<Option<ContainerDetail>> {
+        let c = match self
+            .docker
+            .inspect_container(name, None::<q::InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => c,
+            Err(BError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(map_err(name, e)),
+        };
+        let state = c.state.clone().unwrap_or_default();
+        let config = c.config.clone().unwrap_or_default();
+        let ports = c
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.ports.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let cport: u16 = k.split('/').next()?.parse().ok()?;
+                let hport: u16 = v?.first()?.host_port.as_ref()?.parse().ok()?;
+                Some((cport, hport))
+            })
+            .collect();
+        use bollard::models::ContainerStateStatusEnum as S;
+        let run = match state.status {
+            Some(S::RUNNING) => RunState::Running,
+            Some(S::CREATED) => RunState::Created,
+            Some(S::RESTARTING) => RunState::Restarting,
+            Some(S::EXITED) => RunState::Exited,
+            _ => RunState::Other,
+        };
+        Ok(Some(ContainerDetail {
+            info: ContainerInfo {
+                id: c.id.clone().unwrap_or_default(),
+                name: c
+                    .name
+                    .clone()
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                image: config.image.clone().unwrap_or_default(),
+                labels: to_btree(config.labels.clone()),
+                state: run,
+                created: 0,
+                ports,
+            },
+            exit_code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+            started_at: state.started_at.clone(),
+            restart_count: c.restart_count.unwrap_or(0),
+            health: state.health.and_then(|h| h.status).map(|s| s.to_string()),
+            memory_limit: c.host_config.and_then(|h| h.memory),
+        }))
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<()> {
+        let opts = q::CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        self.docker
+            .create_container(Some(opts), create_body(spec))
+            .await
+            .map_err(|e| map_err(&format!("creating {}", spec.name), e))?;
+        Ok(())
+    }
+
+    async fn start_container(&self, name: &str) -> Result<()> {
+        self.docker
+            .start_container(name, None::<q::StartContainerOptions>)
+            .await
+            .map_err(|e| map_err(&format!("starting {name}"), e))
+    }
+
+    async fn stop_container(&self, name: &str, timeout_s: i64) -> Result<()> {
+        let opts = q::StopContainerOptionsBuilder::default()
+            .t(timeout_s as i32)
+            .build();
+        match self.docker.stop_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(BError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(map_err(&format!("stopping {name}"), e)),
+        }
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<()> {
+        let opts = q::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(name, Some(opts)).await {
+            Ok(())
+            | Err(BError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(map_err(&format!("removing {name}"), e)),
+        }
+    }
+
+    async fn logs_tail(&self, name: &str, lines: usize) -> Result<String> {
+        let opts = q::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut out = String::new();
+        let mut stream = self.docker.logs(name, Some(opts));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => out.push_str(&String::from_utf8_lossy(&chunk.into_bytes())),
+                Err(e) => return Err(map_err(&format!("logs of {name}"), e)),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn follow_logs(&self, name: &str, tail: usize, sink: &mut dyn FnMut(&str)) -> Result<()> {
+        let opts = q::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.docker.logs(name, Some(opts));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => sink(&String::from_utf8_lossy(&chunk.into_bytes())),
+                Err(e) => return Err(map_err(&format!("logs of {name}"), e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => Ok(i.id),
+            Err(BError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(map_err(&format!("inspecting image {reference}"), e)),
+        }
+    }
+
+    async fn build_image(
+        &self,
+        context: Vec<u8>,
+        tag: &str,
+        labels: &BTreeMap<String, String>,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<String> {
+        let labels: HashMap<String, String> = labels.clone().into_iter().collect();
+        let opts = q::BuildImageOptionsBuilder::default()
+            .dockerfile("Dockerfile")
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            // Offline builds: everything the image needs is in the context.
+            .networkmode("none")
+            .labels(&labels)
+            .build();
+        let mut stream =
+            self.docker
+                .build_image(opts, None, Some(bollard::body_full(context.into())));
+        let mut tail: Vec<String> = Vec::new();
+        let mut push = |line: &str, tail: &mut Vec<String>| {
+            for l in line.lines().filter(|l| !l.trim().is_empty()) {
+                on_line(l);
+                tail.push(l.to_string());
+                if tail.len() > 40 {
+                    tail.remove(0);
+                }
+            }
+        };
+        let mut id = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(s) = info.stream.as_deref() {
+                        push(s, &mut tail);
+                    }
+                    if let Some(s) = info.status.as_deref() {
+                        push(s, &mut tail);
+                    }
+                    if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                        push(&err, &mut tail);
+                        return Err(EngineError::Build { message: err, tail });
+                    }
+                    if let Some(aux) = info.aux.and_then(|a| a.id) {
+                        id = Some(aux);
+                    }
+                }
+                Err(BError::DockerStreamError { error }) => {
+                    push(&error, &mut tail);
+                    return Err(EngineError::Build {
+                        message: error,
+                        tail,
+                    });
+                }
+                Err(e) => {
+                    let e = map_err(&format!("building {tag}"), e);
+                    if matches!(e, EngineError::Unreachable(_)) {
+                        return Err(e);
+                    }
+                    return Err(EngineError::Build {
+                        message: e.to_string(),
+                        tail,
+                    });
+                }
+            }
+        }
+        match id {
+            Some(id) => Ok(id),
+            None => self.image_id(tag).await?.ok_or_else(|| EngineError::Build {
+                message: format!("the engine produced no image {tag}"),
+                tail,
+            }),
+        }
+    }
+
+    async fn list_images(&self, label: &str) -> Result<Vec<ImageInfo>> {
+        let opts = q::ListImagesOptionsBuilder::default()
+            .all(false)
+            .filters(&label_filter(label))
+            .build();
+        let list = self
+            .docker
+            .list_images(Some(opts))
+            .await
+            .map_err(|e| map_err("listing images", e))?;
+        Ok(list
+            .into_iter()
+            .map(|i| ImageInfo {
+                id: i.id,
+                tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                labels: i.labels.into_iter().collect(),
+                created: i.created,
+                size: i.size,
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        let opts = q::RemoveImageOptionsBuilder::default().force(false).build();
+        match self.docker.remove_image(reference, Some(opts), None).await {
+            Ok(_)
+            | Err(BError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(map_err(&format!("removing image {reference}"), e)),
+        }
+    }
+
+    async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+        if self
+            .docker
+            .inspect_network(name, None::<q::InspectNetworkOptions>)
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_)
+            | Err(BError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(map_err(&format!("creating network {name}"), e)),
+        }
+    }
+
+    async fn list_networks(&self, label: &str) -> Result<Vec<String>> {
+        let opts = q::ListNetworksOptionsBuilder::default()
+            .filters(&label_filter(label))
+            .build();
+        let list = self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(|e| map_err("listing networks", e))?;
+        Ok(list.into_iter().filter_map(|n| n.name).collect())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        match self.docker.remove_network(name).await {
+            Ok(())
+            | Err(BError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(map_err(&format!("removing network {name}"), e)),
+        }
+    }
+
+    async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+        let req = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        // Creating an existing volume returns it unchanged.
+        self.docker
+            .create_volume(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(&format!("creating volume {name}"), e))
+    }
+
+    async fn list_volumes(&self, label: &str) -> Result<Vec<String>> {
+        let opts = q::ListVolumesOptionsBuilder::default()
+            .filters(&label_filter(label))
+            .build();
+        let list = self
+            .docker
+            .list_volumes(Some(opts))
+            .await
+            .map_err(|e| map_err("listing volumes", e))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        match self
+            .docker
+            .remove_volume(name, None::<q::RemoveVolumeOptions>)
+            .await
+        {
+            Ok(())
+            | Err(BError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(map_err(&format!("removing volume {name}"), e)),
+        }
+    }
+
+    async fn memory(&self, name: &str) -> Result<Option<(u64, u64)>> {
+        let opts = q::StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stream = self.docker.stats(name, Some(opts));
+        match stream.next().await {
+            Some(Ok(s)) => Ok(s.memory_stats.and_then(|m| {
+                let usage = m.usage?;
+                // cgroup v1 reports total_inactive_file, v2 inactive_file; docker stats subtracts it.
+                let inactive = m
+                    .stats
+                    .as_ref()
+                    .and_then(|st| {
+                        st.get("total_inactive_file")
+                            .or_else(|| st.get("inactive_file"))
+                            .copied()
+                    })
+                    .unwrap_or(0);
+                Some((usage.saturating_sub(inactive), m.limit.unwrap_or(0)))
+            })),
+            Some(Err(e)) => Err(map_err(&format!("stats of {name}"), e)),
+            None => Ok(None),
+        }
+    }
+}

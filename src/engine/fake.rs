@@ -1,0 +1,324 @@
+//! An in-memory [`Engine`] for unit tests of planning and execution: containers, images, networks
+//! and volumes as plain maps, with the engine's observable rules (names unique, one holder per host
+//! port, ephemeral ports assigned on start). Failure injection: images whose containers exit at
+//! start, and builds that fail.
+//!
+//! Must not: be used outside tests and benchmarks of pure logic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use super::{
+    ContainerDetail, ContainerInfo, ContainerSpec, Engine, EngineError, ImageInfo, Result, RunState,
+};
+
+#[derive(Debug, Clone)]
+pub struct FakeContainer {
+    pub spec: ContainerSpec,
+    pub state: RunState,
+    pub id: String,
+    pub created: i64,
+    pub ports: BTreeMap<u16, u16>,
+    pub exit_code: Option<i64>,
+}
+
+#[derive(Default)]
+pub struct FakeState {
+    pub containers: BTreeMap<String, FakeContainer>,
+    pub images: BTreeMap<String, ImageInfo>,
+    pub networks: BTreeMap<String, BTreeMap<String, String>>,
+    pub volumes: BTreeMap<String, BTreeMap<String, String>>,
+    /// Images whose containers exit (code 1) as soon as they start.
+    pub crash_images: BTreeSet<String>,
+    /// Tags whose build fails.
+    pub failing_builds: BTreeSet<String>,
+    /// Every mutating call, in order (`create NAME`, `start NAME`, ...), for assertions.
+    pub calls: Vec<String>,
+    next: i64,
+}
+
+#[derive(Default)]
+pub struct FakeEngine {
+    pub state: Mutex<FakeState>,
+}
+
+fn matches(labels: &BTreeMap<String, String>, filter: &str) -> bool {
+    match filter.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+        None => labels.contains_key(filter),
+    }
+}
+
+impl FakeEngine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a pre-existing image (e.g. a base or an upstream image).
+    pub fn add_image(&self, tag: &str, labels: BTreeMap<String, String>) {
+        let mut s = self.state.lock().unwrap();
+        s.next += 1;
+        let (id, created) = (format!("sha256:{:064x}", s.next), s.next);
+        s.images.insert(
+            tag.to_string(),
+            ImageInfo {
+                id,
+                tags: vec![tag.to_string()],
+                labels,
+                created,
+                size: 1,
+            },
+        );
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    fn info(c: &FakeContainer) -> ContainerInfo {
+        ContainerInfo {
+            id: c.id.clone(),
+            name: c.spec.name.clone(),
+            image: c.spec.image.clone(),
+            labels: c.spec.labels.clone(),
+            state: c.state.clone(),
+            created: c.created,
+            ports: c.ports.clone(),
+        }
+    }
+}
+
+impl Engine for FakeEngine {
+    async fn version(&self) -> Result<String> {
+        Ok("fake engine".into())
+    }
+
+    async fn list_containers(&self, label: &str) -> Result<Vec<ContainerInfo>> {
+        let s = self.state.lock().unwrap();
+        Ok(s.containers
+            .values()
+            .filter(|c| matches(&c.spec.labels, label))
+            .map(Self::info)
+            .collect())
+    }
+
+    async fn inspect_container(&self, name: &str) -> Result<Option<ContainerDetail>> {
+        let s = self.state.lock().unwrap();
+        Ok(s.containers.get(name).map(|c| ContainerDetail {
+            info: Self::info(c),
+            exit_code: c.exit_code,
+            oom_killed: false,
+            started_at: None,
+            restart_count: 0,
+            health: None,
+            memory_limit: Some(c.spec.memory),
+        }))
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<()> {
+        let mut s = self.state.lock().unwrap();
+        if s.containers.contains_key(&spec.name) {
+            return Err(EngineError::Conflict(format!("container {}", spec.name)));
+        }
+        if !s.images.contains_key(&spec.image) {
+            return Err(EngineError::NotFound(format!("image {}", spec.image)));
+        }
+        s.next += 1;
+        let (id, created) = (format!("c{}", s.next), s.next);
+        s.calls.push(format!("create {}", spec.name));
+        s.containers.insert(
+            spec.name.clone(),
+            FakeContainer {
+                spec: spec.clone(),
+                state: RunState::Created,
+                id,
+                created,
+                ports: BTreeMap::new(),
+                exit_code: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn start_container(&self, name: &str) -> Result<()> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(format!("start {name}"));
+        let Some(c) = s.containers.get(name).cloned() else {
+            return Err(EngineError::NotFound(format!("container {name}")));
+        };
+        let mut ports = BTreeMap::new();
+        if let Some(p) = c.spec.port {
+            let host = if p.host_port == 0 {
+                s.next += 1;
+                40000 + s.next as u16
+            } else {
+                p.host_port
+            };
+            let taken = s.containers.values().any(|o| {
+                o.spec.name != name
+                    && o.state == RunState::Running
+                    && o.ports.values().any(|h| *h == host)
+            });
+            if taken {
+                return Err(EngineError::PortTaken(format!(
+                    "starting {name}: port {host} is already allocated"
+                )));
+            }
+            ports.insert(p.container_port, host);
+        }
+        let crash = s.crash_images.contains(&c.spec.image);
+        let c = s.containers.get_mut(name).unwrap();
+        if crash {
+            c.state = RunState::Exited;
+            c.exit_code = Some(1);
+        } else {
+            c.state = RunState::Running;
+            c.ports = ports;
+            c.exit_code = None;
+        }
+        Ok(())
+    }
+
+    async fn stop_container(&self, name: &str, _timeout_s: i64) -> Result<()> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(format!("stop {name}"));
+        match s.containers.get_mut(name) {
+            Some(c) => {
+                if c.state == RunState::Running {
+                    c.state = RunState::Exited;
+                    c.exit_code = Some(0);
+                }
+                c.ports.clear();
+                Ok(())
+            }
+            None => Err(EngineError::NotFound(format!("container {name}"))),
+        }
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<()> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(format!("remove {name}"));
+        s.containers.remove(name);
+        Ok(())
+    }
+
+    async fn logs_tail(&self, name: &str, _lines: usize) -> Result<String> {
+        Ok(format!("(fake logs of {name})\n"))
+    }
+
+    async fn follow_logs(
+        &self,
+        name: &str,
+        _tail: usize,
+        sink: &mut dyn FnMut(&str),
+    ) -> Result<()> {
+        sink(&format!("(fake logs of {name})\n"));
+        Ok(())
+    }
+
+    async fn image_id(&self, reference: &str) -> Result<Option<String>> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .images
+            .get(reference)
+            .map(|i| i.id.clone()))
+    }
+
+    async fn build_image(
+        &self,
+        _context: Vec<u8>,
+        tag: &str,
+        labels: &BTreeMap<String, String>,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<String> {
+        on_line(&format!("Step 1/1 : fake build of {tag}"));
+        if self.state.lock().unwrap().failing_builds.contains(tag) {
+            return Err(EngineError::Build {
+                message: "The command '/bin/sh -c false' returned a non-zero code: 1".into(),
+                tail: vec!["Step 1/1 : RUN false".into()],
+            });
+        }
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .push(format!("build {tag}"));
+        self.add_image(tag, labels.clone());
+        Ok(self.state.lock().unwrap().images[tag].id.clone())
+    }
+
+    async fn list_images(&self, label: &str) -> Result<Vec<ImageInfo>> {
+        let s = self.state.lock().unwrap();
+        Ok(s.images
+            .values()
+            .filter(|i| matches(&i.labels, label))
+            .cloned()
+            .collect())
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<()> {
+        let mut s = self.state.lock().unwrap();
+        if s.containers.values().any(|c| c.spec.image == reference) {
+            return Err(EngineError::Conflict(format!(
+                "image {reference} is in use"
+            )));
+        }
+        s.calls.push(format!("rmi {reference}"));
+        s.images.remove(reference);
+        Ok(())
+    }
+
+    async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+        self.state
+            .lock()
+            .unwrap()
+            .networks
+            .entry(name.into())
+            .or_insert_with(|| labels.clone());
+        Ok(())
+    }
+
+    async fn list_networks(&self, label: &str) -> Result<Vec<String>> {
+        let s = self.state.lock().unwrap();
+        Ok(s.networks
+            .iter()
+            .filter(|(_, l)| matches(l, label))
+            .map(|(n, _)| n.clone())
+            .collect())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        self.state.lock().unwrap().networks.remove(name);
+        Ok(())
+    }
+
+    async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+        self.state
+            .lock()
+            .unwrap()
+            .volumes
+            .entry(name.into())
+            .or_insert_with(|| labels.clone());
+        Ok(())
+    }
+
+    async fn list_volumes(&self, label: &str) -> Result<Vec<String>> {
+        let s = self.state.lock().unwrap();
+        Ok(s.volumes
+            .iter()
+            .filter(|(_, l)| matches(l, label))
+            .map(|(n, _)| n.clone())
+            .collect())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        self.state.lock().unwrap().volumes.remove(name);
+        Ok(())
+    }
+
+    async fn memory(&self, _name: &str) -> Result<Option<(u64, u64)>> {
+        Ok(None)
+    }
+}

@@ -1,0 +1,175 @@
+//! The container engine as mcpctl sees it: a small trait over the few Docker operations rollout
+//! needs, a bollard implementation (`docker`), an in-memory fake for unit tests (`fake`), the
+//! contract labels (`labels`) and build-context assembly (`context`).
+//!
+//! Owns: talking to the engine. Must not: decide what to deploy (rollout), speak MCP (health),
+//! or print (output). Docker is the truth about what runs; nothing here caches engine state.
+
+pub mod context;
+pub mod docker;
+pub mod fake;
+pub mod labels;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What went wrong talking to the engine, in terms rollout can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot reach the Docker engine ({0}); start it (as root: `scripts/setup`, or `dockerd &`) or point DOCKER_HOST at a running engine")]
+    Unreachable(String),
+    /// The name is taken (used by the lock: creation by name is the atomic test-and-set).
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A published host port is held by something else.
+    #[error("{0}")]
+    PortTaken(String),
+    #[error("image build failed: {message}")]
+    Build { message: String, tail: Vec<String> },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// Restart policy of a container. Serving revisions restart unless stopped (a stopped, retained
+/// revision stays stopped across engine restarts); gate candidates never restart, so a crash shows
+/// up as an exit instead of a restart loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    UnlessStopped,
+    No,
+}
+
+/// A host path or named volume mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    /// An absolute host path or a volume name.
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// One published port: `host_ip:host_port -> container_port/tcp`. `host_port` 0 = ephemeral.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    pub host_ip: std::net::IpAddr,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+/// Everything needed to create a container. Also the "recorded config" of a revision: rollout
+/// stores it (minus labels) as JSON in the `<p>.spec` label so a revision can be recreated from
+/// Docker alone, with no state directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    /// Arguments after the image's ENTRYPOINT (the bridge): the stdio server's argv.
+    pub cmd: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub labels: BTreeMap<String, String>,
+    pub network: String,
+    pub aliases: Vec<String>,
+    pub port: Option<PortSpec>,
+    pub binds: Vec<Bind>,
+    pub memory: i64,
+    pub nano_cpus: i64,
+    pub pids: i64,
+    pub shm_size: Option<i64>,
+    pub read_only_root: bool,
+    pub restart: Restart,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Created,
+    Running,
+    Restarting,
+    Exited,
+    Other,
+}
+
+/// A container as listed (no per-container inspect needed).
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: RunState,
+    /// Unix seconds.
+    pub created: i64,
+    /// Host ports published, by container port.
+    pub ports: BTreeMap<u16, u16>,
+}
+
+/// Details only inspect gives.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerDetail {
+    pub info: ContainerInfo,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub started_at: Option<String>,
+    pub restart_count: i64,
+    /// Docker's own health status (healthy / unhealthy / starting), if the image has a check.
+    pub health: Option<String>,
+    pub memory_limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageInfo {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub created: i64,
+    pub size: i64,
+}
+
+/// The operations rollout needs. Implementations: [`docker::DockerEngine`], [`fake::FakeEngine`].
+/// Futures are awaited on the caller's runtime; nothing requires them to be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Engine {
+    /// The engine's version and negotiated API version, or `Unreachable`.
+    async fn version(&self) -> Result<String>;
+    /// Every container (running or not) carrying `label` (`key=value` or `key`).
+    async fn list_containers(&self, label: &str) -> Result<Vec<ContainerInfo>>;
+    async fn inspect_container(&self, name: &str) -> Result<Option<ContainerDetail>>;
+    /// Create by name; `Conflict` when the name is taken.
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<()>;
+    async fn start_container(&self, name: &str) -> Result<()>;
+    async fn stop_container(&self, name: &str, timeout_s: i64) -> Result<()>;
+    /// Force-remove (also its anonymous volumes). Missing is fine.
+    async fn remove_container(&self, name: &str) -> Result<()>;
+    /// The last `lines` lines of stdout+stderr.
+    async fn logs_tail(&self, name: &str, lines: usize) -> Result<String>;
+    /// Stream logs to `sink` (follow until the container stops or the caller drops the future).
+    async fn follow_logs(&self, name: &str, tail: usize, sink: &mut dyn FnMut(&str)) -> Result<()>;
+    /// The image id of a reference, `None` when absent.
+    async fn image_id(&self, reference: &str) -> Result<Option<String>>;
+    /// Build `tag` from a tar context with no network (offline builds); `on_line` gets each log line.
+    async fn build_image(
+        &self,
+        context: Vec<u8>,
+        tag: &str,
+        labels: &BTreeMap<String, String>,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<String>;
+    async fn list_images(&self, label: &str) -> Result<Vec<ImageInfo>>;
+    /// Remove an image reference; `Conflict` when a container still uses it.
+    async fn remove_image(&self, reference: &str) -> Result<()>;
+    async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()>;
+    async fn list_networks(&self, label: &str) -> Result<Vec<String>>;
+    async fn remove_network(&self, name: &str) -> Result<()>;
+    async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()>;
+    async fn list_volumes(&self, label: &str) -> Result<Vec<String>>;
+    async fn remove_volume(&self, name: &str) -> Result<()>;
+    /// Memory used (usage − inactive_file, as `docker stats` shows) and limit, of a running container.
+    async fn memory(&self, name: &str) -> Result<Option<(u64, u64)>>;
+}

@@ -1,0 +1,253 @@
+//! The desired state of each service, computed from the manifest without side effects: its
+//! config hash, image tag (content hash of the build context and base image id), container spec
+//! and secret fingerprints. Building the context reads files; nothing is written except the
+//! digest cache.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+
+use super::{secrets, Project};
+use crate::engine::context::{BuildContext, DigestCache};
+use crate::engine::{ContainerSpec, Engine, PortSpec, Restart};
+use crate::manifest::{Health, Role, Service, SourceKind, Transport};
+
+/// What plan compares: plain data.
+#[derive(Debug, Clone)]
+pub struct DesiredSummary {
+    pub service: String,
+    pub config_hash: String,
+    pub image: String,
+    pub image_hash: String,
+    pub image_present: bool,
+    /// Per-secret fingerprints, `NAME=hmac;...` (the `<p>.secrets-hmac` label).
+    pub secrets_label: String,
+    pub spec: ContainerSpec,
+    /// Why this service cannot be deployed now (missing secret, missing base image).
+    pub blocked: Option<String>,
+    pub depends_on: Vec<String>,
+}
+
+pub struct Desired {
+    pub summary: DesiredSummary,
+    pub role: Role,
+    pub stateful: bool,
+    pub health: Health,
+    pub transport: Transport,
+    pub context: BuildContext,
+    pub image_labels: BTreeMap<String, String>,
+    pub secrets: Vec<secrets::Resolved>,
+}
+
+/// The mcpctl binary baked into images: this very executable.
+pub fn mcpctl_binary() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("locating the mcpctl binary")
+}
+
+/// Assemble the build context of one service from its rendered files. Extension point for
+/// vendored packages and base images (issue 8): add files here.
+pub fn service_context(
+    project: &Project,
+    name: &str,
+    svc: &Service,
+    rendered: &[crate::render::Artifact],
+) -> anyhow::Result<BuildContext> {
+    let mut ctx = BuildContext::new();
+    let dir = std::path::Path::new("services").join(name);
+    for a in rendered
+        .iter()
+        .filter(|a| a.path.parent() == Some(dir.as_path()))
+    {
+        let file = a.path.file_name().unwrap().to_string_lossy().into_owned();
+        ctx.add_bytes(&file, a.contents.clone(), a.executable);
+    }
+    if svc.role == Role::Service {
+        let exe = mcpctl_binary()?;
+        ctx.add_file("mcpctl", &exe)?;
+        if svc.server.source.kind() == SourceKind::Crate {
+            let krate = &svc
+                .server
+                .source
+                .krate
+                .as_ref()
+                .expect("kind is crate")
+                .name;
+            let bin = exe.with_file_name(krate);
+            anyhow::ensure!(
+                bin.exists(),
+                "service `{name}`: the first-party server binary {} is missing; build it with `cargo build -p {krate}`",
+                bin.display()
+            );
+            ctx.add_file(&format!("bin/{krate}"), &bin)?;
+        }
+    }
+    let locks = project.manifest_dir.join("locks").join(name);
+    if locks.is_dir() {
+        ctx.add_dir("", &locks)?;
+    }
+    Ok(ctx)
+}
+
+fn base_ref(project: &Project, svc: &Service) -> String {
+    match (&svc.server.source.image, &svc.build.base) {
+        (Some(img), _) => img.reference.clone(),
+        (None, Some(base)) => {
+            let b = &project.manifest.bases[base];
+            b.image
+                .clone()
+                .unwrap_or_else(|| format!("mcpctl-base/{base}:{}", b.suite))
+        }
+        (None, None) => String::new(),
+    }
+}
+
+/// Desired state of the named services (all when `only` is empty), in manifest order.
+pub async fn compute<E: Engine>(
+    engine: &E,
+    project: &Project,
+    only: &[String],
+    cache: &DigestCache,
+) -> anyhow::Result<Vec<Desired>> {
+    let m = &project.manifest;
+    let rendered = crate::render::render(m, Some(crate::render::ArtifactKind::Dockerfiles))?;
+    let key = secrets::install_key(&project.state_dir)?;
+    let keys = &project.keys;
+    let mut out = Vec::new();
+    for (name, svc) in &m.services {
+        if !only.is_empty() && !only.contains(name) {
+            continue;
+        }
+        let mut blocked = None;
+        let config_hash = crate::render::config_hash(name, svc);
+        let ctx = service_context(project, name, svc, &rendered)?;
+        let base = base_ref(project, svc);
+        let base_id = match engine.image_id(&base).await? {
+            Some(id) => id,
+            None => {
+                blocked = Some(format!("base image {base} is not present in the engine (no registry is used: build or load it first)"));
+                "missing".into()
+            }
+        };
+        let mut h = Sha256::new();
+        h.update(ctx.digest(cache)?.as_bytes());
+        h.update([0]);
+        h.update(base_id.as_bytes());
+        let image_hash = hex::encode(h.finalize());
+        let image = format!("{}/{name}:{}", m.project, &image_hash[..12]);
+        let image_present = engine.image_id(&image).await?.is_some();
+
+        let resolved = match secrets::resolve(name, svc, &project.manifest_dir) {
+            Ok(r) => r,
+            Err(e) => {
+                blocked.get_or_insert(e.to_string());
+                vec![]
+            }
+        };
+        let (per, _) = secrets::fingerprints(&key, &resolved);
+        let secrets_label: String = per.iter().map(|(k, v)| format!("{k}={v};")).collect();
+
+        let mut identity: BTreeMap<String, String> = crate::render::labels(m, name, svc)
+            .into_iter()
+            .map(|l| (l.key, l.value))
+            .collect();
+        let image_labels = {
+            let mut l = identity.clone();
+            l.insert(keys.image_hash(), image_hash.clone());
+            l
+        };
+        identity.insert(keys.config_hash(), config_hash.clone());
+        identity.insert(keys.image_hash(), image_hash.clone());
+        identity.insert(keys.secrets_hmac(), secrets_label.clone());
+
+        let mut binds = secrets::binds(&project.state_dir, name, &resolved);
+        for v in &svc.volumes {
+            let source = if v.is_named() {
+                format!("{}-{}", m.project, v.source)
+            } else {
+                project.manifest_dir.join(&v.source).display().to_string()
+            };
+            binds.push(crate::engine::Bind {
+                source,
+                target: v.target.clone(),
+                read_only: v.read_only,
+            });
+        }
+        let spec = ContainerSpec {
+            name: String::new(),
+            image: image.clone(),
+            cmd: svc.server.command.clone(),
+            env: svc
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            labels: identity,
+            network: m.project.clone(),
+            aliases: vec![format!("mcp-{name}")],
+            port: svc.port.map(|p| PortSpec {
+                host_ip: m.bind_address,
+                host_port: p,
+                container_port: svc.container_port,
+            }),
+            binds,
+            memory: svc.limits.memory.0 as i64,
+            nano_cpus: (svc.limits.cpus * 1e9).round() as i64,
+            pids: svc.limits.pids as i64,
+            shm_size: svc.limits.shm_size.map(|s| s.0 as i64),
+            read_only_root: svc.read_only_root,
+            restart: Restart::UnlessStopped,
+        };
+        out.push(Desired {
+            summary: DesiredSummary {
+                service: name.clone(),
+                config_hash,
+                image,
+                image_hash,
+                image_present,
+                secrets_label,
+                spec,
+                blocked,
+                depends_on: svc.depends_on.clone(),
+            },
+            role: svc.role,
+            stateful: svc.stateful,
+            health: svc.health.clone(),
+            transport: svc.transport.unwrap_or(m.litellm.transport),
+            context: ctx,
+            image_labels,
+            secrets: resolved,
+        });
+    }
+    Ok(out)
+}
+
+/// Dependency order (depends_on first), stable in manifest order otherwise.
+pub fn dependency_order(services: &[DesiredSummary]) -> Vec<String> {
+    let names: Vec<&str> = services.iter().map(|s| s.service.as_str()).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut guard = 0;
+    while done.len() < services.len() && guard <= services.len() {
+        guard += 1;
+        for s in services {
+            if done.contains(&s.service) {
+                continue;
+            }
+            let ready = s
+                .depends_on
+                .iter()
+                .all(|d| !names.contains(&d.as_str()) || done.contains(d));
+            if ready {
+                done.push(s.service.clone());
+            }
+        }
+    }
+    // Validation rejects cycles; anything left (impossible) goes last in manifest order.
+    for s in services {
+        if !done.contains(&s.service) {
+            done.push(s.service.clone());
+        }
+    }
+    done
+}

@@ -1,0 +1,703 @@
+//! Applying one service's change behind the MCP gate, never half-switched:
+//!
+//! 1. the new revision starts as a *candidate* (`…-candidate`, ephemeral 127.0.0.1 port, no
+//!    network alias, no restart policy so a crash shows as an exit) and must pass the gate;
+//! 2. switch: the serving container is stopped (kept for rollback), the final container is created
+//!    with the manifest's port and alias, started, and gated again (post-switch analysis: it must
+//!    pass without restarting);
+//! 3. any failure: the new container is removed (its log tail kept for the report), the previous
+//!    revision is started again if it was stopped, and verified by the gate it passed before.
+//!
+//! Stateful services (databases) are never run twice on one volume: the old container is stopped
+//! first and the new one gated in place (downtime, only when the operator allowed it).
+//!
+//! Must not: decide what to deploy (commands build the steps from the plan), or print (progress
+//! goes through the `progress` callback).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::plan::{observe, Revision};
+use crate::engine::labels::Keys;
+use crate::engine::{ContainerSpec, Engine, PortSpec, Restart, RunState};
+use crate::health::{Check, GateReport};
+use crate::manifest::{Health, Role, Transport};
+
+/// Runs the gate against a started container. The real one speaks MCP; tests substitute it.
+#[allow(async_fn_in_trait)]
+pub trait Prober {
+    async fn probe(
+        &self,
+        container: &str,
+        base: &str,
+        transport: Transport,
+        health: &Health,
+        previous: Option<&BTreeMap<String, String>>,
+        deadline: Instant,
+    ) -> GateReport;
+}
+
+/// The MCP gate of [`crate::health::gate`].
+pub struct McpProber;
+
+impl Prober for McpProber {
+    async fn probe(
+        &self,
+        _container: &str,
+        base: &str,
+        transport: Transport,
+        health: &Health,
+        previous: Option<&BTreeMap<String, String>>,
+        deadline: Instant,
+    ) -> GateReport {
+        crate::health::gate::run(base, transport, health, previous, deadline).await
+    }
+}
+
+/// What a revision was gated with, recorded on its container (`<p>.gate`) so a restore or a
+/// reconcile verifies it with the same gate, even after the manifest changed.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct GateConfig {
+    pub health: Health,
+    pub transport: Transport,
+    pub role: Role,
+}
+
+impl GateConfig {
+    pub fn of(r: &Revision, keys: &Keys) -> Option<Self> {
+        r.labels
+            .get(&keys.gate())
+            .and_then(|g| serde_json::from_str(g).ok())
+    }
+}
+
+/// One service to switch to `spec`.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub service: String,
+    /// The final container (name `<project>-<service>-r<N>`, all labels but `<p>.spec`/`<p>.gate`).
+    pub spec: ContainerSpec,
+    pub revision: String,
+    pub health: Health,
+    pub transport: Transport,
+    pub role: Role,
+    pub stateful: bool,
+    pub previous: Option<Revision>,
+    /// Revisions kept per service (serving included).
+    pub retain: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    /// Gate failed; the previous revision serves again and passed its gate (or nothing served before).
+    GateFailedRestored,
+    /// Gate failed and the restore failed too.
+    RestoreFailed,
+    /// Ctrl-C before the switch: the candidate was removed, nothing changed.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::GateFailedRestored => "gate_failed_restored",
+            Outcome::RestoreFailed => "restore_failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    pub service: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub outcome: Outcome,
+    /// Which check failed (phase: candidate / switch / post-switch).
+    pub failed: Option<Check>,
+    pub gate: Option<GateReport>,
+    pub logs_tail: Option<String>,
+    /// What serves now after a failure, and how it was verified.
+    pub restored: Option<String>,
+    /// Seconds nothing served (stateful replacement) — stated, never hidden.
+    pub downtime_ms: Option<u64>,
+    pub duration_ms: u64,
+}
+
+pub struct Executor<'a, E: Engine, P: Prober> {
+    pub engine: &'a E,
+    pub prober: &'a P,
+    pub keys: &'a Keys,
+    pub project: &'a str,
+    pub progress: &'a dyn Fn(&str),
+    /// Set by the Ctrl-C handler; checked between phases.
+    pub interrupted: Arc<AtomicBool>,
+}
+
+const STOP_TIMEOUT_S: i64 = 10;
+const LOG_LINES: usize = 20;
+
+fn client_ip(host_ip: IpAddr) -> String {
+    // The gate talks only to loopback-published ports; 0.0.0.0 is reachable there too.
+    if host_ip.is_unspecified() || host_ip.is_loopback() {
+        "127.0.0.1".into()
+    } else {
+        host_ip.to_string()
+    }
+}
+
+fn fail_check(name: &str, detail: impl Into<String>) -> Check {
+    Check {
+        name: name.into(),
+        ok: false,
+        detail: detail.into(),
+    }
+}
+
+impl<E: Engine, P: Prober> Executor<'_, E, P> {
+    fn say(&self, service: &str, msg: &str) {
+        (self.progress)(&format!("{service}: {msg}"));
+    }
+
+    /// Record the spec and gate config on the container, as the labels rollback reads.
+    fn finalize_labels(&self, spec: &mut ContainerSpec, step: &Step) {
+        spec.labels.insert(
+            self.keys.spec(),
+            serde_json::to_string(&*spec).expect("spec serializes"),
+        );
+        let gate = GateConfig {
+            health: step.health.clone(),
+            transport: step.transport,
+            role: step.role,
+        };
+        spec.labels.insert(
+            self.keys.gate(),
+            serde_json::to_string(&gate).expect("gate config serializes"),
+        );
+    }
+
+    /// Gate a started container. Fails fast when it exits; databases are gated on Docker health.
+    pub async fn gate_container(
+        &self,
+        name: &str,
+        port: Option<PortSpec>,
+        role: Role,
+        transport: Transport,
+        health: &Health,
+        previous: Option<&BTreeMap<String, String>>,
+        interruptible: bool,
+    ) -> GateReport {
+        let started = Instant::now();
+        let deadline = started + health.timeout;
+        let watch_exit = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                match self.engine.inspect_container(name).await {
+                    Ok(Some(d))
+                        if matches!(d.info.state, RunState::Running | RunState::Restarting) => {}
+                    Ok(Some(d)) => {
+                        return format!(
+                            "the container stopped (exit code {}{})",
+                            d.exit_code.map(|c| c.to_string()).unwrap_or("?".into()),
+                            if d.oom_killed {
+                                ", killed by the out-of-memory killer"
+                            } else {
+                                ""
+                            }
+                        )
+                    }
+                    Ok(None) => return "the container disappeared".to_string(),
+                    Err(e) => return format!("cannot inspect the container: {e}"),
+                }
+            }
+        };
+        let interrupt = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if interruptible && self.interrupted.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+        };
+        if role == Role::Database || port.is_none() {
+            let wait_healthy = async {
+                loop {
+                    if Instant::now() >= deadline {
+                        return Err(format!(
+                            "not healthy (Docker health check) within {:?}",
+                            health.timeout
+                        ));
+                    }
+                    if let Ok(Some(d)) = self.engine.inspect_container(name).await {
+                        match d.health.as_deref() {
+                            Some("healthy") => {
+                                return Ok("Docker health check: healthy".to_string())
+                            }
+                            None if d.info.state == RunState::Running => {
+                                return Ok("running (no health check)".to_string())
+                            }
+                            _ => {}
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            };
+            let r = tokio::select! {
+                r = wait_healthy => r,
+                why = watch_exit => Err(why),
+            };
+            let mut report = GateReport::default();
+            return match r {
+                Ok(detail) => {
+                    report.passed = true;
+                    report.checks.push(Check {
+                        name: "health".into(),
+                        ok: true,
+                        detail,
+                    });
+                    report.elapsed_ms = started.elapsed().as_millis() as u64;
+                    report
+                }
+                Err(detail) => report.fail("health", detail, started),
+            };
+        }
+        let spec_port = port.expect("checked above");
+        let host_port = match self.engine.inspect_container(name).await {
+            Ok(Some(d)) => d.info.ports.get(&spec_port.container_port).copied(),
+            _ => None,
+        };
+        let Some(host_port) = host_port else {
+            return GateReport::default().fail(
+                "start",
+                "the container publishes no port (did it exit at once?)",
+                started,
+            );
+        };
+        let base = format!("http://{}:{host_port}", client_ip(spec_port.host_ip));
+        tokio::select! {
+            r = self.prober.probe(name, &base, transport, health, previous, deadline) => r,
+            why = watch_exit => GateReport::default().fail("container", why, started),
+            _ = interrupt => GateReport::default().fail("interrupted", "Ctrl-C during the gate", started),
+        }
+    }
+
+    async fn tail(&self, name: &str) -> Option<String> {
+        self.engine
+            .logs_tail(name, LOG_LINES)
+            .await
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+    }
+
+    /// Start (if needed) and verify the previous revision with the gate it passed before.
+    async fn restore(&self, step: &Step) -> (bool, String) {
+        let Some(prev) = &step.previous else {
+            return (
+                true,
+                "nothing was serving before; nothing to restore".into(),
+            );
+        };
+        let gate = GateConfig::of(prev, self.keys).unwrap_or(GateConfig {
+            health: step.health.clone(),
+            transport: step.transport,
+            role: step.role,
+        });
+        let running = matches!(
+            self.engine.inspect_container(&prev.container).await,
+            Ok(Some(d)) if d.info.state == RunState::Running
+        );
+        if !running {
+            if let Err(e) = self.engine.start_container(&prev.container).await {
+                return (false, format!("could not start {} again: {e}", prev.name()));
+            }
+        }
+        let port = prev.spec.as_ref().and_then(|s| s.port).or(step.spec.port);
+        let report = self
+            .gate_container(
+                &prev.container,
+                port,
+                gate.role,
+                gate.transport,
+                &gate.health,
+                None,
+                false,
+            )
+            .await;
+        if report.passed {
+            (
+                true,
+                format!(
+                    "{} serves again and passed the gate in {} ms",
+                    prev.name(),
+                    report.elapsed_ms
+                ),
+            )
+        } else {
+            let f = report
+                .failure()
+                .cloned()
+                .unwrap_or_else(|| fail_check("gate", "failed"));
+            (
+                false,
+                format!(
+                    "{} was started again but fails the gate: {}: {}",
+                    prev.name(),
+                    f.name,
+                    f.detail
+                ),
+            )
+        }
+    }
+
+    async fn failed(
+        &self,
+        step: &Step,
+        started: Instant,
+        failed: Check,
+        gate: Option<GateReport>,
+        logs_tail: Option<String>,
+    ) -> StepResult {
+        self.say(
+            &step.service,
+            &format!("FAILED {}: {}", failed.name, failed.detail),
+        );
+        let (ok, restored) = self.restore(step).await;
+        self.say(&step.service, &restored);
+        StepResult {
+            service: step.service.clone(),
+            from: step.previous.as_ref().map(Revision::name),
+            to: step.revision.clone(),
+            outcome: if ok {
+                Outcome::GateFailedRestored
+            } else {
+                Outcome::RestoreFailed
+            },
+            failed: Some(failed),
+            gate,
+            logs_tail,
+            restored: Some(restored),
+            downtime_ms: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// Run one step to completion: switched and verified, or reverted and verified.
+    pub async fn run_step(
+        &self,
+        step: &Step,
+        previous_tools: Option<&BTreeMap<String, String>>,
+    ) -> StepResult {
+        let started = Instant::now();
+        let mut spec = step.spec.clone();
+        self.finalize_labels(&mut spec, step);
+        let from = step.previous.as_ref().map(Revision::name);
+        if step.stateful && step.previous.is_some() {
+            return self.run_in_place(step, spec, previous_tools, started).await;
+        }
+
+        // 1. Candidate on an ephemeral loopback port.
+        let mut cand = spec.clone();
+        cand.name = format!("{}-candidate", spec.name);
+        cand.aliases.clear();
+        cand.restart = Restart::No;
+        cand.port = spec.port.map(|p| PortSpec {
+            host_ip: IpAddr::from([127, 0, 0, 1]),
+            host_port: 0,
+            ..p
+        });
+        cand.labels.insert(self.keys.phase(), "candidate".into());
+        let _ = self.engine.remove_container(&cand.name).await;
+        self.say(
+            &step.service,
+            &format!("starting candidate {} ({})", step.revision, spec.image),
+        );
+        if let Err(e) = self.engine.create_container(&cand).await {
+            return self
+                .failed(
+                    step,
+                    started,
+                    fail_check("create", e.to_string()),
+                    None,
+                    None,
+                )
+                .await;
+        }
+        if let Err(e) = self.engine.start_container(&cand.name).await {
+            let logs = self.tail(&cand.name).await;
+            let _ = self.engine.remove_container(&cand.name).await;
+            return self
+                .failed(
+                    step,
+                    started,
+                    fail_check("start", e.to_string()),
+                    None,
+                    logs,
+                )
+                .await;
+        }
+        let report = self
+            .gate_container(
+                &cand.name,
+                cand.port,
+                step.role,
+                step.transport,
+                &step.health,
+                previous_tools,
+                true,
+            )
+            .await;
+        if !report.passed {
+            let logs = self.tail(&cand.name).await;
+            let _ = self.engine.remove_container(&cand.name).await;
+            let f = report
+                .failure()
+                .cloned()
+                .unwrap_or_else(|| fail_check("gate", "failed"));
+            if f.name == "interrupted" {
+                self.say(
+                    &step.service,
+                    "interrupted before the switch: candidate removed, nothing changed",
+                );
+                return StepResult {
+                    service: step.service.clone(),
+                    from,
+                    to: step.revision.clone(),
+                    outcome: Outcome::Interrupted,
+                    failed: Some(f),
+                    gate: Some(report),
+                    logs_tail: None,
+                    restored: Some("nothing was switched".into()),
+                    downtime_ms: None,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                };
+            }
+            let f = Check {
+                name: format!("candidate {}", f.name),
+                ..f
+            };
+            return self.failed(step, started, f, Some(report), logs).await;
+        }
+        self.say(
+            &step.service,
+            &format!(
+                "candidate passed the gate in {} ms ({} tools)",
+                report.elapsed_ms,
+                report.tools.len()
+            ),
+        );
+        let _ = self.engine.remove_container(&cand.name).await;
+
+        // 2. Switch.
+        if let Some(prev) = &step.previous {
+            if let Err(e) = self
+                .engine
+                .stop_container(&prev.container, STOP_TIMEOUT_S)
+                .await
+            {
+                return self
+                    .failed(
+                        step,
+                        started,
+                        fail_check("switch", format!("stopping {}: {e}", prev.name())),
+                        Some(report),
+                        None,
+                    )
+                    .await;
+            }
+        }
+        let _ = self.engine.remove_container(&spec.name).await;
+        if let Err(e) = self.engine.create_container(&spec).await {
+            return self
+                .failed(
+                    step,
+                    started,
+                    fail_check("switch", e.to_string()),
+                    Some(report),
+                    None,
+                )
+                .await;
+        }
+        if let Err(e) = self.engine.start_container(&spec.name).await {
+            let logs = self.tail(&spec.name).await;
+            let _ = self.engine.remove_container(&spec.name).await;
+            return self
+                .failed(
+                    step,
+                    started,
+                    fail_check("switch", e.to_string()),
+                    Some(report),
+                    logs,
+                )
+                .await;
+        }
+
+        // 3. Post-switch analysis: the gate again, on the real port, without a restart.
+        let post = self
+            .gate_container(
+                &spec.name,
+                spec.port,
+                step.role,
+                step.transport,
+                &step.health,
+                previous_tools,
+                false,
+            )
+            .await;
+        let restarts = match self.engine.inspect_container(&spec.name).await {
+            Ok(Some(d)) => d.restart_count,
+            _ => 0,
+        };
+        if !post.passed || restarts > 0 {
+            let logs = self.tail(&spec.name).await;
+            let _ = self.engine.remove_container(&spec.name).await;
+            let f = match post.failure() {
+                Some(f) => Check {
+                    name: format!("post-switch {}", f.name),
+                    ..f.clone()
+                },
+                None => fail_check(
+                    "post-switch",
+                    format!("restarted {restarts} times during the analysis window"),
+                ),
+            };
+            return self.failed(step, started, f, Some(post), logs).await;
+        }
+        self.say(
+            &step.service,
+            &format!(
+                "serving {} (post-switch gate {} ms)",
+                step.revision, post.elapsed_ms
+            ),
+        );
+        self.retain(step).await;
+        StepResult {
+            service: step.service.clone(),
+            from,
+            to: step.revision.clone(),
+            outcome: Outcome::Ok,
+            failed: None,
+            gate: Some(post),
+            logs_tail: None,
+            restored: None,
+            downtime_ms: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// Stateful replacement: stop, start the new one on the same volume, gate; revert on failure.
+    async fn run_in_place(
+        &self,
+        step: &Step,
+        spec: ContainerSpec,
+        previous_tools: Option<&BTreeMap<String, String>>,
+        started: Instant,
+    ) -> StepResult {
+        let prev = step
+            .previous
+            .as_ref()
+            .expect("in-place replaces a running revision");
+        self.say(
+            &step.service,
+            &format!("stateful: stopping {} (downtime starts)", prev.name()),
+        );
+        let down_at = Instant::now();
+        if let Err(e) = self
+            .engine
+            .stop_container(&prev.container, STOP_TIMEOUT_S * 3)
+            .await
+        {
+            return self
+                .failed(step, started, fail_check("stop", e.to_string()), None, None)
+                .await;
+        }
+        let _ = self.engine.remove_container(&spec.name).await;
+        let start = async {
+            self.engine.create_container(&spec).await?;
+            self.engine.start_container(&spec.name).await
+        };
+        if let Err(e) = start.await {
+            let logs = self.tail(&spec.name).await;
+            let _ = self.engine.remove_container(&spec.name).await;
+            return self
+                .failed(
+                    step,
+                    started,
+                    fail_check("start", e.to_string()),
+                    None,
+                    logs,
+                )
+                .await;
+        }
+        let report = self
+            .gate_container(
+                &spec.name,
+                spec.port,
+                step.role,
+                step.transport,
+                &step.health,
+                previous_tools,
+                false,
+            )
+            .await;
+        let downtime = down_at.elapsed().as_millis() as u64;
+        if !report.passed {
+            let logs = self.tail(&spec.name).await;
+            let _ = self.engine.remove_container(&spec.name).await;
+            let f = report
+                .failure()
+                .cloned()
+                .unwrap_or_else(|| fail_check("gate", "failed"));
+            let mut r = self.failed(step, started, f, Some(report), logs).await;
+            r.downtime_ms = Some(down_at.elapsed().as_millis() as u64);
+            return r;
+        }
+        self.say(
+            &step.service,
+            &format!("serving {} after {downtime} ms of downtime", step.revision),
+        );
+        self.retain(step).await;
+        StepResult {
+            service: step.service.clone(),
+            from: Some(prev.name()),
+            to: step.revision.clone(),
+            outcome: Outcome::Ok,
+            failed: None,
+            gate: Some(report),
+            logs_tail: None,
+            restored: None,
+            downtime_ms: Some(downtime),
+            duration_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// Keep the newest `retain` revisions of the service (serving included); remove older ones.
+    async fn retain(&self, step: &Step) {
+        let Ok(list) = self
+            .engine
+            .list_containers(&self.keys.project_filter(self.project))
+            .await
+        else {
+            return;
+        };
+        let obs = observe(&list, self.keys);
+        let Some(o) = obs.services.get(&step.service) else {
+            return;
+        };
+        let keep_stopped = step.retain.max(1) as usize - 1;
+        for r in o.retained.iter().skip(keep_stopped) {
+            self.say(
+                &step.service,
+                &format!("removing old revision {} (retain_revisions)", r.name()),
+            );
+            let _ = self.engine.remove_container(&r.container).await;
+        }
+    }
+}
