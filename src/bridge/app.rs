@@ -39,6 +39,8 @@ pub struct Config {
     pub ready_stale: Duration,
     pub hung_after: Duration,
     pub drain_timeout: Duration,
+    /// Bearer token the MCP endpoints require (from the environment, never a flag value).
+    pub token: Option<String>,
 }
 
 pub struct Session {
@@ -651,6 +653,7 @@ mod tests {
             ready_stale: secs(30),
             hung_after: secs(60),
             drain_timeout: secs(1),
+            token: None,
         })
     }
 

@@ -1,6 +1,7 @@
 //! `mcpctl bridge healthcheck`: the Docker HEALTHCHECK of every image. Cheap, no shell needed:
 //! GET /readyz on loopback with a 3 s timeout; `--mcp` also runs initialize + tools/list over
-//! Streamable HTTP and ends the session. Exit 0 healthy, 1 not.
+//! Streamable HTTP and ends the session (with `MCPCTL_BRIDGE_TOKEN` as bearer token when set).
+//! Exit 0 healthy, 1 not.
 
 use std::time::Duration;
 
@@ -47,11 +48,15 @@ async fn check(args: &HealthcheckArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mcp = format!("{base}/mcp");
+    let token = super::token_from_env();
     let post = |body: Value, session: Option<&str>| {
         let mut req = client
             .post(&mcp)
             .header("accept", "application/json")
             .json(&body);
+        if let Some(t) = &token {
+            req = req.bearer_auth(t);
+        }
         if let Some(s) = session {
             req = req
                 .header("mcp-session-id", s)
@@ -86,11 +91,11 @@ async fn check(args: &HealthcheckArgs) -> anyhow::Result<()> {
     .json()
     .await
     .context("tools/list response")?;
-    let _ = client
-        .delete(&mcp)
-        .header("mcp-session-id", &session)
-        .send()
-        .await;
+    let mut delete = client.delete(&mcp).header("mcp-session-id", &session);
+    if let Some(t) = &token {
+        delete = delete.bearer_auth(t);
+    }
+    let _ = delete.send().await;
     match v["result"]["tools"].as_array() {
         Some(tools) => {
             tracing::debug!(tools = tools.len(), "healthcheck ok");

@@ -30,6 +30,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/messages", post(sse_message))
         .route("/messages/", post(sse_message))
         .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
+        .layer(middleware::from_fn_with_state(app.clone(), check_token))
         .layer(middleware::from_fn(check_origin))
         .layer(DefaultBodyLimit::max(BODY_LIMIT));
     Router::new()
@@ -46,6 +47,34 @@ fn plain(status: StatusCode, text: &str) -> Response {
 
 fn json_rpc_error(status: StatusCode, code: i64, text: &str) -> Response {
     (status, axum::Json(jsonrpc::error(Value::Null, code, text))).into_response()
+}
+
+/// docs/contracts.md: MCP endpoints require the bearer token when one is configured (probe
+/// endpoints never do).
+async fn check_token(State(app): State<Arc<App>>, req: Request<Body>, next: Next) -> Response {
+    if let Some(token) = &app.cfg.token {
+        let given = header_str(req.headers(), header::AUTHORIZATION.as_str())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            let mut r = plain(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized: bearer token required",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+/// Compare without an early exit, so response time does not reveal how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// DNS-rebinding protection: a browser page from a foreign origin must not drive a local server.

@@ -90,6 +90,7 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<()> {
         ready_stale: secs(args.ready_stale.max(1)),
         hung_after: secs(args.hung_after.max(1)),
         drain_timeout: secs(args.drain_timeout),
+        token: token_from_env(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -99,6 +100,14 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<()> {
     // Do not wait for blocking tasks (e.g. a stuck stdin write to a stopped child).
     rt.shutdown_timeout(Duration::from_millis(200));
     Ok(())
+}
+
+/// `MCPCTL_BRIDGE_TOKEN`: when set and non-empty, MCP endpoints require `Authorization: Bearer`.
+/// Read from the environment only, so the secret never shows in `ps` or an image's CMD.
+pub(crate) const TOKEN_ENV: &str = "MCPCTL_BRIDGE_TOKEN";
+
+fn token_from_env() -> Option<String> {
+    std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty())
 }
 
 async fn serve(listen: SocketAddr, cfg: Config) -> anyhow::Result<()> {

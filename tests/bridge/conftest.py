@@ -46,7 +46,8 @@ def pid_alive(pid: int) -> bool:
 
 
 class Bridge:
-    def __init__(self, tmp: Path, bridge_args: list[str], server_args: list[str] | None, command: list[str] | None):
+    def __init__(self, tmp: Path, bridge_args: list[str], server_args: list[str] | None, command: list[str] | None,
+                 extra_env: dict | None = None):
         self.nonce = uuid.uuid4().hex[:12]
         self.tmp = tmp
         self.spawn_log = tmp / f"spawns-{self.nonce}.log"
@@ -54,7 +55,7 @@ class Bridge:
         if command is None:
             command = [TESTSERVER, "--nonce", self.nonce, "--spawn-log", str(self.spawn_log), *(server_args or [])]
         self.log = open(self.log_path, "wb")
-        env = dict(os.environ, MCPCTL_LOG=os.environ.get("MCPCTL_TEST_LOG", "info"))
+        env = dict(os.environ, MCPCTL_LOG=os.environ.get("MCPCTL_TEST_LOG", "info"), **(extra_env or {}))
         self.proc = subprocess.Popen(
             [MCPCTL, "bridge", "--listen", "127.0.0.1:0", *bridge_args, "--", *command],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log, env=env,
@@ -103,8 +104,9 @@ class Bridge:
 def bridge_factory(tmp_path):
     started: list[Bridge] = []
 
-    def start(*bridge_args: str, server_args: list[str] | None = None, command: list[str] | None = None, ready: bool = True) -> Bridge:
-        b = Bridge(tmp_path, list(bridge_args), server_args, command)
+    def start(*bridge_args: str, server_args: list[str] | None = None, command: list[str] | None = None, ready: bool = True,
+              env: dict | None = None) -> Bridge:
+        b = Bridge(tmp_path, list(bridge_args), server_args, command, env)
         started.append(b)
         if ready:
             b.wait_ready()

@@ -163,3 +163,26 @@ def test_keepalive_comments_hold_an_idle_stream_open_through_an_idle_killing_pro
     assert raw.comments >= 10, raw.comments
     raw.close()
     dropped.close()
+
+
+def test_bearer_token_guards_mcp_endpoints_but_not_probes(bridge_factory):
+    import os
+    import subprocess
+    from conftest import MCPCTL
+    b = bridge_factory(env={"MCPCTL_BRIDGE_TOKEN": "s3cret"})
+    assert post_json(b.base + "/mcp", INIT).status_code == 401
+    assert post_json(b.base + "/mcp", INIT, {"authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(b.base + "/sse").status_code == 401
+    assert httpx.get(b.base + "/readyz").status_code == 200
+    assert httpx.get(b.base + "/metrics").status_code == 200
+
+    async def call(transport):
+        async with connect(b.base, transport, headers={"Authorization": "Bearer s3cret"}) as s:
+            return text_of(await s.call_tool("echo", {"text": transport}))
+
+    for t in ("sse", "streamable"):
+        assert anyio.run(call, t) == f"{t}|{b.nonce}"
+    hc = [MCPCTL, "bridge", "healthcheck", "--mcp", "--port", str(b.port)]
+    env = {k: v for k, v in os.environ.items() if k != "MCPCTL_BRIDGE_TOKEN"}
+    assert subprocess.run(hc, env=env, capture_output=True, timeout=10).returncode == 1
+    assert subprocess.run(hc, env={**env, "MCPCTL_BRIDGE_TOKEN": "s3cret"}, capture_output=True, timeout=10).returncode == 0
