@@ -51,7 +51,8 @@ def test_20_sessions_x_200_calls_every_reply_and_progress_reaches_its_own_sessio
     t0 = time.monotonic()
     anyio.run(main)
     elapsed = time.monotonic() - t0
-    print(f"{transport}: {SESSIONS * CALLS} calls in {elapsed:.1f}s ({SESSIONS * CALLS / elapsed:.0f} calls/s)")
+    rss = next(line.split()[1] for line in open(f"/proc/{bridge.proc.pid}/status") if line.startswith("VmRSS"))
+    print(f"{transport}: {SESSIONS * CALLS} calls in {elapsed:.1f}s ({SESSIONS * CALLS / elapsed:.0f} calls/s), bridge RSS {int(rss) // 1024} MB")
     assert wrong == [], f"{len(wrong)} misrouted, first: {wrong[:5]}"
     assert done == {"calls": SESSIONS * CALLS, "progress": SESSIONS * CALLS}
     assert len(bridge.spawned_pids()) == 1, "shared mode must not spawn per session"
