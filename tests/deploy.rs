@@ -1,0 +1,335 @@
+//! Rollout tier, on the real engine: revisions A (healthy), B (missing a tool), C (crashes at
+//! start), D (fails its smoke call), E (hangs at start) of a small FROM-scratch image holding the
+//! test MCP server. Shows: deploy A → B, C, D, E each fail the gate and A serves again (checked by
+//! an MCP call returning A's nonce) → A′ serves → `rollback --to` A → `history` shows every step;
+//! and the faults: lock held, port taken, engine unreachable, no TTY without --yes, mcpctl
+//! SIGKILLed between start and switch, state directory deleted before a rollback.
+//!
+//! Every test uses its own project name; a guard removes what it created (by label) even on failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{text, unique_project};
+use mcpctl::manifest::Transport;
+
+/// Removes every container, network, volume and image of the project, whatever happened.
+struct Cleanup {
+    project: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=com.mcp.project={}", self.project);
+        let ids = |args: &[&str]| -> Vec<String> {
+            let out = Command::new("docker").args(args).output().map(|o| text(&o.stdout)).unwrap_or_default();
+            out.split_whitespace().map(str::to_string).collect()
+        };
+        let containers = ids(&["ps", "-aq", "--filter", &filter]);
+        if !containers.is_empty() {
+            let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&containers).output();
+        }
+        for n in ids(&["network", "ls", "-q", "--filter", &filter]) {
+            let _ = Command::new("docker").args(["network", "rm", &n]).output();
+        }
+        for v in ids(&["volume", "ls", "-q", "--filter", &filter]) {
+            let _ = Command::new("docker").args(["volume", "rm", "-f", &v]).output();
+        }
+        let images = ids(&["images", "-q", "--filter", &filter]);
+        if !images.is_empty() {
+            let _ = Command::new("docker").args(["rmi", "-f"]).args(&images).output();
+        }
+    }
+}
+
+struct Stack {
+    dir: tempfile::TempDir,
+    project: String,
+    port: u16,
+    _cleanup: Cleanup,
+}
+
+impl Stack {
+    fn new(prefix: &str) -> Self {
+        let project = unique_project(prefix);
+        Stack {
+            dir: tempfile::tempdir().unwrap(),
+            port: common::free_port(),
+            _cleanup: Cleanup { project: project.clone() },
+            project,
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Write the manifest for one revision: the test server's flags, transport and smoke step.
+    fn revision(&self, flags: &[&str], transport: &str, smoke: &str, timeout_s: u64) {
+        let runtime = common::runtime_image();
+        let mut cmd = vec!["/usr/local/bin/mcp-testserver".to_string()];
+        cmd.extend(flags.iter().map(|s| s.to_string()));
+        let manifest = format!(
+            r#"version: 1
+project: {project}
+retain_revisions: 3
+services:
+  alpha:
+    port: {port}
+    transport: {transport}
+    server:
+      source: {{image: {{ref: "{runtime}"}}}}
+      command: {cmd}
+    limits: {{memory: 64m, cpus: 0.5, pids: 64}}
+    health:
+      start_period: 1s
+      interval: 1s
+      timeout: {timeout_s}s
+      expect_tools: {{min: 3, include: [echo, slow_echo]}}
+      smoke:
+        - {smoke}
+"#,
+            project = self.project,
+            port = self.port,
+            cmd = serde_json::to_string(&cmd).unwrap(),
+        );
+        std::fs::write(self.dir.path().join("services.yaml"), manifest).unwrap();
+    }
+
+    fn mcpctl(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("mcpctl runs")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(common::mcpctl());
+        c.arg("--state-dir")
+            .arg(self.state())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("MCPCTL_FILE")
+            .env_remove("MCPCTL_STATE_DIR")
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
+    /// Ask the serving revision over MCP (on the published 127.0.0.1 port) for echo's nonce.
+    fn nonce(&self, transport: Transport) -> String {
+        let base = format!("http://127.0.0.1:{}", self.port);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut s = mcpctl::health::Session::connect(&base, transport, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("MCP connect to {base}: {e}"));
+            let r = s.call_tool("echo", serde_json::json!({"text": "who"})).await.expect("echo");
+            s.close().await;
+            assert!(!r.is_error, "echo failed: {}", r.text);
+            r.text.strip_prefix("who|").unwrap_or_else(|| panic!("unexpected echo: {}", r.text)).to_string()
+        })
+    }
+
+    fn containers(&self, extra: &str) -> Vec<String> {
+        let out = common::must(Command::new("docker").args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.mcp.project={}", self.project),
+            "--filter",
+            extra,
+            "--format",
+            "{{.Names}}",
+        ]));
+        out.split_whitespace().map(str::to_string).collect()
+    }
+}
+
+const SMOKE: &str = r#"{tool: echo, args: {text: hi}, expect: {is_error: false, contains: "hi|"}}"#;
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn show(out: &Output) -> String {
+    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+fn release_of(stack: &Stack) -> u64 {
+    let out = stack.mcpctl(&["--output", "json", "status"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rev = v["services"][0]["revision"].as_str().expect("a serving revision").to_string();
+    rev[1..rev.find('-').unwrap()].parse().unwrap()
+}
+
+#[test]
+fn failing_revisions_roll_back_and_rollback_to_restores_a_release() {
+    if !common::docker_available("deploy_flow") {
+        return;
+    }
+    let s = Stack::new("dep");
+
+    // A: healthy; serves its nonce.
+    s.revision(&["--nonce", "A"], "sse", SMOKE, 5);
+    let plan = s.mcpctl(&["--output", "json", "plan"]);
+    assert_eq!(code(&plan), 0, "{}", show(&plan));
+    let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(v["actions"][0]["action"], "create");
+    let out = s.mcpctl(&["--yes", "deploy", "-m", "first"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(s.nonce(Transport::Sse), "A");
+    let release_a = release_of(&s);
+    let plan = s.mcpctl(&["--output", "json", "plan"]);
+    let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(v["actions"][0]["action"], "unchanged", "{v}");
+
+    // B, C, D, E: each fails a different check; A serves again (by MCP, not container state).
+    let cases: [(&[&str], &str); 4] = [
+        (&["--nonce", "B", "--omit-tool", "slow_echo"], "expected tools missing: slow_echo"),
+        (&["--nonce", "C", "--crash-at-start"], "candidate"),
+        (&["--nonce", "D", "--fail-tool", "echo"], "smoke echo"),
+        (&["--nonce", "E", "--hang-at-start"], "initialize"),
+    ];
+    for (flags, why) in cases {
+        s.revision(flags, "sse", SMOKE, 4);
+        let out = s.mcpctl(&["--yes", "deploy"]);
+        assert_eq!(code(&out), 3, "{flags:?}: {}", show(&out));
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(all.contains(why), "{flags:?}: report should say `{why}`:\n{all}");
+        assert!(all.contains("serves again"), "{flags:?}: report should say what was restored:\n{all}");
+        assert_eq!(s.nonce(Transport::Sse), "A", "{flags:?}: A must serve again");
+        assert!(s.containers("label=com.mcp.phase=candidate").is_empty(), "no candidate left behind");
+    }
+    assert_eq!(release_of(&s), release_a, "the serving revision is still A's");
+
+    // A′: a different nonce, over Streamable HTTP this time; the serving revision changes.
+    s.revision(&["--nonce", "A2"], "http", SMOKE, 5);
+    let out = s.mcpctl(&["--yes", "deploy"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(s.nonce(Transport::Http), "A2");
+    let release_a2 = release_of(&s);
+    assert!(release_a2 > release_a);
+    let retained = s.containers("status=exited");
+    assert!(retained.iter().any(|c| c.ends_with(&format!("-r{release_a}"))), "A is kept stopped: {retained:?}");
+
+    // rollback --to the release that deployed A: A's recorded config (SSE) serves again.
+    let out = s.mcpctl(&["--yes", "rollback", "--to", &release_a.to_string()]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(s.nonce(Transport::Sse), "A");
+    assert!(release_of(&s) > release_a2, "a rollback is a release of its own");
+
+    // history shows every step with its outcome.
+    let out = s.mcpctl(&["--output", "json", "history", "alpha"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let steps: Vec<(String, String)> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "step")
+        .map(|e| (e["command"].as_str().unwrap().to_string(), e["outcome"].as_str().unwrap().to_string()))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("deploy", "ok"),
+        ("deploy", "gate_failed_restored"),
+        ("deploy", "gate_failed_restored"),
+        ("deploy", "gate_failed_restored"),
+        ("deploy", "gate_failed_restored"),
+        ("deploy", "ok"),
+        ("rollback", "ok"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(steps, want);
+    let human = s.mcpctl(&["history"]);
+    assert!(text(&human.stdout).contains("first"), "the --message is in the history:\n{}", show(&human));
+}
+
+#[test]
+fn lock_port_tty_and_engine_faults_change_nothing() {
+    if !common::docker_available("deploy_faults") {
+        return;
+    }
+    let s = Stack::new("flt");
+    s.revision(&["--nonce", "A"], "http", SMOKE, 5);
+
+    // No TTY and no --yes: refuse, with a message.
+    let out = s.mcpctl(&["deploy"]);
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    assert!(text(&out.stderr).contains("--yes"), "{}", show(&out));
+
+    // Engine unreachable: exit 1 with how to start it.
+    let out = s.command(&["plan"]).env("DOCKER_HOST", "unix:///nonexistent/docker.sock").output().unwrap();
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(text(&out.stderr).contains("cannot reach the Docker engine"), "{}", show(&out));
+    assert!(text(&out.stderr).contains("start it"), "{}", show(&out));
+
+    // Port taken by a foreign process: nothing is started, exit 2.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", s.port)).unwrap();
+    let out = s.mcpctl(&["--yes", "deploy"]);
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    assert!(text(&out.stderr).contains("in use by another process"), "{}", show(&out));
+    assert!(s.containers("label=com.mcp.service=alpha").is_empty(), "nothing was started");
+    drop(squatter);
+
+    // Lock held by a live process (this test): exit 5 with who, pid, host, command and message.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let keys = mcpctl::engine::labels::Keys::new("com.mcp");
+    let engine = rt.block_on(mcpctl::engine::docker::DockerEngine::connect()).unwrap();
+    let me = mcpctl::rollout::lock::LockInfo::current("deploy (test holder)", Some("holding for a test"));
+    let got = rt.block_on(mcpctl::rollout::lock::acquire(&engine, &keys, &s.project, &me, false)).unwrap();
+    assert!(got.is_ok(), "the test takes the lock");
+    let out = s.mcpctl(&["--yes", "deploy"]);
+    assert_eq!(code(&out), 5, "{}", show(&out));
+    let err = text(&out.stderr);
+    for needle in [format!("pid {}", std::process::id()), "deploy (test holder)".into(), "holding for a test".into(), me.host.clone()] {
+        assert!(err.contains(&needle), "lock report lacks {needle:?}:\n{err}");
+    }
+    // --force-unlock takes it over.
+    let out = s.mcpctl(&["--yes", "deploy", "--force-unlock"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(s.nonce(Transport::Http), "A");
+    assert!(s.containers("name=-lock").is_empty(), "the lock is released after the run");
+}
+
+#[test]
+fn sigkill_between_start_and_switch_is_reconciled_and_rollback_survives_a_lost_state_dir() {
+    if !common::docker_available("deploy_crash") {
+        return;
+    }
+    let s = Stack::new("crs");
+    s.revision(&["--nonce", "A"], "http", SMOKE, 5);
+    let out = s.mcpctl(&["--yes", "deploy"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+
+    // A slow smoke step keeps the candidate in its gate long enough to kill mcpctl there.
+    let slow = r#"{tool: slow_echo, args: {text: hi, delay_ms: 4000}, expect: {contains: "hi|"}}"#;
+    s.revision(&["--nonce", "K"], "http", slow, 15);
+    let mut child = s.command(&["--yes", "deploy"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    common::wait_for("the candidate to run", Duration::from_secs(60), || {
+        (!s.containers("label=com.mcp.phase=candidate").is_empty()).then_some(())
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    assert_eq!(s.nonce(Transport::Http), "A", "A still serves: the switch never happened");
+    assert_eq!(s.containers("name=-lock").len(), 1, "the dead run's lock is left behind");
+
+    // The next run takes over the stale lock, reconciles (removes the candidate), and deploys.
+    s.revision(&["--nonce", "K"], "http", SMOKE, 5);
+    let out = s.mcpctl(&["--yes", "deploy"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(text(&out.stderr).contains("removed the unfinished candidate"), "{}", show(&out));
+    assert!(s.containers("label=com.mcp.phase=candidate").is_empty());
+    assert_eq!(s.nonce(Transport::Http), "K");
+    let hist = text(&s.mcpctl(&["--output", "json", "history"]).stdout);
+    assert!(hist.lines().any(|l| l.contains("\"event\":\"reconcile\"")), "{hist}");
+
+    // State directory lost: rollback still works from labels and retained images.
+    std::fs::remove_dir_all(s.state()).unwrap();
+    let out = s.mcpctl(&["--yes", "rollback", "alpha"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(s.nonce(Transport::Http), "A");
+    let out = s.mcpctl(&["history"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let _ = Path::new(".");
+}
