@@ -25,22 +25,34 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let filter = format!("label=com.mcp.project={}", self.project);
         let ids = |args: &[&str]| -> Vec<String> {
-            let out = Command::new("docker").args(args).output().map(|o| text(&o.stdout)).unwrap_or_default();
+            let out = Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| text(&o.stdout))
+                .unwrap_or_default();
             out.split_whitespace().map(str::to_string).collect()
         };
         let containers = ids(&["ps", "-aq", "--filter", &filter]);
         if !containers.is_empty() {
-            let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&containers).output();
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&containers)
+                .output();
         }
         for n in ids(&["network", "ls", "-q", "--filter", &filter]) {
             let _ = Command::new("docker").args(["network", "rm", &n]).output();
         }
         for v in ids(&["volume", "ls", "-q", "--filter", &filter]) {
-            let _ = Command::new("docker").args(["volume", "rm", "-f", &v]).output();
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", &v])
+                .output();
         }
         let images = ids(&["images", "-q", "--filter", &filter]);
         if !images.is_empty() {
-            let _ = Command::new("docker").args(["rmi", "-f"]).args(&images).output();
+            let _ = Command::new("docker")
+                .args(["rmi", "-f"])
+                .args(&images)
+                .output();
         }
     }
 }
@@ -58,7 +70,9 @@ impl Stack {
         Stack {
             dir: tempfile::tempdir().unwrap(),
             port: common::free_port(),
-            _cleanup: Cleanup { project: project.clone() },
+            _cleanup: Cleanup {
+                project: project.clone(),
+            },
             project,
         }
     }
@@ -118,15 +132,24 @@ services:
     /// Ask the serving revision over MCP (on the published 127.0.0.1 port) for echo's nonce.
     fn nonce(&self, transport: Transport) -> String {
         let base = format!("http://127.0.0.1:{}", self.port);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let mut s = mcpctl::health::Session::connect(&base, transport, Duration::from_secs(5))
                 .await
                 .unwrap_or_else(|e| panic!("MCP connect to {base}: {e}"));
-            let r = s.call_tool("echo", serde_json::json!({"text": "who"})).await.expect("echo");
+            let r = s
+                .call_tool("echo", serde_json::json!({"text": "who"}))
+                .await
+                .expect("echo");
             s.close().await;
             assert!(!r.is_error, "echo failed: {}", r.text);
-            r.text.strip_prefix("who|").unwrap_or_else(|| panic!("unexpected echo: {}", r.text)).to_string()
+            r.text
+                .strip_prefix("who|")
+                .unwrap_or_else(|| panic!("unexpected echo: {}", r.text))
+                .to_string()
         })
     }
 
@@ -152,14 +175,22 @@ fn code(out: &Output) -> i32 {
 }
 
 fn show(out: &Output) -> String {
-    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", out.status.code(), text(&out.stdout), text(&out.stderr))
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    )
 }
 
 fn release_of(stack: &Stack) -> u64 {
     let out = stack.mcpctl(&["--output", "json", "status"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rev = v["services"][0]["revision"].as_str().expect("a serving revision").to_string();
+    let rev = v["services"][0]["revision"]
+        .as_str()
+        .expect("a serving revision")
+        .to_string();
     rev[1..rev.find('-').unwrap()].parse().unwrap()
 }
 
@@ -186,7 +217,10 @@ fn failing_revisions_roll_back_and_rollback_to_restores_a_release() {
 
     // B, C, D, E: each fails a different check; A serves again (by MCP, not container state).
     let cases: [(&[&str], &str); 4] = [
-        (&["--nonce", "B", "--omit-tool", "slow_echo"], "expected tools missing: slow_echo"),
+        (
+            &["--nonce", "B", "--omit-tool", "slow_echo"],
+            "expected tools missing: slow_echo",
+        ),
         (&["--nonce", "C", "--crash-at-start"], "candidate"),
         (&["--nonce", "D", "--fail-tool", "echo"], "smoke echo"),
         (&["--nonce", "E", "--hang-at-start"], "initialize"),
@@ -196,12 +230,29 @@ fn failing_revisions_roll_back_and_rollback_to_restores_a_release() {
         let out = s.mcpctl(&["--yes", "deploy"]);
         assert_eq!(code(&out), 3, "{flags:?}: {}", show(&out));
         let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        assert!(all.contains(why), "{flags:?}: report should say `{why}`:\n{all}");
-        assert!(all.contains("serves again"), "{flags:?}: report should say what was restored:\n{all}");
-        assert_eq!(s.nonce(Transport::Sse), "A", "{flags:?}: A must serve again");
-        assert!(s.containers("label=com.mcp.phase=candidate").is_empty(), "no candidate left behind");
+        assert!(
+            all.contains(why),
+            "{flags:?}: report should say `{why}`:\n{all}"
+        );
+        assert!(
+            all.contains("serves again"),
+            "{flags:?}: report should say what was restored:\n{all}"
+        );
+        assert_eq!(
+            s.nonce(Transport::Sse),
+            "A",
+            "{flags:?}: A must serve again"
+        );
+        assert!(
+            s.containers("label=com.mcp.phase=candidate").is_empty(),
+            "no candidate left behind"
+        );
     }
-    assert_eq!(release_of(&s), release_a, "the serving revision is still A's");
+    assert_eq!(
+        release_of(&s),
+        release_a,
+        "the serving revision is still A's"
+    );
 
     // A′: a different nonce, over Streamable HTTP this time; the serving revision changes.
     s.revision(&["--nonce", "A2"], "http", SMOKE, 5);
@@ -211,13 +262,21 @@ fn failing_revisions_roll_back_and_rollback_to_restores_a_release() {
     let release_a2 = release_of(&s);
     assert!(release_a2 > release_a);
     let retained = s.containers("status=exited");
-    assert!(retained.iter().any(|c| c.ends_with(&format!("-r{release_a}"))), "A is kept stopped: {retained:?}");
+    assert!(
+        retained
+            .iter()
+            .any(|c| c.ends_with(&format!("-r{release_a}"))),
+        "A is kept stopped: {retained:?}"
+    );
 
     // rollback --to the release that deployed A: A's recorded config (SSE) serves again.
     let out = s.mcpctl(&["--yes", "rollback", "--to", &release_a.to_string()]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(s.nonce(Transport::Sse), "A");
-    assert!(release_of(&s) > release_a2, "a rollback is a release of its own");
+    assert!(
+        release_of(&s) > release_a2,
+        "a rollback is a release of its own"
+    );
 
     // history shows every step with its outcome.
     let out = s.mcpctl(&["--output", "json", "history", "alpha"]);
@@ -226,7 +285,12 @@ fn failing_revisions_roll_back_and_rollback_to_restores_a_release() {
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|e| e["event"] == "step")
-        .map(|e| (e["command"].as_str().unwrap().to_string(), e["outcome"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["command"].as_str().unwrap().to_string(),
+                e["outcome"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let want: Vec<(String, String)> = [
         ("deploy", "ok"),
@@ -242,7 +306,11 @@ fn failing_revisions_roll_back_and_rollback_to_restores_a_release() {
     .collect();
     assert_eq!(steps, want);
     let human = s.mcpctl(&["history"]);
-    assert!(text(&human.stdout).contains("first"), "the --message is in the history:\n{}", show(&human));
+    assert!(
+        text(&human.stdout).contains("first"),
+        "the --message is in the history:\n{}",
+        show(&human)
+    );
 }
 
 #[test]
@@ -259,37 +327,75 @@ fn lock_port_tty_and_engine_faults_change_nothing() {
     assert!(text(&out.stderr).contains("--yes"), "{}", show(&out));
 
     // Engine unreachable: exit 1 with how to start it.
-    let out = s.command(&["plan"]).env("DOCKER_HOST", "unix:///nonexistent/docker.sock").output().unwrap();
+    let out = s
+        .command(&["plan"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 1, "{}", show(&out));
-    assert!(text(&out.stderr).contains("cannot reach the Docker engine"), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("cannot reach the Docker engine"),
+        "{}",
+        show(&out)
+    );
     assert!(text(&out.stderr).contains("start it"), "{}", show(&out));
 
     // Port taken by a foreign process: nothing is started, exit 2.
     let squatter = std::net::TcpListener::bind(("127.0.0.1", s.port)).unwrap();
     let out = s.mcpctl(&["--yes", "deploy"]);
     assert_eq!(code(&out), 2, "{}", show(&out));
-    assert!(text(&out.stderr).contains("in use by another process"), "{}", show(&out));
-    assert!(s.containers("label=com.mcp.service=alpha").is_empty(), "nothing was started");
+    assert!(
+        text(&out.stderr).contains("in use by another process"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        s.containers("label=com.mcp.service=alpha").is_empty(),
+        "nothing was started"
+    );
     drop(squatter);
 
     // Lock held by a live process (this test): exit 5 with who, pid, host, command and message.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let keys = mcpctl::engine::labels::Keys::new("com.mcp");
-    let engine = rt.block_on(mcpctl::engine::docker::DockerEngine::connect()).unwrap();
-    let me = mcpctl::rollout::lock::LockInfo::current("deploy (test holder)", Some("holding for a test"));
-    let got = rt.block_on(mcpctl::rollout::lock::acquire(&engine, &keys, &s.project, &me, false)).unwrap();
+    let engine = rt
+        .block_on(mcpctl::engine::docker::DockerEngine::connect())
+        .unwrap();
+    let me = mcpctl::rollout::lock::LockInfo::current(
+        "deploy (test holder)",
+        Some("holding for a test"),
+    );
+    let got = rt
+        .block_on(mcpctl::rollout::lock::acquire(
+            &engine, &keys, &s.project, &me, false,
+        ))
+        .unwrap();
     assert!(got.is_ok(), "the test takes the lock");
     let out = s.mcpctl(&["--yes", "deploy"]);
     assert_eq!(code(&out), 5, "{}", show(&out));
     let err = text(&out.stderr);
-    for needle in [format!("pid {}", std::process::id()), "deploy (test holder)".into(), "holding for a test".into(), me.host.clone()] {
-        assert!(err.contains(&needle), "lock report lacks {needle:?}:\n{err}");
+    for needle in [
+        format!("pid {}", std::process::id()),
+        "deploy (test holder)".into(),
+        "holding for a test".into(),
+        me.host.clone(),
+    ] {
+        assert!(
+            err.contains(&needle),
+            "lock report lacks {needle:?}:\n{err}"
+        );
     }
     // --force-unlock takes it over.
     let out = s.mcpctl(&["--yes", "deploy", "--force-unlock"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(s.nonce(Transport::Http), "A");
-    assert!(s.containers("name=-lock").is_empty(), "the lock is released after the run");
+    assert!(
+        s.containers("name=-lock").is_empty(),
+        "the lock is released after the run"
+    );
 }
 
 #[test]
@@ -305,24 +411,48 @@ fn sigkill_between_start_and_switch_is_reconciled_and_rollback_survives_a_lost_s
     // A slow smoke step keeps the candidate in its gate long enough to kill mcpctl there.
     let slow = r#"{tool: slow_echo, args: {text: hi, delay_ms: 4000}, expect: {contains: "hi|"}}"#;
     s.revision(&["--nonce", "K"], "http", slow, 15);
-    let mut child = s.command(&["--yes", "deploy"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = s
+        .command(&["--yes", "deploy"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     common::wait_for("the candidate to run", Duration::from_secs(60), || {
         (!s.containers("label=com.mcp.phase=candidate").is_empty()).then_some(())
     });
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let _ = child.wait();
-    assert_eq!(s.nonce(Transport::Http), "A", "A still serves: the switch never happened");
-    assert_eq!(s.containers("name=-lock").len(), 1, "the dead run's lock is left behind");
+    assert_eq!(
+        s.nonce(Transport::Http),
+        "A",
+        "A still serves: the switch never happened"
+    );
+    assert_eq!(
+        s.containers("name=-lock").len(),
+        1,
+        "the dead run's lock is left behind"
+    );
 
     // The next run takes over the stale lock, reconciles (removes the candidate), and deploys.
     s.revision(&["--nonce", "K"], "http", SMOKE, 5);
     let out = s.mcpctl(&["--yes", "deploy"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
-    assert!(text(&out.stderr).contains("removed the unfinished candidate"), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("removed the unfinished candidate"),
+        "{}",
+        show(&out)
+    );
     assert!(s.containers("label=com.mcp.phase=candidate").is_empty());
     assert_eq!(s.nonce(Transport::Http), "K");
     let hist = text(&s.mcpctl(&["--output", "json", "history"]).stdout);
-    assert!(hist.lines().any(|l| l.contains("\"event\":\"reconcile\"")), "{hist}");
+    assert!(
+        hist.lines().any(|l| l.contains("\"event\":\"reconcile\"")),
+        "{hist}"
+    );
 
     // State directory lost: rollback still works from labels and retained images.
     std::fs::remove_dir_all(s.state()).unwrap();
@@ -332,4 +462,80 @@ fn sigkill_between_start_and_switch_is_reconciled_and_rollback_survives_a_lost_s
     let out = s.mcpctl(&["history"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     let _ = Path::new(".");
+}
+
+#[test]
+fn stateful_replacement_logs_prune_and_down() {
+    if !common::docker_available("deploy_lifecycle") {
+        return;
+    }
+    let s = Stack::new("lif");
+    let runtime = common::runtime_image();
+    let write = |marker: &str, retain: u32| {
+        let manifest = format!(
+            r#"version: 1
+project: {project}
+retain_revisions: {retain}
+services:
+  alpha:
+    port: {port}
+    transport: http
+    stateful: true
+    server:
+      source: {{image: {{ref: "{runtime}"}}}}
+      command: [/usr/local/bin/mcp-testserver, --nonce, S]
+    env: {{MARKER: "{marker}"}}
+    volumes:
+      - {{source: data, target: /data}}
+    health:
+      start_period: 1s
+      interval: 1s
+      timeout: 5s
+      expect_tools: {{include: [echo]}}
+"#,
+            project = s.project,
+            port = s.port,
+        );
+        std::fs::write(s.dir.path().join("services.yaml"), manifest).unwrap();
+    };
+    write("one", 3);
+    let out = s.mcpctl(&["--yes", "deploy"]);
+    assert_eq!(code(&out), 0, "creating a stateful service needs no downtime: {}", show(&out));
+
+    // A stateful update is refused without --allow-downtime; nothing changes.
+    write("two", 3);
+    let plan = s.mcpctl(&["plan"]);
+    assert!(text(&plan.stdout).contains("env ~MARKER"), "plan says what changed:\n{}", show(&plan));
+    let out = s.mcpctl(&["--yes", "deploy"]);
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    assert!(text(&out.stderr).contains("--allow-downtime"), "{}", show(&out));
+    let out = s.mcpctl(&["--yes", "deploy", "--allow-downtime"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(text(&out.stdout).contains("downtime"), "the downtime is stated: {}", show(&out));
+    assert_eq!(s.nonce(Transport::Http), "S");
+    assert_eq!(s.containers("label=com.mcp.service=alpha").len(), 2, "the old revision is kept stopped");
+
+    // logs: the serving revision's container log.
+    let out = s.mcpctl(&["logs", "alpha", "--tail", "50"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(text(&out.stdout).contains("bridge listening"), "{}", show(&out));
+
+    // prune with retain_revisions 1: the stopped revision and its now unused image go (same image here).
+    write("two", 1);
+    let out = s.mcpctl(&["--yes", "prune"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(s.containers("label=com.mcp.service=alpha").len(), 1, "{}", show(&out));
+    assert_eq!(s.nonce(Transport::Http), "S", "prune never touches the serving revision");
+
+    // down: confirmation required; volumes survive unless --volumes.
+    let out = s.mcpctl(&["down"]);
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    let out = s.mcpctl(&["--yes", "down"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(s.containers("label=com.mcp.managed=true").is_empty());
+    let vols = |p: &str| common::must(Command::new("docker").args(["volume", "ls", "-q", "--filter", &format!("label=com.mcp.project={p}")]));
+    assert_eq!(vols(&s.project).trim(), format!("{}-data", s.project));
+    let out = s.mcpctl(&["--yes", "down", "--volumes"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(vols(&s.project).trim(), "");
 }

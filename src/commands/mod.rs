@@ -4,7 +4,16 @@ pub mod build;
 pub mod deploy;
 pub mod history;
 pub mod plan;
+pub mod build;
+pub mod deploy;
+pub mod down;
+pub mod history;
+pub mod logs;
+pub mod plan;
+pub mod prune;
 mod render;
+pub mod rollback;
+pub mod status;
 pub mod rollback;
 pub mod status;
 mod validate;
@@ -18,6 +27,15 @@ pub fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<ExitCod
         Command::Validate => validate::run(settings),
         Command::Render(args) => render::run(settings, &args),
         Command::Bridge(args) => crate::bridge::run(args).map(|()| ExitCode::Ok),
+        Command::Build(args) => build::run(settings, &args),
+        Command::Deploy(args) => deploy::run(settings, &args),
+        Command::History(args) => history::run(settings, &args),
+        Command::Plan(args) => plan::run(settings, &args),
+        Command::Rollback(args) => rollback::run(settings, &args),
+        Command::Status(args) => status::run(settings, &args),
+        Command::Logs(args) => logs::run(settings, &args),
+        Command::Down(args) => down::run(settings, &args),
+        Command::Prune(args) => prune::run(settings, &args),
         Command::Build(args) => build::run(settings, &args),
         Command::Deploy(args) => deploy::run(settings, &args),
         Command::History(args) => history::run(settings, &args),

@@ -1,0 +1,93 @@
+//! `mcpctl down [--volumes]`: remove the project's containers (every revision) and its network,
+//! after confirmation and under the lock. Named volumes (data) only with `--volumes`; images stay
+//! (`mcpctl prune` removes those no revision uses).
+
+use clap::Args;
+use serde_json::json;
+
+use super::deploy::{confirm, connect, open_project, progress_printer, runtime, take_lock};
+use crate::cli::OutputFormat;
+use crate::engine::Engine;
+use crate::error::ExitCode;
+use crate::output;
+use crate::rollout::ledger::{now_rfc3339, Entry, Ledger};
+use crate::rollout::lock::{self, LockInfo};
+use crate::settings::Settings;
+
+#[derive(Args, Debug)]
+pub struct DownArgs {
+    /// Also remove the project's named volumes — this deletes their data.
+    #[arg(long)]
+    pub volumes: bool,
+    /// Why: recorded on the lock and in the ledger.
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
+    /// Remove a lock left by another run first.
+    #[arg(long)]
+    pub force_unlock: bool,
+}
+
+pub fn run(settings: &Settings, args: &DownArgs) -> anyhow::Result<ExitCode> {
+    let project = open_project(settings)?;
+    runtime()?.block_on(async {
+        let engine = connect().await?;
+        let filter = project.keys.project_filter(project.name());
+        let lock_name = lock::lock_name(project.name());
+        let containers: Vec<String> = engine.list_containers(&filter).await?.into_iter().map(|c| c.name).filter(|n| n != &lock_name).collect();
+        let volumes = if args.volumes { engine.list_volumes(&filter).await? } else { vec![] };
+        let what = format!(
+            "remove {} container(s) and the network of project `{}`{}",
+            containers.len(),
+            project.name(),
+            if args.volumes { format!(" AND {} volume(s) with their data ({})", volumes.len(), volumes.join(", ")) } else { String::new() }
+        );
+        confirm(settings, &what)?;
+        let ledger = Ledger::new(&project.state_dir);
+        let me = LockInfo::current(if args.volumes { "down --volumes" } else { "down" }, args.message.as_deref());
+        take_lock(&engine, &project, settings, &me, args.force_unlock, &ledger).await?;
+        let say = progress_printer(settings);
+        let result = async {
+            for c in &containers {
+                engine.remove_container(c).await?;
+                say(&format!("removed container {c}"));
+            }
+            for n in engine.list_networks(&filter).await? {
+                engine.remove_network(&n).await?;
+                say(&format!("removed network {n}"));
+            }
+            for v in &volumes {
+                engine.remove_volume(v).await?;
+                say(&format!("removed volume {v}"));
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        lock::release(&engine, project.name()).await;
+        result?;
+        ledger.append(&Entry {
+            ts: now_rfc3339(),
+            event: "down".into(),
+            command: me.command.clone(),
+            who: me.who.clone(),
+            host: me.host.clone(),
+            pid: me.pid,
+            message: args.message.clone(),
+            outcome: "ok".into(),
+            detail: Some(format!("{} containers, {} volumes removed", containers.len(), volumes.len())),
+            ..Default::default()
+        })?;
+        match settings.output {
+            OutputFormat::Json => output::json_line(&json!({"containers": containers, "volumes": volumes})),
+            OutputFormat::Human => output::human(
+                settings,
+                &format!(
+                    "project `{}` is down ({} containers removed{}); images are kept for a later deploy",
+                    project.name(),
+                    containers.len(),
+                    if args.volumes { format!(", {} volumes removed", volumes.len()) } else { ", volumes kept".into() }
+                ),
+            ),
+        }
+        Ok(ExitCode::Ok)
+    })
+}
