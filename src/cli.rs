@@ -78,18 +78,6 @@ pub enum Command {
     Down(crate::commands::down::DownArgs),
     /// Remove revisions beyond retain_revisions and images no revision uses.
     Prune(crate::commands::prune::PruneArgs),
-    /// Build missing service images (tag = content hash of the build context and base image).
-    Build(crate::commands::build::BuildArgs),
-    /// Deploy changed services one at a time behind the MCP health gate; roll back on failure.
-    Deploy(crate::commands::deploy::DeployArgs),
-    /// The ledger of deploys and rollbacks, with outcomes.
-    History(crate::commands::history::HistoryArgs),
-    /// Desired vs running, per service: create / update (what changed) / unchanged / orphaned.
-    Plan(crate::commands::plan::PlanArgs),
-    /// Restore retained revisions (no rebuild), behind the same gate.
-    Rollback(crate::commands::rollback::RollbackArgs),
-    /// What runs: revision, state, last gate, uptime, restarts, tools, port, memory.
-    Status(crate::commands::status::StatusArgs),
 }
 
 #[derive(Args, Debug)]

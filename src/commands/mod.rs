@@ -2,18 +2,12 @@
 
 pub mod build;
 pub mod deploy;
-pub mod history;
-pub mod plan;
-pub mod build;
-pub mod deploy;
 pub mod down;
 pub mod history;
 pub mod logs;
 pub mod plan;
 pub mod prune;
 mod render;
-pub mod rollback;
-pub mod status;
 pub mod rollback;
 pub mod status;
 mod validate;
@@ -36,11 +30,5 @@ pub fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<ExitCod
         Command::Logs(args) => logs::run(settings, &args),
         Command::Down(args) => down::run(settings, &args),
         Command::Prune(args) => prune::run(settings, &args),
-        Command::Build(args) => build::run(settings, &args),
-        Command::Deploy(args) => deploy::run(settings, &args),
-        Command::History(args) => history::run(settings, &args),
-        Command::Plan(args) => plan::run(settings, &args),
-        Command::Rollback(args) => rollback::run(settings, &args),
-        Command::Status(args) => status::run(settings, &args),
     }
 }
