@@ -6,7 +6,7 @@
 //! `tools/list` cache, per-session `logging/setLevel`) and in `upstream` (remapping, routing).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,7 @@ pub struct Session {
     pub id: SessionId,
     pub transport: Transport,
     pub upstream: Arc<Upstream>,
+    created: Instant,
     last_active: Mutex<Instant>,
     /// Open SSE streams; a session with one open is never idle-expired.
     streams: AtomicUsize,
@@ -181,7 +182,6 @@ pub struct App {
     pub shutdown: CancellationToken,
     pub draining: AtomicBool,
     me: Weak<App>,
-    oldest_session_ms: AtomicI64,
 }
 
 impl App {
@@ -200,7 +200,6 @@ impl App {
                 shutdown: CancellationToken::new(),
                 draining: AtomicBool::new(false),
                 me: me.clone(),
-                oldest_session_ms: AtomicI64::new(0),
             }
         })
     }
@@ -243,6 +242,7 @@ impl App {
             id: id.clone(),
             transport,
             upstream: upstream.clone(),
+            created: Instant::now(),
             last_active: Mutex::new(Instant::now()),
             streams: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -580,15 +580,15 @@ impl App {
             let sessions: Vec<Arc<Session>> = self.table().values().cloned().collect();
             let mut oldest = Duration::ZERO;
             for s in sessions {
-                let idle = s.idle_for();
                 if s.expired(self.cfg.idle_timeout) {
                     self.close_session(&s.id, CloseReason::IdleExpired);
                 } else {
-                    oldest = oldest.max(idle);
+                    oldest = oldest.max(s.created.elapsed());
                 }
             }
-            self.oldest_session_ms
-                .store(oldest.as_millis() as i64, Ordering::Relaxed);
+            self.stats
+                .session_oldest_ms
+                .store(oldest.as_millis() as u64, Ordering::Relaxed);
         }
     }
 

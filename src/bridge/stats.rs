@@ -60,6 +60,8 @@ pub struct Stats {
     pub sessions_opened: [AtomicU64; 2],
     pub sessions_active: [AtomicI64; 2],
     pub sessions_closed: [[AtomicU64; 6]; 2],
+    /// Age of the oldest open session, refreshed by the idle reaper.
+    pub session_oldest_ms: AtomicU64,
     pub requests_total: AtomicU64,
     pub request_errors_total: AtomicU64,
     pub requests_in_flight: AtomicI64,
@@ -117,6 +119,11 @@ impl Stats {
                 );
             }
         }
+        let _ = writeln!(
+            s,
+            "# TYPE mcp_bridge_session_oldest_seconds gauge\nmcp_bridge_session_oldest_seconds {:.3}",
+            c(&self.session_oldest_ms) as f64 / 1000.0
+        );
         let _ = writeln!(
             s,
             "# TYPE mcp_bridge_requests_in_flight gauge\nmcp_bridge_requests_in_flight {}",
