@@ -208,3 +208,28 @@ def test_other_notifications_go_only_to_their_owner_and_set_level_is_per_session
             assert logs["b"] == [("error", f"b-error|{bridge.nonce}")]
 
     anyio.run(main)
+
+
+@pytest.mark.parametrize("model", ["shared", "per_session"])
+def test_a_real_sdk_server_works_behind_the_bridge(bridge_factory, model):
+    import sys
+    from pathlib import Path
+    server = Path(__file__).with_name("fastmcp_server.py")
+    b = bridge_factory("--session-model", model, command=[sys.executable, str(server), "fm-nonce"])
+
+    async def main():
+        for transport in TRANSPORTS:
+            async with connect(b.base, transport) as s:
+                names = {t.name for t in (await s.list_tools()).tools}
+                assert {"echo", "count"} <= names
+                assert text_of(await s.call_tool("echo", {"text": transport})) == f"{transport}|fm-nonce"
+                seen = []
+
+                async def on_progress(progress, total, message):
+                    seen.append(progress)
+
+                r = await s.call_tool("count", {"n": 3}, progress_callback=on_progress)
+                assert text_of(r) == "counted 3|fm-nonce"
+                assert seen == [1, 2, 3]
+
+    anyio.run(main)
