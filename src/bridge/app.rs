@@ -592,6 +592,25 @@ impl App {
         }
     }
 
+    /// Drain ran out of time: give every caller still waiting a JSON-RPC error rather than a
+    /// dropped connection, then wait briefly for those answers to be written.
+    pub async fn fail_in_flight(&self) {
+        let mut ups: Vec<Arc<Upstream>> =
+            self.table().values().map(|s| s.upstream.clone()).collect();
+        ups.extend(self.shared.clone());
+        for up in ups {
+            up.fail_all(
+                jsonrpc::CHILD_UNAVAILABLE,
+                "bridge is shutting down; the request was not completed",
+            );
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while self.stats.requests_in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn close_all(&self, reason: CloseReason) {
         let ids: Vec<SessionId> = self.table().keys().cloned().collect();
         for id in ids {

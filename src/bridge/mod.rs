@@ -148,6 +148,9 @@ async fn serve(listen: SocketAddr, cfg: Config) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let abandoned = app.stats.requests_in_flight.load(Ordering::Relaxed);
+    if abandoned > 0 {
+        app.fail_in_flight().await;
+    }
     app.close_all(if abandoned == 0 {
         CloseReason::Drained
     } else {

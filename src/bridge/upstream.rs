@@ -250,6 +250,16 @@ impl Upstream {
         }
     }
 
+    /// Answer everything still waiting with an error (the bridge is stopping and will not wait
+    /// longer); the child keeps running until it is killed.
+    pub fn fail_all(&self, code: i64, message: &str) {
+        let failed: Vec<Pending> = self.lock().pending.drain().map(|(_, p)| p).collect();
+        for p in failed {
+            let _ =
+                p.tx.send(Delivery::Response(jsonrpc::error(p.orig_id, code, message)));
+        }
+    }
+
     /// Wait (bounded) until the child is ready; errors at once when it is down.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<(), CallError> {
         let mut rx = self.status.subscribe();

@@ -185,3 +185,30 @@ def test_healthz_and_metrics(bridge):
     m = httpx.get(bridge.base + "/metrics").text
     assert "mcp_bridge_ready 1" in m
     assert 'mcp_bridge_sessions_closed_total{transport="sse",reason="idle_expired"} 0' in m
+
+
+def test_sigterm_with_a_stopped_child_answers_abandoned_calls_and_exits_after_the_drain_timeout(bridge_factory):
+    b = bridge_factory("--drain-timeout", "1")
+    child = b.spawned_pids()[0]
+    outcome = {}
+
+    async def hang():
+        async with connect(b.base, "sse") as s:
+            try:
+                await s.call_tool("hang", {})
+            except McpError as e:
+                outcome["error"] = e.error.message
+
+    t = threading.Thread(target=lambda: anyio.run(hang), daemon=True)
+    t.start()
+    wait_until(lambda: b.readyz()[1]["pending"] == 1, 10, "call in flight")
+    os.kill(child, signal.SIGSTOP)
+    t0 = time.monotonic()
+    b.proc.send_signal(signal.SIGTERM)
+    b.proc.wait(25)
+    took = time.monotonic() - t0
+    print(f"SIGTERM with a stopped child and a call in flight (drain 1 s) → exit in {took * 1000:.0f} ms")
+    t.join(10)
+    assert "shutting down" in outcome.get("error", ""), outcome
+    assert not pid_alive(child)
+    assert took < 10
