@@ -212,3 +212,26 @@ def test_sigterm_with_a_stopped_child_answers_abandoned_calls_and_exits_after_th
     assert "shutting down" in outcome.get("error", ""), outcome
     assert not pid_alive(child)
     assert took < 10
+
+
+def test_child_that_never_answers_initialize_is_not_ready_and_is_restarted(bridge_factory):
+    b = bridge_factory("--init-timeout", "1", server_args=["--hang-at-start"], ready=False)
+    assert b.readyz()[0] == 503
+    wait_until(lambda: "did not answer initialize" in b.readyz()[1]["reason"], 10, "handshake timeout reported")
+    wait_until(lambda: len(b.spawned_pids()) >= 2, 10, "a restart after the handshake timeout")
+    assert b.readyz()[0] == 503
+
+
+def test_testserver_revision_flags_for_rollout_tests(bridge_factory):
+    """The deploy tests use these to build broken revisions: a missing tool, a failing smoke call."""
+    missing = bridge_factory(server_args=["--omit-tool", "echo"])
+    failing = bridge_factory(server_args=["--fail-tool", "echo"])
+
+    async def main():
+        async with connect(missing.base, "streamable") as s:
+            assert "echo" not in {t.name for t in (await s.list_tools()).tools}
+        async with connect(failing.base, "streamable") as s:
+            r = await s.call_tool("echo", {"text": "smoke"})
+            assert r.isError and text_of(r) == f"smoke|{failing.nonce}"
+
+    anyio.run(main)
