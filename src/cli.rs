@@ -78,6 +78,10 @@ pub enum Command {
     Down(crate::commands::down::DownArgs),
     /// Remove revisions beyond retain_revisions and images no revision uses.
     Prune(crate::commands::prune::PruneArgs),
+    /// Base images built locally from one debootstrap minbase per suite: `list` (default) or `build`.
+    Bases(crate::commands::bases::BasesArgs),
+    /// Fetch on the host, from the committed locks, what offline builds install (hashes checked).
+    Vendor(crate::commands::vendor::VendorArgs),
 }
 
 #[derive(Args, Debug)]

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod engine;
 pub mod error;
 pub mod health;
+pub mod images;
 pub mod manifest;
 pub mod output;
 pub mod render;

@@ -1,5 +1,6 @@
 //! One module per verb. Commands are thin: resolve inputs, call the domain, report through `output`.
 
+pub mod bases;
 pub mod build;
 pub mod deploy;
 pub mod down;
@@ -11,6 +12,7 @@ mod render;
 pub mod rollback;
 pub mod status;
 mod validate;
+pub mod vendor;
 
 use crate::cli::Command;
 use crate::error::ExitCode;
@@ -30,5 +32,7 @@ pub fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<ExitCod
         Command::Logs(args) => logs::run(settings, &args),
         Command::Down(args) => down::run(settings, &args),
         Command::Prune(args) => prune::run(settings, &args),
+        Command::Bases(args) => bases::run(settings, &args),
+        Command::Vendor(args) => vendor::run(settings, &args),
     }
 }

@@ -1,0 +1,65 @@
+//! Base images and vendored packages: what offline builds start from.
+//!
+//! - [`bases`]: the manifest's `bases:` built locally — one debootstrap minbase per Debian suite,
+//!   every base derived from it by copy + chroot apt-get (security updates applied) and imported
+//!   with `docker import`, tagged by the hash of its recipe (`src/images/bases.sh`, embedded here).
+//! - [`vendor`]: `<state>/vendor/<service>/<lock-hash>/`, filled on the host from the committed
+//!   locks (`locks/<service>/`) for the image's runtime (the base suite's Python, the base's Node),
+//!   hashes checked, so image builds need no network.
+//!
+//! This module never builds service images or runs containers (that is the engine's job).
+
+pub mod bases;
+pub mod vendor;
+
+/// The recipe script: the single source of truth for how a base image is made. `scripts/bases`
+/// runs the same file, so the setup step and `mcpctl bases build` share caches.
+pub const BASES_SH: &str = include_str!("bases.sh");
+
+/// Cache directory shared by scripts and the binary: `$MCPCTL_CACHE`, default /var/cache/mcpctl.
+pub fn cache_dir() -> std::path::PathBuf {
+    std::env::var_os("MCPCTL_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/cache/mcpctl"))
+}
+
+/// Runs the embedded recipe with `args`; returns its stdout (trimmed). Its log goes to stderr.
+pub(crate) fn run_recipe(args: &[&str]) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let mut script = tempfile_in_tmp()?;
+    script.1.write_all(BASES_SH.as_bytes())?;
+    script.1.flush()?;
+    let out = std::process::Command::new("bash")
+        .arg(&script.0)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running the base-image recipe ({})", args.join(" ")))?;
+    let _ = std::fs::remove_file(&script.0);
+    if !out.status.success() {
+        anyhow::bail!(
+            "base-image recipe `{}` failed ({}); its log is above",
+            args.join(" "),
+            out.status
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn tempfile_in_tmp() -> anyhow::Result<(std::path::PathBuf, std::fs::File)> {
+    let dir = std::env::temp_dir();
+    for i in 0..100u32 {
+        let path = dir.join(format!("mcpctl-bases-{}-{i}.sh", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("could not create a temporary file in {}", dir.display())
+}

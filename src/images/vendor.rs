@@ -1,0 +1,334 @@
+//! `<state>/vendor/<service>/<lock-hash>/`: packages fetched on the host from the committed locks,
+//! for the runtime of the service's IMAGE, so offline builds run with `--network none`.
+//!
+//! - PyPI services: `wheels/` (every wheel the lock names, for the base suite's CPython on manylinux
+//!   x86_64, hashes checked by pip), `pip.whl` (pip's own wheel, also hash-checked; the base has no
+//!   ensurepip) and `requirements.txt` (the lock). Dockerfile.pypi.j2 installs from exactly these.
+//! - npm services: `node_modules/` from `npm ci` on the committed package-lock.json (integrity
+//!   checked), run with the base's own Node binary so native addons match its ABI.
+//!
+//! The lock hash covers the lock files and the runtime, so a lock or runtime change gives a new
+//! directory and an unchanged one is never fetched twice.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{Manifest, SourceKind, Suite};
+
+/// The interpreter a Debian suite ships as `python3`.
+pub fn python_version(suite: Suite) -> &'static str {
+    match suite {
+        Suite::Bookworm => "3.11",
+        Suite::Trixie => "3.13",
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Runtime {
+    /// CPython X.Y.
+    Python { version: String },
+    /// Node.js version (its ABI decides native addons).
+    Node { version: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VendorSpec {
+    pub service: String,
+    pub runtime: Runtime,
+    /// `locks/<service>/`.
+    pub lock_dir: PathBuf,
+    pub lock_files: Vec<String>,
+    pub lock_hash: String,
+    /// `<state>/vendor/<service>/<lock-hash>/`.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Vendored {
+    pub service: String,
+    pub dir: PathBuf,
+    pub lock_hash: String,
+    /// False when the directory was already complete.
+    pub fetched_now: bool,
+    pub seconds: f64,
+    pub bytes: u64,
+}
+
+/// The locks directory of a manifest: `locks/` next to it.
+pub fn locks_root(manifest_path: &Path) -> PathBuf {
+    manifest_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("locks")
+}
+
+/// What vendoring `service` means, or None when it installs nothing from a registry (crate, image).
+pub fn spec(
+    m: &Manifest,
+    locks: &Path,
+    state: &Path,
+    service: &str,
+) -> anyhow::Result<Option<VendorSpec>> {
+    let svc = m
+        .services
+        .get(service)
+        .ok_or_else(|| crate::error::CommandError::usage(format!("unknown service '{service}'")))?;
+    let kind = svc.server.source.kind();
+    let (runtime, lock_files): (Runtime, &[&str]) = match kind {
+        SourceKind::Pypi | SourceKind::Npm => {
+            let base_name = svc
+                .build
+                .base
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("service '{service}' has no build.base"))?;
+            let base = &m.bases[base_name];
+            if kind == SourceKind::Pypi {
+                (
+                    Runtime::Python {
+                        version: python_version(base.suite).into(),
+                    },
+                    &["requirements.txt", "pip.txt"],
+                )
+            } else {
+                let node = base.node.clone().ok_or_else(|| {
+                    anyhow::anyhow!("service '{service}' is an npm server but base '{base_name}' sets no `node:`")
+                })?;
+                (
+                    Runtime::Node { version: node },
+                    &["package.json", "package-lock.json"],
+                )
+            }
+        }
+        SourceKind::Crate | SourceKind::Image => return Ok(None),
+    };
+    let lock_dir = locks.join(service);
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&runtime)?);
+    for f in lock_files {
+        let p = lock_dir.join(f);
+        let data = std::fs::read(&p).with_context(|| {
+            format!(
+                "{} is missing: commit the lock for '{service}' (scripts/bases-locks writes it)",
+                p.display()
+            )
+        })?;
+        h.update(f.as_bytes());
+        h.update([0]);
+        h.update(Sha256::digest(&data));
+    }
+    let lock_hash = hex::encode(h.finalize())[..16].to_string();
+    Ok(Some(VendorSpec {
+        service: service.to_string(),
+        dir: state.join("vendor").join(service).join(&lock_hash),
+        runtime,
+        lock_dir,
+        lock_files: lock_files.iter().map(|s| s.to_string()).collect(),
+        lock_hash,
+    }))
+}
+
+const COMPLETE: &str = ".complete";
+
+/// Whether `spec`'s directory is complete (a previous `vendor` finished it).
+pub fn is_complete(spec: &VendorSpec) -> bool {
+    spec.dir.join(COMPLETE).exists()
+}
+
+/// Fills `spec.dir` unless it is complete. Work happens in a sibling directory that is renamed into
+/// place at the end, so an interrupted run never leaves a half-filled directory that looks done.
+pub fn vendor(spec: &VendorSpec) -> anyhow::Result<Vendored> {
+    let t0 = Instant::now();
+    let fetched_now = !is_complete(spec);
+    if fetched_now {
+        let parent = spec.dir.parent().expect("vendor dir has a parent");
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let work = parent.join(format!(
+            ".{}.partial-{}",
+            spec.lock_hash,
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        let r = match &spec.runtime {
+            Runtime::Python { version } => vendor_pypi(spec, version, &work),
+            Runtime::Node { version } => vendor_npm(spec, version, &work),
+        };
+        if let Err(e) = r {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(e);
+        }
+        std::fs::write(work.join(COMPLETE), b"")?;
+        let _ = std::fs::remove_dir_all(&spec.dir);
+        std::fs::rename(&work, &spec.dir)
+            .with_context(|| format!("moving {} to {}", work.display(), spec.dir.display()))?;
+    }
+    Ok(Vendored {
+        service: spec.service.clone(),
+        dir: spec.dir.clone(),
+        lock_hash: spec.lock_hash.clone(),
+        fetched_now,
+        seconds: t0.elapsed().as_secs_f64(),
+        bytes: dir_size(&spec.dir),
+    })
+}
+
+fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("{what}: could not start {cmd:?}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The host's pip: `$MCPCTL_PYTHON -m pip` (default python3).
+fn pip() -> Command {
+    let mut c = Command::new(std::env::var("MCPCTL_PYTHON").unwrap_or_else(|_| "python3".into()));
+    c.args(["-m", "pip", "--disable-pip-version-check", "--no-input"]);
+    c
+}
+
+const PLATFORMS: &[&str] = &[
+    "manylinux2014_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux_2_28_x86_64",
+    "manylinux_2_34_x86_64",
+    "linux_x86_64",
+];
+
+fn vendor_pypi(spec: &VendorSpec, python: &str, work: &Path) -> anyhow::Result<()> {
+    let req = spec.lock_dir.join("requirements.txt");
+    let mut c = pip();
+    c.args([
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--require-hashes",
+    ])
+    .args(["--python-version", python, "--implementation", "cp"]);
+    for p in PLATFORMS {
+        c.args(["--platform", p]);
+    }
+    c.arg("--dest")
+        .arg(work.join("wheels"))
+        .arg("--requirement")
+        .arg(&req);
+    run(
+        &mut c,
+        &format!("pip download for '{}' (CPython {python})", spec.service),
+    )?;
+
+    let pip_dir = work.join(".pip");
+    let mut c = pip();
+    c.args([
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--require-hashes",
+    ])
+    .arg("--dest")
+    .arg(&pip_dir)
+    .arg("--requirement")
+    .arg(spec.lock_dir.join("pip.txt"));
+    run(
+        &mut c,
+        &format!("pip download of pip for '{}'", spec.service),
+    )?;
+    let wheel = std::fs::read_dir(&pip_dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| anyhow::anyhow!("pip's wheel was not downloaded"))?;
+    std::fs::rename(&wheel, work.join("pip.whl"))?;
+    std::fs::remove_dir_all(&pip_dir)?;
+    std::fs::copy(&req, work.join("requirements.txt"))?;
+    Ok(())
+}
+
+fn vendor_npm(spec: &VendorSpec, node: &str, work: &Path) -> anyhow::Result<()> {
+    let node_bin = PathBuf::from(super::run_recipe(&["node", node])?);
+    let node_dir = node_bin.parent().expect("node binary has a directory");
+    for f in &spec.lock_files {
+        std::fs::copy(spec.lock_dir.join(f), work.join(f))?;
+    }
+    let path = format!(
+        "{}:{}",
+        node_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // npm itself runs under the base's Node (first on PATH), so install scripts and prebuilt
+    // binaries are chosen for that Node's ABI.
+    run(
+        Command::new("npm")
+            .args([
+                "ci",
+                "--omit=dev",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ])
+            .current_dir(work)
+            .env("PATH", &path)
+            .env("npm_config_update_notifier", "false"),
+        &format!("npm ci for '{}' (Node {node})", spec.service),
+    )?;
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                total += e.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suites_map_to_their_python() {
+        assert_eq!(python_version(Suite::Bookworm), "3.11");
+        assert_eq!(python_version(Suite::Trixie), "3.13");
+    }
+
+    #[test]
+    fn locks_live_next_to_the_manifest() {
+        assert_eq!(
+            locks_root(Path::new("services.yaml")),
+            PathBuf::from("./locks")
+        );
+        assert_eq!(
+            locks_root(Path::new("/x/y/services.yaml")),
+            PathBuf::from("/x/y/locks")
+        );
+    }
+}
