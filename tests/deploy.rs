@@ -500,32 +500,66 @@ services:
     };
     write("one", 3);
     let out = s.mcpctl(&["--yes", "deploy"]);
-    assert_eq!(code(&out), 0, "creating a stateful service needs no downtime: {}", show(&out));
+    assert_eq!(
+        code(&out),
+        0,
+        "creating a stateful service needs no downtime: {}",
+        show(&out)
+    );
 
     // A stateful update is refused without --allow-downtime; nothing changes.
     write("two", 3);
     let plan = s.mcpctl(&["plan"]);
-    assert!(text(&plan.stdout).contains("env ~MARKER"), "plan says what changed:\n{}", show(&plan));
+    assert!(
+        text(&plan.stdout).contains("env ~MARKER"),
+        "plan says what changed:\n{}",
+        show(&plan)
+    );
     let out = s.mcpctl(&["--yes", "deploy"]);
     assert_eq!(code(&out), 2, "{}", show(&out));
-    assert!(text(&out.stderr).contains("--allow-downtime"), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("--allow-downtime"),
+        "{}",
+        show(&out)
+    );
     let out = s.mcpctl(&["--yes", "deploy", "--allow-downtime"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
-    assert!(text(&out.stdout).contains("downtime"), "the downtime is stated: {}", show(&out));
+    assert!(
+        text(&out.stdout).contains("downtime"),
+        "the downtime is stated: {}",
+        show(&out)
+    );
     assert_eq!(s.nonce(Transport::Http), "S");
-    assert_eq!(s.containers("label=com.mcp.service=alpha").len(), 2, "the old revision is kept stopped");
+    assert_eq!(
+        s.containers("label=com.mcp.service=alpha").len(),
+        2,
+        "the old revision is kept stopped"
+    );
 
     // logs: the serving revision's container log.
     let out = s.mcpctl(&["logs", "alpha", "--tail", "50"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
-    assert!(text(&out.stdout).contains("bridge listening"), "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("bridge listening"),
+        "{}",
+        show(&out)
+    );
 
     // prune with retain_revisions 1: the stopped revision and its now unused image go (same image here).
     write("two", 1);
     let out = s.mcpctl(&["--yes", "prune"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
-    assert_eq!(s.containers("label=com.mcp.service=alpha").len(), 1, "{}", show(&out));
-    assert_eq!(s.nonce(Transport::Http), "S", "prune never touches the serving revision");
+    assert_eq!(
+        s.containers("label=com.mcp.service=alpha").len(),
+        1,
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        s.nonce(Transport::Http),
+        "S",
+        "prune never touches the serving revision"
+    );
 
     // down: confirmation required; volumes survive unless --volumes.
     let out = s.mcpctl(&["down"]);
@@ -533,7 +567,15 @@ services:
     let out = s.mcpctl(&["--yes", "down"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert!(s.containers("label=com.mcp.managed=true").is_empty());
-    let vols = |p: &str| common::must(Command::new("docker").args(["volume", "ls", "-q", "--filter", &format!("label=com.mcp.project={p}")]));
+    let vols = |p: &str| {
+        common::must(Command::new("docker").args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=com.mcp.project={p}"),
+        ]))
+    };
     assert_eq!(vols(&s.project).trim(), format!("{}-data", s.project));
     let out = s.mcpctl(&["--yes", "down", "--volumes"]);
     assert_eq!(code(&out), 0, "{}", show(&out));

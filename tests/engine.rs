@@ -36,7 +36,10 @@ fn bridge(flags: &[&str]) -> Bridge {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -59,8 +62,15 @@ fn client_speaks_both_transports_to_the_bridge() {
             assert_eq!(s.server_info["name"], "mcp-testserver", "{transport:?}");
             let tools = s.list_tools().await.unwrap();
             assert!(tools.iter().any(|t| t.name == "echo"), "{transport:?}");
-            let r = s.call_tool("echo", serde_json::json!({"text": "x"})).await.unwrap();
-            assert_eq!((r.is_error, r.text.as_str()), (false, "x|N1"), "{transport:?}");
+            let r = s
+                .call_tool("echo", serde_json::json!({"text": "x"}))
+                .await
+                .unwrap();
+            assert_eq!(
+                (r.is_error, r.text.as_str()),
+                (false, "x|N1"),
+                "{transport:?}"
+            );
             s.close().await;
         }
     });
@@ -85,11 +95,22 @@ fn gate_reports_the_failing_check() {
     let f = report.failure().unwrap();
     assert_eq!(f.name, "smoke echo", "{report:?}");
     assert!(f.detail.contains("isError was true"), "{}", f.detail);
-    assert!(report.schema_digest.is_some(), "tools/list ran before the smoke step");
+    assert!(
+        report.schema_digest.is_some(),
+        "tools/list ran before the smoke step"
+    );
 
     // Missing expected tool: fails at tools/list and names it.
-    let health: Health = serde_yaml_ng::from_str("timeout: 10s\nexpect_tools: {include: [echo, nosuchtool]}").unwrap();
-    let report = rt().block_on(mcpctl::health::gate::run(&base, Transport::Sse, &health, None, std::time::Instant::now() + health.timeout));
+    let health: Health =
+        serde_yaml_ng::from_str("timeout: 10s\nexpect_tools: {include: [echo, nosuchtool]}")
+            .unwrap();
+    let report = rt().block_on(mcpctl::health::gate::run(
+        &base,
+        Transport::Sse,
+        &health,
+        None,
+        std::time::Instant::now() + health.timeout,
+    ));
     let f = report.failure().unwrap();
     assert_eq!(f.name, "tools/list");
     assert!(f.detail.contains("nosuchtool"), "{}", f.detail);
@@ -101,10 +122,20 @@ fn gate_times_out_on_a_server_that_never_answers() {
     let base = format!("http://127.0.0.1:{}", b.1);
     let health: Health = serde_yaml_ng::from_str("timeout: 2s").unwrap();
     let started = std::time::Instant::now();
-    let report = rt().block_on(mcpctl::health::gate::run(&base, Transport::Http, &health, None, started + health.timeout));
+    let report = rt().block_on(mcpctl::health::gate::run(
+        &base,
+        Transport::Http,
+        &health,
+        None,
+        started + health.timeout,
+    ));
     assert!(!report.passed);
     assert_eq!(report.failure().unwrap().name, "initialize", "{report:?}");
-    assert!(started.elapsed() < Duration::from_secs(6), "the deadline holds: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the deadline holds: {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -115,12 +146,26 @@ fn build_failure_reports_the_last_lines_of_the_log() {
     let project = common::unique_project("bld");
     let tag = format!("{project}/broken:1");
     let mut ctx = BuildContext::new();
-    ctx.add_bytes("Dockerfile", format!("FROM {}\nRUN [\"/nonexistent-binary\"]\n", common::runtime_image()), false);
-    let labels = BTreeMap::from([("com.mcp.managed".to_string(), "true".to_string()), ("com.mcp.project".to_string(), project.clone())]);
+    ctx.add_bytes(
+        "Dockerfile",
+        format!(
+            "FROM {}\nRUN [\"/nonexistent-binary\"]\n",
+            common::runtime_image()
+        ),
+        false,
+    );
+    let labels = BTreeMap::from([
+        ("com.mcp.managed".to_string(), "true".to_string()),
+        ("com.mcp.project".to_string(), project.clone()),
+    ]);
     let r = rt().block_on(async {
         let engine = DockerEngine::connect().await.unwrap();
         let mut lines = Vec::new();
-        let r = engine.build_image(ctx.to_tar().unwrap(), &tag, &labels, &mut |l| lines.push(l.to_string())).await;
+        let r = engine
+            .build_image(ctx.to_tar().unwrap(), &tag, &labels, &mut |l| {
+                lines.push(l.to_string())
+            })
+            .await;
         (r, lines, engine.image_id(&tag).await.unwrap())
     });
     // Remove dangling leftovers of the failed build (labelled with the project).
@@ -129,10 +174,20 @@ fn build_failure_reports_the_last_lines_of_the_log() {
         .output();
     match r {
         (Err(EngineError::Build { message, tail }), lines, None) => {
-            assert!(message.contains("nonexistent-binary") || message.contains("returned a non-zero code"), "{message}");
-            assert!(tail.iter().any(|l| l.contains("RUN")), "the tail shows the failing step: {tail:?}");
+            assert!(
+                message.contains("nonexistent-binary")
+                    || message.contains("returned a non-zero code"),
+                "{message}"
+            );
+            assert!(
+                tail.iter().any(|l| l.contains("RUN")),
+                "the tail shows the failing step: {tail:?}"
+            );
             assert!(!lines.is_empty(), "log lines were streamed");
         }
-        (other, _, id) => panic!("expected a build failure and no image, got {:?} / {id:?}", other.map(|_| ())),
+        (other, _, id) => panic!(
+            "expected a build failure and no image, got {:?} / {id:?}",
+            other.map(|_| ())
+        ),
     }
 }

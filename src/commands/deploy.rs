@@ -57,9 +57,7 @@ pub(crate) fn open_project(settings: &Settings) -> anyhow::Result<Project> {
 }
 
 pub(crate) async fn connect() -> anyhow::Result<DockerEngine> {
-    DockerEngine::connect()
-        .await
-        .map_err(|e| anyhow::Error::new(e))
+    DockerEngine::connect().await.map_err(anyhow::Error::new)
 }
 
 pub(crate) fn progress_printer(settings: &Settings) -> impl Fn(&str) + '_ {

@@ -26,11 +26,22 @@ pub fn run(settings: &Settings, args: &LogsArgs) -> anyhow::Result<ExitCode> {
         let engine = connect().await?;
         let observed = observe(&engine, &project).await?;
         let o = observed.services.get(&args.service).ok_or_else(|| {
-            CommandError::usage(format!("no revision of `{}` exists in project `{}`", args.service, project.name()))
+            CommandError::usage(format!(
+                "no revision of `{}` exists in project `{}`",
+                args.service,
+                project.name()
+            ))
         })?;
-        let rev = o.serving.as_ref().or(o.retained.first()).ok_or_else(|| CommandError::usage(format!("`{}` has no revision", args.service)))?;
+        let rev =
+            o.serving.as_ref().or(o.retained.first()).ok_or_else(|| {
+                CommandError::usage(format!("`{}` has no revision", args.service))
+            })?;
         if o.serving.is_none() {
-            output::diagnostic(&format!("{}: nothing runs; showing the newest revision {}", args.service, rev.name()));
+            output::diagnostic(&format!(
+                "{}: nothing runs; showing the newest revision {}",
+                args.service,
+                rev.name()
+            ));
         }
         if args.follow {
             let mut sink = |chunk: &str| output::human(settings, chunk.trim_end_matches('\n'));

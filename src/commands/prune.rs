@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use clap::Args;
 use serde_json::json;
 
-use super::deploy::{confirm, connect, observe, open_project, progress_printer, runtime, take_lock};
+use super::deploy::{
+    confirm, connect, observe, open_project, progress_printer, runtime, take_lock,
+};
 use crate::cli::OutputFormat;
 use crate::engine::Engine;
 use crate::error::ExitCode;
@@ -32,9 +34,21 @@ pub fn run(settings: &Settings, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         let old: Vec<String> = observed
             .services
             .values()
-            .flat_map(|o| o.retained.iter().skip(keep_stopped).map(|r| r.container.clone()))
+            .flat_map(|o| {
+                o.retained
+                    .iter()
+                    .skip(keep_stopped)
+                    .map(|r| r.container.clone())
+            })
             .collect();
-        confirm(settings, &format!("prune {} old revision(s) and unused images of `{}`", old.len(), project.name()))?;
+        confirm(
+            settings,
+            &format!(
+                "prune {} old revision(s) and unused images of `{}`",
+                old.len(),
+                project.name()
+            ),
+        )?;
         let ledger = Ledger::new(&project.state_dir);
         let me = LockInfo::current("prune", None);
         take_lock(&engine, &project, settings, &me, args.force_unlock, &ledger).await?;
@@ -45,10 +59,19 @@ pub fn run(settings: &Settings, args: &PruneArgs) -> anyhow::Result<ExitCode> {
                 say(&format!("removed old revision {c}"));
             }
             let filter = project.keys.project_filter(project.name());
-            let used: BTreeSet<String> = engine.list_containers(&filter).await?.into_iter().map(|c| c.image).collect();
+            let used: BTreeSet<String> = engine
+                .list_containers(&filter)
+                .await?
+                .into_iter()
+                .map(|c| c.image)
+                .collect();
             let mut removed = Vec::new();
             for img in engine.list_images(&filter).await? {
-                let refs: Vec<String> = if img.tags.is_empty() { vec![img.id.clone()] } else { img.tags.clone() };
+                let refs: Vec<String> = if img.tags.is_empty() {
+                    vec![img.id.clone()]
+                } else {
+                    img.tags.clone()
+                };
                 if refs.iter().any(|r| used.contains(r)) || used.contains(&img.id) {
                     continue;
                 }
@@ -69,7 +92,14 @@ pub fn run(settings: &Settings, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         let removed = result?;
         match settings.output {
             OutputFormat::Json => output::json_line(&json!({"revisions": old, "images": removed})),
-            OutputFormat::Human => output::human(settings, &format!("pruned {} revision(s) and {} image(s)", old.len(), removed.len())),
+            OutputFormat::Human => output::human(
+                settings,
+                &format!(
+                    "pruned {} revision(s) and {} image(s)",
+                    old.len(),
+                    removed.len()
+                ),
+            ),
         }
         Ok(ExitCode::Ok)
     })

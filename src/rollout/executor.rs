@@ -185,6 +185,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
     }
 
     /// Gate a started container. Fails fast when it exits; databases are gated on Docker health.
+    #[allow(clippy::too_many_arguments)] // each is one independent input of the gate
     pub async fn gate_container(
         &self,
         name: &str,
@@ -716,15 +717,30 @@ mod tests {
     }
 
     impl Prober for FakeProber<'_> {
-        async fn probe(&self, container: &str, _base: &str, _t: Transport, _h: &Health, _p: Option<&BTreeMap<String, String>>, _d: Instant) -> GateReport {
-            let image = self.engine.state.lock().unwrap().containers[container].spec.image.clone();
+        async fn probe(
+            &self,
+            container: &str,
+            _base: &str,
+            _t: Transport,
+            _h: &Health,
+            _p: Option<&BTreeMap<String, String>>,
+            _d: Instant,
+        ) -> GateReport {
+            let image = self.engine.state.lock().unwrap().containers[container]
+                .spec
+                .image
+                .clone();
             let bad = self.bad_images.contains(&image) || self.bad_containers.contains(container);
             let mut r = GateReport::default();
             if bad {
                 return r.fail("tools/list", "expected tools missing: x", Instant::now());
             }
             r.passed = true;
-            r.checks.push(Check { name: "initialize".into(), ok: true, detail: String::new() });
+            r.checks.push(Check {
+                name: "initialize".into(),
+                ok: true,
+                detail: String::new(),
+            });
             r
         }
     }
@@ -752,7 +768,11 @@ mod tests {
                 labels,
                 network: "p".into(),
                 aliases: vec!["mcp-alpha".into()],
-                port: Some(PortSpec { host_ip: [127, 0, 0, 1].into(), host_port: 8501, container_port: 8080 }),
+                port: Some(PortSpec {
+                    host_ip: [127, 0, 0, 1].into(),
+                    host_port: 8501,
+                    container_port: 8080,
+                }),
                 binds: vec![],
                 memory: 64 << 20,
                 nano_cpus: 500_000_000,
@@ -762,7 +782,10 @@ mod tests {
                 restart: Restart::UnlessStopped,
             },
             revision: format!("r{release}"),
-            health: Health { timeout: Duration::from_secs(2), ..Health::default() },
+            health: Health {
+                timeout: Duration::from_secs(2),
+                ..Health::default()
+            },
             transport: Transport::Http,
             role: Role::Service,
             stateful: false,
@@ -773,14 +796,29 @@ mod tests {
 
     async fn serving(engine: &FakeEngine) -> Option<Revision> {
         let list = engine.list_containers("com.mcp.project=p").await.unwrap();
-        observe(&list, &keys()).services.get("alpha").and_then(|o| o.serving.clone())
+        observe(&list, &keys())
+            .services
+            .get("alpha")
+            .and_then(|o| o.serving.clone())
     }
 
     fn names(engine: &FakeEngine) -> Vec<String> {
-        engine.state.lock().unwrap().containers.keys().cloned().collect()
+        engine
+            .state
+            .lock()
+            .unwrap()
+            .containers
+            .keys()
+            .cloned()
+            .collect()
     }
 
-    async fn run(engine: &FakeEngine, prober: &FakeProber<'_>, release: u64, image: &str) -> StepResult {
+    async fn run(
+        engine: &FakeEngine,
+        prober: &FakeProber<'_>,
+        release: u64,
+        image: &str,
+    ) -> StepResult {
         let k = keys();
         let exec = Executor {
             engine,
@@ -805,7 +843,11 @@ mod tests {
     #[tokio::test]
     async fn first_deploy_gates_a_candidate_then_switches() {
         let e = engine_with(&["img:a"]);
-        let p = FakeProber { engine: &e, bad_images: BTreeSet::new(), bad_containers: BTreeSet::new() };
+        let p = FakeProber {
+            engine: &e,
+            bad_images: BTreeSet::new(),
+            bad_containers: BTreeSet::new(),
+        };
         let r = run(&e, &p, 1, "img:a").await;
         assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
         assert_eq!(
@@ -829,7 +871,11 @@ mod tests {
     #[tokio::test]
     async fn failing_candidate_never_touches_the_serving_revision() {
         let e = engine_with(&["img:a", "img:b"]);
-        let p = FakeProber { engine: &e, bad_images: BTreeSet::from(["img:b".to_string()]), bad_containers: BTreeSet::new() };
+        let p = FakeProber {
+            engine: &e,
+            bad_images: BTreeSet::from(["img:b".to_string()]),
+            bad_containers: BTreeSet::new(),
+        };
         assert_eq!(run(&e, &p, 1, "img:a").await.outcome, Outcome::Ok);
         let before = e.calls().len();
         let r = run(&e, &p, 2, "img:b").await;
@@ -849,20 +895,36 @@ mod tests {
             (vec!["p-alpha-r2", "p-alpha-r1"], Outcome::RestoreFailed),
         ] {
             let e = engine_with(&["img:a", "img:b"]);
-            let mut p = FakeProber { engine: &e, bad_images: BTreeSet::new(), bad_containers: BTreeSet::new() };
+            let mut p = FakeProber {
+                engine: &e,
+                bad_images: BTreeSet::new(),
+                bad_containers: BTreeSet::new(),
+            };
             assert_eq!(run(&e, &p, 1, "img:a").await.outcome, Outcome::Ok);
             // The candidate passes; the switched-to container fails its post-switch gate.
             p.bad_containers = bad.iter().map(|s| s.to_string()).collect();
             let before = e.calls().len();
             let r = run(&e, &p, 2, "img:b").await;
             assert_eq!(r.outcome, want, "{r:?}");
-            assert!(r.failed.as_ref().unwrap().name.starts_with("post-switch"), "{r:?}");
+            assert!(
+                r.failed.as_ref().unwrap().name.starts_with("post-switch"),
+                "{r:?}"
+            );
             let later = &e.calls()[before..];
-            for c in ["stop p-alpha-r1", "create p-alpha-r2", "remove p-alpha-r2", "start p-alpha-r1"] {
+            for c in [
+                "stop p-alpha-r1",
+                "create p-alpha-r2",
+                "remove p-alpha-r2",
+                "start p-alpha-r1",
+            ] {
                 assert!(later.contains(&c.to_string()), "{c} missing from {later:?}");
             }
             assert_eq!(names(&e), vec!["p-alpha-r1"]);
-            assert_eq!(serving(&e).await.unwrap().container, "p-alpha-r1", "r1 runs again");
+            assert_eq!(
+                serving(&e).await.unwrap().container,
+                "p-alpha-r1",
+                "r1 runs again"
+            );
         }
     }
 
@@ -870,7 +932,11 @@ mod tests {
     async fn a_crashing_candidate_is_caught_by_the_exit_watcher() {
         let e = engine_with(&["img:a", "img:c"]);
         e.state.lock().unwrap().crash_images.insert("img:c".into());
-        let p = FakeProber { engine: &e, bad_images: BTreeSet::new(), bad_containers: BTreeSet::new() };
+        let p = FakeProber {
+            engine: &e,
+            bad_images: BTreeSet::new(),
+            bad_containers: BTreeSet::new(),
+        };
         assert_eq!(run(&e, &p, 1, "img:a").await.outcome, Outcome::Ok);
         let r = run(&e, &p, 2, "img:c").await;
         assert_eq!(r.outcome, Outcome::GateFailedRestored, "{r:?}");
@@ -880,7 +946,11 @@ mod tests {
     #[tokio::test]
     async fn only_retain_revisions_are_kept() {
         let e = engine_with(&["img:a", "img:b", "img:c", "img:d"]);
-        let p = FakeProber { engine: &e, bad_images: BTreeSet::new(), bad_containers: BTreeSet::new() };
+        let p = FakeProber {
+            engine: &e,
+            bad_images: BTreeSet::new(),
+            bad_containers: BTreeSet::new(),
+        };
         for (n, img) in ["img:a", "img:b", "img:c", "img:d"].iter().enumerate() {
             assert_eq!(run(&e, &p, n as u64 + 1, img).await.outcome, Outcome::Ok);
         }
@@ -892,7 +962,11 @@ mod tests {
     #[tokio::test]
     async fn reconcile_removes_candidates_and_restarts_a_stopped_service() {
         let e = engine_with(&["img:a", "img:b"]);
-        let p = FakeProber { engine: &e, bad_images: BTreeSet::new(), bad_containers: BTreeSet::new() };
+        let p = FakeProber {
+            engine: &e,
+            bad_images: BTreeSet::new(),
+            bad_containers: BTreeSet::new(),
+        };
         assert_eq!(run(&e, &p, 1, "img:a").await.outcome, Outcome::Ok);
         // A run died after stopping r1 and while a candidate of r2 existed.
         let mut cand = step(2, "img:b", None).spec;
@@ -902,8 +976,17 @@ mod tests {
         e.create_container(&cand).await.unwrap();
         e.stop_container("p-alpha-r1", 1).await.unwrap();
         let k = keys();
-        let exec = Executor { engine: &e, prober: &p, keys: &k, project: "p", progress: &|_| {}, interrupted: Arc::new(AtomicBool::new(false)) };
-        let done = super::super::reconcile::reconcile(&exec, None).await.unwrap();
+        let exec = Executor {
+            engine: &e,
+            prober: &p,
+            keys: &k,
+            project: "p",
+            progress: &|_| {},
+            interrupted: Arc::new(AtomicBool::new(false)),
+        };
+        let done = super::super::reconcile::reconcile(&exec, None)
+            .await
+            .unwrap();
         assert_eq!(done.len(), 2, "{done:?}");
         assert!(done[0].contains("removed the unfinished candidate"));
         assert!(done[1].contains("started r1-"), "{done:?}");

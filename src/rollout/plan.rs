@@ -89,7 +89,7 @@ pub fn observe(containers: &[ContainerInfo], keys: &Keys) -> Observed {
         });
     }
     for (service, mut revs) in all {
-        revs.sort_by(|a, b| b.release.cmp(&a.release));
+        revs.sort_by_key(|r| std::cmp::Reverse(r.release));
         let mut o = ObservedService::default();
         for r in revs {
             if r.candidate {
