@@ -22,7 +22,9 @@ fn render_default(dir: &Path) {
 
 #[test]
 fn rendered_dockerfiles_pass_hadolint_without_global_ignores() {
-    let Some(hadolint) = common::tool("hadolint", "hadolint", &[HADOLINT_CACHE]) else { return };
+    let Some(hadolint) = common::tool("hadolint", "hadolint", &[HADOLINT_CACHE]) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     render_default(tmp.path());
     let mut checked = 0;
@@ -35,28 +37,46 @@ fn rendered_dockerfiles_pass_hadolint_without_global_ignores() {
             .current_dir(tmp.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "hadolint {}:\n{}{}", dockerfile.display(), text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "hadolint {}:\n{}{}",
+            dockerfile.display(),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         checked += 1;
     }
     assert_eq!(checked, 10);
-    assert!(!common::repo_root().join(".hadolint.yaml").exists(), "no global hadolint config");
+    assert!(
+        !common::repo_root().join(".hadolint.yaml").exists(),
+        "no global hadolint config"
+    );
 }
 
 #[test]
 fn every_inline_hadolint_ignore_carries_a_reason() {
-    for entry in std::fs::read_dir(common::repo_root().join("templates")).unwrap() {
-        let path = entry.unwrap().path();
-        let body = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<&str> = body.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
-            if line.contains("hadolint ignore=") {
-                let reason = i.checked_sub(1).map(|j| lines[j].trim()).unwrap_or("");
-                assert!(
-                    reason.starts_with('#') && reason.len() > 10 && !reason.contains("hadolint"),
-                    "{}:{}: an inline ignore needs a comment line above it saying why",
-                    path.display(),
-                    i + 1
-                );
+    let mut dirs = vec![common::repo_root().join("templates")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let body = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = body.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if line.contains("hadolint ignore=") {
+                    let reason = i.checked_sub(1).map(|j| lines[j].trim()).unwrap_or("");
+                    assert!(
+                        reason.starts_with('#')
+                            && reason.len() > 10
+                            && !reason.contains("hadolint"),
+                        "{}:{}: an inline ignore needs a comment line above it saying why",
+                        path.display(),
+                        i + 1
+                    );
+                }
             }
         }
     }
@@ -64,7 +84,9 @@ fn every_inline_hadolint_ignore_carries_a_reason() {
 
 #[test]
 fn compose_export_passes_docker_compose_config() {
-    let Some(compose) = common::tool("compose_config", "docker-compose", &[]) else { return };
+    let Some(compose) = common::tool("compose_config", "docker-compose", &[]) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     render_default(tmp.path());
     let out = Command::new(compose)
@@ -72,7 +94,11 @@ fn compose_export_passes_docker_compose_config() {
         .current_dir(tmp.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "docker-compose config -q:\n{}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "docker-compose config -q:\n{}",
+        text(&out.stderr)
+    );
 }
 
 /// Removes everything the slice created, whatever happened.
@@ -84,11 +110,28 @@ struct ComposeSlice<'a> {
 impl Drop for ComposeSlice<'_> {
     fn drop(&mut self) {
         let _ = Command::new("docker-compose")
-            .args(["-p", &self.project, "-f", "out/docker-compose.yml", "down", "-v", "--remove-orphans", "-t", "2"])
+            .args([
+                "-p",
+                &self.project,
+                "-f",
+                "out/docker-compose.yml",
+                "down",
+                "-v",
+                "--remove-orphans",
+                "-t",
+                "2",
+            ])
             .current_dir(self.dir)
             .output();
         for svc in ["alpha", "beta"] {
-            let _ = Command::new("docker").args(["image", "rm", "-f", &format!("{}/{svc}:compose", self.project)]).output();
+            let _ = Command::new("docker")
+                .args([
+                    "image",
+                    "rm",
+                    "-f",
+                    &format!("{}/{svc}:compose", self.project),
+                ])
+                .output();
         }
     }
 }
@@ -98,7 +141,9 @@ fn compose_up_applies_mem_limit_and_waits_for_service_healthy() {
     if !common::docker_available("compose_up") {
         return;
     }
-    let Some(_) = common::tool("compose_up", "docker-compose", &[]) else { return };
+    let Some(_) = common::tool("compose_up", "docker-compose", &[]) else {
+        return;
+    };
     let project = common::unique_project("slice");
     let runtime = common::runtime_image();
     let (pa, pb) = (common::free_port(), common::free_port());
@@ -136,31 +181,55 @@ services:
     for svc in ["alpha", "beta"] {
         let ctx = tmp.path().join("out/services").join(svc);
         std::fs::copy(common::mcpctl(), ctx.join("mcpctl")).unwrap();
-        must(Command::new("docker").args(["build", "-q", "-t", &format!("{project}/{svc}:compose")]).arg(&ctx));
+        must(
+            Command::new("docker")
+                .args(["build", "-q", "-t", &format!("{project}/{svc}:compose")])
+                .arg(&ctx),
+        );
     }
     let since = must(Command::new("date").arg("+%s.%N")).trim().to_string();
     must(
         Command::new("docker-compose")
-            .args(["-p", &project, "-f", "out/docker-compose.yml", "up", "-d", "--no-build"])
+            .args([
+                "-p",
+                &project,
+                "-f",
+                "out/docker-compose.yml",
+                "up",
+                "-d",
+                "--no-build",
+            ])
             .current_dir(tmp.path()),
     );
     let health = |c: &str| {
-        let out = Command::new("docker").args(["inspect", "-f", "{{.State.Health.Status}}", c]).output().unwrap();
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Health.Status}}", c])
+            .output()
+            .unwrap();
         text(&out.stdout).trim().to_string()
     };
     common::wait_for("both services healthy", Duration::from_secs(60), || {
-        (health(&format!("{project}-alpha")) == "healthy" && health(&format!("{project}-beta")) == "healthy").then_some(())
+        (health(&format!("{project}-alpha")) == "healthy"
+            && health(&format!("{project}-beta")) == "healthy")
+            .then_some(())
     });
 
     // mem_limit and cpus reached the engine.
-    for (svc, mem, nano_cpus) in [("alpha", 64u64 << 20, 500_000_000u64), ("beta", 48 << 20, 250_000_000)] {
+    for (svc, mem, nano_cpus) in [
+        ("alpha", 64u64 << 20, 500_000_000u64),
+        ("beta", 48 << 20, 250_000_000),
+    ] {
         let got = must(Command::new("docker").args([
             "inspect",
             "-f",
             "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.ReadonlyRootfs}} {{.Config.User}}",
             &format!("{project}-{svc}"),
         ]));
-        assert_eq!(got.trim(), format!("{mem} {nano_cpus} true 10001:10001"), "{svc}");
+        assert_eq!(
+            got.trim(),
+            format!("{mem} {nano_cpus} true 10001:10001"),
+            "{svc}"
+        );
     }
     // Published on 127.0.0.1 only.
     let ports = must(Command::new("docker").args(["port", &format!("{project}-alpha"), "8080"]));
@@ -195,7 +264,10 @@ services:
     let alpha_healthy = time_of(&format!("{project}-alpha"), "health_status: healthy");
     let beta_start = time_of(&format!("{project}-beta"), "start");
     let alpha_start = time_of(&format!("{project}-alpha"), "start");
-    assert!(alpha_start < alpha_healthy, "alpha became healthy after starting");
+    assert!(
+        alpha_start < alpha_healthy,
+        "alpha became healthy after starting"
+    );
     assert!(
         beta_start >= alpha_healthy,
         "beta started {} ms before alpha was healthy",
