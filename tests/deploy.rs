@@ -529,6 +529,21 @@ services:
         "the downtime is stated: {}",
         show(&out)
     );
+    // The volume was backed up (from the stopped container) before the replacement.
+    let backups: Vec<_> = std::fs::read_dir(s.state().join("backups/alpha"))
+        .expect("a backup directory")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert!(
+        std::fs::metadata(&backups[0]).unwrap().len() >= 512,
+        "a tar archive"
+    );
+    assert!(
+        text(&out.stdout).contains(&backups[0].display().to_string()),
+        "the report names the backup: {}",
+        show(&out)
+    );
     assert_eq!(s.nonce(Transport::Http), "S");
     assert_eq!(
         s.containers("label=com.mcp.service=alpha").len(),

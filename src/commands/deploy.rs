@@ -317,6 +317,7 @@ pub(crate) fn step_entry(
             .into_iter()
             .chain(r.restored.clone())
             .chain(r.downtime_ms.map(|d| format!("downtime {d} ms")))
+            .chain(r.backups.iter().map(|b| format!("backup {b}")))
             .reduce(|a, b| format!("{a}; {b}")),
         duration_ms: r.duration_ms,
         gate: r.gate.clone(),
@@ -344,16 +345,22 @@ pub(crate) fn finish(
         OutputFormat::Human => {
             for r in results {
                 let line = match r.outcome {
-                    Outcome::Ok => format!(
-                        "{}: {} → {} ok in {:.1} s{}",
-                        r.service,
-                        r.from.as_deref().unwrap_or("(none)"),
-                        r.to,
-                        r.duration_ms as f64 / 1000.0,
-                        r.downtime_ms
-                            .map(|d| format!(" (downtime {d} ms)"))
-                            .unwrap_or_default()
-                    ),
+                    Outcome::Ok => {
+                        format!(
+                            "{}: {} → {} ok in {:.1} s{}",
+                            r.service,
+                            r.from.as_deref().unwrap_or("(none)"),
+                            r.to,
+                            r.duration_ms as f64 / 1000.0,
+                            r.downtime_ms
+                                .map(|d| format!(" (downtime {d} ms)"))
+                                .unwrap_or_default()
+                        ) + &r
+                            .backups
+                            .iter()
+                            .map(|b| format!("\n  backup: {b}"))
+                            .collect::<String>()
+                    }
                     _ => {
                         let mut s =
                             format!("{}: {} FAILED ({})", r.service, r.to, r.outcome.as_str());
@@ -628,6 +635,7 @@ where
                 .get(&a.service)
                 .and_then(|o| o.serving.clone()),
             retain: project.manifest.retain_revisions,
+            backup_dir: Some(project.state_dir.join("backups").join(&a.service)),
         };
         let prev_tools: Option<BTreeMap<String, String>> =
             ledger.last_gate(&a.service).map(|g| g.tool_hashes);

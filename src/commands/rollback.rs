@@ -235,6 +235,7 @@ async fn apply<E: Engine>(
                 .is_some_and(|s| s.stateful),
             previous: current,
             retain: project.manifest.retain_revisions,
+            backup_dir: Some(project.state_dir.join("backups").join(&service)),
         };
         say(&format!(
             "{service}: restoring {} (recorded config, image {}) as {}",

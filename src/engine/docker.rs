@@ -566,6 +566,25 @@ impl Engine for DockerEngine {
         }
     }
 
+    async fn copy_out(&self, container: &str, path: &str, dest: &std::path::Path) -> Result<u64> {
+        use std::io::Write;
+        let opts = q::DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(container, Some(opts));
+        let io = |e: std::io::Error| EngineError::Other(format!("writing {}: {e}", dest.display()));
+        let mut f = std::fs::File::create(dest).map_err(io)?;
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| map_err(&format!("copying {path} out of {container}"), e))?;
+            f.write_all(&chunk).map_err(io)?;
+            n += chunk.len() as u64;
+        }
+        f.sync_all().map_err(io)?;
+        Ok(n)
+    }
+
     async fn memory(&self, name: &str) -> Result<Option<(u64, u64)>> {
         let opts = q::StatsOptionsBuilder::default()
             .stream(false)

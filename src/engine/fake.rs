@@ -318,6 +318,16 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn copy_out(&self, container: &str, path: &str, dest: &std::path::Path) -> Result<u64> {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .push(format!("copy_out {container}:{path}"));
+        std::fs::write(dest, b"fake tar").map_err(|e| EngineError::Other(e.to_string()))?;
+        Ok(8)
+    }
+
     async fn memory(&self, _name: &str) -> Result<Option<(u64, u64)>> {
         Ok(None)
     }

@@ -170,6 +170,9 @@ pub trait Engine {
     async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()>;
     async fn list_volumes(&self, label: &str) -> Result<Vec<String>>;
     async fn remove_volume(&self, name: &str) -> Result<()>;
+    /// Copy a path out of a (possibly stopped) container — volumes mounted there included — as a
+    /// tar file at `dest`; returns its size. Used to back up a database volume before replacing it.
+    async fn copy_out(&self, container: &str, path: &str, dest: &std::path::Path) -> Result<u64>;
     /// Memory used (usage − inactive_file, as `docker stats` shows) and limit, of a running container.
     async fn memory(&self, name: &str) -> Result<Option<(u64, u64)>>;
 }

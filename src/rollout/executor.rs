@@ -90,6 +90,8 @@ pub struct Step {
     pub previous: Option<Revision>,
     /// Revisions kept per service (serving included).
     pub retain: u32,
+    /// Where a stateful service's volumes are backed up before an in-place replacement.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -127,8 +129,10 @@ pub struct StepResult {
     pub logs_tail: Option<String>,
     /// What serves now after a failure, and how it was verified.
     pub restored: Option<String>,
-    /// Seconds nothing served (stateful replacement) — stated, never hidden.
+    /// Milliseconds nothing served (stateful replacement) — stated, never hidden.
     pub downtime_ms: Option<u64>,
+    /// Backup files taken before a stateful replacement.
+    pub backups: Vec<String>,
     pub duration_ms: u64,
 }
 
@@ -386,6 +390,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             logs_tail,
             restored: Some(restored),
             downtime_ms: None,
+            backups: vec![],
             duration_ms: started.elapsed().as_millis() as u64,
         }
     }
@@ -477,6 +482,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                     logs_tail: None,
                     restored: Some("nothing was switched".into()),
                     downtime_ms: None,
+                    backups: vec![],
                     duration_ms: started.elapsed().as_millis() as u64,
                 };
             }
@@ -589,6 +595,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             logs_tail: None,
             restored: None,
             downtime_ms: None,
+            backups: vec![],
             duration_ms: started.elapsed().as_millis() as u64,
         }
     }
@@ -619,6 +626,49 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                 .failed(step, started, fail_check("stop", e.to_string()), None, None)
                 .await;
         }
+        // Automatic backup of every named volume, from the stopped (cleanly shut down) container.
+        let mut backups = Vec::new();
+        if let Some(dir) = &step.backup_dir {
+            for b in spec.binds.iter().filter(|b| !b.source.starts_with('/')) {
+                let _ = std::fs::create_dir_all(dir);
+                let file = dir.join(format!(
+                    "{}-{}-{}.tar",
+                    prev.name(),
+                    b.source,
+                    super::ledger::now_rfc3339().replace(':', "")
+                ));
+                match self
+                    .engine
+                    .copy_out(&prev.container, &b.target, &file)
+                    .await
+                {
+                    Ok(bytes) => {
+                        self.say(
+                            &step.service,
+                            &format!(
+                                "backed up volume {} ({bytes} bytes) to {}",
+                                b.source,
+                                file.display()
+                            ),
+                        );
+                        backups.push(file.display().to_string());
+                    }
+                    Err(e) => {
+                        let mut r = self
+                            .failed(
+                                step,
+                                started,
+                                fail_check("backup", format!("volume {}: {e}", b.source)),
+                                None,
+                                None,
+                            )
+                            .await;
+                        r.downtime_ms = Some(down_at.elapsed().as_millis() as u64);
+                        return r;
+                    }
+                }
+            }
+        }
         let _ = self.engine.remove_container(&spec.name).await;
         let start = async {
             self.engine.create_container(&spec).await?;
@@ -627,7 +677,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
         if let Err(e) = start.await {
             let logs = self.tail(&spec.name).await;
             let _ = self.engine.remove_container(&spec.name).await;
-            return self
+            let mut r = self
                 .failed(
                     step,
                     started,
@@ -636,6 +686,9 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                     logs,
                 )
                 .await;
+            r.downtime_ms = Some(down_at.elapsed().as_millis() as u64);
+            r.backups = backups;
+            return r;
         }
         let report = self
             .gate_container(
@@ -658,6 +711,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                 .unwrap_or_else(|| fail_check("gate", "failed"));
             let mut r = self.failed(step, started, f, Some(report), logs).await;
             r.downtime_ms = Some(down_at.elapsed().as_millis() as u64);
+            r.backups = backups;
             return r;
         }
         self.say(
@@ -675,6 +729,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             logs_tail: None,
             restored: None,
             downtime_ms: Some(downtime),
+            backups,
             duration_ms: started.elapsed().as_millis() as u64,
         }
     }
@@ -791,6 +846,7 @@ mod tests {
             stateful: false,
             previous,
             retain: 2,
+            backup_dir: None,
         }
     }
 
