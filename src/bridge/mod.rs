@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use clap::{Args, Subcommand};
 
 use crate::error::CommandError;
@@ -133,6 +134,10 @@ async fn serve(listen: SocketAddr, cfg: Config) -> anyhow::Result<()> {
 
     let router = http::router(app.clone());
     let stop = app.shutdown.clone();
+    // No Nagle: small JSON-RPC replies must not wait for the peer's delayed ACK (~40 ms each).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(stop.cancelled_owned())
