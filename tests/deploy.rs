@@ -326,6 +326,12 @@ fn lock_port_tty_and_engine_faults_change_nothing() {
     assert_eq!(code(&out), 2, "{}", show(&out));
     assert!(text(&out.stderr).contains("--yes"), "{}", show(&out));
 
+    // --dry-run: the plan, nothing started.
+    let out = s.mcpctl(&["--yes", "deploy", "--dry-run"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(text(&out.stdout).contains("dry run"), "{}", show(&out));
+    assert!(s.containers("label=com.mcp.managed=true").is_empty());
+
     // Engine unreachable: exit 1 with how to start it.
     let out = s
         .command(&["plan"])
@@ -595,4 +601,157 @@ services:
     let out = s.mcpctl(&["--yes", "down", "--volumes"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(vols(&s.project).trim(), "");
+}
+
+#[test]
+fn secrets_are_mounted_fingerprinted_and_never_shown() {
+    if !common::docker_available("deploy_secrets") {
+        return;
+    }
+    let s = Stack::new("sec");
+    let runtime = common::runtime_image();
+    let var = format!("MCPCTL_TEST_SECRET_{}", s.project.to_uppercase());
+    let manifest = format!(
+        r#"version: 1
+project: {project}
+services:
+  alpha:
+    port: {port}
+    transport: http
+    server:
+      source: {{image: {{ref: "{runtime}"}}}}
+      command: [/usr/local/bin/mcp-testserver, --nonce, Z]
+    secrets:
+      API_TOKEN: {{from_env: {var}}}
+    health: {{start_period: 1s, interval: 1s, timeout: 5s, expect_tools: {{include: [echo]}}}}
+"#,
+        project = s.project,
+        port = s.port,
+    );
+    std::fs::write(s.dir.path().join("services.yaml"), manifest).unwrap();
+    let value = "s3cr3t-value-for-the-test";
+
+    // Missing: refused before anything changes.
+    let out = s.mcpctl(&["--yes", "deploy"]);
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    assert!(text(&out.stderr).contains(&var), "{}", show(&out));
+
+    let out = s
+        .command(&["--yes", "deploy"])
+        .env(&var, value)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+
+    // The host file: 0400, owned by the container user, holding the value.
+    use std::os::unix::fs::MetadataExt;
+    let file = s.state().join("secrets/alpha/API_TOKEN");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.uid()), (0o400, 10001));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), value);
+    let key = std::fs::metadata(s.state().join("install.key")).unwrap();
+    assert_eq!(key.mode() & 0o777, 0o600);
+
+    // Mounted read-only at /run/secrets/API_TOKEN in the container.
+    let container = s.containers("label=com.mcp.service=alpha")[0].clone();
+    let tar = Command::new("docker")
+        .args(["cp", &format!("{container}:/run/secrets/API_TOKEN"), "-"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&tar.stdout).contains(value),
+        "the secret is in the container"
+    );
+    let mounts = common::must(Command::new("docker").args([
+        "inspect",
+        "-f",
+        "{{json .Mounts}}",
+        &container,
+    ]));
+    assert!(
+        mounts.contains("\"Destination\":\"/run/secrets/API_TOKEN\"")
+            && mounts.contains("\"RW\":false"),
+        "{mounts}"
+    );
+
+    // plan: an HMAC per secret, rotation by name; the value nowhere in plan, ledger or labels.
+    let plan = s
+        .command(&["--output", "json", "plan"])
+        .env(&var, value)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(v["actions"][0]["action"], "unchanged", "{v}");
+    let hmac = v["actions"][0]["secrets"]["API_TOKEN"]
+        .as_str()
+        .expect("an HMAC")
+        .to_string();
+    assert_eq!(hmac.len(), 12);
+    let rotated = s
+        .command(&["--output", "json", "plan"])
+        .env(&var, "another-value")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&rotated.stdout).unwrap();
+    assert_eq!(v["actions"][0]["action"], "update");
+    assert!(
+        v["actions"][0]["changes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("secret API_TOKEN rotated"),
+        "{v}"
+    );
+    let labels = common::must(Command::new("docker").args([
+        "inspect",
+        "-f",
+        "{{json .Config.Labels}}",
+        &container,
+    ]));
+    let ledger = std::fs::read_to_string(s.state().join("ledger.jsonl")).unwrap();
+    for (what, body) in [
+        ("plan", text(&plan.stdout)),
+        ("rotated plan", text(&rotated.stdout)),
+        ("labels", labels),
+        ("ledger", ledger),
+        ("deploy output", show(&out)),
+    ] {
+        assert!(!body.contains(value), "{what} contains the secret value");
+    }
+}
+
+#[test]
+fn ctrl_c_during_the_gate_removes_the_candidate_and_exits_130() {
+    if !common::docker_available("deploy_interrupt") {
+        return;
+    }
+    let s = Stack::new("int");
+    s.revision(&["--nonce", "A"], "http", SMOKE, 5);
+    let out = s.mcpctl(&["--yes", "deploy"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let slow = r#"{tool: slow_echo, args: {text: hi, delay_ms: 8000}, expect: {contains: "hi|"}}"#;
+    s.revision(&["--nonce", "I"], "http", slow, 15);
+    let child = s
+        .command(&["--yes", "deploy"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for("the candidate to run", Duration::from_secs(60), || {
+        (!s.containers("label=com.mcp.phase=candidate").is_empty()).then_some(())
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 130, "{}", show(&out));
+    assert!(
+        s.containers("label=com.mcp.phase=candidate").is_empty(),
+        "candidate removed"
+    );
+    assert!(s.containers("name=-lock").is_empty(), "lock released");
+    assert_eq!(s.nonce(Transport::Http), "A");
+    let hist = text(&s.mcpctl(&["--output", "json", "history"]).stdout);
+    assert!(hist.contains("\"outcome\":\"interrupted\""), "{hist}");
 }

@@ -204,6 +204,7 @@ pub(crate) async fn build_if_needed<E: Engine>(
     if let Some(b) = &d.summary.blocked {
         return Err(CommandError::usage(format!("{}: {b}", d.summary.service)).into());
     }
+    check_free_disk()?;
     let service = d.summary.service.clone();
     let started = std::time::Instant::now();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr())
@@ -257,6 +258,30 @@ pub(crate) async fn build_if_needed<E: Engine>(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Refuse to build with less than this free where the engine keeps images (a full disk breaks
+/// the running services too, not only the build).
+const MIN_FREE_BYTES: u64 = 2 << 30;
+
+fn check_free_disk() -> anyhow::Result<()> {
+    let root = std::env::var("MCPCTL_DOCKER_ROOT").unwrap_or_else(|_| "/var/lib/docker".into());
+    let Ok(c) = std::ffi::CString::new(root.clone()) else {
+        return Ok(());
+    };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a zeroed out-parameter of the right type.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Ok(()); // not visible from here (remote engine): the engine reports its own errors
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    if free < MIN_FREE_BYTES {
+        return Err(anyhow::anyhow!(
+            "only {} MiB free under {root}; free space first (`mcpctl prune`, `docker image prune`) — building now could fill the disk the running services need",
+            free >> 20
+        ));
+    }
+    Ok(())
 }
 
 /// Network, named volumes and secret files a service's containers need.

@@ -125,6 +125,8 @@ pub struct Action {
     pub image: Option<String>,
     /// The image must be built first.
     pub build: bool,
+    /// HMAC (under the per-install key) of each secret the desired revision gets; never a value.
+    pub secrets: BTreeMap<String, String>,
     pub blocked: Option<String>,
 }
 
@@ -218,15 +220,18 @@ pub fn spec_changes(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
     c
 }
 
+/// `NAME=hmac;NAME2=hmac;` → map.
+pub fn parse_fingerprints(label: &str) -> BTreeMap<String, String> {
+    label
+        .split(';')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Secrets whose fingerprint differs (rotated), appeared or disappeared.
 pub fn secret_changes(old: &str, new: &str) -> Vec<String> {
-    let parse = |s: &str| -> BTreeMap<String, String> {
-        s.split(';')
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    };
-    let (o, n) = (parse(old), parse(new));
+    let (o, n) = (parse_fingerprints(old), parse_fingerprints(new));
     let mut c = Vec::new();
     for (k, v) in &n {
         match o.get(k) {
@@ -257,6 +262,7 @@ pub fn diff(desired: &[DesiredSummary], observed: &Observed) -> Plan {
             image: Some(d.image.clone()),
             build: !d.image_present,
             blocked: d.blocked.clone(),
+            secrets: parse_fingerprints(&d.secrets_label),
         };
         let Some(cur) = serving else {
             let retained = observed
@@ -314,6 +320,7 @@ pub fn diff(desired: &[DesiredSummary], observed: &Observed) -> Plan {
                 image: None,
                 build: false,
                 blocked: None,
+                secrets: parse_fingerprints(&s.secrets_label),
             });
         }
     }
