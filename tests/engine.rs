@@ -23,8 +23,13 @@ impl Drop for Bridge {
 }
 
 fn bridge(flags: &[&str]) -> Bridge {
+    bridge_env(flags, &[])
+}
+
+fn bridge_env(flags: &[&str], env: &[(&str, &str)]) -> Bridge {
     let port = common::free_port();
     let child = Command::new(common::mcpctl())
+        .envs(env.iter().copied())
         .args(["bridge", "--listen", &format!("127.0.0.1:{port}"), "--"])
         .arg(common::testserver())
         .args(flags)
@@ -190,4 +195,36 @@ fn build_failure_reports_the_last_lines_of_the_log() {
             other.map(|_| ())
         ),
     }
+}
+
+#[test]
+fn client_sends_the_bearer_token_when_given_one() {
+    let b = bridge_env(&[], &[("MCPCTL_BRIDGE_TOKEN", "tok-123")]);
+    let base = format!("http://127.0.0.1:{}", b.1);
+    rt().block_on(async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        for transport in [Transport::Http, Transport::Sse] {
+            // Without the token: 401 (retry while the bridge starts listening).
+            loop {
+                match Session::connect(&base, transport, Duration::from_secs(5)).await {
+                    Err(mcpctl::health::McpError::Http { status, .. }) => {
+                        assert_eq!(status, 401, "{transport:?}");
+                        break;
+                    }
+                    Err(e) => assert!(std::time::Instant::now() < deadline, "{transport:?}: {e}"),
+                    Ok(_) => panic!("{transport:?}: connected without the token"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let opts = mcpctl::health::Options {
+                timeout: Duration::from_secs(5),
+                bearer_token: Some("tok-123".into()),
+            };
+            let mut s = Session::connect_with(&base, transport, &opts)
+                .await
+                .unwrap();
+            assert!(!s.list_tools().await.unwrap().is_empty(), "{transport:?}");
+            s.close().await;
+        }
+    });
 }

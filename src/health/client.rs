@@ -108,6 +108,13 @@ enum Wire {
     },
 }
 
+/// How to connect: the per-request timeout and an optional bearer token.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub timeout: Duration,
+    pub bearer_token: Option<String>,
+}
+
 /// An initialized MCP session.
 pub struct Session {
     http: reqwest::Client,
@@ -142,9 +149,35 @@ impl Session {
         transport: Transport,
         timeout: Duration,
     ) -> Result<Session, McpError> {
+        Self::connect_with(
+            base,
+            transport,
+            &Options {
+                timeout,
+                bearer_token: None,
+            },
+        )
+        .await
+    }
+
+    /// [`Session::connect`] with options (a bearer token for bridges that require one).
+    pub async fn connect_with(
+        base: &str,
+        transport: Transport,
+        opts: &Options,
+    ) -> Result<Session, McpError> {
+        let timeout = opts.timeout;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &opts.bearer_token {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| McpError::Protocol("the bearer token is not a valid header".into()))?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(timeout)
+            .default_headers(headers)
             .build()
             .map_err(|e| McpError::Protocol(e.to_string()))?;
         let base = base.trim_end_matches('/');

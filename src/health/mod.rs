@@ -8,5 +8,5 @@
 pub mod client;
 pub mod gate;
 
-pub use client::{McpError, Session, Tool, ToolResult};
+pub use client::{McpError, Options, Session, Tool, ToolResult};
 pub use gate::{Check, GateReport};
