@@ -664,6 +664,7 @@ mod tests {
             child: ChildSpec {
                 program: "unused".into(),
                 args: vec![],
+                env: vec![],
                 init_timeout: secs(1),
             },
             model: SessionModel::Shared,

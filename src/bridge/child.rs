@@ -41,8 +41,46 @@ const BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
 pub struct ChildSpec {
     pub program: String,
     pub args: Vec<String>,
+    /// Extra environment (secrets read from files at start-up). Values are never logged.
+    pub env: Vec<(String, String)>,
     /// How long the child may take to answer `initialize`.
     pub init_timeout: Duration,
+}
+
+/// Read secret files from `dir` as environment variables for the child: the file name is the
+/// variable name, one trailing newline is dropped. Only names are logged.
+pub fn secret_env(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => anyhow::bail!("reading secrets from {}: {e}", dir.display()),
+    };
+    let mut env = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        // Kubernetes-style mounts add `..data` links and dot-directories: skip what is not a name.
+        if !valid || !entry.path().is_file() {
+            continue;
+        }
+        let mut value = std::fs::read_to_string(entry.path())
+            .map_err(|e| anyhow::anyhow!("reading secret {name} from {}: {e}", dir.display()))?;
+        if value.ends_with('\n') {
+            value.pop();
+            if value.ends_with('\r') {
+                value.pop();
+            }
+        }
+        env.push((name, value));
+    }
+    env.sort();
+    tracing::info!(names = ?env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), dir = %dir.display(), "secrets exported to the server's environment");
+    Ok(env)
 }
 
 /// A running child. Dropping it kills the process group.
@@ -103,6 +141,7 @@ pub fn spawn(
 ) -> std::io::Result<Running> {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -362,6 +401,27 @@ fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_become_environment_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("GITHUB_TOKEN"), "ghp_x\n").unwrap();
+        std::fs::write(dir.path().join("DATABASE_URL"), "postgres://a:b@db/x").unwrap();
+        std::fs::write(dir.path().join("not-a-name"), "skipped").unwrap();
+        std::fs::create_dir(dir.path().join("..data")).unwrap();
+        let env = secret_env(dir.path()).unwrap();
+        assert_eq!(
+            env,
+            vec![
+                (
+                    "DATABASE_URL".to_string(),
+                    "postgres://a:b@db/x".to_string()
+                ),
+                ("GITHUB_TOKEN".to_string(), "ghp_x".to_string()),
+            ]
+        );
+        assert!(secret_env(&dir.path().join("missing")).unwrap().is_empty());
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 #[derive(Args, Debug)]
 pub struct HealthcheckArgs {
     /// The bridge's port on 127.0.0.1.
-    #[arg(long, env = "MCPCTL_BRIDGE_PORT", default_value_t = 8000)]
+    #[arg(long, env = "MCPCTL_BRIDGE_PORT", default_value_t = 8080)]
     pub port: u16,
     /// Also run an MCP initialize + tools/list round trip.
     #[arg(long)]

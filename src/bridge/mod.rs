@@ -35,7 +35,7 @@ pub struct BridgeArgs {
     pub action: Option<BridgeAction>,
     /// Address to serve on (inside a container 0.0.0.0; the host publishes it on 127.0.0.1).
     /// Port 0 picks a free port; the chosen address is logged ("bridge listening").
-    #[arg(long, env = "MCPCTL_BRIDGE_LISTEN", default_value = "0.0.0.0:8000")]
+    #[arg(long, env = "MCPCTL_BRIDGE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
     /// Seconds between keepalive comments on every open SSE stream.
     #[arg(long, default_value_t = 15)]
@@ -58,6 +58,15 @@ pub struct BridgeArgs {
     /// How long the child may take to answer initialize.
     #[arg(long, default_value_t = 30)]
     pub init_timeout: u64,
+    /// Every file here becomes an environment variable of the child, named after the file (one
+    /// trailing newline dropped). mcpctl mounts secrets here, so values never appear in the
+    /// container's configuration (`docker inspect`) or in logs. A missing directory means none.
+    #[arg(
+        long,
+        env = "MCPCTL_BRIDGE_SECRETS_DIR",
+        default_value = "/run/secrets"
+    )]
+    pub secrets_dir: std::path::PathBuf,
     /// The stdio MCP server command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -79,10 +88,12 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<()> {
         .split_first()
         .ok_or_else(|| CommandError::usage("bridge: a COMMAND after `--` is required"))?;
     let secs = Duration::from_secs;
+    let env = child::secret_env(&args.secrets_dir)?;
     let cfg = Config {
         child: ChildSpec {
             program: program.clone(),
             args: rest.to_vec(),
+            env,
             init_timeout: secs(args.init_timeout.max(1)),
         },
         model: args.session_model,
