@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -460,14 +460,74 @@ fn sigkill_between_start_and_switch_is_reconciled_and_rollback_survives_a_lost_s
         "{hist}"
     );
 
-    // State directory lost: rollback still works from labels and retained images.
+    // State directory lost: history falls back to labels; rollback still works from labels and
+    // retained images.
     std::fs::remove_dir_all(s.state()).unwrap();
+    let out = s.mcpctl(&["history"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("retained revisions from Docker labels"),
+        "{}",
+        show(&out)
+    );
     let out = s.mcpctl(&["--yes", "rollback", "alpha"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(s.nonce(Transport::Http), "A");
-    let out = s.mcpctl(&["history"]);
+}
+
+#[test]
+fn sigkill_during_the_post_switch_gate_is_finished_by_the_next_run() {
+    if !common::docker_available("deploy_crash_post_switch") {
+        return;
+    }
+    let s = Stack::new("pst");
+    s.revision(&["--nonce", "A"], "http", SMOKE, 5);
+    let out = s.mcpctl(&["--yes", "deploy"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
-    let _ = Path::new(".");
+    let release_a = release_of(&s);
+
+    // The slow smoke step runs in both gates; kill mcpctl once the switched-to container runs.
+    let slow = r#"{tool: slow_echo, args: {text: hi, delay_ms: 2500}, expect: {contains: "hi|"}}"#;
+    s.revision(&["--nonce", "K"], "http", slow, 15);
+    let mut child = s
+        .command(&["--yes", "deploy"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let final_name = format!("{}-alpha-r{}", s.project, release_a + 1);
+    common::wait_for(
+        "the switched-to revision to run",
+        Duration::from_secs(60),
+        || {
+            s.containers("status=running")
+                .contains(&final_name)
+                .then_some(())
+        },
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = child.wait();
+
+    // Nothing changed in the manifest, yet the next run takes over the dead run's lock and
+    // re-gates the revision it switched to: it passes, so it is kept (the step is finished).
+    let out = s.mcpctl(&["--yes", "deploy"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("passes the gate"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(s.nonce(Transport::Http), "K");
+    assert!(
+        s.containers("name=-lock").is_empty(),
+        "the lock is released"
+    );
+    let hist = text(&s.mcpctl(&["--output", "json", "history"]).stdout);
+    assert!(hist.contains("\"event\":\"reconcile\""), "{hist}");
 }
 
 #[test]
