@@ -32,10 +32,19 @@ mod tests {
     #[test]
     fn exit_codes_match_the_contract() {
         use mcpctl::error::ExitCode::*;
-        let codes: Vec<i32> = [Ok, Runtime, Usage, GateFailedRestored, GateFailedRestoreFailed, LockHeld, SloBreach, Interrupted]
-            .iter()
-            .map(|c| c.code())
-            .collect();
+        let codes: Vec<i32> = [
+            Ok,
+            Runtime,
+            Usage,
+            GateFailedRestored,
+            GateFailedRestoreFailed,
+            LockHeld,
+            SloBreach,
+            Interrupted,
+        ]
+        .iter()
+        .map(|c| c.code())
+        .collect();
         assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 130]);
     }
 }

@@ -7,19 +7,84 @@ use common::{run_mcpctl, text};
 
 /// (fixture, line:column, words in the message, words in the help)
 const CASES: &[(&str, &str, &str, &str)] = &[
-    ("unknown_field", "13:14", "unknown field `memroy`", "did you mean `memory`?"),
-    ("duplicate_port", "14:11", "host port 8501 is already used by `alpha`", "its own host port"),
-    ("duplicate_name", "13:3", "duplicate service name `alpha`", "already defined on line 6"),
-    ("bad_name", "6:3", "service name `Alpha_1` is not allowed", "lowercase letters and digits"),
-    ("unknown_dependency", "13:18", "unknown dependency `betta`", "did you mean `beta`?"),
-    ("dependency_cycle", "13:17", "dependency cycle: alpha → beta → gamma → alpha", "break the cycle"),
-    ("literal_secret", "13:20", "`API_KEY` looks like a secret", "move it to `secrets:`"),
-    ("unpinned_npm", "9:59", "`^1.0.0` is not a pinned version", "pin an exact version"),
-    ("unpinned_image", "9:29", "is not pinned to a tag or digest", "not `latest`"),
-    ("wrong_type", "7:11", "invalid type: string \"eighty\"", "a whole number from 0 to 65535"),
-    ("unknown_base", "11:19", "unknown base `node23`", "did you mean `node22`?"),
-    ("missing_field", "6:3", "missing field `server`", "services.alpha.server"),
-    ("syntax_error", "5:1", "YAML syntax error", "indentation and quoting"),
+    (
+        "unknown_field",
+        "13:14",
+        "unknown field `memroy`",
+        "did you mean `memory`?",
+    ),
+    (
+        "duplicate_port",
+        "14:11",
+        "host port 8501 is already used by `alpha`",
+        "its own host port",
+    ),
+    (
+        "duplicate_name",
+        "13:3",
+        "duplicate service name `alpha`",
+        "already defined on line 6",
+    ),
+    (
+        "bad_name",
+        "6:3",
+        "service name `Alpha_1` is not allowed",
+        "lowercase letters and digits",
+    ),
+    (
+        "unknown_dependency",
+        "13:18",
+        "unknown dependency `betta`",
+        "did you mean `beta`?",
+    ),
+    (
+        "dependency_cycle",
+        "13:17",
+        "dependency cycle: alpha → beta → gamma → alpha",
+        "break the cycle",
+    ),
+    (
+        "literal_secret",
+        "13:20",
+        "`API_KEY` looks like a secret",
+        "move it to `secrets:`",
+    ),
+    (
+        "unpinned_npm",
+        "9:59",
+        "`^1.0.0` is not a pinned version",
+        "pin an exact version",
+    ),
+    (
+        "unpinned_image",
+        "9:29",
+        "is not pinned to a tag or digest",
+        "not `latest`",
+    ),
+    (
+        "wrong_type",
+        "7:11",
+        "invalid type: string \"eighty\"",
+        "a whole number from 0 to 65535",
+    ),
+    (
+        "unknown_base",
+        "11:19",
+        "unknown base `node23`",
+        "did you mean `node22`?",
+    ),
+    (
+        "missing_field",
+        "6:3",
+        "missing field `server`",
+        "services.alpha.server",
+    ),
+    (
+        "syntax_error",
+        "5:1",
+        "YAML syntax error",
+        "indentation and quoting",
+    ),
 ];
 
 #[test]
@@ -30,26 +95,56 @@ fn each_error_class_is_positioned_with_a_fix_exits_2_and_writes_nothing() {
         let out_dir = tmp.path().join(fixture);
         let out = run_mcpctl(
             tmp.path(),
-            &["-f", file.to_str().unwrap(), "render", "--out", out_dir.to_str().unwrap()],
+            &[
+                "-f",
+                file.to_str().unwrap(),
+                "render",
+                "--out",
+                out_dir.to_str().unwrap(),
+            ],
         );
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{fixture}: exit code\n{stderr}");
         let line = stderr
             .lines()
-            .position(|l| l.contains(&format!("{fixture}.yaml:{at}: error:")) && l.contains(message))
-            .unwrap_or_else(|| panic!("{fixture}: no error at {at} saying {message:?} in:\n{stderr}"));
-        let detail: String = stderr.lines().skip(line + 1).take(2).collect::<Vec<_>>().join("\n");
-        assert!(detail.contains(help), "{fixture}: help {help:?} missing after the error:\n{stderr}");
-        assert!(!out_dir.exists(), "{fixture}: render wrote {} despite the error", out_dir.display());
+            .position(|l| {
+                l.contains(&format!("{fixture}.yaml:{at}: error:")) && l.contains(message)
+            })
+            .unwrap_or_else(|| {
+                panic!("{fixture}: no error at {at} saying {message:?} in:\n{stderr}")
+            });
+        let detail: String = stderr
+            .lines()
+            .skip(line + 1)
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            detail.contains(help),
+            "{fixture}: help {help:?} missing after the error:\n{stderr}"
+        );
+        assert!(
+            !out_dir.exists(),
+            "{fixture}: render wrote {} despite the error",
+            out_dir.display()
+        );
         // validate agrees, and JSON output carries the same position.
-        let json = run_mcpctl(tmp.path(), &["-f", file.to_str().unwrap(), "--output", "json", "validate"]);
+        let json = run_mcpctl(
+            tmp.path(),
+            &["-f", file.to_str().unwrap(), "--output", "json", "validate"],
+        );
         assert_eq!(json.status.code(), Some(2), "{fixture}: validate exit code");
-        let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("validate --output json prints JSON");
+        let v: serde_json::Value =
+            serde_json::from_slice(&json.stdout).expect("validate --output json prints JSON");
         let (l, c) = at.split_once(':').unwrap();
         assert!(
-            v["diagnostics"].as_array().unwrap().iter().any(|d| d["line"].as_u64() == l.parse().ok()
-                && d["column"].as_u64() == c.parse().ok()
-                && d["severity"] == "error"),
+            v["diagnostics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["line"].as_u64() == l.parse().ok()
+                    && d["column"].as_u64() == c.parse().ok()
+                    && d["severity"] == "error"),
             "{fixture}: JSON diagnostics lack {at}: {v}"
         );
     }
@@ -62,8 +157,16 @@ fn every_problem_is_reported_in_one_run() {
     let out = run_mcpctl(tmp.path(), &["-f", file.to_str().unwrap(), "validate"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    for expected in [":13:14: error:", ":15:11: error:", ":21:18: error:", "3 errors"] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    for expected in [
+        ":13:14: error:",
+        ":15:11: error:",
+        ":21:18: error:",
+        "3 errors",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
 }
 
@@ -71,7 +174,11 @@ fn every_problem_is_reported_in_one_run() {
 fn the_default_manifest_is_valid() {
     let out = run_mcpctl(&common::repo_root(), &["validate"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("valid (10 services"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("valid (10 services"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -79,5 +186,9 @@ fn a_missing_manifest_says_how_to_point_at_one() {
     let tmp = tempfile::tempdir().unwrap();
     let out = run_mcpctl(tmp.path(), &["validate"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("-f/--file"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("-f/--file"),
+        "{}",
+        text(&out.stderr)
+    );
 }

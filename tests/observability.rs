@@ -42,13 +42,25 @@ const EXPORTER_METRICS: &[&str] = &[
 
 fn render(dir: &Path) -> std::path::PathBuf {
     let m = common::repo_root().join("services.yaml");
-    let out = run_mcpctl(dir, &["-f", m.to_str().unwrap(), "render", "--out", "out", "--only", "observability"]);
+    let out = run_mcpctl(
+        dir,
+        &[
+            "-f",
+            m.to_str().unwrap(),
+            "render",
+            "--out",
+            "out",
+            "--only",
+            "observability",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     dir.join("out")
 }
 
 fn yaml(path: &Path) -> serde_yaml_ng::Value {
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 struct Names(BTreeSet<String>);
@@ -69,7 +81,8 @@ impl ExprVisitor for Names {
 }
 
 fn metric_names(expr: &str) -> BTreeSet<String> {
-    let parsed = parser::parse(expr).unwrap_or_else(|e| panic!("PromQL does not parse: {e}\n{expr}"));
+    let parsed =
+        parser::parse(expr).unwrap_or_else(|e| panic!("PromQL does not parse: {e}\n{expr}"));
     let mut names = Names(BTreeSet::new());
     walk_expr(&mut names, &parsed).unwrap();
     names.0
@@ -82,8 +95,18 @@ fn rules(out: &Path) -> Vec<(String, String, serde_yaml_ng::Value)> {
         let v = yaml(&out.join("prometheus/rules").join(file));
         for group in v["groups"].as_sequence().unwrap() {
             for rule in group["rules"].as_sequence().unwrap() {
-                let name = rule.get("record").or_else(|| rule.get("alert")).unwrap().as_str().unwrap().to_string();
-                all.push((name, rule["expr"].as_str().unwrap().to_string(), rule.clone()));
+                let name = rule
+                    .get("record")
+                    .or_else(|| rule.get("alert"))
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                all.push((
+                    name,
+                    rule["expr"].as_str().unwrap().to_string(),
+                    rule.clone(),
+                ));
             }
         }
     }
@@ -92,27 +115,53 @@ fn rules(out: &Path) -> Vec<(String, String, serde_yaml_ng::Value)> {
 
 #[test]
 fn promtool_accepts_the_config_and_rules_and_every_alert_unit_test_passes() {
-    let Some(promtool) = common::tool("promtool", "promtool", &[]) else { return };
+    let Some(promtool) = common::tool("promtool", "promtool", &[]) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let out = render(tmp.path());
     let prom = out.join("prometheus");
     let run = |args: &[&str]| {
-        let o = Command::new(&promtool).args(args).current_dir(&prom).output().unwrap();
-        assert!(o.status.success(), "promtool {args:?}:\n{}{}", text(&o.stdout), text(&o.stderr));
+        let o = Command::new(&promtool)
+            .args(args)
+            .current_dir(&prom)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "promtool {args:?}:\n{}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
         text(&o.stdout) + &text(&o.stderr)
     };
     run(&["check", "config", "prometheus.yml"]);
-    run(&["check", "rules", "rules/mcp-recording.yml", "rules/mcp-alerts.yml"]);
-    std::fs::copy(common::repo_root().join("tests/prometheus/alerts.test.yml"), prom.join("alerts.test.yml")).unwrap();
+    run(&[
+        "check",
+        "rules",
+        "rules/mcp-recording.yml",
+        "rules/mcp-alerts.yml",
+    ]);
+    std::fs::copy(
+        common::repo_root().join("tests/prometheus/alerts.test.yml"),
+        prom.join("alerts.test.yml"),
+    )
+    .unwrap();
     let report = run(&["test", "rules", "alerts.test.yml"]);
     assert!(report.contains("SUCCESS"), "{report}");
 
     // Each alert has a unit test in the file.
     let tests = std::fs::read_to_string(prom.join("alerts.test.yml")).unwrap();
-    let alerts: BTreeSet<String> =
-        rules(&out).into_iter().filter(|r| r.2.get("alert").is_some()).map(|r| r.0).collect();
+    let alerts: BTreeSet<String> = rules(&out)
+        .into_iter()
+        .filter(|r| r.2.get("alert").is_some())
+        .map(|r| r.0)
+        .collect();
     for a in &alerts {
-        assert!(tests.contains(&format!("alertname: {a}")), "alert {a} has no promtool unit test");
+        assert!(
+            tests.contains(&format!("alertname: {a}")),
+            "alert {a} has no promtool unit test"
+        );
     }
 }
 
@@ -121,23 +170,45 @@ fn every_expression_parses_and_names_only_contract_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let out = render(tmp.path());
     let rules = rules(&out);
-    let mut known: BTreeSet<String> = BRIDGE_METRICS.iter().chain(EXPORTER_METRICS).map(|s| s.to_string()).collect();
+    let mut known: BTreeSet<String> = BRIDGE_METRICS
+        .iter()
+        .chain(EXPORTER_METRICS)
+        .map(|s| s.to_string())
+        .collect();
     known.insert("up".into());
-    known.extend(rules.iter().filter(|r| r.2.get("record").is_some()).map(|r| r.0.clone()));
+    known.extend(
+        rules
+            .iter()
+            .filter(|r| r.2.get("record").is_some())
+            .map(|r| r.0.clone()),
+    );
     // The contract document lists every bridge and exporter metric used here.
     let contract = std::fs::read_to_string(common::repo_root().join("docs/contracts.md")).unwrap();
     for m in BRIDGE_METRICS.iter().chain(EXPORTER_METRICS) {
         let base = m.trim_end_matches("_bucket");
-        assert!(contract.contains(base), "{base} is not in docs/contracts.md");
+        assert!(
+            contract.contains(base),
+            "{base} is not in docs/contracts.md"
+        );
     }
 
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("grafana/dashboards/mcp-overview.json")).unwrap()).unwrap();
-    let mut exprs: Vec<(String, String)> = rules.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("grafana/dashboards/mcp-overview.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs: Vec<(String, String)> =
+        rules.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
     for (svc, e) in mcpctl::render::observability::dashboard_queries(&dashboard) {
-        exprs.push((format!("dashboard {}", svc.unwrap_or_else(|| "stack".into())), e));
+        exprs.push((
+            format!("dashboard {}", svc.unwrap_or_else(|| "stack".into())),
+            e,
+        ));
     }
-    assert!(exprs.len() > 60, "expected rules and panel queries, got {}", exprs.len());
+    assert!(
+        exprs.len() > 60,
+        "expected rules and panel queries, got {}",
+        exprs.len()
+    );
     for (name, e) in &exprs {
         let names = metric_names(e);
         assert!(!names.is_empty(), "{name}: names no metric: {e}");
@@ -151,14 +222,27 @@ fn every_expression_parses_and_names_only_contract_metrics() {
 fn alerts_carry_for_severity_and_an_existing_runbook() {
     let tmp = tempfile::tempdir().unwrap();
     let out = render(tmp.path());
-    for (name, _, rule) in rules(&out).into_iter().filter(|r| r.2.get("alert").is_some()) {
+    for (name, _, rule) in rules(&out)
+        .into_iter()
+        .filter(|r| r.2.get("alert").is_some())
+    {
         assert!(rule.get("for").is_some(), "{name}: no `for:`");
         let sev = rule["labels"]["severity"].as_str().unwrap_or("");
-        assert!(["critical", "warning"].contains(&sev), "{name}: severity {sev:?}");
+        assert!(
+            ["critical", "warning"].contains(&sev),
+            "{name}: severity {sev:?}"
+        );
         let url = rule["annotations"]["runbook_url"].as_str().unwrap();
         assert_eq!(url, format!("runbooks/alerts/{name}.md"));
-        let body = std::fs::read_to_string(common::repo_root().join(url)).unwrap_or_else(|_| panic!("{url} is missing"));
-        for section in ["**Symptom:**", "**Check**", "**Causes**", "**Fix**", "```sh"] {
+        let body = std::fs::read_to_string(common::repo_root().join(url))
+            .unwrap_or_else(|_| panic!("{url} is missing"));
+        for section in [
+            "**Symptom:**",
+            "**Check**",
+            "**Causes**",
+            "**Fix**",
+            "```sh",
+        ] {
             assert!(body.contains(section), "{url} lacks {section}");
         }
     }
@@ -169,26 +253,59 @@ fn dashboard_has_a_row_per_service_stable_uids_and_no_placeholders_or_fallbacks(
     let tmp = tempfile::tempdir().unwrap();
     let out = render(tmp.path());
     let raw = std::fs::read_to_string(out.join("grafana/dashboards/mcp-overview.json")).unwrap();
-    assert!(!raw.contains("${DS_"), "datasource placeholders need import-time input");
-    assert!(!raw.contains("or vector(") && !raw.contains("absent("), "fallbacks hide missing data");
+    assert!(
+        !raw.contains("${DS_"),
+        "datasource placeholders need import-time input"
+    );
+    assert!(
+        !raw.contains("or vector(") && !raw.contains("absent("),
+        "fallbacks hide missing data"
+    );
     let d: serde_json::Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(d["uid"], "mcp-overview");
-    let rows: Vec<&str> = d["panels"].as_array().unwrap().iter().filter(|p| p["type"] == "row").map(|p| p["title"].as_str().unwrap()).collect();
+    let rows: Vec<&str> = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == "row")
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
     assert_eq!(
         rows,
-        ["Stack", "filesystem", "monitoring", "memory", "fetch", "postgres", "github", "n8n", "playwright", "timescaledb"]
+        [
+            "Stack",
+            "filesystem",
+            "monitoring",
+            "memory",
+            "fetch",
+            "postgres",
+            "github",
+            "n8n",
+            "playwright",
+            "timescaledb"
+        ]
     );
     let mut ids = BTreeSet::new();
     for p in d["panels"].as_array().unwrap() {
-        assert!(ids.insert(p["id"].as_u64().unwrap()), "duplicate panel id {}", p["id"]);
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate panel id {}",
+            p["id"]
+        );
         if p["type"] != "row" {
             assert_eq!(p["datasource"]["uid"], "mcp-prometheus");
         }
     }
     for (svc, e) in mcpctl::render::observability::dashboard_queries(&d) {
         if let Some(svc) = svc {
-            assert!(e.contains(&format!("service=\"{svc}\"")), "{svc} row query is not about {svc}: {e}");
-            assert!(e.contains("by (service"), "{svc} row query must give one series per service: {e}");
+            assert!(
+                e.contains(&format!("service=\"{svc}\"")),
+                "{svc} row query is not about {svc}: {e}"
+            );
+            assert!(
+                e.contains("by (service"),
+                "{svc} row query must give one series per service: {e}"
+            );
         }
     }
     let ds = yaml(&out.join("grafana/provisioning/datasources/mcp.yml"));
@@ -225,30 +342,65 @@ fn log_shipping_discovers_on_the_exact_managed_label_and_labels_no_sessions() {
         scrape_configs: Vec<Scrape>,
         clients: Vec<serde_yaml_ng::Value>,
     }
-    let p: Promtail = serde_yaml_ng::from_str(&std::fs::read_to_string(out.join("promtail/promtail.yml")).unwrap()).unwrap();
+    let p: Promtail = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(out.join("promtail/promtail.yml")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(p.clients.len(), 1);
     let sc = &p.scrape_configs[0];
     assert_eq!(sc.job_name, "mcp-services");
     assert_eq!(sc.docker_sd_configs[0].host, "unix:///var/run/docker.sock");
     let f = &sc.docker_sd_configs[0].filters[0];
-    assert_eq!((f.name.as_str(), f.values.as_slice()), ("label", &["com.mcp.managed=true".to_string()][..]));
-    assert!(!sc.docker_sd_configs[0].filters.iter().flat_map(|f| &f.values).any(|v| v.contains('*')), "no label globs");
-    let targets: Vec<&str> = sc.relabel_configs.iter().filter_map(|r| r["target_label"].as_str()).collect();
+    assert_eq!(
+        (f.name.as_str(), f.values.as_slice()),
+        ("label", &["com.mcp.managed=true".to_string()][..])
+    );
+    assert!(
+        !sc.docker_sd_configs[0]
+            .filters
+            .iter()
+            .flat_map(|f| &f.values)
+            .any(|v| v.contains('*')),
+        "no label globs"
+    );
+    let targets: Vec<&str> = sc
+        .relabel_configs
+        .iter()
+        .filter_map(|r| r["target_label"].as_str())
+        .collect();
     for l in ["service", "revision", "mcp_type"] {
         assert!(targets.contains(&l), "promtail lacks the {l} label");
     }
     let all = serde_yaml_ng::to_string(&sc.pipeline_stages).unwrap() + &targets.join(",");
-    assert!(!all.contains("session"), "session ids must not become labels");
+    assert!(
+        !all.contains("session"),
+        "session ids must not become labels"
+    );
 
     // Alloy: the same discovery and labels, in Alloy's syntax.
     let alloy = std::fs::read_to_string(out.join("alloy/config.alloy")).unwrap();
-    assert_eq!(alloy.matches('{').count(), alloy.matches('}').count(), "unbalanced braces");
+    assert_eq!(
+        alloy.matches('{').count(),
+        alloy.matches('}').count(),
+        "unbalanced braces"
+    );
     assert!(alloy.contains("values = [\"com.mcp.managed=true\"]"));
     for l in ["\"service\"", "\"revision\"", "\"mcp_type\""] {
-        assert!(alloy.contains(&format!("target_label  = {l}")), "alloy lacks {l}");
+        assert!(
+            alloy.contains(&format!("target_label  = {l}")),
+            "alloy lacks {l}"
+        );
     }
-    for block in ["discovery.docker \"mcp\"", "discovery.relabel \"mcp\"", "loki.source.docker \"mcp\"", "loki.write \"default\""] {
+    for block in [
+        "discovery.docker \"mcp\"",
+        "discovery.relabel \"mcp\"",
+        "loki.source.docker \"mcp\"",
+        "loki.write \"default\"",
+    ] {
         assert!(alloy.contains(block), "alloy lacks {block}");
     }
-    assert!(!alloy.contains("target_label  = \"session") && !alloy.contains("session_id ="), "session ids must not become labels");
+    assert!(
+        !alloy.contains("target_label  = \"session") && !alloy.contains("session_id ="),
+        "session ids must not become labels"
+    );
 }

@@ -8,14 +8,19 @@ use std::path::Path;
 use common::{run_mcpctl, text};
 
 fn default_render() -> Vec<mcpctl::render::Artifact> {
-    let loaded = mcpctl::manifest::load(&common::repo_root().join("services.yaml")).expect("default manifest is valid");
+    let loaded = mcpctl::manifest::load(&common::repo_root().join("services.yaml"))
+        .expect("default manifest is valid");
     mcpctl::render::render(&loaded.manifest, None).unwrap()
 }
 
 #[test]
 fn every_rendered_file_matches_its_snapshot() {
     let artifacts = default_render();
-    assert_eq!(artifacts.len(), 10 + 1 + 1 + 1 + 8, "10 Dockerfiles, the db entrypoint, compose, litellm, 8 observability files");
+    assert_eq!(
+        artifacts.len(),
+        10 + 1 + 1 + 1 + 8,
+        "10 Dockerfiles, the db entrypoint, compose, litellm, 8 observability files"
+    );
     for a in &artifacts {
         let name = a.path.to_string_lossy().replace('/', "__");
         insta::assert_snapshot!(name, &a.contents);
@@ -31,7 +36,10 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push((p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap()));
+                out.push((
+                    p.strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                ));
             }
         }
     }
@@ -54,7 +62,11 @@ fn two_processes_render_identical_bytes_and_check_agrees() {
     assert_eq!(a, files(&tmp.path().join("b")), "two renders differ");
 
     let check = run_mcpctl(tmp.path(), &["-f", m, "render", "--out", "a", "--check"]);
-    assert!(check.status.success(), "fresh render is up to date: {}", text(&check.stderr));
+    assert!(
+        check.status.success(),
+        "fresh render is up to date: {}",
+        text(&check.stderr)
+    );
 
     // A hand edit and a deleted file are both reported, and --check writes nothing.
     let edited = tmp.path().join("a/services/fetch/Dockerfile");
@@ -65,7 +77,10 @@ fn two_processes_render_identical_bytes_and_check_agrees() {
     let stdout = text(&check.stdout);
     assert!(stdout.contains("services/fetch/Dockerfile"), "{stdout}");
     assert!(stdout.contains("litellm/config.yaml"), "{stdout}");
-    assert!(!stdout.contains("docker-compose.yml"), "an unchanged file is not listed: {stdout}");
+    assert!(
+        !stdout.contains("docker-compose.yml"),
+        "an unchanged file is not listed: {stdout}"
+    );
     assert_eq!(std::fs::read_to_string(&edited).unwrap(), "FROM scratch\n");
     assert!(!tmp.path().join("a/litellm/config.yaml").exists());
 }
@@ -74,9 +89,23 @@ fn two_processes_render_identical_bytes_and_check_agrees() {
 fn only_renders_the_requested_kind() {
     let tmp = tempfile::tempdir().unwrap();
     let m = common::repo_root().join("services.yaml");
-    let out = run_mcpctl(tmp.path(), &["-f", m.to_str().unwrap(), "render", "--out", "o", "--only", "litellm"]);
+    let out = run_mcpctl(
+        tmp.path(),
+        &[
+            "-f",
+            m.to_str().unwrap(),
+            "render",
+            "--out",
+            "o",
+            "--only",
+            "litellm",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let names: Vec<String> = files(&tmp.path().join("o")).into_iter().map(|f| f.0).collect();
+    let names: Vec<String> = files(&tmp.path().join("o"))
+        .into_iter()
+        .map(|f| f.0)
+        .collect();
     assert_eq!(names, vec!["litellm/config.yaml"]);
 }
 
@@ -95,7 +124,8 @@ fn no_secret_value_ever_appears_in_the_output() {
         "LITELLM_MASTER_KEY",
     ];
     let mut cmd = std::process::Command::new(common::mcpctl());
-    cmd.args(["-f", m.to_str().unwrap(), "render", "--out", "o"]).current_dir(tmp.path());
+    cmd.args(["-f", m.to_str().unwrap(), "render", "--out", "o"])
+        .current_dir(tmp.path());
     for (i, v) in vars.iter().enumerate() {
         cmd.env(v, format!("s3cr3t-value-{i}-zq"));
     }
@@ -103,9 +133,14 @@ fn no_secret_value_ever_appears_in_the_output() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let all = files(&tmp.path().join("o"));
     for (name, bytes) in &all {
-        assert!(!text(bytes).contains("s3cr3t-value"), "{name} contains a secret value");
+        assert!(
+            !text(bytes).contains("s3cr3t-value"),
+            "{name} contains a secret value"
+        );
     }
-    assert!(!text(&out.stdout).contains("s3cr3t-value") && !text(&out.stderr).contains("s3cr3t-value"));
+    assert!(
+        !text(&out.stdout).contains("s3cr3t-value") && !text(&out.stderr).contains("s3cr3t-value")
+    );
     // The references are there instead.
     let litellm = all.iter().find(|f| f.0 == "litellm/config.yaml").unwrap();
     assert!(text(&litellm.1).contains("os.environ/LITELLM_MASTER_KEY"));
@@ -114,15 +149,31 @@ fn no_secret_value_ever_appears_in_the_output() {
 #[test]
 fn litellm_config_has_a_top_level_mcp_servers_with_nine_keys() {
     let a = default_render();
-    let cfg = a.iter().find(|a| a.path.ends_with("litellm/config.yaml")).unwrap();
+    let cfg = a
+        .iter()
+        .find(|a| a.path.ends_with("litellm/config.yaml"))
+        .unwrap();
     let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&cfg.contents).unwrap();
-    let servers = v.get("mcp_servers").and_then(|s| s.as_mapping()).expect("top-level mcp_servers");
+    let servers = v
+        .get("mcp_servers")
+        .and_then(|s| s.as_mapping())
+        .expect("top-level mcp_servers");
     assert_eq!(servers.len(), 9);
-    assert!(v.get("litellm_settings").and_then(|s| s.get("mcp_servers")).is_none());
+    assert!(v
+        .get("litellm_settings")
+        .and_then(|s| s.get("mcp_servers"))
+        .is_none());
     for (k, s) in servers {
         let key = k.as_str().unwrap();
-        assert!(key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()), "{key}: LiteLLM keys are [a-z0-9]");
+        assert!(
+            key.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+            "{key}: LiteLLM keys are [a-z0-9]"
+        );
         assert_eq!(s["transport"], "sse");
-        assert_eq!(s["url"].as_str().unwrap(), format!("http://mcp-{key}:8080/sse"));
+        assert_eq!(
+            s["url"].as_str().unwrap(),
+            format!("http://mcp-{key}:8080/sse")
+        );
     }
 }

@@ -16,12 +16,22 @@ pub fn run(settings: &Settings, args: &RenderArgs) -> anyhow::Result<ExitCode> {
             })),
             OutputFormat::Human => {
                 for path in &differing {
-                    output::human(settings, &format!("differs: {}", args.out.join(path).display()));
+                    output::human(
+                        settings,
+                        &format!("differs: {}", args.out.join(path).display()),
+                    );
                 }
             }
         }
         if differing.is_empty() {
-            output::human(settings, &format!("{}: {} files up to date", args.out.display(), artifacts.len()));
+            output::human(
+                settings,
+                &format!(
+                    "{}: {} files up to date",
+                    args.out.display(),
+                    artifacts.len()
+                ),
+            );
             return Ok(ExitCode::Ok);
         }
         return Err(CommandError::new(
@@ -44,7 +54,10 @@ pub fn run(settings: &Settings, args: &RenderArgs) -> anyhow::Result<ExitCode> {
         })),
         OutputFormat::Human => {
             for a in &artifacts {
-                output::human(settings, &format!("wrote {}", args.out.join(&a.path).display()));
+                output::human(
+                    settings,
+                    &format!("wrote {}", args.out.join(&a.path).display()),
+                );
             }
         }
     }

@@ -12,7 +12,10 @@ pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
         Ok(loaded) => (loaded.warnings, loaded.manifest.services.len()),
         Err(invalid) => (invalid.diagnostics, 0),
     };
-    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = diags.len() - errors;
     match settings.output {
         OutputFormat::Json => output::json_line(&serde_json::json!({
@@ -38,11 +41,19 @@ pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if errors == 0 { ExitCode::Ok } else { ExitCode::Usage })
+    Ok(if errors == 0 {
+        ExitCode::Ok
+    } else {
+        ExitCode::Usage
+    })
 }
 
 fn summary_ok(file: &str, services: usize, diags: &[Diagnostic]) -> String {
-    format!("{file}: valid ({services} services, {} warning{})", diags.len(), plural(diags.len()))
+    format!(
+        "{file}: valid ({services} services, {} warning{})",
+        diags.len(),
+        plural(diags.len())
+    )
 }
 
 fn plural(n: usize) -> &'static str {

@@ -30,7 +30,13 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn new(severity: Severity, file: &str, at: Location, path: &[Seg], message: impl Into<String>) -> Self {
+    pub fn new(
+        severity: Severity,
+        file: &str,
+        at: Location,
+        path: &[Seg],
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             severity,
             file: file.to_string(),
@@ -92,7 +98,10 @@ pub fn dotted(path: &[Seg]) -> String {
 }
 
 /// The closest candidate to `word`, if any is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))

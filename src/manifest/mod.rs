@@ -38,7 +38,10 @@ pub struct Invalid {
 
 impl Invalid {
     pub fn error_count(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
     }
 }
 
@@ -48,7 +51,11 @@ impl std::fmt::Display for Invalid {
             writeln!(f, "{d}")?;
         }
         let n = self.error_count();
-        write!(f, "{n} error{} in the manifest; nothing was changed", if n == 1 { "" } else { "s" })
+        write!(
+            f,
+            "{n} error{} in the manifest; nothing was changed",
+            if n == 1 { "" } else { "s" }
+        )
     }
 }
 
@@ -77,14 +84,20 @@ pub fn load(path: &Path) -> Result<Loaded, Invalid> {
 /// Parse and validate manifest text; `file` names it in diagnostics.
 pub fn load_str(source: &str, file: &str) -> Result<(Manifest, Vec<Diagnostic>), Invalid> {
     let mut diags = Vec::new();
-    let err = |at: Location, path: &[Seg], msg: String| Diagnostic::new(Severity::Error, file, at, path, msg);
+    let err = |at: Location, path: &[Seg], msg: String| {
+        Diagnostic::new(Severity::Error, file, at, path, msg)
+    };
 
     let tree = match spans::parse(source) {
         Ok(Some(tree)) => tree,
         Ok(None) => {
             return Err(Invalid {
-                diagnostics: vec![err(Location { line: 1, column: 1 }, &[], "the manifest is empty".into())
-                    .help("start from the services.yaml in the mcpctl repository")],
+                diagnostics: vec![err(
+                    Location { line: 1, column: 1 },
+                    &[],
+                    "the manifest is empty".into(),
+                )
+                .help("start from the services.yaml in the mcpctl repository")],
             })
         }
         Err(e) => {
@@ -104,37 +117,59 @@ pub fn load_str(source: &str, file: &str) -> Result<(Manifest, Vec<Diagnostic>),
     let value = tree.to_value(&mut aliases);
     for at in aliases {
         diags.push(
-            err(at, &[], "YAML aliases (`*name`) are not supported in the manifest".into())
-                .help("write the value out in full at each place it is used"),
+            err(
+                at,
+                &[],
+                "YAML aliases (`*name`) are not supported in the manifest".into(),
+            )
+            .help("write the value out in full at each place it is used"),
         );
     }
     let Some(top) = value.as_mapping() else {
-        diags.push(err(tree.at, &[], "the manifest must be a mapping with `version`, `project` and `services`".into()));
+        diags.push(err(
+            tree.at,
+            &[],
+            "the manifest must be a mapping with `version`, `project` and `services`".into(),
+        ));
         return Err(Invalid { diagnostics: diags });
     };
 
     // The top level without `services`, then each service on its own.
     let mut head = top.clone();
     let services_value = head.remove("services");
-    head.insert("services".into(), serde_yaml_ng::Value::Mapping(Default::default()));
-    let head_ok = typed::<Manifest>(serde_yaml_ng::Value::Mapping(head), &[], &tree, file, &mut diags);
+    head.insert(
+        "services".into(),
+        serde_yaml_ng::Value::Mapping(Default::default()),
+    );
+    let head_ok = typed::<Manifest>(
+        serde_yaml_ng::Value::Mapping(head),
+        &[],
+        &tree,
+        file,
+        &mut diags,
+    );
     let head_broken = head_ok.is_none();
     // With a broken top level, services are still checked against a stand-in head.
     let mut manifest = head_ok.unwrap_or_else(|| {
-        serde_yaml_ng::from_str("{version: 1, project: invalid, services: {}}").expect("static YAML")
+        serde_yaml_ng::from_str("{version: 1, project: invalid, services: {}}")
+            .expect("static YAML")
     });
     let mut broken = Vec::new();
 
     let mut services = IndexMap::new();
     match services_value {
         None => diags.push(
-            err(tree.at, &[], "missing field `services`".into()).help("list the MCP servers under `services:`"),
+            err(tree.at, &[], "missing field `services`".into())
+                .help("list the MCP servers under `services:`"),
         ),
         Some(serde_yaml_ng::Value::Mapping(map)) => {
             for (key, body) in map {
                 let name = match key {
                     serde_yaml_ng::Value::String(s) => s,
-                    other => serde_yaml_ng::to_string(&other).unwrap_or_default().trim().to_string(),
+                    other => serde_yaml_ng::to_string(&other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
                 };
                 let path = [Seg::Key("services".into()), Seg::Key(name.clone())];
                 if let Some(svc) = typed::<Service>(body, &path, &tree, file, &mut diags) {
@@ -148,7 +183,11 @@ pub fn load_str(source: &str, file: &str) -> Result<(Manifest, Vec<Diagnostic>),
         }
         Some(_) => {
             let path = [Seg::Key("services".into())];
-            diags.push(err(tree.locate(&path, false), &path, "`services` must be a mapping of name to service".into()));
+            diags.push(err(
+                tree.locate(&path, false),
+                &path,
+                "`services` must be a mapping of name to service".into(),
+            ));
         }
     }
 
@@ -200,7 +239,12 @@ fn typed<T: serde::de::DeserializeOwned>(
                     _ => {}
                 }
             }
-            diags.push(serde_diagnostic(&e.into_inner().to_string(), path, tree, file));
+            diags.push(serde_diagnostic(
+                &e.into_inner().to_string(),
+                path,
+                tree,
+                file,
+            ));
             None
         }
     }
@@ -209,7 +253,10 @@ fn typed<T: serde::de::DeserializeOwned>(
 fn serde_diagnostic(message: &str, mut path: Vec<Seg>, tree: &Node, file: &str) -> Diagnostic {
     let message = message.trim_end_matches('.').to_string();
     let ticked: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
-    if let Some(field) = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+    {
         let expected = &ticked[1..];
         if path.last() != Some(&Seg::Key(field.to_string())) {
             path.push(Seg::Key(field.to_string()));
@@ -228,26 +275,56 @@ fn serde_diagnostic(message: &str, mut path: Vec<Seg>, tree: &Node, file: &str) 
             file,
             at,
             &path,
-            format!("unknown field `{field}` in `{}`", if parent.is_empty() { "the top level" } else { &parent }),
+            format!(
+                "unknown field `{field}` in `{}`",
+                if parent.is_empty() {
+                    "the top level"
+                } else {
+                    &parent
+                }
+            ),
         )
         .help(help);
     }
-    if let Some(field) = message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
         let at = tree.locate(&path, true);
         let full = {
             let mut p = path.clone();
             p.push(Seg::Key(field.to_string()));
             diagnostic::dotted(&p)
         };
-        return Diagnostic::new(Severity::Error, file, at, &path, format!("missing field `{field}`"))
-            .help(format!("add `{full}`; see docs/contracts.md for the schema"));
+        return Diagnostic::new(
+            Severity::Error,
+            file,
+            at,
+            &path,
+            format!("missing field `{field}`"),
+        )
+        .help(format!(
+            "add `{full}`; see docs/contracts.md for the schema"
+        ));
     }
     let at = tree.locate(&path, false);
-    let value = tree.find(&path, false).and_then(|n| n.scalar()).map(str::to_string);
+    let value = tree
+        .find(&path, false)
+        .and_then(|n| n.scalar())
+        .map(str::to_string);
     let help = if message.starts_with("invalid type") {
-        message.rsplit("expected ").next().map(|want| format!("write {}", human_type(want)))
+        message
+            .rsplit("expected ")
+            .next()
+            .map(|want| format!("write {}", human_type(want)))
     } else if message.starts_with("unknown variant") {
-        match (ticked.first(), diagnostic::did_you_mean(ticked.first().copied().unwrap_or(""), ticked.iter().skip(1).copied())) {
+        match (
+            ticked.first(),
+            diagnostic::did_you_mean(
+                ticked.first().copied().unwrap_or(""),
+                ticked.iter().skip(1).copied(),
+            ),
+        ) {
             (_, Some(s)) => Some(format!("did you mean `{s}`?")),
             _ => Some(format!("one of: {}", ticked[1..].join(", "))),
         }

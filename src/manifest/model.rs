@@ -459,7 +459,9 @@ pub struct Volume {
 
 impl Volume {
     pub fn is_named(&self) -> bool {
-        !(self.source.starts_with('/') || self.source.starts_with("./") || self.source.starts_with("../"))
+        !(self.source.starts_with('/')
+            || self.source.starts_with("./")
+            || self.source.starts_with("../"))
     }
 }
 
@@ -584,7 +586,9 @@ fn default_p95() -> u64 {
 
 impl Default for Slo {
     fn default() -> Self {
-        Self { p95_ms: default_p95() }
+        Self {
+            p95_ms: default_p95(),
+        }
     }
 }
 
@@ -644,7 +648,11 @@ impl ByteSize {
             "k" | "kb" | "kib" => 1 << 10,
             "m" | "mb" | "mib" => 1 << 20,
             "g" | "gb" | "gib" => 1 << 30,
-            other => return Err(format!("unknown size unit `{other}` in `{text}`; use b, k, m or g")),
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` in `{text}`; use b, k, m or g"
+                ))
+            }
         };
         Ok(ByteSize((value * mult as f64).round() as u64))
     }
@@ -678,7 +686,9 @@ impl<'de> Deserialize<'de> for ByteSize {
             N(u64),
             S(String),
         }
-        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a size like `256m` or `2g`"))? {
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected a size like `256m` or `2g`"))?
+        {
             Raw::N(n) => Ok(ByteSize(n)),
             Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
         }

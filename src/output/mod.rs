@@ -27,7 +27,11 @@ pub fn init_tracing(settings: &Settings) {
         .with_writer(std::io::stderr)
         .with_target(false);
     if json {
-        builder.json().flatten_event(true).with_current_span(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
     }

@@ -41,23 +41,71 @@ pub struct Artifact {
 }
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("Dockerfile.pypi.j2", include_str!("../../templates/Dockerfile.pypi.j2")),
-    ("Dockerfile.npm.j2", include_str!("../../templates/Dockerfile.npm.j2")),
-    ("Dockerfile.crate.j2", include_str!("../../templates/Dockerfile.crate.j2")),
-    ("Dockerfile.image.j2", include_str!("../../templates/Dockerfile.image.j2")),
-    ("Dockerfile.database.j2", include_str!("../../templates/Dockerfile.database.j2")),
-    ("_bridge_runtime.j2", include_str!("../../templates/_bridge_runtime.j2")),
+    (
+        "Dockerfile.pypi.j2",
+        include_str!("../../templates/Dockerfile.pypi.j2"),
+    ),
+    (
+        "Dockerfile.npm.j2",
+        include_str!("../../templates/Dockerfile.npm.j2"),
+    ),
+    (
+        "Dockerfile.crate.j2",
+        include_str!("../../templates/Dockerfile.crate.j2"),
+    ),
+    (
+        "Dockerfile.image.j2",
+        include_str!("../../templates/Dockerfile.image.j2"),
+    ),
+    (
+        "Dockerfile.database.j2",
+        include_str!("../../templates/Dockerfile.database.j2"),
+    ),
+    (
+        "_bridge_runtime.j2",
+        include_str!("../../templates/_bridge_runtime.j2"),
+    ),
     ("_labels.j2", include_str!("../../templates/_labels.j2")),
-    ("db-entrypoint.sh.j2", include_str!("../../templates/db-entrypoint.sh.j2")),
-    ("docker-compose.yml.j2", include_str!("../../templates/docker-compose.yml.j2")),
-    ("litellm-config.yaml.j2", include_str!("../../templates/litellm-config.yaml.j2")),
-    ("prometheus.yml.j2", include_str!("../../templates/observability/prometheus.yml.j2")),
-    ("mcp-recording.yml.j2", include_str!("../../templates/observability/mcp-recording.yml.j2")),
-    ("mcp-alerts.yml.j2", include_str!("../../templates/observability/mcp-alerts.yml.j2")),
-    ("grafana-datasource.yml.j2", include_str!("../../templates/observability/grafana-datasource.yml.j2")),
-    ("grafana-dashboards.yml.j2", include_str!("../../templates/observability/grafana-dashboards.yml.j2")),
-    ("promtail.yml.j2", include_str!("../../templates/observability/promtail.yml.j2")),
-    ("config.alloy.j2", include_str!("../../templates/observability/config.alloy.j2")),
+    (
+        "db-entrypoint.sh.j2",
+        include_str!("../../templates/db-entrypoint.sh.j2"),
+    ),
+    (
+        "docker-compose.yml.j2",
+        include_str!("../../templates/docker-compose.yml.j2"),
+    ),
+    (
+        "litellm-config.yaml.j2",
+        include_str!("../../templates/litellm-config.yaml.j2"),
+    ),
+    (
+        "prometheus.yml.j2",
+        include_str!("../../templates/observability/prometheus.yml.j2"),
+    ),
+    (
+        "mcp-recording.yml.j2",
+        include_str!("../../templates/observability/mcp-recording.yml.j2"),
+    ),
+    (
+        "mcp-alerts.yml.j2",
+        include_str!("../../templates/observability/mcp-alerts.yml.j2"),
+    ),
+    (
+        "grafana-datasource.yml.j2",
+        include_str!("../../templates/observability/grafana-datasource.yml.j2"),
+    ),
+    (
+        "grafana-dashboards.yml.j2",
+        include_str!("../../templates/observability/grafana-dashboards.yml.j2"),
+    ),
+    (
+        "promtail.yml.j2",
+        include_str!("../../templates/observability/promtail.yml.j2"),
+    ),
+    (
+        "config.alloy.j2",
+        include_str!("../../templates/observability/config.alloy.j2"),
+    ),
 ];
 
 fn environment() -> Environment<'static> {
@@ -69,10 +117,13 @@ fn environment() -> Environment<'static> {
     // No HTML/JSON escaping: quoting is explicit (`q`, `tojson`) where the format needs it.
     env.set_auto_escape_callback(|_| AutoEscape::None);
     for (name, source) in TEMPLATES {
-        env.add_template(name, source).expect("embedded templates parse (checked by tests)");
+        env.add_template(name, source)
+            .expect("embedded templates parse (checked by tests)");
     }
     // A double-quoted scalar, valid in YAML and as a Dockerfile JSON array element.
-    env.add_filter("q", |s: String| serde_json::to_string(&s).expect("strings serialize"));
+    env.add_filter("q", |s: String| {
+        serde_json::to_string(&s).expect("strings serialize")
+    });
     env
 }
 
@@ -82,7 +133,12 @@ pub fn render(manifest: &Manifest, only: Option<ArtifactKind>) -> anyhow::Result
     let stack = view::Stack::new(manifest);
     let wanted = |k: ArtifactKind| only.is_none_or(|o| o == k);
     let mut out = Vec::new();
-    let mut add = |kind, path: PathBuf, template: &str, ctx: minijinja::Value, executable| -> anyhow::Result<()> {
+    let mut add = |kind,
+                   path: PathBuf,
+                   template: &str,
+                   ctx: minijinja::Value,
+                   executable|
+     -> anyhow::Result<()> {
         let contents = env
             .get_template(template)?
             .render(ctx)
@@ -99,19 +155,43 @@ pub fn render(manifest: &Manifest, only: Option<ArtifactKind>) -> anyhow::Result
         for svc in &stack.services {
             let dir = Path::new("services").join(&svc.name);
             let ctx = minijinja::context! { stack => &stack, svc => svc };
-            add(ArtifactKind::Dockerfiles, dir.join("Dockerfile"), svc.dockerfile_template, ctx.clone(), false)?;
+            add(
+                ArtifactKind::Dockerfiles,
+                dir.join("Dockerfile"),
+                svc.dockerfile_template,
+                ctx.clone(),
+                false,
+            )?;
             if svc.role == "database" {
-                add(ArtifactKind::Dockerfiles, dir.join("docker-entrypoint.sh"), "db-entrypoint.sh.j2", ctx, true)?;
+                add(
+                    ArtifactKind::Dockerfiles,
+                    dir.join("docker-entrypoint.sh"),
+                    "db-entrypoint.sh.j2",
+                    ctx,
+                    true,
+                )?;
             }
         }
     }
     if wanted(ArtifactKind::Compose) {
         let ctx = minijinja::context! { stack => &stack };
-        add(ArtifactKind::Compose, PathBuf::from("docker-compose.yml"), "docker-compose.yml.j2", ctx, false)?;
+        add(
+            ArtifactKind::Compose,
+            PathBuf::from("docker-compose.yml"),
+            "docker-compose.yml.j2",
+            ctx,
+            false,
+        )?;
     }
     if wanted(ArtifactKind::Litellm) {
         let ctx = minijinja::context! { stack => &stack };
-        add(ArtifactKind::Litellm, PathBuf::from("litellm/config.yaml"), "litellm-config.yaml.j2", ctx, false)?;
+        add(
+            ArtifactKind::Litellm,
+            PathBuf::from("litellm/config.yaml"),
+            "litellm-config.yaml.j2",
+            ctx,
+            false,
+        )?;
     }
     if wanted(ArtifactKind::Observability) {
         let o = observability::ObsView::new(manifest);
@@ -120,12 +200,24 @@ pub fn render(manifest: &Manifest, only: Option<ArtifactKind>) -> anyhow::Result
             ("prometheus/prometheus.yml", "prometheus.yml.j2"),
             ("prometheus/rules/mcp-recording.yml", "mcp-recording.yml.j2"),
             ("prometheus/rules/mcp-alerts.yml", "mcp-alerts.yml.j2"),
-            ("grafana/provisioning/datasources/mcp.yml", "grafana-datasource.yml.j2"),
-            ("grafana/provisioning/dashboards/mcp.yml", "grafana-dashboards.yml.j2"),
+            (
+                "grafana/provisioning/datasources/mcp.yml",
+                "grafana-datasource.yml.j2",
+            ),
+            (
+                "grafana/provisioning/dashboards/mcp.yml",
+                "grafana-dashboards.yml.j2",
+            ),
             ("promtail/promtail.yml", "promtail.yml.j2"),
             ("alloy/config.alloy", "config.alloy.j2"),
         ] {
-            add(ArtifactKind::Observability, PathBuf::from(path), template, ctx.clone(), false)?;
+            add(
+                ArtifactKind::Observability,
+                PathBuf::from(path),
+                template,
+                ctx.clone(),
+                false,
+            )?;
         }
         let mut json = serde_json::to_string_pretty(&observability::dashboard(manifest))?;
         json.push('\n');
@@ -155,12 +247,18 @@ pub fn write(dir: &Path, artifacts: &[Artifact]) -> anyhow::Result<()> {
     for a in artifacts {
         let path = dir.join(&a.path);
         let parent = path.parent().expect("artifact paths have a parent");
-        std::fs::create_dir_all(parent).map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
-        let tmp = parent.join(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
-        std::fs::write(&tmp, &a.contents).map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", parent.display()))?;
+        let tmp = parent.join(format!(
+            ".{}.tmp",
+            path.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&tmp, &a.contents)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
         let mode = if a.executable { 0o755 } else { 0o644 };
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-        std::fs::rename(&tmp, &path).map_err(|e| anyhow::anyhow!("replacing {}: {e}", path.display()))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| anyhow::anyhow!("replacing {}: {e}", path.display()))?;
     }
     Ok(())
 }

@@ -53,15 +53,24 @@ pub struct Group {
 pub fn meta_label(label: &str) -> String {
     label
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
 impl ObsView {
     pub fn new(m: &Manifest) -> Self {
         let p = &m.label_prefix;
-        let mcp: Vec<(&String, &crate::manifest::Service)> =
-            m.services.iter().filter(|(_, s)| s.role == Role::Service).collect();
+        let mcp: Vec<(&String, &crate::manifest::Service)> = m
+            .services
+            .iter()
+            .filter(|(_, s)| s.role == Role::Service)
+            .collect();
         let mut slo_groups: Vec<(u64, Vec<String>)> = Vec::new();
         let mut idle_groups: Vec<(u64, Vec<String>)> = Vec::new();
         for (name, svc) in &mcp {
@@ -80,7 +89,12 @@ impl ObsView {
             prometheus_url: m.observability.prometheus_url.clone(),
             runbook_base: m.observability.runbook_base.clone(),
             datasource_uid: DATASOURCE_UID,
-            services: mcp.iter().map(|(n, _)| ObsService { name: n.to_string() }).collect(),
+            services: mcp
+                .iter()
+                .map(|(n, _)| ObsService {
+                    name: n.to_string(),
+                })
+                .collect(),
             slo_groups: slo_groups
                 .into_iter()
                 .map(|(ms, names)| Group {
@@ -125,7 +139,16 @@ fn target(expr: String, legend: &str) -> Value {
     })
 }
 
-fn panel(id: u64, title: &str, unit: &str, x: u64, y: u64, w: u64, kind: &str, targets: Vec<Value>) -> Value {
+fn panel(
+    id: u64,
+    title: &str,
+    unit: &str,
+    x: u64,
+    y: u64,
+    w: u64,
+    kind: &str,
+    targets: Vec<Value>,
+) -> Value {
     let targets: Vec<Value> = targets
         .into_iter()
         .enumerate()
@@ -152,11 +175,17 @@ pub fn dashboard_queries(dashboard: &Value) -> Vec<(Option<String>, String)> {
     let mut service = None;
     for p in dashboard["panels"].as_array().into_iter().flatten() {
         if p["type"] == "row" {
-            service = p["title"].as_str().filter(|t| *t != "Stack").map(str::to_string);
+            service = p["title"]
+                .as_str()
+                .filter(|t| *t != "Stack")
+                .map(str::to_string);
             continue;
         }
         for t in p["targets"].as_array().into_iter().flatten() {
-            out.push((service.clone(), t["expr"].as_str().unwrap_or_default().to_string()));
+            out.push((
+                service.clone(),
+                t["expr"].as_str().unwrap_or_default().to_string(),
+            ));
         }
     }
     out
@@ -191,7 +220,16 @@ pub fn dashboard(m: &Manifest) -> Value {
         ("Memory used", "bytes", "sum(mcp_container_memory_used_bytes)".to_string(), "used"),
     ];
     for (i, (title, unit, expr, legend)) in stack.into_iter().enumerate() {
-        panels.push(panel(next(), title, unit, i as u64 * 6, y, 6, "stat", vec![target(expr, legend)]));
+        panels.push(panel(
+            next(),
+            title,
+            unit,
+            i as u64 * 6,
+            y,
+            6,
+            "stat",
+            vec![target(expr, legend)],
+        ));
     }
     y += 6;
     for (name, _) in m.services.iter().filter(|(_, s)| s.role == Role::Service) {

@@ -149,7 +149,9 @@ fn base_labels(m: &Manifest, role: &str) -> Vec<Label> {
 /// The image a base name stands for: the user's `image:` or the locally built one.
 pub fn base_ref(m: &Manifest, base: &str) -> String {
     let b = &m.bases[base];
-    b.image.clone().unwrap_or_else(|| format!("mcpctl-base/{base}:{}", b.suite))
+    b.image
+        .clone()
+        .unwrap_or_else(|| format!("mcpctl-base/{base}:{}", b.suite))
 }
 
 impl Stack {
@@ -211,7 +213,12 @@ impl ServiceView {
                 let p = src.npm.as_ref().expect("kind is npm");
                 (p.package.clone(), p.version.clone(), vec![], false)
             }
-            SourceKind::Crate => (src.krate.as_ref().expect("kind is crate").name.clone(), String::new(), vec![], false),
+            SourceKind::Crate => (
+                src.krate.as_ref().expect("kind is crate").name.clone(),
+                String::new(),
+                vec![],
+                false,
+            ),
             SourceKind::Image => (String::new(), String::new(), vec![], false),
         };
         let base_ref = match (kind, &svc.build.base) {
@@ -248,15 +255,34 @@ impl ServiceView {
         .map(String::from)
         .to_vec();
         let healthcheck = match svc.role {
-            Role::Service => ["/usr/local/bin/mcpctl", "bridge", "healthcheck", "--port", &port].map(String::from).to_vec(),
-            Role::Database => ["pg_isready", "--host", "127.0.0.1", "--port", &port, "--quiet"]
-                .map(String::from)
-                .to_vec(),
+            Role::Service => [
+                "/usr/local/bin/mcpctl",
+                "bridge",
+                "healthcheck",
+                "--port",
+                &port,
+            ]
+            .map(String::from)
+            .to_vec(),
+            Role::Database => [
+                "pg_isready",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--quiet",
+            ]
+            .map(String::from)
+            .to_vec(),
         };
         let transport = svc.transport.unwrap_or(m.litellm.transport);
         let url = match m.litellm.network {
             crate::manifest::LiteLlmNetwork::Docker => {
-                format!("http://mcp-{name}:{}{}", svc.container_port, transport.path())
+                format!(
+                    "http://mcp-{name}:{}{}",
+                    svc.container_port,
+                    transport.path()
+                )
             }
             crate::manifest::LiteLlmNetwork::Host => format!(
                 "http://{}:{}{}",
@@ -291,7 +317,11 @@ impl ServiceView {
             labels: labels(m, name, svc),
             port: svc.port,
             container_port: svc.container_port,
-            env: svc.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env: svc
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             secrets: svc.secrets.keys().cloned().collect(),
             volumes: svc
                 .volumes

@@ -80,11 +80,19 @@ pub fn tool(test: &str, name: &str, candidates: &[&str]) -> Option<PathBuf> {
         .map(PathBuf::from)
         .find(|p| p.exists())
         .or_else(|| {
-            let out = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().ok()?;
-            out.status.success().then(|| PathBuf::from(text(&out.stdout).trim()))
+            let out = Command::new("sh")
+                .args(["-c", &format!("command -v {name}")])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| PathBuf::from(text(&out.stdout).trim()))
         });
     if found.is_none() {
-        assert!(!required, "{test}: `{name}` is required but not installed; run scripts/setup");
+        assert!(
+            !required,
+            "{test}: `{name}` is required but not installed; run scripts/setup"
+        );
         eprintln!("SKIPPED {test}: `{name}` is not installed (run scripts/setup)");
     }
     found
@@ -110,7 +118,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -129,7 +140,14 @@ pub fn runtime_image() -> String {
                 let out = must(Command::new("ldd").arg(&bin));
                 for line in out.lines() {
                     // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-                    let path = line.split("=>").last().unwrap().trim().split(' ').next().unwrap();
+                    let path = line
+                        .split("=>")
+                        .last()
+                        .unwrap()
+                        .trim()
+                        .split(' ')
+                        .next()
+                        .unwrap();
                     if path.starts_with('/') && !files.iter().any(|f| f == Path::new(path)) {
                         files.push(PathBuf::from(path));
                     }
@@ -153,9 +171,18 @@ pub fn runtime_image() -> String {
                 hex::encode(&h.finalize()[..8])
             };
             let tag = format!("mcpctl-test/runtime:{hash}");
-            let exists = Command::new("docker").args(["image", "inspect", &tag]).output().unwrap().status.success();
+            let exists = Command::new("docker")
+                .args(["image", "inspect", &tag])
+                .output()
+                .unwrap()
+                .status
+                .success();
             if !exists {
-                must(Command::new("docker").args(["build", "-q", "-t", &tag, "--label", "com.mcp.role=test"]).arg(ctx.path()));
+                must(
+                    Command::new("docker")
+                        .args(["build", "-q", "-t", &tag, "--label", "com.mcp.role=test"])
+                        .arg(ctx.path()),
+                );
             }
             tag
         })
@@ -164,5 +191,9 @@ pub fn runtime_image() -> String {
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for a test's own services).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
