@@ -221,9 +221,12 @@ fn failing_revisions_roll_back_and_rollback_to_restores_a_release() {
             &["--nonce", "B", "--omit-tool", "slow_echo"],
             "expected tools missing: slow_echo",
         ),
-        (&["--nonce", "C", "--crash-at-start"], "candidate"),
+        (&["--nonce", "C", "--crash-at-start"], "child exited"),
         (&["--nonce", "D", "--fail-tool", "echo"], "smoke echo"),
-        (&["--nonce", "E", "--hang-at-start"], "initialize"),
+        (
+            &["--nonce", "E", "--hang-at-start"],
+            "candidate initialize: no MCP handshake",
+        ),
     ];
     for (flags, why) in cases {
         s.revision(flags, "sse", SMOKE, 4);
