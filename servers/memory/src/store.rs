@@ -185,7 +185,7 @@ impl Store {
         if self.migrated.load(Ordering::Acquire) {
             return Ok(());
         }
-        let outcome = migrations::run(&mut **client).await?;
+        let outcome = migrations::run(client).await?;
         let latest = migrations::latest_known();
         if outcome.applied.is_empty() {
             tracing::info!(version = outcome.current, "schema up to date");

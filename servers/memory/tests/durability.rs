@@ -93,6 +93,15 @@ fn survives_database_restart_and_a_database_that_starts_late() {
         "add_observations",
         json!({"observations": [{"entityName": "Alice", "contents": ["still here"]}]}),
     );
+
+    // A restart nobody saw: the pooled connections are dead, the next call must still succeed.
+    pg.stop();
+    pg.resume();
+    let g = server.call_ok("open_nodes", json!({"names": ["Alice"]}));
+    assert_eq!(
+        g["entities"][0]["observations"],
+        json!(["likes tea", "still here"])
+    );
 }
 
 #[test]

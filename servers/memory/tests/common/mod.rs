@@ -74,7 +74,11 @@ fn is_root() -> bool {
 /// Debian `/usr/lib/postgresql/<major>/bin`, or `pg_config --bindir`.
 pub fn pg_bindir() -> Result<PathBuf, String> {
     if let Ok(dir) = std::env::var("MCPCTL_PG_BINDIR") {
-        return Ok(PathBuf::from(dir));
+        let dir = PathBuf::from(dir);
+        if !dir.join("initdb").exists() {
+            return Err(format!("MCPCTL_PG_BINDIR={} has no initdb", dir.display()));
+        }
+        return Ok(dir);
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
