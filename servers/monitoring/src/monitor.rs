@@ -389,7 +389,8 @@ impl Monitor {
                 used_pct.unwrap_or(0.0)
             )),
             (Some(u), None) => summary.push(format!("memory {}", human_bytes(u))),
-            _ => summary.push("no memory figures (container not running)".into()),
+            _ if !running => summary.push("no memory figures (container not running)".into()),
+            _ => summary.push("no memory figures in the stats sample".into()),
         }
         if let Some(p) = cpu_percent {
             summary.push(format!("CPU {p}%"));
@@ -397,7 +398,9 @@ impl Monitor {
         if bridge.get("requests_total").is_some() {
             summary.push(format!(
                 "{} requests, {} errors, {} active sessions",
-                bridge["requests_total"], bridge["request_errors_total"], bridge["sessions_active"]
+                count(&bridge["requests_total"]),
+                count(&bridge["request_errors_total"]),
+                count(&bridge["sessions_active"])
             ));
         } else if let Some(e) = bridge.get("error").and_then(Value::as_str) {
             summary.push(format!("bridge metrics unavailable: {e}"));
@@ -658,6 +661,15 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// A Prometheus figure for prose: "10", not "10.0".
+fn count(v: &Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        Some(f) => format!("{f}"),
+        None => "?".into(),
     }
 }
 
