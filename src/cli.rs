@@ -27,7 +27,13 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// The manifest.
-    #[arg(short = 'f', long = "file", global = true, default_value = "services.yaml", env = "MCPCTL_FILE")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "services.yaml",
+        env = "MCPCTL_FILE"
+    )]
     pub file: PathBuf,
     /// Where the ledger, lock details and vendored packages live [default: $XDG_STATE_HOME/mcpctl/<project>].
     #[arg(long, global = true, env = "MCPCTL_STATE_DIR")]
@@ -60,18 +66,21 @@ pub enum Command {
     Render(RenderArgs),
     /// Serve a stdio MCP server over legacy SSE and Streamable HTTP (runs inside every container).
     Bridge(crate::bridge::BridgeArgs),
+    /// Serve a read-only view of the project's containers and their `mcp_container_*` metrics
+    /// (runs in the stack's exporter container; the only holder of the Docker socket).
+    DockerProxy(crate::dockerproxy::DockerProxyArgs),
     /// Build missing service images (tag = content hash of the build context and base image).
     Build(crate::commands::build::BuildArgs),
-    /// Deploy changed services one at a time behind the MCP health gate; roll back on failure.
-    Deploy(crate::commands::deploy::DeployArgs),
-    /// The ledger of deploys and rollbacks, with outcomes.
-    History(crate::commands::history::HistoryArgs),
     /// Desired vs running, per service: create / update (what changed) / unchanged / orphaned.
     Plan(crate::commands::plan::PlanArgs),
+    /// Deploy changed services one at a time behind the MCP health gate; roll back on failure.
+    Deploy(crate::commands::deploy::DeployArgs),
     /// Restore retained revisions (no rebuild), behind the same gate.
     Rollback(crate::commands::rollback::RollbackArgs),
     /// What runs: revision, state, last gate, uptime, restarts, tools, port, memory.
     Status(crate::commands::status::StatusArgs),
+    /// The ledger of deploys and rollbacks, with outcomes.
+    History(crate::commands::history::HistoryArgs),
     /// Container logs of a service's serving revision (--follow to stream).
     Logs(crate::commands::logs::LogsArgs),
     /// Remove the project's containers and network (volumes only with --volumes).

@@ -48,6 +48,12 @@ impl DockerEngine {
         );
         Ok(Self { docker, version })
     }
+
+    /// The negotiated bollard client, for read-only views that need Docker's own JSON
+    /// (`mcpctl docker-proxy`).
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
 }
 
 fn map_err(what: &str, e: BError) -> EngineError {
