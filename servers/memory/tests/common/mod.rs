@@ -162,8 +162,16 @@ impl PgCluster {
             port: free_port(),
             server: None,
         };
-        cluster.resume();
-        Ok(cluster)
+        // The free port is only free when we looked: another test may take it before postgres
+        // binds it. Try a few ports before giving up.
+        for attempt in 1..=3 {
+            match cluster.try_resume() {
+                Ok(()) => return Ok(cluster),
+                Err(e) if attempt == 3 => panic!("{e}"),
+                Err(_) => cluster.port = free_port(),
+            }
+        }
+        unreachable!()
     }
 
     pub fn url(&self) -> String {
@@ -177,6 +185,12 @@ impl PgCluster {
     /// Start (or restart) the server on the same data directory and port; waits until it
     /// accepts connections.
     pub fn resume(&mut self) {
+        if let Err(e) = self.try_resume() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_resume(&mut self) -> Result<(), String> {
         assert!(self.server.is_none(), "cluster already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -204,20 +218,22 @@ impl PgCluster {
                 .map(|s| s.success())
                 .unwrap_or(false);
             if ready {
-                return;
+                return Ok(());
             }
             if let Some(status) = self.server.as_mut().unwrap().try_wait().unwrap() {
                 self.server = None;
-                panic!(
+                return Err(format!(
                     "postgres exited ({status}) before accepting connections:\n{}",
                     self.log()
-                );
+                ));
             }
-            assert!(
-                Instant::now() < deadline,
-                "postgres did not accept connections within 30 s:\n{}",
-                self.log()
-            );
+            if Instant::now() > deadline {
+                self.stop();
+                return Err(format!(
+                    "postgres did not accept connections within 30 s:\n{}",
+                    self.log()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
