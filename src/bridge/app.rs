@@ -17,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::child::{self, ChildSpec};
 use super::jsonrpc::{self, Kind};
+use super::schema;
 use super::sse;
-use super::stats::{CloseReason, Stats, Transport};
-use super::upstream::{CallError, CallHandle, Route, SessionId, Sink, Status, Upstream};
+use super::stats::{self, CloseReason, ErrorType, Stats, Transport};
+use super::upstream::{
+    CallError, CallHandle, Delivery, Route, SessionId, Sink, Status, ToolSchemas, Upstream,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SessionModel {
@@ -39,8 +42,39 @@ pub struct Config {
     pub ready_stale: Duration,
     pub hung_after: Duration,
     pub drain_timeout: Duration,
-    /// Bearer token the MCP endpoints require (from the environment, never a flag value).
-    pub token: Option<String>,
+    /// Bearer token the MCP endpoints require (read from a file, never a flag value).
+    pub token: Option<Secret>,
+    /// Origins allowed besides loopback (`scheme://host[:port]`, lower case, no trailing slash).
+    pub allow_origins: Vec<String>,
+    /// When non-empty, the `Host` header must be loopback or one of these (`host[:port]`).
+    pub allow_hosts: Vec<String>,
+    /// Requests per second per client (token, else address), with a burst; `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+    /// Largest request body accepted (413 above).
+    pub max_body: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_sec: f64,
+    pub burst: f64,
+}
+
+/// A secret value: its `Debug` never shows it, so no `?config` in a log line can leak it.
+#[derive(Clone)]
+pub struct Secret(String);
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Self(s)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 pub struct Session {
@@ -148,10 +182,104 @@ impl Drop for InFlight {
     }
 }
 
-/// A forwarded request: deliveries from the child plus the in-flight accounting.
+/// Times one JSON-RPC request and records it in the request metrics exactly once: when its
+/// response is seen (`finish`), or as `cancelled` when it is dropped unanswered.
+pub struct Meter {
+    stats: Arc<Stats>,
+    method: &'static str,
+    tool: String,
+    start: Instant,
+    done: bool,
+}
+
+impl Meter {
+    fn start(stats: &Arc<Stats>, msg: &Value) -> Self {
+        let method = stats::method_label(jsonrpc::method(msg));
+        let tool = if method == "tools/call" {
+            stats.tool_label(msg["params"]["name"].as_str().unwrap_or_default())
+        } else {
+            String::new()
+        };
+        Self {
+            stats: stats.clone(),
+            method,
+            tool,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    /// Record with the outcome read from `reply`; `forwarded`: it came from the child.
+    fn finish(&mut self, reply: &Value, forwarded: bool) {
+        let error = classify(reply, forwarded);
+        self.record(error);
+    }
+
+    fn record(&mut self, error: Option<ErrorType>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let took = self.start.elapsed();
+        self.stats.record(self.method, &self.tool, took, error);
+        tracing::debug!(
+            method = self.method,
+            tool = %self.tool,
+            error_type = error.map(ErrorType::label),
+            took_us = took.as_micros() as u64,
+            "request done"
+        );
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.record(Some(ErrorType::Cancelled));
+    }
+}
+
+/// The `error_type` of a response. Errors the bridge makes itself carry its own codes; from the
+/// child, −32000/−32001 can only be the bridge's "process exited / unavailable" answers.
+fn classify(reply: &Value, forwarded: bool) -> Option<ErrorType> {
+    let err = reply.get("error")?;
+    let code = err["code"].as_i64().unwrap_or(0);
+    let msg = err["message"].as_str().unwrap_or_default();
+    Some(match code {
+        jsonrpc::CHILD_EXITED => ErrorType::ChildExited,
+        jsonrpc::CHILD_UNAVAILABLE if msg.contains("still starting") => ErrorType::Timeout,
+        jsonrpc::CHILD_UNAVAILABLE => ErrorType::ChildExited,
+        jsonrpc::PARSE_ERROR | jsonrpc::INVALID_REQUEST | jsonrpc::INVALID_PARAMS if !forwarded => {
+            ErrorType::BadRequest
+        }
+        _ => ErrorType::Jsonrpc,
+    })
+}
+
+/// A forwarded request: deliveries from the child plus the in-flight and metrics accounting.
 pub struct Call {
-    pub handle: CallHandle,
+    handle: CallHandle,
     _in_flight: InFlight,
+    meter: Option<Meter>,
+}
+
+impl Call {
+    /// The next delivery (see [`CallHandle::recv`]); a response is recorded in the metrics.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        let d = self.handle.recv().await;
+        if let (Some(Delivery::Response(v)), Some(m)) = (&d, &mut self.meter) {
+            m.finish(v, true);
+        }
+        d
+    }
+    /// Wait for the response only, dropping notifications (JSON-mode HTTP replies).
+    pub async fn response(&mut self) -> Option<Value> {
+        loop {
+            match self.recv().await? {
+                Delivery::Response(v) => return Some(v),
+                Delivery::Notification(_) => {}
+            }
+        }
+    }
 }
 
 /// What a client message turned into.
@@ -178,15 +306,25 @@ pub struct App {
     /// The one child (shared mode only).
     pub shared: Option<Arc<Upstream>>,
     probe: Mutex<Probe>,
+    /// Per-session mode: the tools' inputSchemas as the last spawn probe listed them.
+    probe_schemas: Mutex<Option<Arc<ToolSchemas>>>,
     tools_fill: tokio::sync::Mutex<()>,
     pub shutdown: CancellationToken,
     pub draining: AtomicBool,
+    /// The bearer token's digest (from `cfg.token`), checked on MCP endpoints.
+    pub token: Option<super::guard::Token>,
+    pub limiter: Option<super::guard::RateLimiter>,
     me: Weak<App>,
 }
 
 impl App {
     pub fn new(cfg: Config) -> Arc<Self> {
         let stats = Arc::new(Stats::default());
+        let token = cfg
+            .token
+            .as_ref()
+            .map(|t| super::guard::Token::new(t.expose()));
+        let limiter = cfg.rate_limit.map(super::guard::RateLimiter::new);
         Arc::new_cyclic(|me: &Weak<App>| {
             let shared = (cfg.model == SessionModel::Shared)
                 .then(|| Upstream::new(true, None, sink(me.clone()), stats.clone()));
@@ -196,9 +334,12 @@ impl App {
                 sessions: Mutex::new(HashMap::new()),
                 shared,
                 probe: Mutex::new(Probe::default()),
+                probe_schemas: Mutex::new(None),
                 tools_fill: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),
                 draining: AtomicBool::new(false),
+                token,
+                limiter,
                 me: me.clone(),
             }
         })
@@ -313,12 +454,28 @@ impl App {
         session.touch();
         let shared = self.shared.is_some();
         let up = &session.upstream;
-        match jsonrpc::kind(&msg) {
-            Kind::Invalid => Outcome::Reply(jsonrpc::error(
-                msg.get("id").cloned().unwrap_or(Value::Null),
-                jsonrpc::INVALID_REQUEST,
-                "invalid JSON-RPC message",
-            )),
+        let kind = if msg["jsonrpc"] == "2.0" {
+            jsonrpc::kind(&msg)
+        } else {
+            Kind::Invalid
+        };
+        match kind {
+            Kind::Invalid => {
+                self.stats.record(
+                    stats::OTHER,
+                    "",
+                    Duration::ZERO,
+                    Some(ErrorType::BadRequest),
+                );
+                Outcome::Reply(jsonrpc::error(
+                    msg.get("id")
+                        .filter(|id| id.is_string() || id.is_number())
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                    jsonrpc::INVALID_REQUEST,
+                    "Invalid Request: not a JSON-RPC 2.0 request, notification or response",
+                ))
+            }
             Kind::Response => {
                 // Only a per-session child ever asks the client anything (shared: −32601 by us).
                 if !shared {
@@ -337,51 +494,99 @@ impl App {
                 Outcome::Accepted
             }
             Kind::Request => {
-                self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
-                if self.draining.load(Ordering::Relaxed) {
-                    return self.err(&msg, jsonrpc::CHILD_UNAVAILABLE, "bridge is shutting down");
-                }
-                let id = msg["id"].clone();
-                let method = jsonrpc::method(&msg).to_string();
-                if shared {
-                    match method.as_str() {
-                        "initialize" => return self.local_initialize(up, &msg).await,
-                        "logging/setLevel" => {
-                            let Some(rank) = msg["params"]["level"]
-                                .as_str()
-                                .and_then(jsonrpc::level_rank)
-                            else {
-                                return self.err(&msg, -32602, "unknown logging level");
-                            };
-                            *session.log_level.lock().unwrap_or_else(|e| e.into_inner()) =
-                                Some(rank);
-                            return Outcome::Reply(jsonrpc::result(id, json!({})));
-                        }
-                        "tools/list" if msg["params"].get("cursor").is_none_or(Value::is_null) => {
-                            return self.cached_tools_list(session, msg).await;
-                        }
-                        _ => {}
+                let mut meter = Meter::start(&self.stats, &msg);
+                match self.handle_request(session, msg).await {
+                    Outcome::Reply(v) => {
+                        meter.finish(&v, false);
+                        Outcome::Reply(v)
                     }
-                }
-                if let Err(e) = up.wait_ready(self.cfg.child.init_timeout).await {
-                    self.stats
-                        .request_errors_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Outcome::Reply(e.to_response(id));
-                }
-                match up.send_request(Some(session.id.clone()), msg, false) {
-                    Ok(handle) => Outcome::Forwarded(Call {
-                        handle,
-                        _in_flight: InFlight::new(&self.stats, session),
-                    }),
-                    Err(e) => {
-                        self.stats
-                            .request_errors_total
-                            .fetch_add(1, Ordering::Relaxed);
-                        Outcome::Reply(e.to_response(id))
+                    Outcome::Forwarded(mut call) => {
+                        call.meter = Some(meter);
+                        Outcome::Forwarded(call)
+                    }
+                    Outcome::Accepted => {
+                        meter.record(None);
+                        Outcome::Accepted
                     }
                 }
             }
+        }
+    }
+
+    async fn handle_request(&self, session: &Arc<Session>, msg: Value) -> Outcome {
+        let shared = self.shared.is_some();
+        let up = &session.upstream;
+        if self.draining.load(Ordering::Relaxed) {
+            return self.err(&msg, jsonrpc::CHILD_UNAVAILABLE, "bridge is shutting down");
+        }
+        let id = msg["id"].clone();
+        let method = jsonrpc::method(&msg).to_string();
+        if method == "tools/call" {
+            if let Err(text) = self.check_tool_call(session, &msg) {
+                tracing::debug!(%text, "tools/call refused before the child");
+                return self.err(&msg, jsonrpc::INVALID_PARAMS, &text);
+            }
+        }
+        if shared {
+            match method.as_str() {
+                "initialize" => return self.local_initialize(up, &msg).await,
+                "logging/setLevel" => {
+                    let Some(rank) = msg["params"]["level"]
+                        .as_str()
+                        .and_then(jsonrpc::level_rank)
+                    else {
+                        return self.err(&msg, jsonrpc::INVALID_PARAMS, "unknown logging level");
+                    };
+                    *session.log_level.lock().unwrap_or_else(|e| e.into_inner()) = Some(rank);
+                    return Outcome::Reply(jsonrpc::result(id, json!({})));
+                }
+                "tools/list" if msg["params"].get("cursor").is_none_or(Value::is_null) => {
+                    return self.cached_tools_list(session, msg).await;
+                }
+                _ => {}
+            }
+        }
+        if let Err(e) = up.wait_ready(self.cfg.child.init_timeout).await {
+            return Outcome::Reply(e.to_response(id));
+        }
+        match up.send_request(Some(session.id.clone()), msg, false) {
+            Ok(handle) => Outcome::Forwarded(Call {
+                handle,
+                _in_flight: InFlight::new(&self.stats, session),
+                meter: None,
+            }),
+            Err(e) => Outcome::Reply(e.to_response(id)),
+        }
+    }
+
+    /// `tools/call` must name a tool, and its arguments must satisfy that tool's cached
+    /// `inputSchema` (when the bridge knows it): the error names the field.
+    fn check_tool_call(&self, session: &Arc<Session>, msg: &Value) -> Result<(), String> {
+        let params = &msg["params"];
+        let Some(name) = params["name"].as_str() else {
+            return Err("tools/call needs params.name (a string)".into());
+        };
+        let empty = json!({});
+        let args = match params.get("arguments") {
+            None | Some(Value::Null) => &empty,
+            Some(a) => a,
+        };
+        let schema = match &self.shared {
+            Some(_) => session.upstream.tool_schema(name),
+            None => self
+                .probe_schemas
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|s| s.get(name).cloned()),
+        };
+        match schema {
+            Some(schema) => schema::validate(&schema, args)
+                .map_err(|e| format!("invalid arguments for tool {name:?}: {e}")),
+            None if !args.is_object() => Err(format!(
+                "invalid arguments for tool {name:?}: arguments: expected object"
+            )),
+            None => Ok(()),
         }
     }
 
@@ -398,19 +603,17 @@ impl App {
             return Outcome::Reply(jsonrpc::result(id, tools));
         }
         if let Err(e) = up.wait_ready(self.cfg.child.init_timeout).await {
-            self.stats
-                .request_errors_total
-                .fetch_add(1, Ordering::Relaxed);
             return Outcome::Reply(e.to_response(id));
         }
         let mut call = match up.send_request(Some(session.id.clone()), msg, true) {
             Ok(handle) => Call {
                 handle,
                 _in_flight: InFlight::new(&self.stats, session),
+                meter: None,
             },
             Err(e) => return Outcome::Reply(e.to_response(id)),
         };
-        match call.handle.response().await {
+        match call.response().await {
             Some(v) => Outcome::Reply(v),
             None => self.err(
                 &json!({"id": id}),
@@ -421,18 +624,12 @@ impl App {
     }
 
     fn err(&self, msg: &Value, code: i64, text: &str) -> Outcome {
-        self.stats
-            .request_errors_total
-            .fetch_add(1, Ordering::Relaxed);
         Outcome::Reply(jsonrpc::error(msg["id"].clone(), code, text))
     }
 
     /// Answer a session's initialize from the shared child's handshake.
     async fn local_initialize(&self, up: &Arc<Upstream>, msg: &Value) -> Outcome {
         if let Err(e) = up.wait_ready(self.cfg.child.init_timeout).await {
-            self.stats
-                .request_errors_total
-                .fetch_add(1, Ordering::Relaxed);
             return Outcome::Reply(e.to_response(msg["id"].clone()));
         }
         let Some(info) = up.init_info() else {
@@ -541,11 +738,19 @@ impl App {
                 Err(e) => Err(format!("cannot start {:?}: {e}", self.cfg.child.program)),
                 Ok(mut running) => {
                     let r = child::handshake(&up, &mut running, self.cfg.child.init_timeout).await;
+                    if r.is_ok() {
+                        child::prefetch_tools(&up, self.cfg.child.init_timeout).await;
+                        if let Some(schemas) = up.tool_schemas() {
+                            *self.probe_schemas.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(schemas);
+                        }
+                    }
                     running.kill().await;
                     r.map(|info| info.protocol_version)
                 }
             };
             let ok = outcome.is_ok();
+            self.stats.child_up.store(i64::from(ok), Ordering::Relaxed);
             {
                 let mut p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
                 p.ok = ok;
@@ -635,7 +840,7 @@ pub async fn pump(mut call: Call, out: sse::Frames, session: Arc<Session>) {
             // Deliveries first: a response already queued must go out even if the session is
             // closing at the same moment (e.g. its per-session child just exited).
             biased;
-            d = call.handle.recv() => d,
+            d = call.recv() => d,
             _ = out.closed() => return,
             _ = session.closed.cancelled() => return,
         };
@@ -674,6 +879,10 @@ mod tests {
             hung_after: secs(60),
             drain_timeout: secs(1),
             token: None,
+            allow_origins: vec![],
+            allow_hosts: vec![],
+            rate_limit: None,
+            max_body: 4 << 20,
         })
     }
 

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{self, LATEST_VERSION};
-use super::stats::Stats;
+use super::stats::{RestartReason, Stats};
 use super::upstream::{Delivery, InitInfo, Status, Upstream};
 
 /// A line longer than this is dropped (and logged) rather than held in memory.
@@ -48,8 +48,14 @@ pub struct ChildSpec {
 }
 
 /// Read secret files from `dir` as environment variables for the child: the file name is the
-/// variable name, one trailing newline is dropped. Only names are logged.
-pub fn secret_env(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+/// variable name, one trailing newline is dropped. Only names are logged. Files in `skip` (the
+/// bridge's own bearer-token file, when it is mounted here) are not exported: the bridge's token is
+/// no business of the server it runs.
+pub fn secret_env(
+    dir: &std::path::Path,
+    skip: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let skip: Vec<std::path::PathBuf> = skip.iter().filter_map(|p| p.canonicalize().ok()).collect();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -66,6 +72,9 @@ pub fn secret_env(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         // Kubernetes-style mounts add `..data` links and dot-directories: skip what is not a name.
         if !valid || !entry.path().is_file() {
+            continue;
+        }
+        if entry.path().canonicalize().is_ok_and(|p| skip.contains(&p)) {
             continue;
         }
         let mut value = std::fs::read_to_string(entry.path())
@@ -89,6 +98,8 @@ pub struct Running {
     pgid: Option<i32>,
     pub generation: u64,
     stdout_eof: Option<oneshot::Receiver<()>>,
+    /// Decremented (`child_processes`) once, when this is dropped.
+    stats: Arc<Stats>,
 }
 
 impl Running {
@@ -130,6 +141,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.signal_group(Signal::SIGKILL);
+        self.stats.child_processes.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -157,6 +169,7 @@ pub fn spawn(
     }
     let mut child = cmd.spawn()?;
     stats.child_spawns.fetch_add(1, Ordering::Relaxed);
+    stats.child_processes.fetch_add(1, Ordering::Relaxed);
     let pid = child.id();
     let stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
@@ -188,6 +201,7 @@ pub fn spawn(
         pgid: pid.map(|p| p as i32),
         generation,
         stdout_eof: Some(eof_rx),
+        stats: stats.clone(),
     })
 }
 
@@ -316,30 +330,35 @@ pub async fn supervise_shared(
 ) {
     let mut failures: u32 = 0;
     let mut recent: VecDeque<Instant> = VecDeque::new();
-    let mut first = true;
+    let mut last: Option<RestartReason> = None;
     loop {
         if shutdown.is_cancelled() {
             break;
         }
-        if !first {
+        if let Some(why) = last {
             upstream.restarts.fetch_add(1, Ordering::Relaxed);
-            stats.child_restarts.fetch_add(1, Ordering::Relaxed);
+            stats.child_restarted(why);
         }
-        first = false;
         upstream.set_status(Status::Starting);
-        let reason = match spawn(&spec, &upstream, &stats) {
-            Err(e) => format!("cannot start {:?}: {e}", spec.program),
+        let (kind, reason) = match spawn(&spec, &upstream, &stats) {
+            Err(e) => (
+                RestartReason::StartFailed,
+                format!("cannot start {:?}: {e}", spec.program),
+            ),
             Ok(mut running) => {
                 let generation = running.generation;
                 match handshake(&upstream, &mut running, spec.init_timeout).await {
                     Err(why) => {
                         running.kill().await;
                         upstream.detach(generation, "failed its handshake");
-                        format!("child {why}")
+                        (RestartReason::HandshakeFailed, format!("child {why}"))
                     }
                     Ok(info) => {
                         tracing::info!(pid = running.pid(), protocol = %info.protocol_version, "child ready");
                         upstream.set_init(info);
+                        // Fill the tools/list cache before anyone is served: it bounds the `tool`
+                        // metric label and holds the inputSchemas arguments are validated against.
+                        prefetch_tools(&upstream, spec.init_timeout).await;
                         upstream.set_status(Status::Ready);
                         let up_since = Instant::now();
                         let why = tokio::select! {
@@ -360,11 +379,12 @@ pub async fn supervise_shared(
                             failures = 0;
                             recent.clear();
                         }
-                        format!("child {why}")
+                        (RestartReason::Exited, format!("child {why}"))
                     }
                 }
             }
         };
+        last = Some(kind);
         tracing::warn!(%reason, "MCP server down");
         failures += 1;
         recent.push_back(Instant::now());
@@ -393,6 +413,22 @@ pub async fn supervise_shared(
     upstream.set_status(Status::Stopped);
 }
 
+/// Ask the child for tools/list once (cached by `upstream`); a server without tools, or one that
+/// does not answer in time, is served anyway (arguments then go unvalidated).
+pub async fn prefetch_tools(upstream: &Arc<Upstream>, timeout: Duration) {
+    let req = json!({"jsonrpc": "2.0", "id": 0, "method": "tools/list"});
+    let Ok(mut h) = upstream.send_request(None, req, true) else {
+        return;
+    };
+    match tokio::time::timeout(timeout, h.response()).await {
+        Ok(Some(v)) if v.get("result").is_some() => {}
+        Ok(Some(v)) => tracing::debug!(error = %v["error"], "child has no tools/list"),
+        _ => tracing::warn!(
+            "child did not answer tools/list in time; tool arguments are not validated"
+        ),
+    }
+}
+
 fn backoff(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
     (BACKOFF_START * 2u32.pow(exp)).min(BACKOFF_MAX)
@@ -409,7 +445,8 @@ mod tests {
         std::fs::write(dir.path().join("DATABASE_URL"), "postgres://a:b@db/x").unwrap();
         std::fs::write(dir.path().join("not-a-name"), "skipped").unwrap();
         std::fs::create_dir(dir.path().join("..data")).unwrap();
-        let env = secret_env(dir.path()).unwrap();
+        std::fs::write(dir.path().join("BRIDGE_TOKEN"), "t0k").unwrap();
+        let env = secret_env(dir.path(), &[dir.path().join("BRIDGE_TOKEN")]).unwrap();
         assert_eq!(
             env,
             vec![
@@ -420,7 +457,9 @@ mod tests {
                 ("GITHUB_TOKEN".to_string(), "ghp_x".to_string()),
             ]
         );
-        assert!(secret_env(&dir.path().join("missing")).unwrap().is_empty());
+        assert!(secret_env(&dir.path().join("missing"), &[])
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

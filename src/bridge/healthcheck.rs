@@ -1,6 +1,6 @@
 //! `mcpctl bridge healthcheck`: the Docker HEALTHCHECK of every image. Cheap, no shell needed:
 //! GET /readyz on loopback with a 3 s timeout; `--mcp` also runs initialize + tools/list over
-//! Streamable HTTP and ends the session (with `MCPCTL_BRIDGE_TOKEN` as bearer token when set).
+//! Streamable HTTP and ends the session (with the bridge's token file as bearer token when set).
 //! Exit 0 healthy, 1 not.
 
 use std::time::Duration;
@@ -17,6 +17,10 @@ pub struct HealthcheckArgs {
     /// Also run an MCP initialize + tools/list round trip.
     #[arg(long)]
     pub mcp: bool,
+    /// The bridge's bearer-token file (for --mcp); default: MCPCTL_BRIDGE_TOKEN_FILE, else the
+    /// deprecated MCPCTL_BRIDGE_TOKEN.
+    #[arg(long, env = "MCPCTL_BRIDGE_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -48,7 +52,8 @@ async fn check(args: &HealthcheckArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mcp = format!("{base}/mcp");
-    let token = super::token_from_env();
+    let token = super::read_token(args.token_file.as_deref())?;
+    let token = token.as_ref().map(|t| t.expose());
     let post = |body: Value, session: Option<&str>| {
         let mut req = client
             .post(&mcp)

@@ -3,24 +3,26 @@
 //!
 //! Owns request parsing, status codes and headers only; every MCP decision is `App::handle`'s.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use super::app::{pump, App, Outcome};
+use super::guard::{self, ClientKey};
 use super::jsonrpc;
 use super::sse;
-use super::stats::{CloseReason, Transport};
+use super::stats::{self, CloseReason, ErrorType, Transport};
 
-/// docs/contracts.md: default request size limit 4 MB.
-const BODY_LIMIT: usize = 4 * 1024 * 1024;
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 
@@ -30,14 +32,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/messages", post(sse_message))
         .route("/messages/", post(sse_message))
         .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
-        .layer(middleware::from_fn_with_state(app.clone(), check_token))
-        .layer(middleware::from_fn(check_origin))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+        .layer(middleware::from_fn_with_state(app.clone(), guard_mcp))
+        .layer(DefaultBodyLimit::max(app.cfg.max_body));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(mcp)
+        // Outermost: the DNS-rebinding rule holds for every endpoint, probes included.
+        .layer(middleware::from_fn_with_state(app.clone(), check_origin))
         .with_state(app)
 }
 
@@ -49,65 +52,134 @@ fn json_rpc_error(status: StatusCode, code: i64, text: &str) -> Response {
     (status, axum::Json(jsonrpc::error(Value::Null, code, text))).into_response()
 }
 
-/// docs/contracts.md: MCP endpoints require the bearer token when one is configured (probe
-/// endpoints never do).
-async fn check_token(State(app): State<Arc<App>>, req: Request<Body>, next: Next) -> Response {
-    if let Some(token) = &app.cfg.token {
-        let given = header_str(req.headers(), header::AUTHORIZATION.as_str())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            let mut r = plain(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized: bearer token required",
+fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// An MCP-endpoint request refused before its JSON-RPC method was known: counted as method
+/// `other` (probes are never counted).
+fn refused(app: &App, t0: Instant, e: ErrorType) {
+    app.stats.record(stats::OTHER, "", t0.elapsed(), Some(e));
+}
+
+/// DNS-rebinding protection on every endpoint: a foreign `Origin` (and, with `--allow-host`, a
+/// foreign `Host`) gets 403. Requests without `Origin` (every non-browser client) pass.
+async fn check_origin(State(app): State<Arc<App>>, req: Request<Body>, next: Next) -> Response {
+    let t0 = Instant::now();
+    let h = req.headers();
+    let origin_ok = h
+        .get(header::ORIGIN)
+        .map(|o| {
+            o.to_str().is_ok_and(|o| {
+                guard::origin_allowed(o, &app.cfg.allow_origins, &app.cfg.allow_hosts)
+            })
+        })
+        .unwrap_or(true);
+    let host_ok = guard::host_allowed(header_str(h, header::HOST.as_str()), &app.cfg.allow_hosts);
+    if !(origin_ok && host_ok) {
+        let what = if origin_ok { "Host" } else { "Origin" };
+        tracing::debug!(path = %req.uri().path(), what, "refused: foreign {what}");
+        if !is_probe(req.uri().path()) {
+            refused(&app, t0, ErrorType::Unauthorized);
+        }
+        return plain(StatusCode::FORBIDDEN, &format!("Forbidden: foreign {what}"));
+    }
+    next.run(req).await
+}
+
+/// MCP endpoints only: bearer token (when configured), rate limit, request size.
+/// Order: the rate limit is keyed by the token when it is valid, else by the client address, so
+/// guessing tokens is rate-limited per address too.
+async fn guard_mcp(State(app): State<Arc<App>>, req: Request<Body>, next: Next) -> Response {
+    let t0 = Instant::now();
+    let authorized = app
+        .token
+        .as_ref()
+        .is_none_or(|t| t.matches(header_str(req.headers(), header::AUTHORIZATION.as_str())));
+    if let Some(limiter) = &app.limiter {
+        let key = match (&app.token, authorized) {
+            (Some(_), true) => ClientKey::Token,
+            _ => match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+                Some(ConnectInfo(addr)) => ClientKey::Addr(addr.ip()),
+                None => ClientKey::Addr(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            },
+        };
+        if let Err(wait) = limiter.check(key, Instant::now()) {
+            refused(&app, t0, ErrorType::RateLimited);
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            tracing::debug!(path = %req.uri().path(), retry_after = secs, "refused: rate limited");
+            let mut r = json_rpc_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                jsonrpc::INVALID_REQUEST,
+                &format!("Too Many Requests: retry after {secs}s"),
             );
             r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             return r;
         }
     }
-    next.run(req).await
+    if !authorized {
+        refused(&app, t0, ErrorType::Unauthorized);
+        tracing::debug!(path = %req.uri().path(), "refused: missing or wrong bearer token");
+        let mut r = plain(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: bearer token required",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    // Size: refuse on Content-Length at once; otherwise read at most the limit.
+    let too_large = |app: &App| {
+        refused(app, t0, ErrorType::TooLarge);
+        json_rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            jsonrpc::INVALID_REQUEST,
+            &format!(
+                "Payload Too Large: requests are limited to {} bytes",
+                app.cfg.max_body
+            ),
+        )
+    };
+    let declared = header_str(req.headers(), header::CONTENT_LENGTH.as_str())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > app.cfg.max_body as u64) {
+        return too_large(&app);
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, app.cfg.max_body).await {
+        Ok(b) => b,
+        Err(_) => return too_large(&app),
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
-/// Compare without an early exit, so response time does not reveal how much of a guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// A body that is not JSON: a JSON-RPC parse error (HTTP 400), counted as `bad_request`.
+fn parse_error(app: &App) -> Response {
+    app.stats.record(
+        stats::OTHER,
+        "",
+        Duration::ZERO,
+        Some(ErrorType::BadRequest),
+    );
+    json_rpc_error(
+        StatusCode::BAD_REQUEST,
+        jsonrpc::PARSE_ERROR,
+        "Parse error: body is not JSON",
+    )
 }
 
-/// DNS-rebinding protection: a browser page from a foreign origin must not drive a local server.
-/// Requests without `Origin` (every non-browser client) pass.
-async fn check_origin(req: Request<Body>, next: Next) -> Response {
-    if let Some(origin) = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-    {
-        let authority = origin
-            .split("://")
-            .nth(1)
-            .unwrap_or("")
-            .trim_end_matches('/');
-        let host = authority.rsplit_once(':').map_or(authority, |(h, p)| {
-            if p.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                authority
-            }
-        });
-        let same_host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            == Some(authority);
-        let loopback = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
-        if !(same_host || loopback) {
-            return plain(StatusCode::FORBIDDEN, "Forbidden: foreign Origin");
-        }
-    }
-    next.run(req).await
+/// The span every log line of one MCP message carries: its session and JSON-RPC request id.
+fn request_span(session: &str, msg: &Value) -> tracing::Span {
+    let id = msg.get("id").map_or_else(String::new, |v| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    tracing::info_span!("mcp", session = %session, request_id = %id, method = %jsonrpc::method(msg))
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
@@ -185,22 +257,19 @@ async fn sse_message(
         );
     };
     let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
-        return json_rpc_error(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::PARSE_ERROR,
-            "body is not JSON",
-        );
+        return parse_error(&app);
     };
     let Some(out) = session.outbound() else {
         return plain(StatusCode::NOT_FOUND, "Not Found: session has no stream");
     };
-    match app.handle(&session, msg).await {
+    let span = request_span(&session.id, &msg);
+    match app.handle(&session, msg).instrument(span.clone()).await {
         Outcome::Accepted => {}
         Outcome::Reply(v) => {
             let _ = out.send(sse::message(&v)).await;
         }
         Outcome::Forwarded(call) => {
-            tokio::spawn(pump(call, out, session.clone()));
+            tokio::spawn(pump(call, out, session.clone()).instrument(span));
         }
     }
     (StatusCode::ACCEPTED, "Accepted").into_response()
@@ -259,15 +328,15 @@ async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
     }
     let msg: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(_) => {
-            return json_rpc_error(
-                StatusCode::BAD_REQUEST,
-                jsonrpc::PARSE_ERROR,
-                "Parse error: body is not JSON",
-            )
-        }
+        Err(_) => return parse_error(&app),
     };
     if msg.is_array() {
+        app.stats.record(
+            stats::OTHER,
+            "",
+            Duration::ZERO,
+            Some(ErrorType::BadRequest),
+        );
         return json_rpc_error(
             StatusCode::BAD_REQUEST,
             jsonrpc::INVALID_REQUEST,
@@ -294,7 +363,8 @@ async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
         }
     };
     let sid = session.id.to_string();
-    let outcome = app.handle(&session, msg).await;
+    let span = request_span(&sid, &msg);
+    let outcome = app.handle(&session, msg).instrument(span.clone()).await;
     match outcome {
         Outcome::Accepted => StatusCode::ACCEPTED.into_response(),
         Outcome::Reply(v) => {
@@ -317,12 +387,12 @@ async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
                     app.shutdown.clone(),
                     &[(SESSION_HEADER, sid)],
                 );
-                tokio::spawn(pump(call, frames, session.clone()));
+                tokio::spawn(pump(call, frames, session.clone()).instrument(span));
                 resp
             } else {
                 // JSON response: wait for the result; dropping the future on disconnect cancels.
                 let reply = tokio::select! {
-                    r = call.handle.response() => r,
+                    r = call.response().instrument(span) => r,
                     _ = session.closed.cancelled() => None,
                 };
                 match reply {

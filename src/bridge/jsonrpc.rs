@@ -13,6 +13,7 @@ pub const LATEST_VERSION: &str = "2025-11-25";
 pub const CHILD_EXITED: i64 = -32000;
 pub const CHILD_UNAVAILABLE: i64 = -32001;
 pub const METHOD_NOT_FOUND: i64 = -32601;
+pub const INVALID_PARAMS: i64 = -32602;
 pub const INVALID_REQUEST: i64 = -32600;
 pub const PARSE_ERROR: i64 = -32700;
 
@@ -31,9 +32,11 @@ pub fn kind(msg: &Value) -> Kind {
     let has_id = obj
         .get("id")
         .is_some_and(|id| id.is_string() || id.is_number());
+    // An `id` of another type (object, array, bool; null for a request) makes it neither.
+    let bad_id = obj.contains_key("id") && !has_id;
     match (obj.get("method").and_then(Value::as_str), has_id) {
         (Some(_), true) => Kind::Request,
-        (Some(_), false) => Kind::Notification,
+        (Some(_), false) if !bad_id => Kind::Notification,
         (None, true) if obj.contains_key("result") || obj.contains_key("error") => Kind::Response,
         _ => Kind::Invalid,
     }
@@ -102,6 +105,10 @@ mod tests {
             Kind::Invalid
         );
         assert_eq!(kind(&json!([1, 2])), Kind::Invalid);
+        assert_eq!(
+            kind(&json!({"jsonrpc":"2.0","id":{"x":1},"method":"ping"})),
+            Kind::Invalid
+        );
     }
 
     #[test]

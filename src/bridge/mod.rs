@@ -8,9 +8,11 @@
 
 mod app;
 mod child;
+mod guard;
 mod healthcheck;
 mod http;
 mod jsonrpc;
+mod schema;
 mod sse;
 mod stats;
 mod upstream;
@@ -24,7 +26,7 @@ use axum::serve::ListenerExt as _;
 use clap::{Args, Subcommand};
 
 use crate::error::CommandError;
-use app::{App, Config, SessionModel};
+use app::{App, Config, RateLimit, Secret, SessionModel};
 use child::ChildSpec;
 use stats::CloseReason;
 
@@ -67,6 +69,32 @@ pub struct BridgeArgs {
         default_value = "/run/secrets"
     )]
     pub secrets_dir: std::path::PathBuf,
+    /// A file holding the bearer token MCP endpoints require (`Authorization: Bearer …`); probes
+    /// (/healthz, /readyz, /metrics) never need it. One trailing newline is dropped. Secrets are
+    /// mounted as files: the token never appears in `ps`, `docker inspect` or a log line. This
+    /// file is never exported to the server's environment, even when it lies in --secrets-dir.
+    #[arg(long, env = "MCPCTL_BRIDGE_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Also allow browser requests from this Origin (`scheme://host[:port]`); repeatable.
+    /// Loopback origins (localhost, 127.0.0.1, [::1]) are always allowed; any other Origin gets 403.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+    /// Allowed `Host` header (`host[:port]`; `host` alone allows any port); repeatable. When
+    /// given, requests naming any other (non-loopback) host get 403, and http(s) origins on these
+    /// hosts are allowed too. mcpctl renders `--allow-host mcp-<name>:8080` for in-network callers.
+    #[arg(long = "allow-host", value_name = "HOST[:PORT]")]
+    pub allow_host: Vec<String>,
+    /// Requests per second each client may make to MCP endpoints (keyed by the bearer token, or
+    /// the client address without one); beyond it 429 with Retry-After. 0: no limit.
+    #[arg(long, default_value_t = 0.0, value_name = "PER_SEC")]
+    pub rate_limit: f64,
+    /// Requests a client may make in a burst before --rate-limit applies (default: 2 s worth, at
+    /// least 10).
+    #[arg(long, value_name = "N")]
+    pub rate_burst: Option<f64>,
+    /// Largest request body accepted, in bytes (413 above).
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
+    pub max_request_bytes: usize,
     /// The stdio MCP server command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -88,7 +116,19 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<()> {
         .split_first()
         .ok_or_else(|| CommandError::usage("bridge: a COMMAND after `--` is required"))?;
     let secs = Duration::from_secs;
-    let env = child::secret_env(&args.secrets_dir)?;
+    let token = read_token(args.token_file.as_deref())?;
+    let skip: Vec<std::path::PathBuf> = args.token_file.iter().cloned().collect();
+    let env = child::secret_env(&args.secrets_dir, &skip)?;
+    if !(args.rate_limit >= 0.0 && args.rate_limit.is_finite()) {
+        return Err(CommandError::usage("bridge: --rate-limit must be ≥ 0").into());
+    }
+    let rate_limit = (args.rate_limit > 0.0).then(|| RateLimit {
+        per_sec: args.rate_limit,
+        burst: args
+            .rate_burst
+            .unwrap_or((args.rate_limit * 2.0).max(10.0))
+            .max(1.0),
+    });
     let cfg = Config {
         child: ChildSpec {
             program: program.clone(),
@@ -102,7 +142,19 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<()> {
         ready_stale: secs(args.ready_stale.max(1)),
         hung_after: secs(args.hung_after.max(1)),
         drain_timeout: secs(args.drain_timeout),
-        token: token_from_env(),
+        token,
+        allow_origins: args
+            .allow_origin
+            .iter()
+            .map(|o| guard::normalise(o))
+            .collect(),
+        allow_hosts: args
+            .allow_host
+            .iter()
+            .map(|h| guard::normalise(h))
+            .collect(),
+        rate_limit,
+        max_body: args.max_request_bytes.max(1024),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -114,12 +166,41 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `MCPCTL_BRIDGE_TOKEN`: when set and non-empty, MCP endpoints require `Authorization: Bearer`.
-/// Read from the environment only, so the secret never shows in `ps` or an image's CMD.
+/// Deprecated fallback: `MCPCTL_BRIDGE_TOKEN` in the environment, used only when no
+/// `--token-file` is given. Kept because existing callers (tests/engine.rs, hand-written compose
+/// files) set it; mcpctl itself renders `--token-file`, since an env value shows in
+/// `docker inspect` and /proc/<pid>/environ.
 pub(crate) const TOKEN_ENV: &str = "MCPCTL_BRIDGE_TOKEN";
 
-fn token_from_env() -> Option<String> {
-    std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty())
+/// The bearer token: from `file` when given (an empty or unreadable file is an error: a guard
+/// asked for must not silently be off), else from `MCPCTL_BRIDGE_TOKEN`.
+pub(crate) fn read_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<Secret>> {
+    let Some(path) = file else {
+        return Ok(std::env::var(TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new));
+    };
+    let mut t = std::fs::read_to_string(path).map_err(|e| {
+        CommandError::usage(format!(
+            "bridge: cannot read --token-file {}: {e}",
+            path.display()
+        ))
+    })?;
+    if t.ends_with('\n') {
+        t.pop();
+        if t.ends_with('\r') {
+            t.pop();
+        }
+    }
+    if t.is_empty() {
+        return Err(CommandError::usage(format!(
+            "bridge: --token-file {} is empty",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(Some(Secret::new(t)))
 }
 
 async fn serve(listen: SocketAddr, cfg: Config) -> anyhow::Result<()> {
@@ -128,7 +209,16 @@ async fn serve(listen: SocketAddr, cfg: Config) -> anyhow::Result<()> {
         .map_err(|e| CommandError::usage(format!("bridge: cannot listen on {listen}: {e}")))?;
     let addr = listener.local_addr()?;
     let app = App::new(cfg.clone());
-    tracing::info!(%addr, command = %cfg.child.program, model = ?cfg.model, "bridge listening");
+    tracing::info!(
+        %addr,
+        command = %cfg.child.program,
+        model = ?cfg.model,
+        token = cfg.token.is_some(),
+        rate_limit = ?cfg.rate_limit,
+        allow_hosts = ?cfg.allow_hosts,
+        allow_origins = ?cfg.allow_origins,
+        "bridge listening"
+    );
 
     let supervisor = app.shared.clone().map(|up| {
         tokio::spawn(child::supervise_shared(
@@ -150,9 +240,12 @@ async fn serve(listen: SocketAddr, cfg: Config) -> anyhow::Result<()> {
         let _ = tcp.set_nodelay(true);
     });
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
     });
 
     let signal = wait_for_signal().await?;

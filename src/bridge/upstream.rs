@@ -76,6 +76,28 @@ struct Inner {
     init: Option<Arc<InitInfo>>,
     tools_cache: Option<Value>,
     tools_epoch: u64,
+    /// `inputSchema` by tool name, from the cached tools/list (voided with it).
+    tool_schemas: Option<Arc<ToolSchemas>>,
+}
+
+/// Tool name → its `inputSchema`, for validating `tools/call` arguments in the bridge.
+pub type ToolSchemas = HashMap<String, Arc<Value>>;
+
+/// The schemas of a tools/list result (tools without an object `inputSchema` are left out).
+pub fn tool_schemas(result: &Value) -> ToolSchemas {
+    result["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| {
+                    let name = t["name"].as_str()?;
+                    let schema = t.get("inputSchema").filter(|s| s.is_object())?;
+                    Some((name.to_string(), Arc::new(schema.clone())))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub struct Upstream {
@@ -183,9 +205,11 @@ impl Upstream {
         self.status.borrow().clone()
     }
     pub fn set_status(&self, s: Status) {
-        self.stats
-            .child_up
-            .store(i64::from(s == Status::Ready), Ordering::Relaxed);
+        if self.shared {
+            self.stats
+                .child_up
+                .store(i64::from(s == Status::Ready), Ordering::Relaxed);
+        }
         self.status.send_replace(s);
     }
     pub fn init_info(&self) -> Option<Arc<InitInfo>> {
@@ -196,6 +220,13 @@ impl Upstream {
     }
     pub fn cached_tools(&self) -> Option<Value> {
         self.lock().tools_cache.clone()
+    }
+    /// The `inputSchema` of `tool` from the cached tools/list, if known.
+    pub fn tool_schema(&self, tool: &str) -> Option<Arc<Value>> {
+        self.lock().tool_schemas.as_ref()?.get(tool).cloned()
+    }
+    pub fn tool_schemas(&self) -> Option<Arc<ToolSchemas>> {
+        self.lock().tool_schemas.clone()
     }
     pub fn since_last_output(&self) -> Duration {
         let now = self.epoch.elapsed().as_millis() as i64;
@@ -222,6 +253,7 @@ impl Upstream {
         g.writer = Some(writer);
         g.init = None;
         g.tools_cache = None;
+        g.tool_schemas = None;
         g.tools_epoch += 1;
         self.last_output_ms
             .store(self.epoch.elapsed().as_millis() as i64, Ordering::Relaxed);
@@ -238,6 +270,7 @@ impl Upstream {
             g.writer = None;
             g.init = None;
             g.tools_cache = None;
+            g.tool_schemas = None;
             g.pending.drain().map(|(_, p)| p).collect()
         };
         for p in failed {
@@ -450,7 +483,17 @@ impl Upstream {
             let p = g.pending.remove(&id);
             if let Some(p) = &p {
                 if p.tools_epoch == Some(g.tools_epoch) && msg.get("result").is_some() {
-                    g.tools_cache = msg.get("result").cloned();
+                    let result = msg["result"].clone();
+                    let schemas = tool_schemas(&result);
+                    self.stats.set_tools(
+                        result["tools"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|t| t["name"].as_str()),
+                    );
+                    g.tools_cache = Some(result);
+                    g.tool_schemas = Some(Arc::new(schemas));
                 }
             }
             p
@@ -501,6 +544,7 @@ impl Upstream {
                 let mut g = self.lock();
                 g.tools_epoch += 1;
                 g.tools_cache = None;
+                g.tool_schemas = None;
             }
             match (&self.owner, self.shared) {
                 (Some(owner), false) => (self.sink)(Route::Session(owner.clone(), msg)),

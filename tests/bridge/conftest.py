@@ -55,13 +55,16 @@ class Bridge:
         if command is None:
             command = [TESTSERVER, "--nonce", self.nonce, "--spawn-log", str(self.spawn_log), *(server_args or [])]
         self.log = open(self.log_path, "wb")
-        env = dict(os.environ, MCPCTL_LOG=os.environ.get("MCPCTL_TEST_LOG", "info"), **(extra_env or {}))
+        env = dict(os.environ, MCPCTL_LOG=os.environ.get("MCPCTL_TEST_LOG", "info"))
+        env.update(extra_env or {})
         self.proc = subprocess.Popen(
             [MCPCTL, "bridge", "--listen", "127.0.0.1:0", *bridge_args, "--", *command],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log, env=env,
             start_new_session=True,
         )
-        m = wait_until(lambda: re.search(rb"bridge listening addr=127\.0\.0\.1:(\d+)", self.log_path.read_bytes()) or self.proc.poll() is not None, 10, "bridge to listen")
+        # Plain (`bridge listening addr=…`) or JSON (`"addr":"…"`, MCPCTL_LOG_FORMAT=json) logs.
+        listening = re.compile(rb'(?:bridge listening addr=|"addr":")127\.0\.0\.1:(\d+)')
+        m = wait_until(lambda: listening.search(self.log_path.read_bytes()) or self.proc.poll() is not None, 10, "bridge to listen")
         if self.proc.poll() is not None:
             raise AssertionError(f"bridge exited early: {self.log_text()}")
         self.port = int(m.group(1))

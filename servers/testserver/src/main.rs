@@ -88,6 +88,8 @@ struct Server {
     /// do each once).
     initialize_count: AtomicU64,
     tools_list_count: AtomicU64,
+    /// tools/call requests received (to prove a refused call never reached the server).
+    tools_call_count: AtomicU64,
     init_params: Mutex<Value>,
 }
 
@@ -156,6 +158,11 @@ impl Server {
             json!({"name": "counters", "description": "Returns how often initialize and tools/list were received", "inputSchema": obj(json!({}))}),
             json!({"name": "client_info", "description": "Returns the initialize params this process received", "inputSchema": obj(json!({}))}),
             json!({"name": "log", "description": "Sends notifications/message at `level`", "inputSchema": obj(json!({"level": {"type": "string"}, "text": {"type": "string"}}))}),
+            json!({"name": "typed", "description": "A strict schema (argument validation tests); returns count|mode|nonce", "inputSchema": {
+                "type": "object", "additionalProperties": false, "required": ["count"],
+                "properties": {"count": {"type": "integer", "minimum": 1}, "mode": {"enum": ["fast", "slow"]},
+                               "tags": {"type": "array", "items": {"type": "string"}}}}}),
+            json!({"name": "getenv", "description": "Returns the value of environment variable `name` (or <unset>)", "inputSchema": obj(json!({"name": {"type": "string"}}))}),
         ];
         if self.extra_tool.load(Ordering::Relaxed) {
             tools.push(json!({"name": "added", "description": "Appears after notify_list_changed", "inputSchema": obj(json!({}))}));
@@ -215,11 +222,22 @@ impl Server {
             }
             "hang" => {}
             "whoami" => self.text(&id, &name, format!("{}|{nonce}", std::process::id())),
+            "typed" => {
+                let mode = args["mode"].as_str().unwrap_or("fast");
+                self.text(&id, &name, format!("{}|{mode}|{nonce}", args["count"]))
+            }
+            "getenv" => {
+                let v = std::env::var(s("name")).unwrap_or_else(|_| "<unset>".into());
+                self.text(&id, &name, v)
+            }
             "counters" => {
-                let counts = json!({
+                let mut counts = json!({
                     "initialize": self.initialize_count.load(Ordering::Relaxed),
                     "tools_list": self.tools_list_count.load(Ordering::Relaxed),
                 });
+                if args["with_calls"].as_bool() == Some(true) {
+                    counts["tools_call"] = json!(self.tools_call_count.load(Ordering::Relaxed));
+                }
                 self.text(&id, &name, counts.to_string())
             }
             "client_info" => {
@@ -288,6 +306,7 @@ fn main() {
         init_params: Mutex::new(Value::Null),
         initialize_count: AtomicU64::new(0),
         tools_list_count: AtomicU64::new(0),
+        tools_call_count: AtomicU64::new(0),
     });
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
@@ -339,6 +358,7 @@ fn main() {
             }
             (Some("logging/setLevel"), Some(id)) => server.reply(&id, json!({})),
             (Some("tools/call"), Some(id)) => {
+                server.tools_call_count.fetch_add(1, Ordering::Relaxed);
                 let s = server.clone();
                 let params = msg["params"].clone();
                 std::thread::spawn(move || s.call(id, params));

@@ -1,0 +1,225 @@
+//! Who may talk to the bridge: Origin / Host checks (DNS rebinding), the bearer token, and the
+//! per-client rate limit. Pure decisions on strings and clocks, so each rule is unit-tested here;
+//! `http` applies them and writes the status codes.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::app::RateLimit;
+
+/// `host` (no port) is a loopback name or address.
+fn loopback(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `host[:port]` → `host` (IPv6 literals keep their brackets).
+fn host_of(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.find(']').map_or(authority, |i| &authority[..=i]);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+/// Normalise an `--allow-origin` / `--allow-host` value: lower case, no trailing slash.
+pub fn normalise(v: &str) -> String {
+    v.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// docs/contracts.md + spec 2025-11-25: a request carrying an `Origin` is served only when that
+/// origin is loopback, listed with `--allow-origin`, or an http(s) origin whose host[:port] is
+/// listed with `--allow-host`. `Origin: null` and anything unparsable are foreign. A same-host
+/// rule (Origin == Host) is deliberately absent: under DNS rebinding both name the attacker.
+pub fn origin_allowed(origin: &str, allow_origins: &[String], allow_hosts: &[String]) -> bool {
+    let o = normalise(origin);
+    if allow_origins.iter().any(|a| *a == o) {
+        return true;
+    }
+    let Some((scheme, authority)) = o.split_once("://") else {
+        return false;
+    };
+    if !matches!(scheme, "http" | "https") || authority.is_empty() || authority.contains('/') {
+        return false;
+    }
+    let host = host_of(authority);
+    loopback(host) || allow_hosts.iter().any(|h| *h == authority || *h == host)
+}
+
+/// With `--allow-host` given, the `Host` header must be loopback or listed (`host` alone allows
+/// any port). Without it, any Host passes (Origin still guards browsers).
+pub fn host_allowed(host_header: Option<&str>, allow_hosts: &[String]) -> bool {
+    if allow_hosts.is_empty() {
+        return true;
+    }
+    let Some(h) = host_header else {
+        return true; // HTTP/1.0 without Host: no browser sends that
+    };
+    let authority = normalise(h);
+    let host = host_of(&authority);
+    loopback(host) || allow_hosts.iter().any(|a| *a == authority || *a == host)
+}
+
+/// The bearer token, kept only as its SHA-256: comparing two fixed-length digests in constant
+/// time reveals neither the token's content nor its length through timing.
+pub struct Token([u8; 32]);
+
+impl Token {
+    pub fn new(secret: &str) -> Self {
+        Self(Sha256::digest(secret.as_bytes()).into())
+    }
+    /// `Authorization` header value → whether it carries this token (`Bearer`, any case).
+    pub fn matches(&self, authorization: Option<&str>) -> bool {
+        let given = authorization
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
+            })
+            .unwrap_or("");
+        let d: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        d.iter().zip(&self.0).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// Whom a request's rate budget belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// Everyone presenting the (one) valid token.
+    Token,
+    Addr(IpAddr),
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token bucket per client: `per_sec` refill, `burst` capacity.
+pub struct RateLimiter {
+    cfg: RateLimit,
+    buckets: Mutex<HashMap<ClientKey, Bucket>>,
+}
+
+/// Buckets kept before idle (full) ones are forgotten.
+const MAX_BUCKETS: usize = 10_000;
+
+impl RateLimiter {
+    pub fn new(cfg: RateLimit) -> Self {
+        Self {
+            cfg,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Take one token for `key`, or say how long until one is available.
+    pub fn check(&self, key: ClientKey, now: Instant) -> Result<(), Duration> {
+        let RateLimit { per_sec, burst } = self.cfg;
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_BUCKETS {
+            let full_after = Duration::from_secs_f64(burst / per_sec);
+            map.retain(|_, b| now.saturating_duration_since(b.at) < full_after);
+        }
+        let b = map.entry(key).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * per_sec).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / per_sec))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let none: &[String] = &[];
+        for ok in [
+            "http://localhost:3000",
+            "http://127.0.0.1",
+            "https://[::1]:8443/",
+            "http://LOCALHOST",
+        ] {
+            assert!(origin_allowed(ok, none, none), "{ok}");
+        }
+        for bad in [
+            "http://evil.example",
+            "null",
+            "http://localhost.evil.example",
+            "file://localhost",
+            "http://127.0.0.1.evil.example:80",
+            "",
+        ] {
+            assert!(!origin_allowed(bad, none, none), "{bad}");
+        }
+        let hosts = vec![normalise("mcp-fetch:8080")];
+        assert!(origin_allowed("http://mcp-fetch:8080", none, &hosts));
+        assert!(!origin_allowed("http://mcp-fetch:9090", none, &hosts));
+        let origins = vec![normalise("https://app.example.com/")];
+        assert!(origin_allowed("https://app.example.com", &origins, none));
+        assert!(!origin_allowed("http://app.example.com", &origins, none));
+    }
+
+    #[test]
+    fn hosts() {
+        assert!(host_allowed(Some("evil.example"), &[]));
+        let hosts = vec![normalise("mcp-fetch:8080"), normalise("gateway")];
+        assert!(host_allowed(Some("127.0.0.1:8080"), &hosts));
+        assert!(host_allowed(Some("localhost"), &hosts));
+        assert!(host_allowed(Some("MCP-FETCH:8080"), &hosts));
+        assert!(host_allowed(Some("gateway:1234"), &hosts));
+        assert!(!host_allowed(Some("mcp-fetch:9999"), &hosts));
+        assert!(!host_allowed(Some("evil.example:8080"), &hosts));
+    }
+
+    #[test]
+    fn token_matches_only_the_exact_bearer() {
+        let t = Token::new("s3cret");
+        assert!(t.matches(Some("Bearer s3cret")));
+        assert!(t.matches(Some("bearer s3cret")));
+        assert!(!t.matches(Some("Bearer s3cre")));
+        assert!(!t.matches(Some("Bearer s3cretX")));
+        assert!(!t.matches(Some("Basic s3cret")));
+        assert!(!t.matches(Some("s3cret")));
+        assert!(!t.matches(None));
+        assert!(!Token::new("x").matches(Some("Bearer ")));
+    }
+
+    #[test]
+    fn rate_limit_refills_and_keys_apart() {
+        let rl = RateLimiter::new(RateLimit {
+            per_sec: 2.0,
+            burst: 3.0,
+        });
+        let t0 = Instant::now();
+        let a = ClientKey::Addr("127.0.0.1".parse().unwrap());
+        for _ in 0..3 {
+            assert!(rl.check(a.clone(), t0).is_ok());
+        }
+        let wait = rl.check(a.clone(), t0).unwrap_err();
+        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
+        assert!(
+            rl.check(ClientKey::Token, t0).is_ok(),
+            "another key has its own bucket"
+        );
+        assert!(rl.check(a.clone(), t0 + Duration::from_millis(500)).is_ok());
+        assert!(rl.check(a, t0 + Duration::from_millis(500)).is_err());
+    }
+}
