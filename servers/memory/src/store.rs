@@ -40,13 +40,16 @@ pub enum StoreError {
     Unavailable(String),
     #[error("database error: {0}")]
     Database(String),
+    /// A deadlock or serialization failure between concurrent calls; retried like an outage.
+    #[error("database conflict with a concurrent call: {0}")]
+    Conflict(String),
     #[error("database call did not finish within {0:?}")]
     Timeout(Duration),
 }
 
 impl StoreError {
     fn retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Conflict(_))
     }
 }
 
@@ -61,6 +64,10 @@ impl From<tokio_postgres::Error> for StoreError {
             let text = format!("{} ({})", db.message(), code.code());
             return if connection_class {
                 StoreError::Unavailable(text)
+            } else if *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            {
+                StoreError::Conflict(text)
             } else {
                 StoreError::Database(text)
             };
@@ -99,7 +106,9 @@ macro_rules! with_retry {
         let store: &Store = $store;
         let deadline = Instant::now() + store.retry_window;
         let mut backoff = Duration::from_millis(50);
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let attempt = typed(async {
                 let mut conn = store.pool.get().await?;
                 store.migrate_with(&mut conn).await?;
@@ -111,7 +120,14 @@ macro_rules! with_retry {
                 Ok(Err(e)) => e,
                 Err(_) => break Err(StoreError::Timeout(store.op_timeout)),
             };
-            match store.next_backoff(deadline, &mut backoff) {
+            // A conflict gets a few attempts even when detecting it used up the window
+            // (deadlock_timeout is 1 s by default).
+            let wait = store.next_backoff(deadline, &mut backoff).or_else(|| {
+                matches!(err, StoreError::Conflict(_))
+                    .then_some(Duration::from_millis(50))
+                    .filter(|_| attempts < 3)
+            });
+            match wait {
                 Some(wait) if err.retryable() => {
                     tracing::warn!(error = %err, "database call failed; retrying with a fresh connection");
                     sleep(wait).await;

@@ -119,11 +119,17 @@ fn concurrent_clients_never_duplicate_entities() {
     let relations: Vec<Value> = (0..25)
         .map(|i| json!({"from": format!("E{i}"), "to": "E0", "relationType": "points_at"}))
         .collect();
+    // The second client goes in reverse order, so the two transactions wait on each other's
+    // uncommitted rows: PostgreSQL breaks the deadlock and the server must retry, not fail.
     let handles: Vec<_> = (0..2)
-        .map(|_| {
+        .map(|client| {
             let url = pg.url();
-            let batch = batch.clone();
-            let relations = relations.clone();
+            let mut batch = batch.clone();
+            let mut relations = relations.clone();
+            if client == 1 {
+                batch.reverse();
+                relations.reverse();
+            }
             std::thread::spawn(move || {
                 let mut p = McpProcess::memory(&url);
                 let mut created = 0;
