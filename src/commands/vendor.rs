@@ -31,6 +31,15 @@ pub fn run(settings: &Settings, args: &VendorArgs) -> anyhow::Result<ExitCode> {
     };
     let mut specs = Vec::new();
     for n in &names {
+        // With no services named, a service whose lock is not committed yet is reported and
+        // skipped; a service named explicitly must have one.
+        if args.services.is_empty() && !locks.join(n).is_dir() && vendor::needs_lock(m, n) {
+            output::diagnostic(&format!(
+                "{n}: no lock committed under {} — skipped (scripts/bases-locks writes one)",
+                locks.join(n).display()
+            ));
+            continue;
+        }
         match vendor::spec(m, &locks, &state, n)? {
             Some(s) => specs.push(s),
             None if !args.services.is_empty() => output::diagnostic(&format!(
@@ -39,10 +48,35 @@ pub fn run(settings: &Settings, args: &VendorArgs) -> anyhow::Result<ExitCode> {
             None => {}
         }
     }
+    // Services are independent (each has its own directory): fetch them in parallel.
+    let results: Vec<anyhow::Result<vendor::Vendored>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = specs
+            .iter()
+            .map(|s| {
+                scope.spawn(move || {
+                    tracing::info!(service = %s.service, dir = %s.dir.display(), "vendoring");
+                    vendor::vendor(s)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("vendor thread"))
+            .collect()
+    });
     let mut done = Vec::new();
-    for s in &specs {
-        tracing::info!(service = %s.service, dir = %s.dir.display(), "vendoring");
-        done.push(vendor::vendor(s)?);
+    let mut errors = Vec::new();
+    for (s, r) in specs.iter().zip(results) {
+        match r {
+            Ok(v) => done.push(v),
+            Err(e) => errors.push(format!("{}: {e:#}", s.service)),
+        }
+    }
+    if !errors.is_empty() {
+        anyhow::bail!(
+            "vendoring failed (nothing half-done was kept):\n  {}",
+            errors.join("\n  ")
+        );
     }
     match settings.output {
         OutputFormat::Json => output::json_line(&serde_json::json!({ "vendored": done })),

@@ -4,8 +4,9 @@
 //! - PyPI services: `wheels/` (every wheel the lock names, for the base suite's CPython on manylinux
 //!   x86_64, hashes checked by pip), `pip.whl` (pip's own wheel, also hash-checked; the base has no
 //!   ensurepip) and `requirements.txt` (the lock). Dockerfile.pypi.j2 installs from exactly these.
-//! - npm services: `node_modules/` from `npm ci` on the committed package-lock.json (integrity
-//!   checked), run with the base's own Node binary so native addons match its ABI.
+//! - npm services: `node_modules.tar` (ADDed by Dockerfile.npm.j2) from `npm ci` on the committed
+//!   package-lock.json (integrity checked), run under the base's own Node and built against its
+//!   headers, so native addons match the image's ABI.
 //!
 //! The lock hash covers the lock files and the runtime, so a lock or runtime change gives a new
 //! directory and an unchanged one is never fetched twice.
@@ -135,10 +136,17 @@ pub fn spec(
     }))
 }
 
+/// Whether `service` installs from a registry (PyPI or npm) and so needs a committed lock.
+pub fn needs_lock(m: &Manifest, service: &str) -> bool {
+    m.services
+        .get(service)
+        .is_some_and(|s| matches!(s.server.source.kind(), SourceKind::Pypi | SourceKind::Npm))
+}
+
 const COMPLETE: &str = ".complete";
 
 /// Part of the lock hash: bump when what `vendor` puts in the directory changes.
-const VENDOR_RECIPE: &str = "vendor-2";
+const VENDOR_RECIPE: &str = "vendor-3";
 
 /// Whether `spec`'s directory is complete (a previous `vendor` finished it).
 pub fn is_complete(spec: &VendorSpec) -> bool {
@@ -295,6 +303,22 @@ fn vendor_npm(spec: &VendorSpec, node: &str, work: &Path) -> anyhow::Result<()> 
         &format!("npm ci for '{}' (Node {node})", spec.service),
     )?;
     prune_native_builds(&work.join("node_modules"))?;
+    // One deterministic tar (sorted, no owners or times): symlinks survive any build context, and
+    // the same lock always gives the same bytes, so the image's content hash is stable.
+    run(
+        Command::new("tar")
+            .args([
+                "--sort=name",
+                "--mtime=@0",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+            ])
+            .args(["-cf", "node_modules.tar", "node_modules"])
+            .current_dir(work),
+        "packing node_modules",
+    )?;
+    std::fs::remove_dir_all(work.join("node_modules"))?;
     Ok(())
 }
 
