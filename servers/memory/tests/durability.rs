@@ -52,6 +52,8 @@ fn data_survives_server_restart_and_schema_is_migrated_once() {
         pg.psql("SELECT string_agg(version::text, ',') FROM schema_migrations"),
         "1"
     );
+    let status = second.terminate();
+    assert!(status.success(), "server exit on SIGTERM: {status}");
 }
 
 #[test]

@@ -529,6 +529,17 @@ impl McpProcess {
     /// Close stdin and wait (with a deadline) for a clean exit.
     pub fn shutdown(mut self) -> std::process::ExitStatus {
         drop(self.stdin.take());
+        self.wait_exit()
+    }
+
+    /// SIGTERM (as `docker stop` sends) and wait (with a deadline) for the exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.wait_exit()
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -536,7 +547,7 @@ impl McpProcess {
             }
             assert!(
                 Instant::now() < deadline,
-                "{} did not exit within 10 s of stdin closing",
+                "{} did not exit within 10 s",
                 self.name
             );
             std::thread::sleep(Duration::from_millis(20));
