@@ -234,9 +234,16 @@ impl DockerProxy {
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, FetchError> {
-        self.http
-            .get_json(COMPONENT, &format!("{}{path}", self.base))
-            .await
+        let url = format!("{}{path}", self.base);
+        let mut v: Value = self.http.get_json(COMPONENT, &url).await?;
+        // Docker (and serialisers of its models) write `null` where a value is absent; treat it
+        // as absent so every field's default applies.
+        strip_nulls(&mut v);
+        serde_json::from_value(v).map_err(|e| FetchError {
+            component: COMPONENT.to_string(),
+            url,
+            kind: crate::http::FetchErrorKind::BadBody(e.to_string()),
+        })
     }
 }
 
@@ -249,6 +256,17 @@ fn path_segment(id: &str) -> String {
 
 pub fn short_id(id: &str) -> String {
     id.chars().take(12).collect()
+}
+
+fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
 }
 
 /// Docker sends `null` for empty maps and lists in a few places.
@@ -316,6 +334,25 @@ mod tests {
         let l: ContainerSummary =
             serde_json::from_value(json!({"Id": "0123456789abcdef", "Labels": null})).unwrap();
         assert_eq!(l.name(), "0123456789ab");
+    }
+
+    #[test]
+    fn nulls_anywhere_decode_as_absent() {
+        let mut v = json!({
+            "read": null,
+            "memory_stats": {"usage": 10, "stats": {"inactive_file": 4, "x": null}},
+            "cpu_stats": {"cpu_usage": null, "online_cpus": null},
+            "precpu_stats": null
+        });
+        strip_nulls(&mut v);
+        let s: Stats = serde_json::from_value(v).unwrap();
+        assert_eq!(s.memory_stats.used(), Some(6));
+        assert_eq!(s.cpu_stats.cpu_usage.total_usage, 0);
+        let mut v =
+            json!({"Id": "a", "State": {"Status": null, "Health": null}, "HostConfig": null});
+        strip_nulls(&mut v);
+        let i: Inspect = serde_json::from_value(v).unwrap();
+        assert!(i.state.health.is_none() && i.host_config.cpu_limit_cores().is_none());
     }
 
     #[test]
