@@ -196,6 +196,19 @@ variant() {
   printf '%s\n' "$tag"
 }
 
+# Two callers building the same base (setup and a test, two tests) wait for each other instead of
+# both running apt: one lock per tag, then the existence check again. (A wrapper, so the variant
+# recipe's hash, and with it every tag, stays unchanged.)
+variant_locked() {
+  local tag
+  tag=$(variant_tag "$@")
+  mkdir -p "$cache"
+  exec 7>"$cache/${tag//[\/:]/_}.lock"
+  flock 7
+  variant "$@"
+  flock -u 7
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -204,6 +217,6 @@ case "$cmd" in
   tag) [ $# -ge 3 ] || die "usage: bases.sh tag NAME SUITE NODE [PKG...]"; variant_tag "$@"; echo ;;
   node) [ $# -eq 1 ] || die "usage: bases.sh node VERSION"; mkdir -p "$cache"; node_binary "$1"; printf '%s\n' "$node_out" ;;
   node-headers) [ $# -eq 1 ] || die "usage: bases.sh node-headers VERSION"; mkdir -p "$cache"; node_headers "$1"; printf '%s\n' "$node_out" ;;
-  variant) [ $# -ge 3 ] || die "usage: bases.sh variant NAME SUITE NODE [PKG...]"; variant "$@" ;;
+  variant) [ $# -ge 3 ] || die "usage: bases.sh variant NAME SUITE NODE [PKG...]"; variant_locked "$@" ;;
   *) die "usage: bases.sh minbase|tag|variant ..." ;;
 esac

@@ -136,6 +136,32 @@ pub fn spec(
     }))
 }
 
+/// For build contexts (the engine's `service_context`): the complete vendored directory an offline
+/// PyPI/npm service's Dockerfile expects as `vendor/`, or None when the service vendors nothing
+/// (crate, image, online mode). Errors say what to run when the directory is not there yet.
+pub fn context_dir(
+    m: &Manifest,
+    manifest_path: &Path,
+    state: &Path,
+    service: &str,
+) -> anyhow::Result<Option<PathBuf>> {
+    let Some(svc) = m.services.get(service) else {
+        return Ok(None);
+    };
+    if svc.build.mode != crate::manifest::BuildMode::Offline {
+        return Ok(None);
+    }
+    let Some(spec) = spec(m, &locks_root(manifest_path), state, service)? else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        is_complete(&spec),
+        "service '{service}' is built offline but its packages are not vendored yet ({}): run `mcpctl vendor {service}`",
+        spec.dir.display()
+    );
+    Ok(Some(spec.dir))
+}
+
 /// Whether `service` installs from a registry (PyPI or npm) and so needs a committed lock.
 pub fn needs_lock(m: &Manifest, service: &str) -> bool {
     m.services
