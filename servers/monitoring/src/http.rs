@@ -145,10 +145,15 @@ fn describe(e: &reqwest::Error) -> String {
             },
             None => s,
         };
-        if !parts.iter().any(|p: &String| p.contains(&s)) {
+        // Wrapper layers that add words but no information.
+        let noise = s == "error sending request" || s.starts_with("client error (");
+        if !noise && !parts.iter().any(|p: &String| p.contains(&s)) {
             parts.push(s);
         }
         cur = err.source();
+    }
+    if parts.is_empty() {
+        return e.to_string();
     }
     parts.join(": ")
 }
@@ -190,6 +195,9 @@ mod tests {
             msg.starts_with("the docker proxy could not be reached at http://127.0.0.1:"),
             "{msg}"
         );
-        assert!(msg.to_lowercase().contains("refused"), "{msg}");
+        assert!(
+            msg.ends_with("tcp connect error: Connection refused (os error 111)"),
+            "{msg}"
+        );
     }
 }
