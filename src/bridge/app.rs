@@ -52,6 +52,8 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// Largest request body accepted (413 above).
     pub max_body: usize,
+    /// Check `tools/call` arguments against the tool's cached `inputSchema` in the bridge.
+    pub validate_args: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -521,7 +523,7 @@ impl App {
         }
         let id = msg["id"].clone();
         let method = jsonrpc::method(&msg).to_string();
-        if method == "tools/call" {
+        if method == "tools/call" && self.cfg.validate_args {
             if let Err(text) = self.check_tool_call(session, &msg) {
                 tracing::debug!(%text, "tools/call refused before the child");
                 return self.err(&msg, jsonrpc::INVALID_PARAMS, &text);
@@ -883,6 +885,7 @@ mod tests {
             allow_hosts: vec![],
             rate_limit: None,
             max_body: 4 << 20,
+            validate_args: true,
         })
     }
 

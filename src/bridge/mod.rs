@@ -95,6 +95,10 @@ pub struct BridgeArgs {
     /// Largest request body accepted, in bytes (413 above).
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
     pub max_request_bytes: usize,
+    /// Do not check `tools/call` arguments against the tool's `inputSchema` in the bridge (for a
+    /// server that deliberately accepts more than its schema says, e.g. numbers as strings).
+    #[arg(long)]
+    pub no_argument_validation: bool,
     /// The stdio MCP server command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -155,6 +159,7 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<()> {
             .collect(),
         rate_limit,
         max_body: args.max_request_bytes.max(1024),
+        validate_args: !args.no_argument_validation,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -239,6 +239,11 @@ impl Stats {
         let mut n = 0;
         let mut g = self.requests();
         let r = &mut g.0;
+        // Calls of tools not listed, and requests refused before their method was known.
+        r.series
+            .entry(("tools/call", OTHER.to_string()))
+            .or_default();
+        r.series.entry((OTHER, String::new())).or_default();
         for name in names {
             n += 1;
             if r.tools.len() < MAX_TOOLS || r.tools.contains(name) {

@@ -226,3 +226,11 @@ def test_tool_arguments_are_validated_against_the_cached_input_schema(bridge_fac
                 assert counts["tools_call"] == (2 if model == "per_session" else 2 + (transport == "streamable") * 2), counts
 
     anyio.run(main)
+
+
+def test_argument_validation_can_be_switched_off(bridge_factory):
+    b = bridge_factory("--no-argument-validation")
+    sid = session(b.base)
+    r = post_json(b.base + "/mcp", {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "typed", "arguments": {"count": "7"}}},
+                  {**sid, "accept": "application/json"})
+    assert r.json()["result"]["content"][0]["text"] == f'"7"|fast|{b.nonce}', "the server itself judged the arguments"
