@@ -131,7 +131,22 @@ def build_image(p: Prepared, name: str) -> tuple[str, float]:
     sh("docker", "build", "--quiet", "--network", "none", "--label", LABEL, "-t", tag, ctx, timeout=900)
     secs = time.monotonic() - t0
     p.images.append(tag)
+    if name != "db":  # the database runs as the base's `postgres` account
+        user = sh("docker", "image", "inspect", "-f", "{{.Config.User}}", tag).stdout.strip()
+        assert user == "10001:10001", f"{name}: image runs as {user!r}, not uid 10001"
     return tag, secs
+
+
+def secret_file(p: Prepared, name: str, value: str) -> list[str]:
+    """Docker flags mounting a secret the way deploy does: a 0400 file owned by uid 10001 at
+    /run/secrets/<NAME>; the bridge exports it to the server's environment (never `docker run -e`)."""
+    d = p.workdir / "secrets" / secrets.token_hex(4)
+    d.mkdir(parents=True)
+    f = d / name
+    f.write_text(value)
+    os.chown(f, 10001, 10001)
+    f.chmod(0o400)
+    return ["-v", f"{f}:/run/secrets/{name}:ro"]
 
 
 def image_size(tag: str) -> int:

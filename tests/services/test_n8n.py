@@ -8,8 +8,8 @@ import secrets
 from pathlib import Path
 
 from conftest import (
-    build_image, check_tools_and_smoke, mcp_call, measure, network, run, sh, start_service, text_of,
-    wait_for,
+    build_image, check_tools_and_smoke, mcp_call, measure, network, run, secret_file, sh, start_service,
+    text_of, wait_for,
 )
 
 
@@ -40,7 +40,7 @@ def test_n8n_offline_image_docs_tools_and_fake_api(prepared):
 
     _, aport, _ = start_service(
         prepared, "n8n", image, "--network", net,
-        "-e", "N8N_API_URL=http://fake-n8n:5678", "-e", f"N8N_API_KEY={key}",
+        "-e", "N8N_API_URL=http://fake-n8n:5678", *secret_file(prepared, "N8N_API_KEY", key),
         "-e", "WEBHOOK_SECURITY_MODE=permissive",
         suffix="n8n-api",
     )

@@ -6,8 +6,8 @@ entrypoint from the mounted password secret)."""
 import secrets
 
 from conftest import (
-    build_image, check_tools_and_smoke, hardened, mcp_call, measure, network, run, service, sh,
-    start_service, text_of, wait_for,
+    build_image, check_tools_and_smoke, hardened, mcp_call, measure, network, run, secret_file, service,
+    sh, start_service, text_of, wait_for,
 )
 
 
@@ -28,7 +28,7 @@ def test_postgres_offline_image_restricted_mode_against_db(prepared):
 
     cname, port, start_s = start_service(
         prepared, "postgres", image, "--network", net,
-        "-e", f"DATABASE_URI=postgresql://postgres:{password}@db:5432/postgres",
+        *secret_file(prepared, "DATABASE_URI", f"postgresql://postgres:{password}@db:5432/postgres"),
     )
     tools = check_tools_and_smoke(prepared, "postgres", port)
     assert len(tools) == 9, tools
