@@ -816,6 +816,62 @@ mod tests {
         assert!(log_line_count(Some(&json!("5"))).is_err());
     }
 
+    fn row(name: &str, state: &str, labels: &[(&str, &str)]) -> ContainerSummary {
+        ContainerSummary {
+            id: format!("id-{name}"),
+            names: vec![format!("/{name}")],
+            state: state.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn one_container_per_service_running_first_then_newest() {
+        let settings =
+            Settings::from_lookup(|k| (k == "MCP_LABEL_PREFIX").then(|| "org.example".to_string()))
+                .unwrap();
+        let m = Monitor::new(settings).unwrap();
+        let svc = |s: &'static str, release: &'static str| {
+            vec![
+                ("org.example.service", s),
+                ("org.example.role", "service"),
+                ("org.example.release", release),
+                ("org.example.config-hash", "0123456789abcdef"),
+            ]
+        };
+        let mut cand = svc("a", "9");
+        cand.push(("org.example.phase", "candidate"));
+        let list = vec![
+            row("a-r1", "running", &svc("a", "1")),
+            row("a-r2", "exited", &svc("a", "2")),
+            row("a-r9-candidate", "running", &cand),
+            row("b-r3", "exited", &svc("b", "3")),
+            row("b-r4", "exited", &svc("b", "4")),
+            row(
+                "lock",
+                "exited",
+                &[("org.example.role", "lock"), ("org.example.service", "x")],
+            ),
+            row("unlabelled", "running", &[("com.mcp.service", "c")]),
+        ];
+        let got = m.services(list);
+        let picked: Vec<(&str, String, Option<&str>)> = got
+            .values()
+            .map(|s| (s.service.as_str(), s.summary.name(), s.revision.as_deref()))
+            .collect();
+        assert_eq!(
+            picked,
+            [
+                ("a", "a-r1".to_string(), Some("r1-01234567")),
+                ("b", "b-r4".to_string(), Some("r4-01234567"))
+            ]
+        );
+    }
+
     #[test]
     fn bytes_are_human() {
         assert_eq!(human_bytes(512), "512 B");
