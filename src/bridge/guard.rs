@@ -42,7 +42,7 @@ pub fn normalise(v: &str) -> String {
 /// rule (Origin == Host) is deliberately absent: under DNS rebinding both name the attacker.
 pub fn origin_allowed(origin: &str, allow_origins: &[String], allow_hosts: &[String]) -> bool {
     let o = normalise(origin);
-    if allow_origins.iter().any(|a| *a == o) {
+    if allow_origins.contains(&o) {
         return true;
     }
     let Some((scheme, authority)) = o.split_once("://") else {
