@@ -322,16 +322,20 @@ pub mod exporter {
         pub container: String,
     }
 
-    /// Memory used as `docker stats` shows it: usage − inactive_file (cgroup v2 `inactive_file`,
-    /// v1 `total_inactive_file`).
+    /// Memory used exactly as `docker stats` computes it: usage − total_inactive_file (cgroup v1),
+    /// else usage − inactive_file (v2), each only when smaller than usage.
     pub fn memory_used(stats: &serde_json::Value) -> Option<u64> {
         let m = &stats["memory_stats"];
         let usage = m["usage"].as_u64()?;
-        let inactive = m["stats"]["inactive_file"]
-            .as_u64()
-            .or_else(|| m["stats"]["total_inactive_file"].as_u64())
-            .unwrap_or(0);
-        Some(usage.saturating_sub(inactive))
+        let inactive = [
+            &m["stats"]["total_inactive_file"],
+            &m["stats"]["inactive_file"],
+        ]
+        .into_iter()
+        .filter_map(|v| v.as_u64())
+        .find(|v| *v < usage)
+        .unwrap_or(0);
+        Some(usage - inactive)
     }
 
     pub fn encode(
@@ -424,7 +428,7 @@ pub mod exporter {
     mod tests {
         #[test]
         fn memory_used_subtracts_inactive_file_v1_and_v2() {
-            let v1 = serde_json::json!({"memory_stats": {"usage": 1000, "stats": {"total_inactive_file": 300}}});
+            let v1 = serde_json::json!({"memory_stats": {"usage": 1000, "stats": {"total_inactive_file": 300, "inactive_file": 100}}});
             let v2 = serde_json::json!({"memory_stats": {"usage": 1000, "stats": {"inactive_file": 100}}});
             assert_eq!(super::memory_used(&v1), Some(700));
             assert_eq!(super::memory_used(&v2), Some(900));
