@@ -405,6 +405,29 @@ fn lock_port_tty_and_engine_faults_change_nothing() {
         s.containers("name=-lock").is_empty(),
         "the lock is released after the run"
     );
+
+    // build: up to date now; --force rebuilds and streams the log as JSON lines.
+    let out = s.mcpctl(&["--output", "json", "build"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("\"built\":false"),
+        "{}",
+        show(&out)
+    );
+    let out = s.mcpctl(&["--output", "json", "build", "--force"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "build" && l["line"].as_str().unwrap().starts_with("Step ")),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(lines.last().unwrap()["images"][0]["built"], true);
 }
 
 #[test]

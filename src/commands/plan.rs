@@ -1,5 +1,5 @@
 //! `mcpctl plan [SERVICE...]`: desired vs observed per service — create / update (what changed) /
-//! unchanged / orphaned. Reads only; the one file it may write is the digest cache.
+//! unchanged / orphaned. Reads only; it may create the install key (first use) and the digest cache.
 
 use clap::Args;
 use serde_json::json;
