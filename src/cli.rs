@@ -91,6 +91,8 @@ pub enum Command {
     Bases(crate::commands::bases::BasesArgs),
     /// Fetch on the host, from the committed locks, what offline builds install (hashes checked).
     Vendor(crate::commands::vendor::VendorArgs),
+    /// Drive a bounded load of real MCP calls at the running stack and judge the SLOs (exit 6 on a breach).
+    Soak(crate::commands::soak::SoakArgs),
 }
 
 #[derive(Args, Debug)]

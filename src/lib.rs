@@ -14,3 +14,4 @@ pub mod output;
 pub mod render;
 pub mod rollout;
 pub mod settings;
+pub mod soak;

@@ -10,6 +10,7 @@ pub mod plan;
 pub mod prune;
 mod render;
 pub mod rollback;
+pub mod soak;
 pub mod status;
 mod validate;
 pub mod vendor;
@@ -35,5 +36,6 @@ pub fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<ExitCod
         Command::Prune(args) => prune::run(settings, &args),
         Command::Bases(args) => bases::run(settings, &args),
         Command::Vendor(args) => vendor::run(settings, &args),
+        Command::Soak(args) => soak::run(settings, &args),
     }
 }

@@ -1,0 +1,857 @@
+//! The run: long-lived sessions held for the whole run, a rate-paced mix of calls on them and
+//! new-session-per-call (LiteLLM's pattern), a tools/list per service per coverage interval, a
+//! sampler (bridge /metrics, container memory, timeline), optional chaos, a checkpoint every
+//! interval, and after the load the leak check. Bounded everywhere: calls in flight ≤
+//! concurrency (a tick finding none free is counted, never queued), every MCP request ≤ the call
+//! timeout, the drain and the leak grace have deadlines, chaos actions ≤ duration / chaos_min.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::observe::{self, BridgeObs, BridgeSnapshot, ContainerSample, PromView};
+use super::stats::{CallOutcome, Histogram, Point, ServiceStats};
+use super::{Probe, SoakOptions, Target};
+use crate::engine::{Engine, RunState};
+use crate::health::client::{McpError, Session};
+
+/// The project's containers over the run (Engine), when Docker has them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContainerObs {
+    pub measured: bool,
+    pub peak_bytes: Option<u64>,
+    pub last_bytes: Option<u64>,
+    pub running: usize,
+    /// Restart count per container when first seen, and now.
+    pub restarts_first: BTreeMap<String, i64>,
+    pub restarts_last: BTreeMap<String, i64>,
+    pub note: Option<String>,
+}
+
+impl ContainerObs {
+    fn observe(&mut self, s: ContainerSample) {
+        for (name, n) in &s.restarts {
+            self.restarts_first.entry(name.clone()).or_insert(*n);
+        }
+        self.restarts_last = s.restarts;
+        self.running = s.running;
+        if let Some(b) = s.memory_bytes {
+            self.measured = true;
+            self.peak_bytes = Some(self.peak_bytes.unwrap_or(0).max(b));
+        }
+        self.last_bytes = s.memory_bytes;
+    }
+
+    /// Restarts during the run, summed over containers (Docker's restart counts).
+    pub fn restarts(&self) -> i64 {
+        self.restarts_last
+            .iter()
+            .map(|(k, n)| n - self.restarts_first.get(k).copied().unwrap_or(*n))
+            .filter(|d| *d > 0)
+            .sum()
+    }
+}
+
+/// One chaos action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChaosEvent {
+    pub t_s: f64,
+    /// When the container was started again.
+    pub done_s: f64,
+    pub service: String,
+    pub container: String,
+    /// `kill` (stop with no grace) or `restart` (stop with 10 s grace); both start it again.
+    pub action: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Sessions and child processes after the load, against the baseline before it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LeakCheck {
+    /// False when the bridge published no /metrics (or the run was interrupted).
+    pub judged: bool,
+    pub leaked: bool,
+    pub sessions_baseline: Option<f64>,
+    pub sessions_after: Option<f64>,
+    pub children_baseline: Option<f64>,
+    pub children_after: Option<f64>,
+    pub waited_s: f64,
+    pub detail: String,
+}
+
+/// Everything measured; serialised as the checkpoint's `state`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct State {
+    pub services: BTreeMap<String, ServiceStats>,
+    pub bridges: BTreeMap<String, BridgeObs>,
+    pub containers: ContainerObs,
+    pub timeline: Vec<Point>,
+    pub chaos: Vec<ChaosEvent>,
+    /// Ticks that found every call slot busy (the client, not the servers, was saturated).
+    pub skipped_ticks: u64,
+    pub held_sessions: usize,
+    pub leaks: BTreeMap<String, LeakCheck>,
+    pub prometheus: Option<PromView>,
+    #[serde(skip)]
+    interval: BTreeMap<String, Histogram>,
+    #[serde(skip)]
+    interval_calls: u64,
+    #[serde(skip)]
+    interval_errors: u64,
+}
+
+/// The checkpoint file: the run's settings and what it measured so far.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u32,
+    pub project: String,
+    pub started_at: String,
+    pub report_dir: PathBuf,
+    pub options: SoakOptions,
+    pub targets: Vec<Target>,
+    pub prometheus_url: String,
+    /// Seconds of load run so far (over all segments).
+    pub elapsed_s: f64,
+    /// Each start (the first run and every `--resume`).
+    pub segments: Vec<String>,
+    pub finished: bool,
+    pub interrupted: bool,
+    pub state: State,
+}
+
+impl Checkpoint {
+    pub fn remaining(&self) -> Duration {
+        self.options
+            .duration
+            .saturating_sub(Duration::from_secs_f64(self.elapsed_s.max(0.0)))
+    }
+
+    pub fn read(path: &Path) -> anyhow::Result<Checkpoint> {
+        let bytes = std::fs::read(path)?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// Written to a temporary file and renamed, so a crash never leaves half a checkpoint.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(self)?)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Finished,
+    Interrupted,
+}
+
+/// Current figures for the live progress line.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub elapsed: Duration,
+    pub remaining: Duration,
+    pub calls: u64,
+    pub errors: u64,
+    pub availability: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub sessions_active: Option<f64>,
+}
+
+#[derive(Clone, Copy)]
+struct Clock {
+    t0: Instant,
+    offset_s: f64,
+}
+
+impl Clock {
+    fn now_s(&self) -> f64 {
+        self.offset_s + self.t0.elapsed().as_secs_f64()
+    }
+}
+
+type Held = Arc<tokio::sync::Mutex<Option<Session>>>;
+
+fn classify(e: &McpError) -> (String, String) {
+    let kind = match e {
+        McpError::Connect { .. } => "connect",
+        McpError::Http { .. } => "http",
+        McpError::Timeout(_) => "timeout",
+        McpError::Protocol(_) => "protocol",
+        McpError::Rpc { .. } => "rpc",
+    };
+    (kind.to_string(), excerpt(&e.to_string()))
+}
+
+fn excerpt(s: &str) -> String {
+    let s = s.trim();
+    if s.chars().count() > 200 {
+        format!("{}…", s.chars().take(200).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+/// One probe on an open session: (answered, error, latency µs).
+async fn exec(s: &mut Session, probe: &Probe) -> (bool, Option<(String, String)>, Option<u64>) {
+    let t = Instant::now();
+    match probe {
+        Probe::Tool { tool, args, expect } => match s.call_tool(tool, args.clone()).await {
+            Ok(r) => {
+                let lat = t.elapsed().as_micros() as u64;
+                let want_error = expect.is_error.unwrap_or(false);
+                let err = if r.is_error != want_error {
+                    Some((
+                        "is_error".to_string(),
+                        format!(
+                            "isError was {}, expected {want_error}: {}",
+                            r.is_error,
+                            excerpt(&r.text)
+                        ),
+                    ))
+                } else {
+                    match &expect.contains {
+                        Some(want) if !r.text.contains(want.as_str()) => Some((
+                            "contains".to_string(),
+                            format!("result lacks {want:?}: {}", excerpt(&r.text)),
+                        )),
+                        _ => None,
+                    }
+                };
+                (true, err, Some(lat))
+            }
+            Err(e) => (false, Some(classify(&e)), None),
+        },
+        Probe::ListTools => match s.list_tools().await {
+            Ok(_) => (true, None, Some(t.elapsed().as_micros() as u64)),
+            Err(e) => (false, Some(classify(&e)), None),
+        },
+    }
+}
+
+async fn fresh_call(t: &Target, probe: &Probe, timeout: Duration, clock: Clock) -> CallOutcome {
+    let setup = Instant::now();
+    let mut o = CallOutcome {
+        probe: probe.name(),
+        answered: false,
+        error: None,
+        latency_us: None,
+        setup_us: None,
+        held: false,
+        reconnected: false,
+        at_s: 0.0,
+    };
+    match Session::connect(&t.base_url, t.transport, timeout).await {
+        Ok(mut s) => {
+            o.setup_us = Some(setup.elapsed().as_micros() as u64);
+            let (answered, error, lat) = exec(&mut s, probe).await;
+            o.answered = answered;
+            o.error = error;
+            o.latency_us = lat;
+            s.close().await;
+        }
+        Err(e) => o.error = Some(classify(&e)),
+    }
+    o.at_s = clock.now_s();
+    o
+}
+
+async fn held_call(
+    t: &Target,
+    probe: &Probe,
+    held: &Held,
+    timeout: Duration,
+    clock: Clock,
+) -> CallOutcome {
+    let Ok(mut guard) = held.try_lock() else {
+        // Busy with a slow call: LiteLLM would open a new session too.
+        return fresh_call(t, probe, timeout, clock).await;
+    };
+    let mut o = CallOutcome {
+        probe: probe.name(),
+        answered: false,
+        error: None,
+        latency_us: None,
+        setup_us: None,
+        held: true,
+        reconnected: false,
+        at_s: 0.0,
+    };
+    if guard.is_none() {
+        o.reconnected = true;
+        match Session::connect(&t.base_url, t.transport, timeout).await {
+            Ok(s) => *guard = Some(s),
+            Err(e) => {
+                o.error = Some(classify(&e));
+                o.at_s = clock.now_s();
+                return o;
+            }
+        }
+    }
+    let s = guard.as_mut().expect("connected above");
+    let (answered, error, lat) = exec(s, probe).await;
+    o.answered = answered;
+    o.error = error;
+    o.latency_us = lat;
+    if !answered {
+        // The session may be gone with the server; reconnect on next use.
+        if let Some(dead) = guard.take() {
+            tokio::spawn(dead.close());
+        }
+    }
+    o.at_s = clock.now_s();
+    o
+}
+
+fn record(state: &Mutex<State>, service: &str, o: &CallOutcome) {
+    let mut st = state.lock().expect("state lock");
+    st.services
+        .entry(service.to_string())
+        .or_default()
+        .record(o);
+    st.interval_calls += 1;
+    if o.error.is_some() {
+        st.interval_errors += 1;
+    }
+    if let (true, Some(us)) = (o.answered, o.latency_us) {
+        st.interval
+            .entry(service.to_string())
+            .or_default()
+            .record_us(us);
+    }
+}
+
+async fn coverage_check(t: &Target, timeout: Duration, state: &Mutex<State>) {
+    let listed = match Session::connect(&t.base_url, t.transport, timeout).await {
+        Ok(mut s) => {
+            let r = s.list_tools().await;
+            s.close().await;
+            r.ok()
+        }
+        Err(_) => None,
+    };
+    let mut st = state.lock().expect("state lock");
+    let cov = &mut st.services.entry(t.name.clone()).or_default().coverage;
+    match listed {
+        None => cov.unreachable += 1,
+        Some(tools) => {
+            cov.checks += 1;
+            cov.tools_listed = tools.len();
+            let missing: Vec<&String> = t
+                .expect_tools
+                .include
+                .iter()
+                .filter(|n| !tools.iter().any(|x| &x.name == *n))
+                .collect();
+            if missing.is_empty() && tools.len() >= t.expect_tools.min {
+                cov.complete += 1;
+            }
+            for m in missing {
+                cov.missing.insert(m.clone());
+            }
+            if tools.len() < t.expect_tools.min {
+                cov.missing.insert(format!(
+                    "(only {} tools listed, at least {} expected)",
+                    tools.len(),
+                    t.expect_tools.min
+                ));
+            }
+        }
+    }
+}
+
+async fn load_loop(
+    targets: Arc<Vec<Target>>,
+    held: Arc<Vec<Vec<Held>>>,
+    opts: SoakOptions,
+    state: Arc<Mutex<State>>,
+    stop: CancellationToken,
+    clock: Clock,
+) {
+    let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let mut set: JoinSet<()> = JoinSet::new();
+    let period = Duration::from_secs_f64(1.0 / opts.rate);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut cov = tokio::time::interval(opts.coverage_interval);
+    cov.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let covering: Arc<Vec<std::sync::atomic::AtomicBool>> = Arc::new(
+        targets
+            .iter()
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect(),
+    );
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {
+                let ti = (n % targets.len() as u64) as usize;
+                let k = n / targets.len() as u64;
+                n += 1;
+                let Ok(permit) = sem.clone().try_acquire_owned() else {
+                    state.lock().expect("state lock").skipped_ticks += 1;
+                    continue;
+                };
+                let t = targets.clone();
+                let hs = held.clone();
+                let st = state.clone();
+                let timeout = opts.call_timeout;
+                set.spawn(async move {
+                    let target = &t[ti];
+                    let probe = &target.probes[(k % target.probes.len() as u64) as usize];
+                    let mine = &hs[ti];
+                    let o = if !mine.is_empty() && k % 2 == 0 {
+                        let h = &mine[((k / 2) % mine.len() as u64) as usize];
+                        held_call(target, probe, h, timeout, clock).await
+                    } else {
+                        fresh_call(target, probe, timeout, clock).await
+                    };
+                    record(&st, &target.name, &o);
+                    drop(permit);
+                });
+            }
+            _ = cov.tick() => {
+                for ti in 0..targets.len() {
+                    if covering[ti].swap(true, std::sync::atomic::Ordering::SeqCst) {
+                        continue; // the previous check is still running
+                    }
+                    let t = targets.clone();
+                    let st = state.clone();
+                    let flags = covering.clone();
+                    let timeout = opts.call_timeout;
+                    set.spawn(async move {
+                        coverage_check(&t[ti], timeout, &st).await;
+                        flags[ti].store(false, std::sync::atomic::Ordering::SeqCst);
+                    });
+                }
+            }
+            Some(_) = set.join_next(), if !set.is_empty() => {}
+        }
+    }
+    // Let calls in flight finish (each is bounded by the call timeout) so every started call is
+    // counted once; anything still running past the bound is abandoned uncounted.
+    let drain = opts.call_timeout * 2 + Duration::from_secs(5);
+    let drained =
+        tokio::time::timeout(drain, async { while set.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        set.abort_all();
+    }
+}
+
+async fn scrape_all(
+    http: &reqwest::Client,
+    targets: &[Target],
+) -> Vec<(String, Option<BridgeSnapshot>)> {
+    let futs = targets
+        .iter()
+        .map(|t| async move { (t.name.clone(), observe::scrape(http, &t.base_url).await) });
+    futures::future::join_all(futs).await
+}
+
+async fn sample<E: Engine>(
+    http: &reqwest::Client,
+    targets: &[Target],
+    engine: Option<&E>,
+    prefix: &str,
+    project: &str,
+    state: &Mutex<State>,
+    clock: Clock,
+) {
+    let scraped = scrape_all(http, targets).await;
+    let containers = match engine {
+        Some(e) => Some(observe::sample_containers(e, prefix, project).await),
+        None => None,
+    };
+    let mut st = state.lock().expect("state lock");
+    let mut sessions: Option<f64> = None;
+    for (name, snap) in scraped {
+        if let Some(s) = snap.as_ref().and_then(|s| s.sessions_active) {
+            *sessions.get_or_insert(0.0) += s;
+        }
+        st.bridges.entry(name).or_default().observe(snap);
+    }
+    let memory = containers.as_ref().and_then(|c| c.memory_bytes);
+    if let Some(c) = containers {
+        st.containers.observe(c);
+    }
+    let interval = std::mem::take(&mut st.interval);
+    let mut all = Histogram::default();
+    let mut per = BTreeMap::new();
+    for (name, h) in &interval {
+        all.merge(h);
+        if let Some(p) = h.quantile_ms(0.95) {
+            per.insert(name.clone(), p);
+        }
+    }
+    let point = Point {
+        t_s: clock.now_s(),
+        calls: std::mem::take(&mut st.interval_calls),
+        errors: std::mem::take(&mut st.interval_errors),
+        p50_ms: all.quantile_ms(0.5),
+        p95_ms: all.quantile_ms(0.95),
+        service_p95_ms: per,
+        memory_bytes: memory,
+        sessions_active: sessions,
+    };
+    st.timeline.push(point);
+}
+
+async fn sampler_loop<E: Engine>(
+    http: reqwest::Client,
+    targets: Arc<Vec<Target>>,
+    engine: Option<&E>,
+    prefix: String,
+    project: String,
+    interval: Duration,
+    state: Arc<Mutex<State>>,
+    stop: CancellationToken,
+    clock: Clock,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tick.tick().await; // the baseline was just taken
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                sample(&http, &targets, engine, &prefix, &project, &state, clock).await;
+            }
+        }
+    }
+}
+
+async fn chaos_loop<E: Engine>(
+    engine: &E,
+    targets: &[Target],
+    opts: &SoakOptions,
+    prefix: &str,
+    project: &str,
+    state: &Mutex<State>,
+    stop: CancellationToken,
+    clock: Clock,
+) {
+    let max_actions =
+        (opts.duration.as_secs_f64() / opts.chaos_min.as_secs_f64().max(1.0)) as u64 + 1;
+    let label = format!("{prefix}.project={project}");
+    for _ in 0..max_actions {
+        let (lo, hi) = (
+            opts.chaos_min.min(opts.chaos_max),
+            opts.chaos_max.max(opts.chaos_min),
+        );
+        let pause = rand::thread_rng().gen_range(lo.as_secs_f64()..=hi.as_secs_f64());
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs_f64(pause)) => {}
+        }
+        let Ok(list) = engine.list_containers(&label).await else {
+            continue;
+        };
+        let k = |s: &str| format!("{prefix}.{s}");
+        let candidates: Vec<_> = list
+            .into_iter()
+            .filter(|c| {
+                c.state == RunState::Running
+                    && c.labels.get(&k("managed")).map(String::as_str) == Some("true")
+                    && c.labels.get(&k("role")).map(String::as_str) == Some("service")
+                    && !c.labels.contains_key(&k("phase"))
+                    && c.labels
+                        .get(&k("service"))
+                        .is_some_and(|s| targets.iter().any(|t| &t.name == s))
+            })
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        let (idx, kill) = {
+            let mut rng = rand::thread_rng();
+            (rng.gen_range(0..candidates.len()), rng.gen_bool(0.5))
+        };
+        let c = &candidates[idx];
+        let t_s = clock.now_s();
+        let grace = if kill { 0 } else { 10 };
+        let r = match engine.stop_container(&c.name, grace).await {
+            Ok(()) => engine.start_container(&c.name).await,
+            Err(e) => Err(e),
+        };
+        let ev = ChaosEvent {
+            t_s,
+            done_s: clock.now_s(),
+            service: c.labels.get(&k("service")).cloned().unwrap_or_default(),
+            container: c.name.clone(),
+            action: if kill { "kill" } else { "restart" }.into(),
+            ok: r.is_ok(),
+            detail: r.err().map(|e| e.to_string()).unwrap_or_default(),
+        };
+        tracing::info!(service = %ev.service, container = %ev.container, action = %ev.action, "chaos");
+        state.lock().expect("state lock").chaos.push(ev);
+    }
+}
+
+/// Where things are and who the run belongs to.
+pub struct RunContext<'a, E: Engine> {
+    pub engine: Option<&'a E>,
+    pub label_prefix: String,
+    pub project: String,
+    pub checkpoint_path: PathBuf,
+}
+
+/// Run (or continue) the soak described by `ckpt`. Returns the final checkpoint (also written).
+pub async fn run<E: Engine>(
+    mut ckpt: Checkpoint,
+    ctx: RunContext<'_, E>,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> anyhow::Result<(Checkpoint, Ending)> {
+    let opts = ckpt.options.clone();
+    let targets = Arc::new(ckpt.targets.clone());
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(3))
+        .build()?;
+    let clock = Clock {
+        t0: Instant::now(),
+        offset_s: ckpt.elapsed_s,
+    };
+    let remaining = ckpt.remaining();
+    let state = Arc::new(Mutex::new(std::mem::take(&mut ckpt.state)));
+
+    // Baseline: bridge sessions/children before this segment's load (the first one counts), and
+    // the containers.
+    sample(
+        &http,
+        &targets,
+        ctx.engine,
+        &ctx.label_prefix,
+        &ctx.project,
+        &state,
+        clock,
+    )
+    .await;
+    {
+        let mut st = state.lock().expect("state lock");
+        st.timeline.pop(); // a baseline, not a point of the load
+        if ctx.engine.is_none() {
+            st.containers.note = Some("Docker engine unreachable".into());
+        } else if !st.containers.measured {
+            st.containers.note = Some(format!(
+                "no running containers labelled {}.project={}",
+                ctx.label_prefix, ctx.project
+            ));
+        }
+    }
+
+    // Long-lived sessions, spread round-robin over the services, opened concurrently.
+    let mut held: Vec<Vec<Held>> = targets.iter().map(|_| Vec::new()).collect();
+    for i in 0..opts.sessions {
+        held[i % targets.len()].push(Arc::new(tokio::sync::Mutex::new(None)));
+    }
+    let opens = held.iter().enumerate().flat_map(|(ti, hs)| {
+        let t = &targets[ti];
+        hs.iter().map(move |h| async move {
+            if let Ok(s) = Session::connect(&t.base_url, t.transport, opts.call_timeout).await {
+                *h.lock().await = Some(s);
+            }
+        })
+    });
+    futures::future::join_all(opens).await;
+    state.lock().expect("state lock").held_sessions = opts.sessions;
+    let held = Arc::new(held);
+
+    let stop = CancellationToken::new();
+    let load = load_loop(
+        targets.clone(),
+        held.clone(),
+        opts.clone(),
+        state.clone(),
+        stop.clone(),
+        clock,
+    );
+    let sampler = sampler_loop(
+        http.clone(),
+        targets.clone(),
+        ctx.engine,
+        ctx.label_prefix.clone(),
+        ctx.project.clone(),
+        opts.sample_interval,
+        state.clone(),
+        stop.clone(),
+        clock,
+    );
+    let chaos = async {
+        if let (true, Some(e)) = (opts.chaos, ctx.engine) {
+            chaos_loop(
+                e,
+                &targets,
+                &opts,
+                &ctx.label_prefix,
+                &ctx.project,
+                &state,
+                stop.clone(),
+                clock,
+            )
+            .await;
+        }
+    };
+    let deadline = tokio::time::Instant::now() + remaining;
+    let ckpt_path = ctx.checkpoint_path.clone();
+    let base = ckpt.clone();
+    let timer = async {
+        let mut progress = tokio::time::interval(Duration::from_secs(1));
+        let mut checkpoint = tokio::time::interval(opts.checkpoint_interval);
+        checkpoint.tick().await;
+        // One registration for the whole run, so a Ctrl-C between two polls is not lost.
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        let ending = loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break Ending::Finished,
+                _ = &mut ctrl_c => break Ending::Interrupted,
+                _ = progress.tick() => {
+                    let p = current_progress(&state, clock, &opts);
+                    on_progress(&p);
+                }
+                _ = checkpoint.tick() => {
+                    let mut c = base.clone();
+                    c.elapsed_s = clock.now_s();
+                    c.state = state.lock().expect("state lock").clone();
+                    if let Err(e) = c.write(&ckpt_path) {
+                        tracing::warn!("checkpoint {}: {e}", ckpt_path.display());
+                    }
+                }
+            }
+        };
+        stop.cancel();
+        ending
+    };
+    let (ending, (), (), ()) = tokio::join!(timer, load, sampler, chaos);
+    let load_elapsed = clock.now_s();
+
+    // Close the long-lived sessions, as a well-behaved client does.
+    let closes = held.iter().flatten().map(|h| async move {
+        if let Some(s) = h.lock().await.take() {
+            s.close().await;
+        }
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(closes)).await;
+
+    // Leak check: every bridge back at its baseline within the grace (not judged on Ctrl-C).
+    let grace_start = Instant::now();
+    let grace = if ending == Ending::Finished {
+        opts.leak_grace
+    } else {
+        Duration::ZERO
+    };
+    let mut after: Vec<(String, Option<BridgeSnapshot>)>;
+    loop {
+        after = scrape_all(&http, &targets).await;
+        let st = state.lock().expect("state lock");
+        let settled = after
+            .iter()
+            .all(|(name, snap)| match (snap, st.bridges.get(name)) {
+                (Some(s), Some(b)) => b.settled(s),
+                _ => true,
+            });
+        drop(st);
+        if settled || grace_start.elapsed() >= grace {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let waited_s = grace_start.elapsed().as_secs_f64();
+    {
+        let mut st = state.lock().expect("state lock");
+        for (name, snap) in after {
+            let obs = st.bridges.entry(name.clone()).or_default();
+            obs.after = snap.clone();
+            let base = obs.baseline.clone();
+            let mut lc = LeakCheck {
+                waited_s,
+                sessions_baseline: base.as_ref().and_then(|b| b.sessions_active),
+                children_baseline: base.as_ref().and_then(|b| b.child_processes),
+                sessions_after: snap.as_ref().and_then(|s| s.sessions_active),
+                children_after: snap.as_ref().and_then(|s| s.child_processes),
+                ..Default::default()
+            };
+            match (&base, &snap, ending) {
+                (_, _, Ending::Interrupted) => lc.detail = "not judged: interrupted".into(),
+                (None, _, _) => lc.detail = "not judged: no /metrics before the load".into(),
+                (_, None, _) => {
+                    lc.detail = "not judged: /metrics did not answer after the load".into()
+                }
+                (Some(_), Some(s), _) => {
+                    lc.judged = true;
+                    lc.leaked = !obs.settled(s);
+                    lc.detail = if lc.leaked {
+                        format!(
+                            "{} sessions / {} child processes {:.1} s after the load stopped (baseline {} / {})",
+                            fmt_opt(lc.sessions_after),
+                            fmt_opt(lc.children_after),
+                            waited_s,
+                            fmt_opt(lc.sessions_baseline),
+                            fmt_opt(lc.children_baseline)
+                        )
+                    } else {
+                        "back at baseline".into()
+                    };
+                }
+            }
+            st.leaks.insert(name, lc);
+        }
+    }
+    if let Some(e) = ctx.engine {
+        let c = observe::sample_containers(e, &ctx.label_prefix, &ctx.project).await;
+        state.lock().expect("state lock").containers.observe(c);
+    }
+    let prom = observe::prometheus(&ckpt.prometheus_url).await;
+
+    let mut st = Arc::try_unwrap(state)
+        .map(|m| m.into_inner().expect("state lock"))
+        .unwrap_or_else(|a| a.lock().expect("state lock").clone());
+    st.prometheus = Some(prom);
+    ckpt.state = st;
+    ckpt.elapsed_s = load_elapsed;
+    ckpt.finished = ending == Ending::Finished;
+    ckpt.interrupted = ending == Ending::Interrupted;
+    ckpt.write(&ctx.checkpoint_path)?;
+    Ok((ckpt, ending))
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v}")).unwrap_or_else(|| "?".into())
+}
+
+fn current_progress(state: &Mutex<State>, clock: Clock, opts: &SoakOptions) -> Progress {
+    let st = state.lock().expect("state lock");
+    let mut all = Histogram::default();
+    let (mut calls, mut answered, mut errors) = (0, 0, 0);
+    for s in st.services.values() {
+        all.merge(&s.latency);
+        calls += s.calls;
+        answered += s.answered;
+        errors += s.errors;
+    }
+    let elapsed = Duration::from_secs_f64(clock.now_s());
+    Progress {
+        elapsed,
+        remaining: opts.duration.saturating_sub(elapsed),
+        calls,
+        errors,
+        availability: (calls > 0).then(|| answered as f64 / calls as f64),
+        p95_ms: all.quantile_ms(0.95),
+        memory_bytes: st.containers.last_bytes,
+        sessions_active: st.timeline.last().and_then(|p| p.sessions_active),
+    }
+}
