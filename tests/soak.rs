@@ -538,10 +538,9 @@ fn killed_bridge_shows_lost_availability_and_recovery() {
         },
     );
     let _a2 = Bridge::start(pa, "A", &[]);
-    let out = wait_for("the soak to end", Duration::from_secs(45), || {
+    wait_for("the soak to end", Duration::from_secs(45), || {
         soak.try_wait().unwrap().map(|_| ())
     });
-    let _ = out;
     let output = soak.wait_with_output().unwrap();
     let (code, stderr) = (output.status.code().unwrap_or(-1), text(&output.stderr));
     assert_eq!(code, 6, "stderr:\n{stderr}");
@@ -671,10 +670,9 @@ fn ctrl_c_writes_a_report_and_resume_finishes_the_run() {
     let ck = read_json(&ckpt);
     assert_eq!(ck["finished"], false);
 
-    let (code, stdout, stderr) =
-        run(&mut soak_cmd(&file, &state, &report_dir, &["--resume"]).args(["--leak-grace", "15s"]));
-    // --resume takes the run's settings from the checkpoint; the flags above are the defaults
-    // the helper passes and must not conflict.
+    let (code, stdout, stderr) = run(&mut soak_cmd(&file, &state, &report_dir, &["--resume"]));
+    // --resume takes the run's settings (and the remaining time) from the checkpoint; the
+    // tuning flags the helper passes are ignored.
     assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
     let r = read_json(&report_dir.join("report.json"));
     assert_eq!(r["interrupted"], false);
@@ -687,4 +685,114 @@ fn ctrl_c_writes_a_report_and_resume_finishes_the_run() {
     assert!(r["totals"]["calls"].as_u64().unwrap() > first_calls);
     let (code, _, stderr) = run(&mut soak_cmd(&file, &state, &report_dir, &["--resume"]));
     assert_eq!(code, 2, "a finished run cannot be resumed: {stderr}");
+}
+
+/// A service container of the project as a deploy leaves it (contract labels, restart policy,
+/// port on 127.0.0.1): the bridge (mcpctl, mounted read-only) serving mcp-testserver.
+struct ServiceContainer(String);
+
+impl ServiceContainer {
+    fn start(project: &str, service: &str, port: u16) -> ServiceContainer {
+        let name = format!("{project}-{service}-r1");
+        must(
+            Command::new("docker")
+                .args(["run", "-d", "--name", &name, "--restart", "unless-stopped"])
+                .args(["-p", &format!("127.0.0.1:{port}:8080")])
+                .args(["--label", "com.mcp.managed=true"])
+                .args(["--label", &format!("com.mcp.project={project}")])
+                .args(["--label", &format!("com.mcp.service={service}")])
+                .args(["--label", "com.mcp.role=service"])
+                .arg("-v")
+                .arg(format!("{}:/mcpctl:ro", mcpctl().display()))
+                .args(["--entrypoint", "/mcpctl"])
+                .arg(runtime_image())
+                .args(["bridge", "--listen", "0.0.0.0:8080", "--"])
+                .args(["/usr/local/bin/mcp-testserver", "--nonce", "D"]),
+        );
+        wait_for(&format!("{name} ready"), Duration::from_secs(30), || {
+            http_get(port, "/readyz").filter(|(code, _)| *code == 200)
+        });
+        ServiceContainer(name)
+    }
+}
+
+impl Drop for ServiceContainer {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+#[test]
+fn chaos_stops_and_restarts_the_projects_container_and_reports_recovery() {
+    if !docker_available("chaos_stops_and_restarts_the_projects_container_and_reports_recovery") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let project = unique_project("soakchaos");
+    let port = free_port();
+    let c = ServiceContainer::start(&project, "a", port);
+    let file = manifest(
+        dir.path(),
+        &project,
+        &[Svc {
+            name: "a",
+            port,
+            transport: "sse",
+            smoke: ECHO,
+            expect: "echo",
+        }],
+    );
+    let report_dir = dir.path().join("report");
+    let (code, stdout, stderr) = run(&mut soak_cmd(
+        &file,
+        &dir.path().join("state"),
+        &report_dir,
+        &[
+            "--duration",
+            "10s",
+            "--chaos",
+            "--chaos-min",
+            "2s",
+            "--chaos-max",
+            "3s",
+            "--leak-grace",
+            "15s",
+        ],
+    ));
+    // Availability may or may not dip below 99.9 % (it depends on which calls met the stop);
+    // either way the run ends with a verdict, not an error.
+    assert!(
+        code == 0 || code == 6,
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let r = read_json(&report_dir.join("report.json"));
+    let events = r["chaos"].as_array().unwrap();
+    assert!(!events.is_empty() && events.len() <= 5, "{events:?}");
+    for e in events {
+        assert_eq!(
+            e["container"],
+            c.0.as_str(),
+            "only the project's container: {e}"
+        );
+        assert_eq!(e["ok"], true, "{e}");
+        let rec = e["recovery_s"].as_f64().expect("recovered");
+        assert!((0.0..15.0).contains(&rec), "{e}");
+    }
+    assert_eq!(r["memory"]["measured"], true, "{}", r["memory"]);
+    let s = &r["services"]["a"];
+    assert!(s["answered"].as_u64().unwrap() > 0);
+    // Every unanswered call is inside an outage, and every outage but possibly none recovered.
+    let failed: u64 = s["outages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["failed_calls"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        failed,
+        s["calls"].as_u64().unwrap() - s["answered"].as_u64().unwrap(),
+        "{s}"
+    );
+    let running = must(Command::new("docker").args(["inspect", "-f", "{{.State.Running}}", &c.0]));
+    assert_eq!(running.trim(), "true", "chaos leaves the container running");
 }

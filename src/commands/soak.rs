@@ -41,7 +41,8 @@ pub struct SoakArgs {
     /// it again; availability is counted honestly and recovery time reported. Needs Docker.
     #[arg(long)]
     pub chaos: bool,
-    /// Continue the interrupted run recorded in <state>/soak/checkpoint.json.
+    /// Continue the interrupted run recorded in <state>/soak/checkpoint.json, with its recorded
+    /// services and settings (only --report-dir may be changed).
     #[arg(long, conflicts_with_all = ["hours", "duration"])]
     pub resume: bool,
     /// Where report.json, report.md and chart.svg go [default: <state>/soak/<timestamp>/].

@@ -510,6 +510,7 @@ async fn sample<E: Engine>(
     st.timeline.push(point);
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn sampler_loop<E: Engine>(
     http: reqwest::Client,
     targets: Arc<Vec<Target>>,
@@ -534,6 +535,7 @@ async fn sampler_loop<E: Engine>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn chaos_loop<E: Engine>(
     engine: &E,
     targets: &[Target],
@@ -757,14 +759,15 @@ pub async fn run<E: Engine>(
     let mut after: Vec<(String, Option<BridgeSnapshot>)>;
     loop {
         after = scrape_all(&http, &targets).await;
-        let st = state.lock().expect("state lock");
-        let settled = after
-            .iter()
-            .all(|(name, snap)| match (snap, st.bridges.get(name)) {
-                (Some(s), Some(b)) => b.settled(s),
-                _ => true,
-            });
-        drop(st);
+        let settled = {
+            let st = state.lock().expect("state lock");
+            after
+                .iter()
+                .all(|(name, snap)| match (snap, st.bridges.get(name)) {
+                    (Some(s), Some(b)) => b.settled(s),
+                    _ => true,
+                })
+        };
         if settled || grace_start.elapsed() >= grace {
             break;
         }

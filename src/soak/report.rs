@@ -220,7 +220,7 @@ pub fn build(ck: &Checkpoint, targets: Targets) -> Report {
         slos.push(Slo {
             slo: "coverage".into(),
             service: svc.clone(),
-            target: format!("{}", pct(targets.coverage)),
+            target: pct(targets.coverage),
             actual: match cov {
                 Some(c) if s.coverage.missing.is_empty() => {
                     format!("{} of {} lists", pct(c), s.coverage.checks)
