@@ -84,13 +84,26 @@ class Prepared:
 def prepared():
     assert MCPCTL.exists(), f"{MCPCTL} is missing: run `cargo build` first"
     sh("docker", "info", timeout=30)
+    # Bases (chroot apt) and vendoring (pip/npm on the host) are independent: run them together.
     t0 = time.monotonic()
-    mcpctl("bases", "build", *BASES, timeout=1800)
-    print(f"\n[service-tests] bases ready in {time.monotonic() - t0:.0f} s")
-    t0 = time.monotonic()
-    out = json.loads(mcpctl("--output", "json", "vendor", *SERVICES, timeout=1800).stdout)
-    vendor = {v["service"]: Path(v["dir"]) for v in out["vendored"]}
-    print(f"[service-tests] vendored in {time.monotonic() - t0:.0f} s")
+    common = [MCPCTL, "-f", ROOT / "services.yaml", "--state-dir", STATE]
+    procs = {
+        "bases": subprocess.Popen([str(a) for a in common + ["bases", "build", *BASES]],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        "vendor": subprocess.Popen([str(a) for a in common + ["--output", "json", "vendor", *SERVICES]],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+    }
+    outs = {}
+    for what, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=1800)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        assert proc.returncode == 0, f"mcpctl {what} failed ({proc.returncode}):\n{out}\n{err}"
+        outs[what] = out
+        print(f"\n[service-tests] {what} ready after {time.monotonic() - t0:.0f} s")
+    vendor = {v["service"]: Path(v["dir"]) for v in json.loads(outs["vendor"])["vendored"]}
     work = Path(tempfile.mkdtemp(prefix=f"{RUN}-"))
     rendered = work / "rendered"
     mcpctl("render", "--out", rendered, "--only", "dockerfiles")
