@@ -52,8 +52,9 @@ fn json_rpc_error(status: StatusCode, code: i64, text: &str) -> Response {
     (status, axum::Json(jsonrpc::error(Value::Null, code, text))).into_response()
 }
 
-fn is_probe(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
+/// The MCP endpoints (counted in request metrics; probes and unknown paths are not).
+fn is_mcp_endpoint(path: &str) -> bool {
+    matches!(path, "/sse" | "/messages" | "/messages/" | "/mcp")
 }
 
 /// An MCP-endpoint request refused before its JSON-RPC method was known: counted as method
@@ -79,7 +80,7 @@ async fn check_origin(State(app): State<Arc<App>>, req: Request<Body>, next: Nex
     if !(origin_ok && host_ok) {
         let what = if origin_ok { "Host" } else { "Origin" };
         tracing::debug!(path = %req.uri().path(), what, "refused: foreign {what}");
-        if !is_probe(req.uri().path()) {
+        if is_mcp_endpoint(req.uri().path()) {
             refused(&app, t0, ErrorType::Unauthorized);
         }
         return plain(StatusCode::FORBIDDEN, &format!("Forbidden: foreign {what}"));
