@@ -749,12 +749,12 @@ fn chaos_stops_and_restarts_the_projects_container_and_reports_recovery() {
         &report_dir,
         &[
             "--duration",
-            "10s",
+            "12s",
             "--chaos",
             "--chaos-min",
-            "2s",
-            "--chaos-max",
             "3s",
+            "--chaos-max",
+            "4s",
             "--leak-grace",
             "15s",
         ],
@@ -767,7 +767,8 @@ fn chaos_stops_and_restarts_the_projects_container_and_reports_recovery() {
     );
     let r = read_json(&report_dir.join("report.json"));
     let events = r["chaos"].as_array().unwrap();
-    assert!(!events.is_empty() && events.len() <= 5, "{events:?}");
+    // Pauses of 3–4 s and none in the last 3 s: one to three actions.
+    assert!(!events.is_empty() && events.len() <= 3, "{events:?}");
     for e in events {
         assert_eq!(
             e["container"],
@@ -775,9 +776,20 @@ fn chaos_stops_and_restarts_the_projects_container_and_reports_recovery() {
             "only the project's container: {e}"
         );
         assert_eq!(e["ok"], true, "{e}");
-        let rec = e["recovery_s"].as_f64().expect("recovered");
-        assert!((0.0..15.0).contains(&rec), "{e}");
+        match e["recovery_s"].as_f64() {
+            Some(rec) => assert!((0.0..15.0).contains(&rec), "{e}"),
+            // On a loaded machine the last action's container may still be starting when the
+            // run ends; any earlier one must have recovered.
+            None => assert!(
+                e["t_s"].as_f64().unwrap() > r["elapsed_s"].as_f64().unwrap() - 6.0,
+                "not recovered long before the end: {e}"
+            ),
+        }
     }
+    assert!(
+        events[0]["recovery_s"].as_f64().is_some() || events.len() == 1,
+        "{events:?}"
+    );
     assert_eq!(r["memory"]["measured"], true, "{}", r["memory"]);
     let s = &r["services"]["a"];
     assert!(s["answered"].as_u64().unwrap() > 0);

@@ -261,10 +261,15 @@ pub fn run(settings: &Settings, args: &SoakArgs) -> anyhow::Result<ExitCode> {
             "soak started; checkpoint {}",
             checkpoint_path.display()
         );
+        let mut last_log = std::time::Instant::now();
         let mut on_progress = |p: &Progress| {
             if let Some(b) = &bar {
                 b.set_message(progress_text(p));
                 b.tick();
+            } else if last_log.elapsed() >= Duration::from_secs(60) {
+                // No terminal (nohup, CI): a log line a minute instead of a live line.
+                last_log = std::time::Instant::now();
+                tracing::info!("soak: {}", progress_text(p));
             }
         };
         driver::run(

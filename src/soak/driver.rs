@@ -545,6 +545,7 @@ async fn chaos_loop<E: Engine>(
     state: &Mutex<State>,
     stop: CancellationToken,
     clock: Clock,
+    deadline: tokio::time::Instant,
 ) {
     let max_actions =
         (opts.duration.as_secs_f64() / opts.chaos_min.as_secs_f64().max(1.0)) as u64 + 1;
@@ -558,6 +559,10 @@ async fn chaos_loop<E: Engine>(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs_f64(pause)) => {}
+        }
+        // No action in the run's last chaos_min: its recovery could not be observed.
+        if deadline.saturating_duration_since(tokio::time::Instant::now()) < opts.chaos_min {
+            return;
         }
         let Ok(list) = engine.list_containers(&label).await else {
             continue;
@@ -629,6 +634,7 @@ pub async fn run<E: Engine>(
     };
     let remaining = ckpt.remaining();
     let state = Arc::new(Mutex::new(std::mem::take(&mut ckpt.state)));
+    let deadline = tokio::time::Instant::now() + remaining;
 
     // Baseline: bridge sessions/children before this segment's load (the first one counts), and
     // the containers.
@@ -703,11 +709,11 @@ pub async fn run<E: Engine>(
                 &state,
                 stop.clone(),
                 clock,
+                deadline,
             )
             .await;
         }
     };
-    let deadline = tokio::time::Instant::now() + remaining;
     let ckpt_path = ctx.checkpoint_path.clone();
     let base = ckpt.clone();
     let timer = async {
@@ -736,10 +742,10 @@ pub async fn run<E: Engine>(
             }
         };
         stop.cancel();
-        ending
+        // The load's own length: draining calls in flight afterwards is not part of it.
+        (ending, clock.now_s())
     };
-    let (ending, (), (), ()) = tokio::join!(timer, load, sampler, chaos);
-    let load_elapsed = clock.now_s();
+    let ((ending, load_elapsed), (), (), ()) = tokio::join!(timer, load, sampler, chaos);
 
     // Close the long-lived sessions, as a well-behaved client does.
     let closes = held.iter().flatten().map(|h| async move {

@@ -381,7 +381,8 @@ pub fn build(ck: &Checkpoint, targets: Targets) -> Report {
                     .and_then(|s: &ServiceReport| match rule.as_str() {
                         "error_ratio" => s.error_rate,
                         "p95_seconds" => s.p95_ms.map(|m| m / 1000.0),
-                        "sessions_active" => s.sessions_peak,
+                        // Prometheus answers for "now": after the load and the leak grace.
+                        "sessions_active" => s.leak.as_ref().and_then(|l| l.sessions_after),
                         _ => None,
                     });
                 cross_check.push(CrossCheck {
