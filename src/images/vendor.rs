@@ -141,7 +141,7 @@ pub fn spec(
 /// (crate, image, online mode). Errors say what to run when the directory is not there yet.
 pub fn context_dir(
     m: &Manifest,
-    manifest_path: &Path,
+    locks: &Path,
     state: &Path,
     service: &str,
 ) -> anyhow::Result<Option<PathBuf>> {
@@ -151,7 +151,7 @@ pub fn context_dir(
     if svc.build.mode != crate::manifest::BuildMode::Offline {
         return Ok(None);
     }
-    let Some(spec) = spec(m, &locks_root(manifest_path), state, service)? else {
+    let Some(spec) = spec(m, locks, state, service)? else {
         return Ok(None);
     };
     anyhow::ensure!(

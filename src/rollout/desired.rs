@@ -83,9 +83,15 @@ pub fn service_context(
             ctx.add_file(&format!("bin/{krate}"), &bin)?;
         }
     }
-    let locks = project.manifest_dir.join("locks").join(name);
-    if locks.is_dir() {
-        ctx.add_dir("", &locks)?;
+    let locks = project.manifest_dir.join("locks");
+    if locks.join(name).is_dir() {
+        ctx.add_dir("", &locks.join(name))?;
+    }
+    // Offline builds install only from what `mcpctl vendor` prepared for this lock and base.
+    if let Some(vendor) =
+        crate::images::vendor::context_dir(&project.manifest, &locks, &project.state_dir, name)?
+    {
+        ctx.add_dir("vendor", &vendor)?;
     }
     Ok(ctx)
 }
