@@ -87,12 +87,6 @@ pub fn service_context(
     if locks.join(name).is_dir() {
         ctx.add_dir("", &locks.join(name))?;
     }
-    // Offline builds install only from what `mcpctl vendor` prepared for this lock and base.
-    if let Some(vendor) =
-        crate::images::vendor::context_dir(&project.manifest, &locks, &project.state_dir, name)?
-    {
-        ctx.add_dir("vendor", &vendor)?;
-    }
     Ok(ctx)
 }
 
@@ -127,7 +121,15 @@ pub async fn compute<E: Engine>(
         }
         let mut blocked = None;
         let config_hash = crate::render::config_hash(name, svc);
-        let ctx = service_context(project, name, svc, &rendered)?;
+        let mut ctx = service_context(project, name, svc, &rendered)?;
+        // Offline builds install only from what `mcpctl vendor` prepared for this lock and base;
+        // a service not vendored yet is blocked (with the command to run), not the whole plan.
+        let locks = project.manifest_dir.join("locks");
+        match crate::images::vendor::context_dir(m, &locks, &project.state_dir, name) {
+            Ok(Some(vendor)) => ctx.add_dir("vendor", &vendor)?,
+            Ok(None) => {}
+            Err(e) => blocked = Some(e.to_string()),
+        }
         let base = base_ref(project, svc);
         let base_id = match engine.image_id(&base).await? {
             Some(id) => id,
