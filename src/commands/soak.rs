@@ -189,6 +189,16 @@ pub fn run(settings: &Settings, args: &SoakArgs) -> anyhow::Result<ExitCode> {
         c
     } else {
         let options = options(args)?;
+        if let Ok(old) = Checkpoint::read(&checkpoint_path) {
+            if !old.finished {
+                tracing::warn!(
+                    "replacing the unfinished run started {} ({:.0} s done; its report so far is in {})",
+                    old.started_at,
+                    old.elapsed_s,
+                    old.report_dir.display()
+                );
+            }
+        }
         if options.chaos && options.chaos_min > options.chaos_max {
             return Err(CommandError::usage("--chaos-min must not exceed --chaos-max").into());
         }
