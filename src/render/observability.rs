@@ -139,16 +139,14 @@ fn target(expr: String, legend: &str) -> Value {
     })
 }
 
-fn panel(
-    id: u64,
-    title: &str,
-    unit: &str,
+/// Where a panel sits on Grafana's 24-column grid (every panel is 6 rows high).
+struct Grid {
     x: u64,
     y: u64,
     w: u64,
-    kind: &str,
-    targets: Vec<Value>,
-) -> Value {
+}
+
+fn panel(id: u64, title: &str, unit: &str, at: Grid, kind: &str, targets: Vec<Value>) -> Value {
     let targets: Vec<Value> = targets
         .into_iter()
         .enumerate()
@@ -162,7 +160,7 @@ fn panel(
         "type": kind,
         "title": title,
         "datasource": {"type": "prometheus", "uid": DATASOURCE_UID},
-        "gridPos": {"h": 6, "w": w, "x": x, "y": y},
+        "gridPos": {"h": 6, "w": at.w, "x": at.x, "y": at.y},
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
         "options": {},
         "targets": targets,
@@ -224,9 +222,11 @@ pub fn dashboard(m: &Manifest) -> Value {
             next(),
             title,
             unit,
-            i as u64 * 6,
-            y,
-            6,
+            Grid {
+                x: i as u64 * 6,
+                y,
+                w: 6,
+            },
             "stat",
             vec![target(expr, legend)],
         ));
@@ -292,7 +292,14 @@ pub fn dashboard(m: &Manifest) -> Value {
         for (i, (title, unit, targets)) in row.into_iter().enumerate() {
             let x = (i as u64 % 4) * w;
             let py = y + (i as u64 / 4) * 6;
-            panels.push(panel(next(), title, unit, x, py, w, "timeseries", targets));
+            panels.push(panel(
+                next(),
+                title,
+                unit,
+                Grid { x, y: py, w },
+                "timeseries",
+                targets,
+            ));
         }
         y += 12;
     }
