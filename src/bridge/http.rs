@@ -57,6 +57,14 @@ fn is_mcp_endpoint(path: &str) -> bool {
     matches!(path, "/sse" | "/messages" | "/messages/" | "/mcp")
 }
 
+/// A refusal sent without reading the request body: hyper will not reuse the connection, so say
+/// so (`Connection: close`) rather than let the client race its next request into a closing socket.
+fn closing(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
 /// An MCP-endpoint request refused before its JSON-RPC method was known: counted as method
 /// `other` (probes are never counted).
 fn refused(app: &App, t0: Instant, e: ErrorType) {
@@ -83,7 +91,10 @@ async fn check_origin(State(app): State<Arc<App>>, req: Request<Body>, next: Nex
         if is_mcp_endpoint(req.uri().path()) {
             refused(&app, t0, ErrorType::Unauthorized);
         }
-        return plain(StatusCode::FORBIDDEN, &format!("Forbidden: foreign {what}"));
+        return closing(plain(
+            StatusCode::FORBIDDEN,
+            &format!("Forbidden: foreign {what}"),
+        ));
     }
     next.run(req).await
 }
@@ -116,7 +127,7 @@ async fn guard_mcp(State(app): State<Arc<App>>, req: Request<Body>, next: Next) 
             );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return r;
+            return closing(r);
         }
     }
     if !authorized {
@@ -128,7 +139,7 @@ async fn guard_mcp(State(app): State<Arc<App>>, req: Request<Body>, next: Next) 
         );
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
+        return closing(r);
     }
     if req.method() != Method::POST {
         return next.run(req).await;
@@ -136,14 +147,14 @@ async fn guard_mcp(State(app): State<Arc<App>>, req: Request<Body>, next: Next) 
     // Size: refuse on Content-Length at once; otherwise read at most the limit.
     let too_large = |app: &App| {
         refused(app, t0, ErrorType::TooLarge);
-        json_rpc_error(
+        closing(json_rpc_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             jsonrpc::INVALID_REQUEST,
             &format!(
                 "Payload Too Large: requests are limited to {} bytes",
                 app.cfg.max_body
             ),
-        )
+        ))
     };
     let declared = header_str(req.headers(), header::CONTENT_LENGTH.as_str())
         .and_then(|v| v.parse::<u64>().ok());
