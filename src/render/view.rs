@@ -250,6 +250,9 @@ impl ServiceView {
             &svc.bridge.keepalive.as_secs().to_string(),
             "--idle-timeout",
             &svc.bridge.idle_timeout.as_secs().to_string(),
+            // DNS-rebinding protection: besides loopback, only the in-network name is accepted.
+            "--allow-host",
+            &format!("mcp-{name}:{port}"),
             "--",
         ]
         .map(String::from)
