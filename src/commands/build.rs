@@ -4,9 +4,9 @@
 use clap::Args;
 use serde_json::json;
 
-use super::deploy::{build_if_needed, connect, open_project, runtime};
+use super::deploy::{build_if_needed, connect, open_project_for, runtime};
 use crate::engine::context::DigestCache;
-use crate::error::{CommandError, ExitCode};
+use crate::error::ExitCode;
 use crate::output;
 use crate::rollout::desired;
 use crate::settings::Settings;
@@ -21,16 +21,7 @@ pub struct BuildArgs {
 }
 
 pub fn run(settings: &Settings, args: &BuildArgs) -> anyhow::Result<ExitCode> {
-    let project = open_project(settings)?;
-    for s in &args.services {
-        if !project.manifest.services.contains_key(s) {
-            return Err(CommandError::usage(format!(
-                "no service `{s}` in {}",
-                settings.manifest_path.display()
-            ))
-            .into());
-        }
-    }
+    let project = open_project_for(settings, &args.services)?;
     runtime()?.block_on(async {
         let engine = connect().await?;
         let cache = DigestCache::load(project.state_dir.join("cache/digests.json"));

@@ -56,6 +56,26 @@ pub(crate) fn open_project(settings: &Settings) -> anyhow::Result<Project> {
     Project::new(loaded.manifest, &settings.manifest_path, state)
 }
 
+/// [`open_project`] for a command that names services: an unknown name is a usage error (exit 2)
+/// before anything touches the engine.
+pub(crate) fn open_project_for(
+    settings: &Settings,
+    services: &[String],
+) -> anyhow::Result<Project> {
+    let project = open_project(settings)?;
+    if let Some(s) = services
+        .iter()
+        .find(|s| !project.manifest.services.contains_key(*s))
+    {
+        return Err(CommandError::usage(format!(
+            "no service `{s}` in {}",
+            settings.manifest_path.display()
+        ))
+        .into());
+    }
+    Ok(project)
+}
+
 pub(crate) async fn connect() -> anyhow::Result<DockerEngine> {
     DockerEngine::connect().await.map_err(anyhow::Error::new)
 }
@@ -422,16 +442,7 @@ pub(crate) fn finish(
 }
 
 pub fn run(settings: &Settings, args: &DeployArgs) -> anyhow::Result<ExitCode> {
-    let project = open_project(settings)?;
-    for s in &args.services {
-        if !project.manifest.services.contains_key(s) {
-            return Err(CommandError::usage(format!(
-                "no service `{s}` in {}",
-                settings.manifest_path.display()
-            ))
-            .into());
-        }
-    }
+    let project = open_project_for(settings, &args.services)?;
     runtime()?.block_on(deploy(settings, args, &project))
 }
 

@@ -4,10 +4,10 @@
 use clap::Args;
 use serde_json::json;
 
-use super::deploy::{connect, observe, open_project, plan_rows, runtime};
+use super::deploy::{connect, observe, open_project_for, plan_rows, runtime};
 use crate::cli::OutputFormat;
 use crate::engine::context::DigestCache;
-use crate::error::{CommandError, ExitCode};
+use crate::error::ExitCode;
 use crate::output;
 use crate::rollout::{desired, plan};
 use crate::settings::Settings;
@@ -19,16 +19,7 @@ pub struct PlanArgs {
 }
 
 pub fn run(settings: &Settings, args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let project = open_project(settings)?;
-    for s in &args.services {
-        if !project.manifest.services.contains_key(s) {
-            return Err(CommandError::usage(format!(
-                "no service `{s}` in {}",
-                settings.manifest_path.display()
-            ))
-            .into());
-        }
-    }
+    let project = open_project_for(settings, &args.services)?;
     runtime()?.block_on(async {
         let engine = connect().await?;
         let cache = DigestCache::load(project.state_dir.join("cache/digests.json"));
