@@ -22,13 +22,16 @@ impl Drop for Down {
             .args(["--state-dir", "state", "down", "--yes"])
             .current_dir(&self.dir)
             .output();
-        // Images this run built (the base and vendored packages are shared caches and stay).
-        if let Ok(out) = Command::new("docker")
-            .args(["images", "-q", &format!("{}/fetch", self.project)])
-            .output()
-        {
-            for id in text(&out.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+        // Images this run built, and the project's lock image (the base and vendored packages
+        // are shared caches and stay).
+        for repo in ["fetch", "mcpctl-lock"] {
+            if let Ok(out) = Command::new("docker")
+                .args(["images", "-q", &format!("{}/{repo}", self.project)])
+                .output()
+            {
+                for id in text(&out.stdout).split_whitespace() {
+                    let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+                }
             }
         }
     }
