@@ -294,6 +294,23 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
         }
     }
 
+    /// Create and start `spec`. On failure: which stage failed (`create` or `start`), the error,
+    /// and the log tail of a container that was created but would not start (it is removed).
+    async fn launch(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<(), (&'static str, String, Option<String>)> {
+        if let Err(e) = self.engine.create_container(spec).await {
+            return Err(("create", e.to_string(), None));
+        }
+        if let Err(e) = self.engine.start_container(&spec.name).await {
+            let logs = self.tail(&spec.name).await;
+            let _ = self.engine.remove_container(&spec.name).await;
+            return Err(("start", e.to_string(), logs));
+        }
+        Ok(())
+    }
+
     async fn tail(&self, name: &str) -> Option<String> {
         self.engine
             .logs_tail(name, LOG_LINES)
@@ -425,28 +442,9 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             &step.service,
             &format!("starting candidate {} ({})", step.revision, spec.image),
         );
-        if let Err(e) = self.engine.create_container(&cand).await {
+        if let Err((stage, error, logs)) = self.launch(&cand).await {
             return self
-                .failed(
-                    step,
-                    started,
-                    fail_check("create", e.to_string()),
-                    None,
-                    None,
-                )
-                .await;
-        }
-        if let Err(e) = self.engine.start_container(&cand.name).await {
-            let logs = self.tail(&cand.name).await;
-            let _ = self.engine.remove_container(&cand.name).await;
-            return self
-                .failed(
-                    step,
-                    started,
-                    fail_check("start", e.to_string()),
-                    None,
-                    logs,
-                )
+                .failed(step, started, fail_check(stage, error), None, logs)
                 .await;
         }
         let report = self
@@ -521,25 +519,12 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             }
         }
         let _ = self.engine.remove_container(&spec.name).await;
-        if let Err(e) = self.engine.create_container(&spec).await {
+        if let Err((_, error, logs)) = self.launch(&spec).await {
             return self
                 .failed(
                     step,
                     started,
-                    fail_check("switch", e.to_string()),
-                    Some(report),
-                    None,
-                )
-                .await;
-        }
-        if let Err(e) = self.engine.start_container(&spec.name).await {
-            let logs = self.tail(&spec.name).await;
-            let _ = self.engine.remove_container(&spec.name).await;
-            return self
-                .failed(
-                    step,
-                    started,
-                    fail_check("switch", e.to_string()),
+                    fail_check("switch", error),
                     Some(report),
                     logs,
                 )
