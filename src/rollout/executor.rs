@@ -655,21 +655,9 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             }
         }
         let _ = self.engine.remove_container(&spec.name).await;
-        let start = async {
-            self.engine.create_container(&spec).await?;
-            self.engine.start_container(&spec.name).await
-        };
-        if let Err(e) = start.await {
-            let logs = self.tail(&spec.name).await;
-            let _ = self.engine.remove_container(&spec.name).await;
+        if let Err((_, error, logs)) = self.launch(&spec).await {
             let mut r = self
-                .failed(
-                    step,
-                    started,
-                    fail_check("start", e.to_string()),
-                    None,
-                    logs,
-                )
+                .failed(step, started, fail_check("start", error), None, logs)
                 .await;
             r.downtime_ms = Some(down_at.elapsed().as_millis() as u64);
             r.backups = backups;
