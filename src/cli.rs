@@ -93,6 +93,9 @@ pub enum Command {
     Vendor(crate::commands::vendor::VendorArgs),
     /// Drive a bounded load of real MCP calls at the running stack and judge the SLOs (exit 6 on a breach).
     Soak(crate::commands::soak::SoakArgs),
+    /// The stack's edge: owns the published ports, switches revisions by route with session
+    /// affinity and draining (`up`, `status`, `replace`; `serve` runs in the edge container).
+    Edge(crate::commands::edge::EdgeArgs),
 }
 
 #[derive(Args, Debug)]

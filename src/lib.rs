@@ -5,6 +5,7 @@ pub mod bridge;
 pub mod cli;
 pub mod commands;
 pub mod dockerproxy;
+pub mod edge;
 pub mod engine;
 pub mod error;
 pub mod health;

@@ -4,6 +4,7 @@ pub mod bases;
 pub mod build;
 pub mod deploy;
 pub mod down;
+pub mod edge;
 pub mod history;
 pub mod logs;
 pub mod plan;
@@ -37,5 +38,6 @@ pub fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<ExitCod
         Command::Bases(args) => bases::run(settings, &args),
         Command::Vendor(args) => vendor::run(settings, &args),
         Command::Soak(args) => soak::run(settings, &args),
+        Command::Edge(args) => edge::run(settings, args),
     }
 }

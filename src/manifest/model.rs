@@ -35,7 +35,43 @@ pub struct Manifest {
     pub litellm: LiteLlm,
     #[serde(default)]
     pub observability: Observability,
+    /// `mcpctl edge`: one container owning the published ports and switching revisions by route
+    /// (blue-green with session affinity and draining). Absent = disabled: today's behaviour.
+    #[serde(default)]
+    pub edge: Edge,
     pub services: IndexMap<String, Service>,
+}
+
+/// The `edge:` section (docs/contracts.md "Edge").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edge {
+    /// Deploy and rollback switch routes on the edge instead of replacing the serving container.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The loopback admin API (`GET/PUT /routes`), always bound to 127.0.0.1.
+    #[serde(default = "default_edge_admin_port")]
+    pub admin_port: u16,
+    /// How long sessions pinned to a replaced revision may keep using it before the edge closes them.
+    #[serde(default = "default_edge_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Edge {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            admin_port: default_edge_admin_port(),
+            drain_timeout: default_edge_drain_timeout(),
+        }
+    }
+}
+
+fn default_edge_admin_port() -> u16 {
+    8500
+}
+fn default_edge_drain_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Where metrics and logs go. Rendered into the Prometheus, Grafana, Promtail and Alloy files.

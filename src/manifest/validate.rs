@@ -227,6 +227,52 @@ fn check_head(m: &Manifest, cx: &mut Ctx) {
         }
     }
     check_secret_ref(&m.litellm.master_key, &p(&["litellm", "master_key"]), cx);
+    check_edge(m, cx);
+}
+
+/// `edge:` — the edge listens inside its container on each service's host port, on 8080 (the
+/// in-network names) and on the admin port, so these must not collide; its image is the
+/// manifest's `runtime` base plus the mcpctl binary.
+fn check_edge(m: &Manifest, cx: &mut Ctx) {
+    let e = &m.edge;
+    if !e.enabled {
+        return;
+    }
+    if e.admin_port == 0 || e.admin_port == crate::edge::INTERNAL_PORT {
+        let d = cx.error(
+            &p(&["edge", "admin_port"]),
+            format!("edge admin port {} is not usable", e.admin_port),
+        );
+        help(d, "pick a free port other than 0 and 8080 (default 8500)");
+    }
+    for (name, svc) in &m.services {
+        if let Some(port) = svc.port {
+            if port == e.admin_port || port == crate::edge::INTERNAL_PORT {
+                let d = cx.error(
+                    &sp(name, &["port"]),
+                    format!("host port {port} collides with the edge (admin port {} and in-network port 8080)", e.admin_port),
+                );
+                help(d, "give the service another host port, or move `edge.admin_port`");
+            }
+        }
+    }
+    if e.drain_timeout.is_zero() || e.drain_timeout > std::time::Duration::from_secs(3600) {
+        let d = cx.error(
+            &p(&["edge", "drain_timeout"]),
+            "edge drain_timeout must be between 1s and 1h",
+        );
+        help(d, "sessions on a replaced revision may last this long; 30s is the default");
+    }
+    if !m.bases.contains_key("runtime") {
+        let d = cx.error(
+            &p(&["edge", "enabled"]),
+            "the edge image needs the base `runtime`, which `bases:` does not define",
+        );
+        help(
+            d,
+            "add `runtime: {suite: bookworm, packages: [ca-certificates]}` under `bases:` (or an `image:` for it)",
+        );
+    }
 }
 
 fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {

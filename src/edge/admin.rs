@@ -1,0 +1,145 @@
+//! The host side of the edge's admin API (`http://127.0.0.1:<admin_port>`): read routes, switch
+//! one, wait for a replaced upstream to drain. Used by deploy/rollback, `mcpctl edge` and cutover.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::routes::{PutRoute, RouteKind, RouteView, RoutesView};
+
+/// The upstream of a stack revision: its container name on the project network.
+pub fn stack_upstream(container: &str) -> String {
+    format!("http://{container}:{}", super::INTERNAL_PORT)
+}
+
+#[derive(Clone)]
+pub struct AdminClient {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl AdminClient {
+    pub fn new(admin_port: u16) -> Self {
+        Self::at(&format!("http://127.0.0.1:{admin_port}"))
+    }
+
+    pub fn at(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("a plain HTTP client builds"),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn healthy(&self) -> bool {
+        self.client
+            .get(format!("{}/healthz", self.base))
+            .timeout(Duration::from_millis(500))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    /// Wait until the admin API answers (a freshly started edge).
+    pub async fn wait_healthy(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.healthy().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    pub async fn routes(&self) -> anyhow::Result<RoutesView> {
+        let r = self
+            .client
+            .get(format!("{}/routes", self.base))
+            .send()
+            .await
+            .with_context(|| format!("edge admin API {} (is the edge running? `mcpctl edge up`)", self.base))?;
+        anyhow::ensure!(r.status().is_success(), "GET /routes: {}", r.status());
+        Ok(r.json().await?)
+    }
+
+    pub async fn route(&self, service: &str) -> anyhow::Result<Option<RouteView>> {
+        Ok(self.routes().await?.routes.remove(service))
+    }
+
+    pub async fn put(&self, service: &str, put: &PutRoute) -> anyhow::Result<RouteView> {
+        let r = self
+            .client
+            .put(format!("{}/routes/{service}", self.base))
+            .json(put)
+            .send()
+            .await
+            .with_context(|| format!("edge admin API {}", self.base))?;
+        let status = r.status();
+        if !status.is_success() {
+            let body = r.text().await.unwrap_or_default();
+            anyhow::bail!("PUT /routes/{service}: {status}: {body}");
+        }
+        Ok(r.json().await?)
+    }
+
+    /// Point `service` at a stack revision's container.
+    pub async fn switch_to_revision(
+        &self,
+        service: &str,
+        container: &str,
+        release: u64,
+    ) -> anyhow::Result<RouteView> {
+        self.put(
+            service,
+            &PutRoute {
+                upstream: stack_upstream(container),
+                revision: Some(release),
+                kind: RouteKind::Stack,
+                drain_timeout_s: None,
+            },
+        )
+        .await
+    }
+
+    /// Wait until `upstream` no longer drains for `service` (its sessions ended, or the edge
+    /// closed them at the deadline). `progress` gets a line when the session count changes.
+    pub async fn wait_drained(
+        &self,
+        service: &str,
+        upstream: &str,
+        limit: Duration,
+        progress: &dyn Fn(&str),
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let mut last = None;
+        loop {
+            let route = self.route(service).await?;
+            let d = route
+                .as_ref()
+                .and_then(|r| r.draining.iter().find(|d| d.upstream == upstream));
+            let Some(d) = d else {
+                return Ok(started.elapsed());
+            };
+            if last != Some(d.sessions) {
+                progress(&format!(
+                    "draining {upstream}: {} session(s) open, closed at {} at the latest",
+                    d.sessions, d.deadline
+                ));
+                last = Some(d.sessions);
+            }
+            anyhow::ensure!(
+                started.elapsed() < limit,
+                "{upstream} still drains after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `mcpctl edge`: one container per stack that owns every published port and the in-network names
+//! `mcp-<service>`, and switches each service between upstreams (revisions of the stack, or a
+//! legacy proxy for cutover) by route, with session affinity and draining — blue-green in the
+//! manner of kamal-proxy, aware of MCP sessions.
+//!
+//! - `routes`: the admin API's JSON and the parsing the proxy needs (pure);
+//! - `server`: the proxy and admin API (`mcpctl edge serve`, inside the container);
+//! - `admin`: the host side's client of the admin API (switch, wait for a drain);
+//! - `container`: the edge's image and container (up, replace with a measured gap).
+//!
+//! Must not: be scraped through (Prometheus discovers bridges by label), or decide what serves.
+
+pub mod admin;
+pub mod container;
+pub mod routes;
+pub mod server;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// The in-network port: `mcp-<service>:8080`, as every bridge listens.
+pub const INTERNAL_PORT: u16 = 8080;
+/// Where the route file lives inside the edge container (the `<project>-edge` volume).
+pub const STATE_DIR: &str = "/var/lib/mcpctl-edge";
+
+/// `mcpctl edge serve` (the edge container's command).
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// A service and the port the edge listens on for it (published on the host as the same
+    /// number); `NAME` alone for a service reachable only in-network.
+    #[arg(long = "service", value_name = "NAME[=PORT]")]
+    pub services: Vec<String>,
+    /// Address the service and in-network listeners bind to.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_ip: IpAddr,
+    /// In-network listener routing by Host `mcp-<service>` (0 = none).
+    #[arg(long, default_value_t = INTERNAL_PORT)]
+    pub internal_port: u16,
+    /// Admin API (answers loopback and the network gateway only).
+    #[arg(long, default_value = "0.0.0.0:8500")]
+    pub admin: SocketAddr,
+    /// Route file (reloaded at start, rewritten on every switch).
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    /// Default time a replaced upstream keeps its sessions.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// Run the edge until it is stopped (SIGTERM ends it at once: a replacement is waiting for the ports).
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut names = BTreeSet::new();
+        let mut services = Vec::new();
+        for s in &args.services {
+            match s.split_once('=') {
+                Some((name, port)) => {
+                    let port: u16 = port
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("--service {s}: bad port"))?;
+                    names.insert(name.to_string());
+                    services.push((name.to_string(), SocketAddr::new(args.listen_ip, port)));
+                }
+                None => {
+                    names.insert(s.clone());
+                }
+            }
+        }
+        let edge = server::Edge::new(names, args.state_file.clone(), args.drain_timeout)?;
+        let listeners = server::Listeners {
+            services,
+            internal: (args.internal_port != 0)
+                .then(|| SocketAddr::new(args.listen_ip, args.internal_port)),
+            admin: args.admin,
+        };
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = server::run(edge, listeners) => r,
+            _ = term.recv() => { tracing::info!("SIGTERM: edge exits"); Ok(()) }
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}

@@ -1,0 +1,935 @@
+//! `mcpctl edge serve`: the reverse proxy inside the edge container.
+//!
+//! Listens on each service's port (published on the host) and on 8080 (Host `mcp-<service>`
+//! inside the network); forwards to the service's current upstream, streaming both ways (nothing
+//! is buffered but the first legacy SSE event, to learn the session id); a dropped client drops
+//! the upstream request. Affinity: a legacy SSE session stays on the upstream that sent its
+//! `endpoint` event, a Streamable HTTP session on the upstream that answered its `initialize` with
+//! `Mcp-Session-Id`. After a switch the previous upstream *drains*: its pinned sessions keep
+//! working until they end or the drain deadline, when the edge ends their streams cleanly.
+//!
+//! The admin API (`GET /healthz`, `GET /routes`, `PUT /routes/<service>`, `GET /metrics`) answers
+//! only loopback and the network gateway (the host, through the 127.0.0.1-published port).
+//! Routes persist in a JSON file (the `<project>-edge` volume) and are reloaded at start.
+//!
+//! Must not: talk to Docker, or decide what serves (mcpctl decides, through the admin API).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::routes::{
+    query_session_id, DrainingView, EndpointScan, PutRoute, RouteKind, RouteView, RoutesView,
+    Upstream,
+};
+
+/// A Streamable HTTP session counts as open (for draining) this long after its last request;
+/// clients that end sessions with DELETE release it at once.
+const HTTP_SESSION_IDLE: Duration = Duration::from_secs(5);
+/// Pins of sessions that were never deleted are forgotten after this long without a request.
+const PIN_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// One upstream (a revision's bridge or a legacy proxy) and the sessions it holds.
+pub struct Backend {
+    pub upstream: String,
+    up: Upstream,
+    revision: Mutex<Option<u64>>,
+    kind: RouteKind,
+    streams: AtomicUsize,
+    in_flight: AtomicUsize,
+    http_sessions: Mutex<HashMap<String, Instant>>,
+    cancel: CancellationToken,
+    retired: AtomicBool,
+    deadline: Mutex<Option<(Instant, SystemTime)>>,
+}
+
+impl Backend {
+    fn new(up: Upstream, upstream: String, revision: Option<u64>, kind: RouteKind) -> Arc<Self> {
+        Arc::new(Self {
+            upstream,
+            up,
+            revision: Mutex::new(revision),
+            kind,
+            streams: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            http_sessions: Mutex::new(HashMap::new()),
+            cancel: CancellationToken::new(),
+            retired: AtomicBool::new(false),
+            deadline: Mutex::new(None),
+        })
+    }
+
+    /// Open SSE streams plus Streamable HTTP sessions used within [`HTTP_SESSION_IDLE`].
+    fn sessions(&self) -> usize {
+        let http = self
+            .http_sessions
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|t| t.elapsed() < HTTP_SESSION_IDLE)
+            .count();
+        self.streams.load(Ordering::SeqCst) + http
+    }
+
+    fn busy(&self) -> usize {
+        self.sessions() + self.in_flight.load(Ordering::SeqCst)
+    }
+
+    fn revision(&self) -> Option<u64> {
+        *self.revision.lock().unwrap()
+    }
+}
+
+struct ServiceRoute {
+    current: Arc<Backend>,
+    since: SystemTime,
+    draining: Vec<Arc<Backend>>,
+}
+
+#[derive(Default)]
+struct Metrics {
+    requests: BTreeMap<(String, String), u64>,
+    errors: BTreeMap<(String, String), u64>,
+    sessions_opened: BTreeMap<(String, String), u64>,
+    switches: BTreeMap<String, u64>,
+    drain_closed: BTreeMap<String, u64>,
+}
+
+/// The edge's whole state.
+pub struct Edge {
+    services: BTreeSet<String>,
+    routes: RwLock<BTreeMap<String, ServiceRoute>>,
+    affinity: Mutex<HashMap<String, (Arc<Backend>, Instant)>>,
+    client: reqwest::Client,
+    state_file: Option<PathBuf>,
+    drain_timeout: Duration,
+    metrics: Mutex<Metrics>,
+    admin_peers: Vec<IpAddr>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Edge {
+    pub fn new(
+        services: BTreeSet<String>,
+        state_file: Option<PathBuf>,
+        drain_timeout: Duration,
+    ) -> anyhow::Result<Arc<Self>> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .http1_only()
+            .build()?;
+        let mut admin_peers = vec![IpAddr::from([127, 0, 0, 1])];
+        admin_peers.extend(default_gateway());
+        let edge = Arc::new(Self {
+            services,
+            routes: RwLock::new(BTreeMap::new()),
+            affinity: Mutex::new(HashMap::new()),
+            client,
+            state_file,
+            drain_timeout,
+            metrics: Mutex::new(Metrics::default()),
+            admin_peers,
+        });
+        edge.load();
+        Ok(edge)
+    }
+
+    fn load(&self) {
+        let Some(file) = &self.state_file else { return };
+        let Ok(text) = std::fs::read_to_string(file) else {
+            return;
+        };
+        let saved: RoutesView = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "ignoring an unreadable route file");
+                return;
+            }
+        };
+        let mut routes = self.routes.write().unwrap();
+        for (service, r) in saved.routes {
+            let Ok(up) = Upstream::parse(&r.upstream) else {
+                continue;
+            };
+            let since = humantime::parse_rfc3339(&r.since).unwrap_or_else(|_| SystemTime::now());
+            tracing::info!(%service, upstream = %r.upstream, "route restored");
+            routes.insert(
+                service,
+                ServiceRoute {
+                    current: Backend::new(up, r.upstream, r.revision, r.kind),
+                    since,
+                    draining: vec![],
+                },
+            );
+        }
+    }
+
+    fn save(&self) {
+        let Some(file) = &self.state_file else { return };
+        let mut view = self.view();
+        for r in view.routes.values_mut() {
+            r.draining.clear();
+        }
+        let tmp = file.with_extension("tmp");
+        let r = serde_json::to_vec_pretty(&view)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, file));
+        if let Err(e) = r {
+            tracing::error!(file = %file.display(), error = %e, "cannot persist routes (they hold until the edge restarts)");
+        }
+    }
+
+    fn route_view(r: &ServiceRoute) -> RouteView {
+        RouteView {
+            upstream: r.current.upstream.clone(),
+            revision: r.current.revision(),
+            kind: r.current.kind,
+            since: rfc3339(r.since),
+            draining: r
+                .draining
+                .iter()
+                .map(|b| DrainingView {
+                    upstream: b.upstream.clone(),
+                    revision: b.revision(),
+                    sessions: b.busy(),
+                    deadline: b
+                        .deadline
+                        .lock()
+                        .unwrap()
+                        .map(|(_, t)| rfc3339(t))
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn view(&self) -> RoutesView {
+        let routes = self.routes.read().unwrap();
+        RoutesView {
+            routes: routes
+                .iter()
+                .map(|(s, r)| (s.clone(), Self::route_view(r)))
+                .collect(),
+        }
+    }
+
+    /// Switch `service` to `put.upstream` atomically; the replaced upstream starts draining.
+    pub fn switch(self: &Arc<Self>, service: &str, put: PutRoute) -> Result<RouteView, String> {
+        if !self.services.contains(service) {
+            return Err(format!("no service `{service}` on this edge"));
+        }
+        let up = Upstream::parse(&put.upstream)?;
+        let drain = put
+            .drain_timeout_s
+            .map(Duration::from_secs)
+            .unwrap_or(self.drain_timeout);
+        let mut to_drain = None;
+        let view = {
+            let mut routes = self.routes.write().unwrap();
+            match routes.get_mut(service) {
+                Some(r) if r.current.upstream == put.upstream && r.current.kind == put.kind => {
+                    *r.current.revision.lock().unwrap() = put.revision;
+                }
+                Some(r) => {
+                    // Switching back to an upstream still draining keeps its sessions.
+                    let next = match r
+                        .draining
+                        .iter()
+                        .position(|b| b.upstream == put.upstream && b.kind == put.kind)
+                    {
+                        Some(i) => {
+                            let b = r.draining.remove(i);
+                            *b.deadline.lock().unwrap() = None;
+                            *b.revision.lock().unwrap() = put.revision;
+                            b
+                        }
+                        None => Backend::new(up, put.upstream.clone(), put.revision, put.kind),
+                    };
+                    let old = std::mem::replace(&mut r.current, next);
+                    r.since = SystemTime::now();
+                    *old.deadline.lock().unwrap() =
+                        Some((Instant::now() + drain, SystemTime::now() + drain));
+                    r.draining.push(old.clone());
+                    to_drain = Some((old, Instant::now() + drain));
+                    *self
+                        .metrics
+                        .lock()
+                        .unwrap()
+                        .switches
+                        .entry(service.to_string())
+                        .or_default() += 1;
+                }
+                None => {
+                    routes.insert(
+                        service.to_string(),
+                        ServiceRoute {
+                            current: Backend::new(up, put.upstream.clone(), put.revision, put.kind),
+                            since: SystemTime::now(),
+                            draining: vec![],
+                        },
+                    );
+                    *self
+                        .metrics
+                        .lock()
+                        .unwrap()
+                        .switches
+                        .entry(service.to_string())
+                        .or_default() += 1;
+                }
+            }
+            Self::route_view(&routes[service])
+        };
+        tracing::info!(%service, upstream = %put.upstream, revision = ?put.revision, kind = ?put.kind, "route switched");
+        self.save();
+        if let Some((old, deadline)) = to_drain {
+            tokio::spawn(self.clone().drain(service.to_string(), old, deadline));
+        }
+        Ok(view)
+    }
+
+    /// Wait until the old upstream holds nothing or the deadline passes (then end its streams).
+    async fn drain(self: Arc<Self>, service: String, b: Arc<Backend>, deadline: Instant) {
+        loop {
+            let expired = Instant::now() >= deadline;
+            let busy = b.busy();
+            if busy == 0 || expired {
+                let mut routes = self.routes.write().unwrap();
+                let Some(r) = routes.get_mut(&service) else {
+                    return;
+                };
+                let Some(i) = r.draining.iter().position(|d| Arc::ptr_eq(d, &b)) else {
+                    return; // switched back to it: current again
+                };
+                r.draining.remove(i);
+                b.retired.store(true, Ordering::SeqCst);
+                if busy > 0 {
+                    b.cancel.cancel();
+                    *self
+                        .metrics
+                        .lock()
+                        .unwrap()
+                        .drain_closed
+                        .entry(service.clone())
+                        .or_default() += busy as u64;
+                }
+                self.affinity
+                    .lock()
+                    .unwrap()
+                    .retain(|_, (p, _)| !Arc::ptr_eq(p, &b));
+                tracing::info!(%service, upstream = %b.upstream, closed = busy, "drained");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The upstream for a request: its session's pin, else the service's current route.
+    fn pick(&self, service: &str, session: Option<&str>) -> Option<Arc<Backend>> {
+        if let Some(id) = session {
+            let mut pins = self.affinity.lock().unwrap();
+            if let Some((b, seen)) = pins.get_mut(id) {
+                if !b.retired.load(Ordering::SeqCst) {
+                    *seen = Instant::now();
+                    return Some(b.clone());
+                }
+            }
+        }
+        self.routes
+            .read()
+            .unwrap()
+            .get(service)
+            .map(|r| r.current.clone())
+    }
+
+    fn pin(&self, id: &str, b: &Arc<Backend>) {
+        self.affinity
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), (b.clone(), Instant::now()));
+    }
+
+    fn unpin(&self, id: &str, b: &Arc<Backend>) {
+        let mut pins = self.affinity.lock().unwrap();
+        if pins.get(id).is_some_and(|(p, _)| Arc::ptr_eq(p, b)) {
+            pins.remove(id);
+        }
+    }
+
+    fn count(&self, which: fn(&mut Metrics) -> &mut BTreeMap<(String, String), u64>, s: &str, u: &str) {
+        let mut m = self.metrics.lock().unwrap();
+        *which(&mut m).entry((s.to_string(), u.to_string())).or_default() += 1;
+    }
+
+    /// Forget pins of sessions idle for [`PIN_TTL`] (clients that never DELETE).
+    fn sweep(&self) {
+        self.affinity
+            .lock()
+            .unwrap()
+            .retain(|_, (_, seen)| seen.elapsed() < PIN_TTL);
+        for r in self.routes.read().unwrap().values() {
+            for b in std::iter::once(&r.current).chain(r.draining.iter()) {
+                b.http_sessions
+                    .lock()
+                    .unwrap()
+                    .retain(|_, t| t.elapsed() < PIN_TTL);
+            }
+        }
+    }
+
+    fn metrics_text(&self) -> String {
+        use std::fmt::Write;
+        let m = self.metrics.lock().unwrap();
+        let mut out = String::new();
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut pair = |name: &str, help: &str, kind: &str, map: &BTreeMap<(String, String), u64>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for ((s, u), v) in map {
+                let _ = writeln!(out, "{name}{{service=\"{}\",upstream=\"{}\"}} {v}", esc(s), esc(u));
+            }
+        };
+        pair("mcp_edge_requests_total", "Requests forwarded, by service and upstream.", "counter", &m.requests);
+        pair("mcp_edge_upstream_errors_total", "Requests the upstream could not be reached for (502).", "counter", &m.errors);
+        pair("mcp_edge_sessions_opened_total", "Sessions pinned (legacy SSE endpoint or Mcp-Session-Id).", "counter", &m.sessions_opened);
+        let mut active = BTreeMap::new();
+        for (s, r) in self.routes.read().unwrap().iter() {
+            for b in std::iter::once(&r.current).chain(r.draining.iter()) {
+                active.insert((s.clone(), b.upstream.clone()), b.sessions() as u64);
+            }
+        }
+        pair("mcp_edge_sessions_active", "Open SSE streams and recently active Streamable HTTP sessions.", "gauge", &active);
+        let _ = writeln!(out, "# HELP mcp_edge_route_switches_total Route switches.\n# TYPE mcp_edge_route_switches_total counter");
+        for (s, v) in &m.switches {
+            let _ = writeln!(out, "mcp_edge_route_switches_total{{service=\"{}\"}} {v}", esc(s));
+        }
+        let _ = writeln!(out, "# HELP mcp_edge_drain_closed_total Sessions closed by the edge at a drain deadline.\n# TYPE mcp_edge_drain_closed_total counter");
+        for (s, v) in &m.drain_closed {
+            let _ = writeln!(out, "mcp_edge_drain_closed_total{{service=\"{}\"}} {v}", esc(s));
+        }
+        if let Some(rss) = resident_bytes() {
+            let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}");
+        }
+        out
+    }
+}
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// The default gateway from /proc/net/route: inside a container, the host as the network sees it
+/// (what connections through a published port come from).
+fn default_gateway() -> Option<IpAddr> {
+    let text = std::fs::read_to_string("/proc/net/route").ok()?;
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() > 2 && f[1] == "00000000" {
+            let gw = u32::from_str_radix(f[2], 16).ok()?;
+            (gw != 0).then(|| IpAddr::from(gw.to_le_bytes()))
+        } else {
+            None
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proxying.
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+];
+
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (k, v) in from {
+        if !HOP_BY_HOP.contains(&k.as_str()) {
+            to.append(k.clone(), v.clone());
+        }
+    }
+}
+
+fn error(status: StatusCode, msg: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({"error": msg}).to_string(),
+    )
+        .into_response()
+}
+
+/// Decrements a counter when the request (or its streamed response) ends.
+struct Held(Arc<Backend>, fn(&Backend) -> &AtomicUsize);
+impl Held {
+    fn new(b: &Arc<Backend>, f: fn(&Backend) -> &AtomicUsize) -> Self {
+        f(b).fetch_add(1, Ordering::SeqCst);
+        Self(b.clone(), f)
+    }
+}
+impl Drop for Held {
+    fn drop(&mut self) {
+        (self.1)(&self.0).fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The response body relay: upstream chunks to the client as they come, ended cleanly when the
+/// backend's drain deadline passes; dropping it (client gone) drops the upstream response.
+struct Relay {
+    inner: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    cancel: CancellationToken,
+    scan: Option<EndpointScan>,
+    edge: Arc<Edge>,
+    backend: Arc<Backend>,
+    service: String,
+    sse_session: Option<String>,
+    _held: Vec<Held>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(id) = &self.sse_session {
+            self.edge.unpin(id, &self.backend);
+        }
+    }
+}
+
+fn relay_body(r: Relay) -> Body {
+    let s = futures::stream::unfold(Some(r), |state| async move {
+        let mut r = state?;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = r.cancel.cancelled() => return None,
+                n = r.inner.next() => n,
+            };
+            match next {
+                None => return None,
+                Some(Err(e)) => return Some((Err(std::io::Error::other(e)), None)),
+                Some(Ok(chunk)) => {
+                    let Some(scan) = &mut r.scan else {
+                        return Some((Ok(chunk), Some(r)));
+                    };
+                    let out = scan.push(&chunk);
+                    if scan.done {
+                        if let Some(id) = scan.session.clone() {
+                            r.edge.pin(&id, &r.backend);
+                            r.edge
+                                .count(|m| &mut m.sessions_opened, &r.service, &r.backend.upstream);
+                            r.sse_session = Some(id);
+                        }
+                        r.scan = None;
+                    }
+                    if !out.is_empty() {
+                        return Some((Ok(Bytes::from(out)), Some(r)));
+                    }
+                }
+            }
+        }
+    });
+    Body::from_stream(s)
+}
+
+async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path_q = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let sse_session = query_session_id(parts.uri.query());
+    let http_session = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Some(backend) = edge.pick(&service, sse_session.as_deref().or(http_session.as_deref()))
+    else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the edge has no route for `{service}` yet (mcpctl deploy sets it)"),
+        );
+    };
+    let in_flight = Held::new(&backend, |b| &b.in_flight);
+    if let Some(id) = &http_session {
+        backend
+            .http_sessions
+            .lock()
+            .unwrap()
+            .insert(id.clone(), Instant::now());
+    }
+    edge.count(|m| &mut m.requests, &service, &backend.upstream);
+
+    let mut headers = HeaderMap::new();
+    copy_headers(&parts.headers, &mut headers);
+    if backend.kind == RouteKind::Stack {
+        // The bridge admits loopback and its in-network name as Host (DNS-rebinding guard).
+        headers.insert(
+            header::HOST,
+            HeaderValue::from_str(&format!("mcp-{service}:8080")).expect("service names are ASCII"),
+        );
+    }
+    let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
+        || parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let mut rb = edge
+        .client
+        .request(parts.method.clone(), backend.up.url(&path_q))
+        .headers(headers);
+    if has_body {
+        rb = rb.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    }
+    let resp = match rb.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            edge.count(|m| &mut m.errors, &service, &backend.upstream);
+            tracing::warn!(%service, upstream = %backend.upstream, error = %e, "upstream unreachable");
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("`{service}`: upstream {} unreachable: {e}", backend.upstream),
+            );
+        }
+    };
+    if let Some(id) = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        if http_session.as_deref() != Some(id) {
+            edge.pin(id, &backend);
+            edge.count(|m| &mut m.sessions_opened, &service, &backend.upstream);
+            backend
+                .http_sessions
+                .lock()
+                .unwrap()
+                .insert(id.to_string(), Instant::now());
+        }
+    }
+    if parts.method == Method::DELETE {
+        if let Some(id) = &http_session {
+            edge.unpin(id, &backend);
+            backend.http_sessions.lock().unwrap().remove(id);
+        }
+    }
+    let streaming = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    let legacy_open = streaming && parts.method == Method::GET && parts.uri.path().ends_with("/sse");
+    let mut out = Response::builder().status(resp.status());
+    let mut held = vec![in_flight];
+    if streaming {
+        held.push(Held::new(&backend, |b| &b.streams));
+    }
+    {
+        let h = out.headers_mut().expect("fresh builder");
+        copy_headers(resp.headers(), h);
+        if streaming {
+            h.remove(header::CONTENT_LENGTH);
+            // Tell intermediaries (nginx) not to buffer either.
+            h.insert(
+                HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            );
+        }
+    }
+    let relay = Relay {
+        inner: resp.bytes_stream().boxed(),
+        cancel: backend.cancel.clone(),
+        scan: legacy_open.then(|| EndpointScan::new(&backend.up.prefix)),
+        edge: edge.clone(),
+        backend: backend.clone(),
+        service,
+        sse_session: None,
+        _held: held,
+    };
+    out.body(relay_body(relay))
+        .unwrap_or_else(|e| error(StatusCode::BAD_GATEWAY, e.to_string()))
+}
+
+/// Host `mcp-<service>[:port]` → service.
+fn service_of_host(host: Option<&str>) -> Option<String> {
+    let host = host?;
+    let name = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    name.strip_prefix("mcp-").map(str::to_string)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin API.
+
+fn admin_allowed(edge: &Edge, peer: &SocketAddr) -> bool {
+    let ip = match peer.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        ip => ip,
+    };
+    ip.is_loopback() || edge.admin_peers.contains(&ip)
+}
+
+fn forbidden() -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "the admin API answers loopback only".into(),
+    )
+}
+
+async fn get_routes(
+    State(edge): State<Arc<Edge>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if !admin_allowed(&edge, &peer) {
+        return forbidden();
+    }
+    Json(edge.view()).into_response()
+}
+
+async fn get_route(
+    State(edge): State<Arc<Edge>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(service): Path<String>,
+) -> Response {
+    if !admin_allowed(&edge, &peer) {
+        return forbidden();
+    }
+    match edge.view().routes.remove(&service) {
+        Some(r) => Json(r).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no route for `{service}`")),
+    }
+}
+
+async fn put_route(
+    State(edge): State<Arc<Edge>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(service): Path<String>,
+    body: Bytes,
+) -> Response {
+    if !admin_allowed(&edge, &peer) {
+        return forbidden();
+    }
+    let put: PutRoute = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("route body: {e}")),
+    };
+    match edge.switch(&service, put) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) if e.starts_with("no service") => error(StatusCode::NOT_FOUND, e),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn metrics(
+    State(edge): State<Arc<Edge>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if !admin_allowed(&edge, &peer) {
+        return forbidden();
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        edge.metrics_text(),
+    )
+        .into_response()
+}
+
+pub fn admin_router(edge: Arc<Edge>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/routes", get(get_routes))
+        .route("/routes/{service}", get(get_route).put(put_route))
+        .route("/metrics", get(metrics))
+        .with_state(edge)
+}
+
+/// A listener for one service (a published port): every request goes to that service.
+pub fn service_router(edge: Arc<Edge>, service: String) -> Router {
+    Router::new().fallback(move |req: Request| forward(edge.clone(), service.clone(), req))
+}
+
+/// The in-network listener (8080): the service comes from the Host header `mcp-<service>`.
+pub fn host_router(edge: Arc<Edge>) -> Router {
+    Router::new().fallback(move |req: Request| {
+        let edge = edge.clone();
+        async move {
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            match service_of_host(host.as_deref()) {
+                Some(s) if edge.services.contains(&s) => forward(edge, s, req).await,
+                _ => error(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!(
+                        "Host {:?} names no service of this edge (use mcp-<service>:8080)",
+                        host.unwrap_or_default()
+                    ),
+                ),
+            }
+        }
+    })
+}
+
+/// What `serve` listens on.
+pub struct Listeners {
+    /// (service, address) for each published port.
+    pub services: Vec<(String, SocketAddr)>,
+    /// In-network Host routing (all services), usually 0.0.0.0:8080.
+    pub internal: Option<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+/// Bind every listener, then serve until the process ends. Returns when a listener fails.
+pub async fn run(edge: Arc<Edge>, l: Listeners) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let admin = tokio::net::TcpListener::bind(l.admin)
+        .await
+        .map_err(|e| anyhow::anyhow!("admin {}: {e}", l.admin))?;
+    let app = admin_router(edge.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    tasks.spawn(async move { axum::serve(admin, app).await });
+    for (service, addr) in l.services {
+        let lis = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("{service} {addr}: {e}"))?;
+        let app = service_router(edge.clone(), service);
+        tasks.spawn(async move { axum::serve(lis, app).await });
+    }
+    if let Some(addr) = l.internal {
+        let lis = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("internal {addr}: {e}"))?;
+        let app = host_router(edge.clone());
+        tasks.spawn(async move { axum::serve(lis, app).await });
+    }
+    let sweeper = edge.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            sweeper.sweep();
+        }
+    });
+    tracing::info!("edge listening");
+    match tasks.join_next().await {
+        Some(Ok(Err(e))) => Err(anyhow::anyhow!("listener failed: {e}")),
+        Some(Err(e)) => Err(anyhow::anyhow!("listener task: {e}")),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_name_services() {
+        assert_eq!(service_of_host(Some("mcp-fetch:8080")).as_deref(), Some("fetch"));
+        assert_eq!(service_of_host(Some("mcp-fetch")).as_deref(), Some("fetch"));
+        assert_eq!(service_of_host(Some("127.0.0.1:8501")), None);
+        assert_eq!(service_of_host(None), None);
+    }
+
+    fn edge() -> Arc<Edge> {
+        Edge::new(
+            BTreeSet::from(["alpha".to_string()]),
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    fn put(up: &str, rev: u64) -> PutRoute {
+        PutRoute {
+            upstream: up.into(),
+            revision: Some(rev),
+            kind: RouteKind::Stack,
+            drain_timeout_s: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_switch_pins_old_sessions_and_drains_them() {
+        let e = edge();
+        assert!(e.switch("beta", put("http://a:8080", 1)).is_err());
+        e.switch("alpha", put("http://a:8080", 1)).unwrap();
+        let a = e.pick("alpha", None).unwrap();
+        e.pin("s1", &a);
+        let stream = Held::new(&a, |b| &b.streams);
+        let v = e.switch("alpha", put("http://b:8080", 2)).unwrap();
+        assert_eq!((v.upstream.as_str(), v.revision), ("http://b:8080", Some(2)));
+        assert_eq!(v.draining.len(), 1);
+        assert_eq!(v.draining[0].sessions, 1);
+        // New sessions go to b; the pinned one stays on a.
+        assert_eq!(e.pick("alpha", None).unwrap().upstream, "http://b:8080");
+        assert_eq!(e.pick("alpha", Some("s1")).unwrap().upstream, "http://a:8080");
+        // The session ends: the drain finishes before the deadline.
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(e.view().routes["alpha"].draining.is_empty());
+        assert!(!a.cancel.is_cancelled(), "nothing left to close");
+        assert_eq!(e.pick("alpha", Some("s1")).unwrap().upstream, "http://b:8080");
+    }
+
+    #[tokio::test]
+    async fn the_deadline_closes_what_is_left_and_switching_back_revives() {
+        let e = edge();
+        e.switch("alpha", put("http://a:8080", 1)).unwrap();
+        let a = e.pick("alpha", None).unwrap();
+        let _stream = Held::new(&a, |b| &b.streams);
+        e.switch("alpha", put("http://b:8080", 2)).unwrap();
+        // Back to a before its deadline: a is current again, with its session.
+        let v = e.switch("alpha", put("http://a:8080", 1)).unwrap();
+        assert_eq!(v.upstream, "http://a:8080");
+        assert!(Arc::ptr_eq(&e.pick("alpha", None).unwrap(), &a));
+        // Away again, and wait out the 1 s deadline.
+        e.switch("alpha", put("http://c:8080", 3)).unwrap();
+        tokio::time::sleep(Duration::from_millis(1400)).await;
+        assert!(a.cancel.is_cancelled(), "the open stream was closed");
+        let v = e.view();
+        assert_eq!(v.routes["alpha"].draining.len(), 0, "{v:?}");
+        assert!(e.metrics_text().contains("mcp_edge_drain_closed_total{service=\"alpha\"} 1"));
+    }
+
+    #[test]
+    fn routes_persist_without_draining() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.json");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let e = Edge::new(BTreeSet::from(["alpha".into()]), Some(file.clone()), Duration::from_secs(5)).unwrap();
+            e.switch("alpha", put("http://a:8080", 1)).unwrap();
+            e.switch("alpha", put("http://b:8080/p", 2)).unwrap();
+            let again = Edge::new(BTreeSet::from(["alpha".into()]), Some(file.clone()), Duration::from_secs(5)).unwrap();
+            let r = &again.view().routes["alpha"];
+            assert_eq!((r.upstream.as_str(), r.revision), ("http://b:8080/p", Some(2)));
+            assert!(r.draining.is_empty());
+        });
+    }
+}
