@@ -276,13 +276,17 @@ impl Session {
                 )));
             }
         };
-        let post_url = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
-            endpoint
-        } else {
-            format!(
-                "{base}{}{endpoint}",
-                if endpoint.starts_with('/') { "" } else { "/" }
-            )
+        // Resolved as a URL reference against the stream's URL: an absolute path names the
+        // origin's path (mcp-proxy's named servers send `/servers/<name>/messages/?session_id=`
+        // from `/servers/<name>/sse`), not one under `base`.
+        let post_url = match reqwest::Url::parse(&url).and_then(|u| u.join(&endpoint)) {
+            Ok(u) => u.to_string(),
+            Err(e) => {
+                reader.abort();
+                return Err(McpError::Protocol(format!(
+                    "the endpoint event {endpoint:?} is not a URL reference: {e}"
+                )));
+            }
         };
         Ok(Wire::Sse {
             post_url,
