@@ -603,7 +603,12 @@ where
             .iter()
             .find(|d| d.summary.service == a.service)
             .expect("planned from desired");
-        if let Some(p) = d.summary.spec.port {
+        if let Some(p) = d
+            .summary
+            .spec
+            .port
+            .filter(|_| !crate::edge::container::fronts(project, &a.service))
+        {
             let ours = observed
                 .services
                 .values()
@@ -619,6 +624,7 @@ where
         }
     }
 
+    let edge = super::edge::prepare_edge(engine, project, &say).await?;
     let exec = Executor {
         engine,
         prober: &McpProber,
@@ -675,7 +681,16 @@ where
         };
         let prev_tools: Option<BTreeMap<String, String>> =
             ledger.last_gate(&a.service).map(|g| g.tool_hashes);
-        let r = exec.run_step(&step, prev_tools.as_ref()).await;
+        let r = super::edge::run_step(
+            &exec,
+            edge.as_ref(),
+            project,
+            &step,
+            prev_tools.as_ref(),
+            ledger,
+            (me, "deploy", release),
+        )
+        .await?;
         if let Some(drift) = r
             .gate
             .as_ref()

@@ -9,6 +9,7 @@ use crate::cli::OutputFormat;
 use crate::edge::container;
 use crate::error::{CommandError, ExitCode};
 use crate::output;
+use crate::rollout::executor::EdgeSwitch;
 use crate::rollout::ledger::{now_rfc3339, Entry, Ledger};
 use crate::rollout::lock::LockInfo;
 use crate::settings::Settings;
@@ -77,7 +78,9 @@ fn status(settings: &Settings) -> anyhow::Result<ExitCode> {
         let desc = container::describe(&engine, &project).await?;
         let routes = container::admin(&project).routes().await?;
         match settings.output {
-            OutputFormat::Json => output::json_line(&json!({"edge": desc, "routes": routes.routes})),
+            OutputFormat::Json => {
+                output::json_line(&json!({"edge": desc, "routes": routes.routes}))
+            }
             OutputFormat::Human => {
                 let rows = routes
                     .routes
@@ -91,7 +94,12 @@ fn status(settings: &Settings) -> anyhow::Result<ExitCode> {
                             r.since.clone(),
                             r.draining
                                 .iter()
-                                .map(|d| format!("{} ({} sessions, until {})", d.upstream, d.sessions, d.deadline))
+                                .map(|d| {
+                                    format!(
+                                        "{} ({} sessions, until {})",
+                                        d.upstream, d.sessions, d.deadline
+                                    )
+                                })
                                 .collect::<Vec<_>>()
                                 .join("; "),
                         ]
@@ -160,4 +168,69 @@ fn replace(settings: &Settings) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::Ok)
     })
+}
+
+/// For deploy and rollback: with the edge enabled, make sure it runs (create or start it, route
+/// what serves) and return where steps switch; `None` keeps today's behaviour.
+pub(crate) async fn prepare_edge(
+    engine: &crate::engine::docker::DockerEngine,
+    project: &crate::rollout::Project,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<Option<EdgeSwitch>> {
+    if !project.manifest.edge.enabled {
+        return Ok(None);
+    }
+    container::up(engine, project, say).await?;
+    Ok(Some(EdgeSwitch {
+        admin: container::admin(project),
+        drain_timeout: project.manifest.edge.drain_timeout,
+    }))
+}
+
+/// One step: through the edge when it fronts the service (the route switch is recorded in the
+/// ledger as its own `route` entry), else the classic switch.
+#[allow(clippy::too_many_arguments)] // the step, where it switches, and what the ledger records
+pub(crate) async fn run_step<E: crate::engine::Engine, P: crate::rollout::executor::Prober>(
+    exec: &crate::rollout::executor::Executor<'_, E, P>,
+    edge: Option<&EdgeSwitch>,
+    project: &crate::rollout::Project,
+    step: &crate::rollout::executor::Step,
+    previous_tools: Option<&std::collections::BTreeMap<String, String>>,
+    ledger: &Ledger,
+    (me, command, release): (&LockInfo, &str, u64),
+) -> anyhow::Result<crate::rollout::executor::StepResult> {
+    let Some(edge) = edge.filter(|_| container::fronts(project, &step.service)) else {
+        return Ok(exec.run_step(step, previous_tools).await);
+    };
+    let (r, switch) = exec.run_step_edge(step, previous_tools, edge).await;
+    if let Some(s) = switch {
+        ledger.append(&Entry {
+            ts: now_rfc3339(),
+            event: "route".into(),
+            release,
+            command: command.into(),
+            who: me.who.clone(),
+            host: me.host.clone(),
+            pid: me.pid,
+            service: Some(s.service.clone()),
+            from: s.from.clone(),
+            to: Some(s.route.upstream.clone()),
+            outcome: "switched".into(),
+            detail: Some(format!(
+                "edge route {} → {} (revision {}){}",
+                s.from.as_deref().unwrap_or("(none)"),
+                s.route.upstream,
+                s.route
+                    .revision
+                    .map(|n| format!("r{n}"))
+                    .unwrap_or("-".into()),
+                s.drained_ms
+                    .map(|d| format!("; previous upstream drained in {d} ms"))
+                    .unwrap_or_default()
+            )),
+            duration_ms: r.duration_ms,
+            ..Default::default()
+        })?;
+    }
+    Ok(r)
 }

@@ -132,11 +132,11 @@ async fn rollback(
     finish(settings, "rollback", release, &results, json!(null))
 }
 
-async fn apply<E: Engine>(
+async fn apply(
     settings: &Settings,
     args: &RollbackArgs,
     project: &Project,
-    engine: &E,
+    engine: &crate::engine::docker::DockerEngine,
     ledger: &Ledger,
     me: &LockInfo,
     interrupted: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -146,6 +146,7 @@ async fn apply<E: Engine>(
     let planned = targets(&observed, args.service.as_deref(), args.to);
     let release = observed.max_release.max(ledger.max_release()) + 1;
     let started = std::time::Instant::now();
+    let edge = super::edge::prepare_edge(engine, project, &say).await?;
     let exec = Executor {
         engine,
         prober: &McpProber,
@@ -243,7 +244,16 @@ async fn apply<E: Engine>(
             step.spec.image,
             step.revision
         ));
-        let r = exec.run_step(&step, None).await;
+        let r = super::edge::run_step(
+            &exec,
+            edge.as_ref(),
+            project,
+            &step,
+            None,
+            ledger,
+            (me, "rollback", release),
+        )
+        .await?;
         let mut entry = step_entry(me, "rollback", release, &r, args.message.as_deref());
         entry.detail = Some(format!(
             "restores {}{}",

@@ -65,7 +65,12 @@ impl AdminClient {
             .get(format!("{}/routes", self.base))
             .send()
             .await
-            .with_context(|| format!("edge admin API {} (is the edge running? `mcpctl edge up`)", self.base))?;
+            .with_context(|| {
+                format!(
+                    "edge admin API {} (is the edge running? `mcpctl edge up`)",
+                    self.base
+                )
+            })?;
         anyhow::ensure!(r.status().is_success(), "GET /routes: {}", r.status());
         Ok(r.json().await?)
     }

@@ -92,7 +92,9 @@ pub async fn ensure_image(
 ) -> anyhow::Result<String> {
     let base = base_ref(project)?;
     let base_id = engine.image_id(&base).await?.with_context(|| {
-        format!("base image {base} is not present (no registry is used: `mcpctl bases build runtime`)")
+        format!(
+            "base image {base} is not present (no registry is used: `mcpctl bases build runtime`)"
+        )
     })?;
     let mut ctx = BuildContext::new();
     ctx.add_bytes("Dockerfile", dockerfile(&base), false);
@@ -249,7 +251,9 @@ async fn create(
     name: &str,
     c: &EdgeConfig,
 ) -> anyhow::Result<()> {
-    let opts = q::CreateContainerOptionsBuilder::default().name(name).build();
+    let opts = q::CreateContainerOptionsBuilder::default()
+        .name(name)
+        .build();
     engine
         .client()
         .create_container(Some(opts), create_body(project, c))
@@ -364,13 +368,21 @@ async fn seed_routes(engine: &DockerEngine, project: &Project) -> anyhow::Result
         if routes.routes.contains_key(&service) {
             continue;
         }
-        let Some(s) = observed.services.get(&service).and_then(|o| o.serving.as_ref()) else {
+        let Some(s) = observed
+            .services
+            .get(&service)
+            .and_then(|o| o.serving.as_ref())
+        else {
             continue;
         };
         admin
             .switch_to_revision(&service, &s.container, s.release)
             .await?;
-        seeded.push(format!("{service} → {} ({})", s.name(), stack_upstream(&s.container)));
+        seeded.push(format!(
+            "{service} → {} ({})",
+            s.name(),
+            stack_upstream(&s.container)
+        ));
     }
     Ok(seeded)
 }
@@ -440,7 +452,9 @@ pub async fn replace(
         .client()
         .rename_container(
             &next,
-            q::RenameContainerOptionsBuilder::default().name(&name).build(),
+            q::RenameContainerOptionsBuilder::default()
+                .name(&name)
+                .build(),
         )
         .await
         .with_context(|| format!("renaming {next} to {name}"))?;

@@ -80,8 +80,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .then(|| SocketAddr::new(args.listen_ip, args.internal_port)),
             admin: args.admin,
         };
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             r = server::run(edge, listeners) => r,
             _ = term.recv() => { tracing::info!("SIGTERM: edge exits"); Ok(()) }

@@ -77,7 +77,9 @@ impl Upstream {
             None => (rest, ""),
         };
         if authority.is_empty() || authority.contains(['?', '#', '@', ' ']) {
-            return Err(format!("upstream `{s}`: expected http://host:port[/prefix]"));
+            return Err(format!(
+                "upstream `{s}`: expected http://host:port[/prefix]"
+            ));
         }
         if path.contains(['?', '#']) {
             return Err(format!(
@@ -171,8 +173,15 @@ impl EndpointScan {
         }
         let data = data?;
         // Absolute URLs keep only their path (the client reaches us, not the upstream).
-        let path = match data.strip_prefix("http://").or(data.strip_prefix("https://")) {
-            Some(rest) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/").to_string(),
+        let path = match data
+            .strip_prefix("http://")
+            .or(data.strip_prefix("https://"))
+        {
+            Some(rest) => rest
+                .find('/')
+                .map(|i| &rest[i..])
+                .unwrap_or("/")
+                .to_string(),
             None => data.clone(),
         };
         let path = if !self.prefix.is_empty() && path.starts_with(&self.prefix) {
@@ -188,7 +197,10 @@ impl EndpointScan {
 /// End of the first complete event in `buf`: (index of the separator, its length).
 fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
     let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+    let crlf = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
     match (lf, crlf) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
@@ -209,7 +221,10 @@ mod tests {
             "http://host.docker.internal:9000/servers/fetch/messages/?session_id=a"
         );
         let u = Upstream::parse("http://p-alpha-r3:8080").unwrap();
-        assert_eq!((u.prefix.as_str(), u.url("/mcp").as_str()), ("", "http://p-alpha-r3:8080/mcp"));
+        assert_eq!(
+            (u.prefix.as_str(), u.url("/mcp").as_str()),
+            ("", "http://p-alpha-r3:8080/mcp")
+        );
         assert!(Upstream::parse("https://x").is_err());
         assert!(Upstream::parse("http:///x").is_err());
         assert!(Upstream::parse("http://x/a?b").is_err());
@@ -217,7 +232,10 @@ mod tests {
 
     #[test]
     fn session_ids_come_from_either_spelling() {
-        assert_eq!(query_session_id(Some("a=1&session_id=xyz")).as_deref(), Some("xyz"));
+        assert_eq!(
+            query_session_id(Some("a=1&session_id=xyz")).as_deref(),
+            Some("xyz")
+        );
         assert_eq!(query_session_id(Some("sessionId=q")).as_deref(), Some("q"));
         assert_eq!(query_session_id(Some("x=1")), None);
         assert_eq!(query_session_id(None), None);
@@ -228,7 +246,8 @@ mod tests {
         let mut s = EndpointScan::new("/servers/fetch");
         assert!(s.push(b": ping\n\nevent: endp").starts_with(b": ping\n\n"));
         assert!(!s.done);
-        let out = s.push(b"oint\r\ndata: /servers/fetch/messages/?session_id=abc\r\n\r\nevent: message\n");
+        let out = s
+            .push(b"oint\r\ndata: /servers/fetch/messages/?session_id=abc\r\n\r\nevent: message\n");
         assert!(s.done);
         assert_eq!(s.session.as_deref(), Some("abc"));
         assert_eq!(
@@ -253,8 +272,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(put.kind, RouteKind::Legacy);
-        let put: PutRoute = serde_json::from_str(r#"{"upstream": "http://a:8080", "revision": 3}"#).unwrap();
+        let put: PutRoute =
+            serde_json::from_str(r#"{"upstream": "http://a:8080", "revision": 3}"#).unwrap();
         assert_eq!((put.kind, put.revision), (RouteKind::Stack, Some(3)));
-        assert!(serde_json::from_str::<PutRoute>(r#"{"upstream": "http://a:8080", "x": 1}"#).is_err());
+        assert!(
+            serde_json::from_str::<PutRoute>(r#"{"upstream": "http://a:8080", "x": 1}"#).is_err()
+        );
     }
 }

@@ -375,9 +375,16 @@ impl Edge {
         }
     }
 
-    fn count(&self, which: fn(&mut Metrics) -> &mut BTreeMap<(String, String), u64>, s: &str, u: &str) {
+    fn count(
+        &self,
+        which: fn(&mut Metrics) -> &mut BTreeMap<(String, String), u64>,
+        s: &str,
+        u: &str,
+    ) {
         let mut m = self.metrics.lock().unwrap();
-        *which(&mut m).entry((s.to_string(), u.to_string())).or_default() += 1;
+        *which(&mut m)
+            .entry((s.to_string(), u.to_string()))
+            .or_default() += 1;
     }
 
     /// Forget pins of sessions idle for [`PIN_TTL`] (clients that never DELETE).
@@ -401,29 +408,63 @@ impl Edge {
         let m = self.metrics.lock().unwrap();
         let mut out = String::new();
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        let mut pair = |name: &str, help: &str, kind: &str, map: &BTreeMap<(String, String), u64>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for ((s, u), v) in map {
-                let _ = writeln!(out, "{name}{{service=\"{}\",upstream=\"{}\"}} {v}", esc(s), esc(u));
-            }
-        };
-        pair("mcp_edge_requests_total", "Requests forwarded, by service and upstream.", "counter", &m.requests);
-        pair("mcp_edge_upstream_errors_total", "Requests the upstream could not be reached for (502).", "counter", &m.errors);
-        pair("mcp_edge_sessions_opened_total", "Sessions pinned (legacy SSE endpoint or Mcp-Session-Id).", "counter", &m.sessions_opened);
+        let mut pair =
+            |name: &str, help: &str, kind: &str, map: &BTreeMap<(String, String), u64>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for ((s, u), v) in map {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{service=\"{}\",upstream=\"{}\"}} {v}",
+                        esc(s),
+                        esc(u)
+                    );
+                }
+            };
+        pair(
+            "mcp_edge_requests_total",
+            "Requests forwarded, by service and upstream.",
+            "counter",
+            &m.requests,
+        );
+        pair(
+            "mcp_edge_upstream_errors_total",
+            "Requests the upstream could not be reached for (502).",
+            "counter",
+            &m.errors,
+        );
+        pair(
+            "mcp_edge_sessions_opened_total",
+            "Sessions pinned (legacy SSE endpoint or Mcp-Session-Id).",
+            "counter",
+            &m.sessions_opened,
+        );
         let mut active = BTreeMap::new();
         for (s, r) in self.routes.read().unwrap().iter() {
             for b in std::iter::once(&r.current).chain(r.draining.iter()) {
                 active.insert((s.clone(), b.upstream.clone()), b.sessions() as u64);
             }
         }
-        pair("mcp_edge_sessions_active", "Open SSE streams and recently active Streamable HTTP sessions.", "gauge", &active);
+        pair(
+            "mcp_edge_sessions_active",
+            "Open SSE streams and recently active Streamable HTTP sessions.",
+            "gauge",
+            &active,
+        );
         let _ = writeln!(out, "# HELP mcp_edge_route_switches_total Route switches.\n# TYPE mcp_edge_route_switches_total counter");
         for (s, v) in &m.switches {
-            let _ = writeln!(out, "mcp_edge_route_switches_total{{service=\"{}\"}} {v}", esc(s));
+            let _ = writeln!(
+                out,
+                "mcp_edge_route_switches_total{{service=\"{}\"}} {v}",
+                esc(s)
+            );
         }
         let _ = writeln!(out, "# HELP mcp_edge_drain_closed_total Sessions closed by the edge at a drain deadline.\n# TYPE mcp_edge_drain_closed_total counter");
         for (s, v) in &m.drain_closed {
-            let _ = writeln!(out, "mcp_edge_drain_closed_total{{service=\"{}\"}} {v}", esc(s));
+            let _ = writeln!(
+                out,
+                "mcp_edge_drain_closed_total{{service=\"{}\"}} {v}",
+                esc(s)
+            );
         }
         if let Some(rss) = resident_bytes() {
             let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}");
@@ -541,8 +582,11 @@ fn relay_body(r: Relay) -> Body {
                     if scan.done {
                         if let Some(id) = scan.session.clone() {
                             r.edge.pin(&id, &r.backend);
-                            r.edge
-                                .count(|m| &mut m.sessions_opened, &r.service, &r.backend.upstream);
+                            r.edge.count(
+                                |m| &mut m.sessions_opened,
+                                &r.service,
+                                &r.backend.upstream,
+                            );
                             r.sse_session = Some(id);
                         }
                         r.scan = None;
@@ -612,7 +656,10 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
             tracing::warn!(%service, upstream = %backend.upstream, error = %e, "upstream unreachable");
             return error(
                 StatusCode::BAD_GATEWAY,
-                format!("`{service}`: upstream {} unreachable: {e}", backend.upstream),
+                format!(
+                    "`{service}`: upstream {} unreachable: {e}",
+                    backend.upstream
+                ),
             );
         }
     };
@@ -642,7 +689,8 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("text/event-stream"));
-    let legacy_open = streaming && parts.method == Method::GET && parts.uri.path().ends_with("/sse");
+    let legacy_open =
+        streaming && parts.method == Method::GET && parts.uri.path().ends_with("/sse");
     let mut out = Response::builder().status(resp.status());
     let mut held = vec![in_flight];
     if streaming {
@@ -686,7 +734,10 @@ fn service_of_host(host: Option<&str>) -> Option<String> {
 
 fn admin_allowed(edge: &Edge, peer: &SocketAddr) -> bool {
     let ip = match peer.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         ip => ip,
     };
     ip.is_loopback() || edge.admin_peers.contains(&ip)
@@ -847,7 +898,10 @@ mod tests {
 
     #[test]
     fn hosts_name_services() {
-        assert_eq!(service_of_host(Some("mcp-fetch:8080")).as_deref(), Some("fetch"));
+        assert_eq!(
+            service_of_host(Some("mcp-fetch:8080")).as_deref(),
+            Some("fetch")
+        );
         assert_eq!(service_of_host(Some("mcp-fetch")).as_deref(), Some("fetch"));
         assert_eq!(service_of_host(Some("127.0.0.1:8501")), None);
         assert_eq!(service_of_host(None), None);
@@ -880,18 +934,27 @@ mod tests {
         e.pin("s1", &a);
         let stream = Held::new(&a, |b| &b.streams);
         let v = e.switch("alpha", put("http://b:8080", 2)).unwrap();
-        assert_eq!((v.upstream.as_str(), v.revision), ("http://b:8080", Some(2)));
+        assert_eq!(
+            (v.upstream.as_str(), v.revision),
+            ("http://b:8080", Some(2))
+        );
         assert_eq!(v.draining.len(), 1);
         assert_eq!(v.draining[0].sessions, 1);
         // New sessions go to b; the pinned one stays on a.
         assert_eq!(e.pick("alpha", None).unwrap().upstream, "http://b:8080");
-        assert_eq!(e.pick("alpha", Some("s1")).unwrap().upstream, "http://a:8080");
+        assert_eq!(
+            e.pick("alpha", Some("s1")).unwrap().upstream,
+            "http://a:8080"
+        );
         // The session ends: the drain finishes before the deadline.
         drop(stream);
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(e.view().routes["alpha"].draining.is_empty());
         assert!(!a.cancel.is_cancelled(), "nothing left to close");
-        assert_eq!(e.pick("alpha", Some("s1")).unwrap().upstream, "http://b:8080");
+        assert_eq!(
+            e.pick("alpha", Some("s1")).unwrap().upstream,
+            "http://b:8080"
+        );
     }
 
     #[tokio::test]
@@ -911,7 +974,9 @@ mod tests {
         assert!(a.cancel.is_cancelled(), "the open stream was closed");
         let v = e.view();
         assert_eq!(v.routes["alpha"].draining.len(), 0, "{v:?}");
-        assert!(e.metrics_text().contains("mcp_edge_drain_closed_total{service=\"alpha\"} 1"));
+        assert!(e
+            .metrics_text()
+            .contains("mcp_edge_drain_closed_total{service=\"alpha\"} 1"));
     }
 
     #[test]
@@ -923,12 +988,25 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let e = Edge::new(BTreeSet::from(["alpha".into()]), Some(file.clone()), Duration::from_secs(5)).unwrap();
+            let e = Edge::new(
+                BTreeSet::from(["alpha".into()]),
+                Some(file.clone()),
+                Duration::from_secs(5),
+            )
+            .unwrap();
             e.switch("alpha", put("http://a:8080", 1)).unwrap();
             e.switch("alpha", put("http://b:8080/p", 2)).unwrap();
-            let again = Edge::new(BTreeSet::from(["alpha".into()]), Some(file.clone()), Duration::from_secs(5)).unwrap();
+            let again = Edge::new(
+                BTreeSet::from(["alpha".into()]),
+                Some(file.clone()),
+                Duration::from_secs(5),
+            )
+            .unwrap();
             let r = &again.view().routes["alpha"];
-            assert_eq!((r.upstream.as_str(), r.revision), ("http://b:8080/p", Some(2)));
+            assert_eq!(
+                (r.upstream.as_str(), r.revision),
+                ("http://b:8080/p", Some(2))
+            );
             assert!(r.draining.is_empty());
         });
     }

@@ -252,7 +252,10 @@ fn check_edge(m: &Manifest, cx: &mut Ctx) {
                     &sp(name, &["port"]),
                     format!("host port {port} collides with the edge (admin port {} and in-network port 8080)", e.admin_port),
                 );
-                help(d, "give the service another host port, or move `edge.admin_port`");
+                help(
+                    d,
+                    "give the service another host port, or move `edge.admin_port`",
+                );
             }
         }
     }
@@ -261,7 +264,10 @@ fn check_edge(m: &Manifest, cx: &mut Ctx) {
             &p(&["edge", "drain_timeout"]),
             "edge drain_timeout must be between 1s and 1h",
         );
-        help(d, "sessions on a replaced revision may last this long; 30s is the default");
+        help(
+            d,
+            "sessions on a replaced revision may last this long; 30s is the default",
+        );
     }
     if !m.bases.contains_key("runtime") {
         let d = cx.error(

@@ -23,10 +23,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::plan::{observe, Revision};
+
+mod edge;
 use crate::engine::labels::Keys;
 use crate::engine::{ContainerSpec, Engine, PortSpec, Restart, RunState};
 use crate::health::{Check, GateReport};
 use crate::manifest::{Health, Role, Transport};
+pub use edge::{EdgeSwitch, RouteSwitch};
 
 /// Runs the gate against a started container. The real one speaks MCP; tests substitute it.
 #[allow(async_fn_in_trait)]
@@ -412,21 +415,15 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
         }
     }
 
-    /// Run one step to completion: switched and verified, or reverted and verified.
-    pub async fn run_step(
+    /// Phase 1: the revision as a candidate (`…-candidate`, ephemeral loopback port, no alias, no
+    /// restart) must pass the gate; it is removed either way. `Err` is the step's final result.
+    async fn gate_candidate(
         &self,
         step: &Step,
+        spec: &ContainerSpec,
         previous_tools: Option<&BTreeMap<String, String>>,
-    ) -> StepResult {
-        let started = Instant::now();
-        let mut spec = step.spec.clone();
-        self.finalize_labels(&mut spec, step);
-        let from = step.previous.as_ref().map(Revision::name);
-        if step.stateful && step.previous.is_some() {
-            return self.run_in_place(step, spec, previous_tools, started).await;
-        }
-
-        // 1. Candidate on an ephemeral loopback port.
+        started: Instant,
+    ) -> Result<GateReport, Box<StepResult>> {
         let mut cand = spec.clone();
         cand.name = format!("{}-candidate", spec.name);
         cand.aliases.clear();
@@ -443,9 +440,10 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             &format!("starting candidate {} ({})", step.revision, spec.image),
         );
         if let Err((stage, error, logs)) = self.launch(&cand).await {
-            return self
-                .failed(step, started, fail_check(stage, error), None, logs)
-                .await;
+            return Err(Box::new(
+                self.failed(step, started, fail_check(stage, error), None, logs)
+                    .await,
+            ));
         }
         let report = self
             .gate_container(
@@ -470,9 +468,9 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                     &step.service,
                     "interrupted before the switch: candidate removed, nothing changed",
                 );
-                return StepResult {
+                return Err(Box::new(StepResult {
                     service: step.service.clone(),
-                    from,
+                    from: step.previous.as_ref().map(Revision::name),
                     to: step.revision.clone(),
                     outcome: Outcome::Interrupted,
                     failed: Some(f),
@@ -482,13 +480,15 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                     downtime_ms: None,
                     backups: vec![],
                     duration_ms: started.elapsed().as_millis() as u64,
-                };
+                }));
             }
             let f = Check {
                 name: format!("candidate {}", f.name),
                 ..f
             };
-            return self.failed(step, started, f, Some(report), logs).await;
+            return Err(Box::new(
+                self.failed(step, started, f, Some(report), logs).await,
+            ));
         }
         self.say(
             &step.service,
@@ -499,6 +499,31 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             ),
         );
         let _ = self.engine.remove_container(&cand.name).await;
+        Ok(report)
+    }
+
+    /// Run one step to completion: switched and verified, or reverted and verified.
+    pub async fn run_step(
+        &self,
+        step: &Step,
+        previous_tools: Option<&BTreeMap<String, String>>,
+    ) -> StepResult {
+        let started = Instant::now();
+        let mut spec = step.spec.clone();
+        self.finalize_labels(&mut spec, step);
+        let from = step.previous.as_ref().map(Revision::name);
+        if step.stateful && step.previous.is_some() {
+            return self.run_in_place(step, spec, previous_tools, started).await;
+        }
+
+        // 1. Candidate on an ephemeral loopback port.
+        let report = match self
+            .gate_candidate(step, &spec, previous_tools, started)
+            .await
+        {
+            Ok(r) => r,
+            Err(r) => return *r,
+        };
 
         // 2. Switch.
         if let Some(prev) = &step.previous {

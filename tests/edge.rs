@@ -1,0 +1,568 @@
+//! Edge tier, on the real engine: with `edge.enabled`, deploy and rollback switch routes on the
+//! edge instead of replacing the serving container. While a client calls tools through the host
+//! port continuously (half new-session-per-call over Streamable HTTP like LiteLLM, half on short
+//! legacy SSE sessions), deploy A → A′ and roll back: zero failed calls. A legacy SSE session
+//! opened before the switch keeps answering with A's nonce until the drain deadline, when the
+//! edge ends its stream cleanly. Then the edge's memory, and `edge replace` with its gap.
+//!
+//! Figures are printed (`EDGE …` lines; run with `--nocapture` to see them).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{text, unique_project};
+use futures::StreamExt;
+use mcpctl::health::client::SseParser;
+use mcpctl::manifest::Transport;
+use serde_json::{json, Value};
+
+/// Removes every container, network, volume and image of the project, whatever happened.
+struct Cleanup {
+    project: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=com.mcp.project={}", self.project);
+        let ids = |args: &[&str]| -> Vec<String> {
+            let out = Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| text(&o.stdout))
+                .unwrap_or_default();
+            out.split_whitespace().map(str::to_string).collect()
+        };
+        let containers = ids(&["ps", "-aq", "--filter", &filter]);
+        if !containers.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&containers)
+                .output();
+        }
+        for n in ids(&["network", "ls", "-q", "--filter", &filter]) {
+            let _ = Command::new("docker").args(["network", "rm", &n]).output();
+        }
+        for v in ids(&["volume", "ls", "-q", "--filter", &filter]) {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", &v])
+                .output();
+        }
+        let images = ids(&["images", "-q", "--filter", &filter]);
+        if !images.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rmi", "-f"])
+                .args(&images)
+                .output();
+        }
+    }
+}
+
+struct Stack {
+    dir: tempfile::TempDir,
+    project: String,
+    port: u16,
+    admin: u16,
+    _cleanup: Cleanup,
+}
+
+const DRAIN_S: u64 = 3;
+
+impl Stack {
+    fn new(prefix: &str) -> Self {
+        let project = unique_project(prefix);
+        Stack {
+            dir: tempfile::tempdir().unwrap(),
+            port: common::free_port(),
+            admin: common::free_port(),
+            _cleanup: Cleanup {
+                project: project.clone(),
+            },
+            project,
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn revision(&self, nonce: &str) {
+        let runtime = common::runtime_image();
+        let cmd =
+            serde_json::to_string(&["/usr/local/bin/mcp-testserver", "--nonce", nonce]).unwrap();
+        let manifest = format!(
+            r#"version: 1
+project: {project}
+retain_revisions: 3
+bases:
+  runtime: {{suite: bookworm, image: "{runtime}"}}
+edge: {{enabled: true, admin_port: {admin}, drain_timeout: {DRAIN_S}s}}
+services:
+  alpha:
+    port: {port}
+    transport: sse
+    server:
+      source: {{image: {{ref: "{runtime}"}}}}
+      command: {cmd}
+    limits: {{memory: 64m, cpus: 0.5, pids: 64}}
+    health:
+      start_period: 1s
+      interval: 1s
+      timeout: 10s
+      expect_tools: {{min: 3, include: [echo]}}
+      smoke:
+        - {{tool: echo, args: {{text: hi}}, expect: {{is_error: false, contains: "hi|"}}}}
+"#,
+            project = self.project,
+            port = self.port,
+            admin = self.admin,
+        );
+        std::fs::write(self.dir.path().join("services.yaml"), manifest).unwrap();
+    }
+
+    fn mcpctl(&self, args: &[&str]) -> Output {
+        Command::new(common::mcpctl())
+            .arg("--state-dir")
+            .arg(self.state())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("MCPCTL_FILE")
+            .env_remove("MCPCTL_STATE_DIR")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("mcpctl runs")
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn route(&self) -> Value {
+        let out = self.mcpctl(&["--output", "json", "edge", "status"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["routes"]["alpha"].clone()
+    }
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// echo's nonce from a fresh session.
+async fn nonce(base: &str, transport: Transport) -> Result<String, String> {
+    let mut s = mcpctl::health::Session::connect(base, transport, Duration::from_secs(5))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let r = s
+        .call_tool("echo", json!({"text": "who"}))
+        .await
+        .map_err(|e| format!("echo: {e}"));
+    s.close().await;
+    let r = r?;
+    if r.is_error {
+        return Err(format!("echo is_error: {}", r.text));
+    }
+    r.text
+        .strip_prefix("who|")
+        .map(str::to_string)
+        .ok_or_else(|| format!("unexpected echo {}", r.text))
+}
+
+/// A raw legacy SSE client: GET /sse, POSTs to the endpoint it names, replies read off the stream.
+/// Reports how the stream ended (clean end of body, or an error).
+struct Legacy {
+    http: reqwest::Client,
+    post: String,
+    replies: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    ended: tokio::sync::oneshot::Receiver<Result<(), String>>,
+    next: u64,
+}
+
+impl Legacy {
+    async fn open(base: &str) -> Legacy {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let resp = http
+            .get(format!("{base}/sse"))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("GET /sse");
+        assert!(resp.status().is_success(), "GET /sse: {}", resp.status());
+        let (ep_tx, ep_rx) = tokio::sync::oneshot::channel();
+        let (tx, replies) = tokio::sync::mpsc::unbounded_channel();
+        let (end_tx, ended) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut ep_tx = Some(ep_tx);
+            let mut parser = SseParser::default();
+            let mut body = resp.bytes_stream();
+            let end = loop {
+                match body.next().await {
+                    None => break Ok(()),
+                    Some(Err(e)) => break Err(e.to_string()),
+                    Some(Ok(chunk)) => {
+                        for ev in parser.push(&String::from_utf8_lossy(&chunk)) {
+                            if ev.event.as_deref() == Some("endpoint") {
+                                if let Some(t) = ep_tx.take() {
+                                    let _ = t.send(ev.data);
+                                }
+                            } else if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                                let _ = tx.send(v);
+                            }
+                        }
+                    }
+                }
+            };
+            let _ = end_tx.send(end);
+        });
+        let endpoint = tokio::time::timeout(Duration::from_secs(5), ep_rx)
+            .await
+            .expect("an endpoint event")
+            .unwrap();
+        assert!(endpoint.starts_with('/'), "a root path: {endpoint}");
+        let mut l = Legacy {
+            http,
+            post: format!("{base}{endpoint}"),
+            replies,
+            ended,
+            next: 0,
+        };
+        l.request(
+            "initialize",
+            json!({"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "edge-test", "version": "1"}}),
+        )
+        .await
+        .expect("initialize");
+        let r = l
+            .http
+            .post(&l.post)
+            .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        l
+    }
+
+    async fn request(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        self.next += 1;
+        let id = self.next;
+        let r = self
+            .http
+            .post(&self.post)
+            .json(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("POST: {}", r.status()));
+        }
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), self.replies.recv()).await {
+                Ok(Some(v)) if v["id"] == json!(id) => return Ok(v),
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err("stream ended".into()),
+                Err(_) => return Err("no reply in 5 s".into()),
+            }
+        }
+    }
+
+    async fn echo(&mut self) -> Result<String, String> {
+        let v = self
+            .request(
+                "tools/call",
+                json!({"name": "echo", "arguments": {"text": "who"}}),
+            )
+            .await?;
+        let t = v["result"]["content"][0]["text"]
+            .as_str()
+            .ok_or_else(|| format!("no text: {v}"))?;
+        Ok(t.strip_prefix("who|").unwrap_or(t).to_string())
+    }
+}
+
+#[derive(Default)]
+struct Load {
+    calls: AtomicU64,
+    failures: Mutex<Vec<String>>,
+    nonces: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+/// Calls echo until `stop`: worker 0 opens a new Streamable HTTP session per call (LiteLLM's
+/// pattern), worker 1 uses legacy SSE sessions of 10 calls each.
+async fn load(base: String, stop: Arc<AtomicBool>, stats: Arc<Load>, worker: usize) {
+    let record = |r: Result<String, String>| match r {
+        Ok(n) => {
+            stats.calls.fetch_add(1, Ordering::SeqCst);
+            *stats.nonces.lock().unwrap().entry(n).or_default() += 1;
+        }
+        Err(e) => {
+            stats.calls.fetch_add(1, Ordering::SeqCst);
+            stats.failures.lock().unwrap().push(e);
+        }
+    };
+    while !stop.load(Ordering::SeqCst) {
+        if worker == 0 {
+            record(nonce(&base, Transport::Http).await);
+        } else {
+            match mcpctl::health::Session::connect(&base, Transport::Sse, Duration::from_secs(5))
+                .await
+            {
+                Err(e) => record(Err(format!("sse connect: {e}"))),
+                Ok(mut s) => {
+                    for _ in 0..10 {
+                        let r = s
+                            .call_tool("echo", json!({"text": "who"}))
+                            .await
+                            .map_err(|e| format!("sse echo: {e}"))
+                            .and_then(|r| {
+                                r.text
+                                    .strip_prefix("who|")
+                                    .map(str::to_string)
+                                    .ok_or(r.text)
+                            });
+                        record(r);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    s.close().await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn release_of(route: &Value) -> u64 {
+    route["revision"].as_u64().expect("a stack revision")
+}
+
+#[test]
+fn deploy_and_rollback_switch_routes_with_zero_failed_calls() {
+    if !common::docker_available("edge_flow") {
+        return;
+    }
+    let s = Stack::new("edg");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // A: the first deploy creates the edge and routes alpha to A.
+    s.revision("A");
+    let out = s.mcpctl(&["--yes", "deploy", "-m", "A"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let route_a = s.route();
+    assert_eq!(route_a["kind"], "stack", "{route_a}");
+    let rel_a = release_of(&route_a);
+    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Sse)).unwrap(), "A");
+    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
+    // The revision publishes no fixed port: only the edge holds the host port.
+    let ports = common::must(Command::new("docker").args([
+        "ps",
+        "--filter",
+        &format!("label=com.mcp.project={}", s.project),
+        "--format",
+        "{{.Names}} {{.Ports}}",
+    ]));
+    let fixed = format!(":{}->", s.port);
+    for line in ports.lines() {
+        assert_eq!(
+            line.contains(&fixed),
+            line.starts_with(&format!("{}-edge ", s.project)),
+            "only the edge publishes {}: {ports}",
+            s.port
+        );
+    }
+
+    // Continuous load through the host port, and a legacy SSE session opened before the switch.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(Load::default());
+    let workers: Vec<_> = (0..2)
+        .map(|w| rt.spawn(load(s.base(), stop.clone(), stats.clone(), w)))
+        .collect();
+    let mut legacy = rt.block_on(Legacy::open(&s.base()));
+    assert_eq!(rt.block_on(legacy.echo()).unwrap(), "A");
+    let legacy_stop = Arc::new(AtomicBool::new(false));
+    let legacy_task = {
+        let stop = legacy_stop.clone();
+        rt.spawn(async move {
+            // Call every 100 ms until the stream is closed; every reply must carry A's nonce.
+            let mut answers = Vec::new();
+            let started = Instant::now();
+            let mut err = None;
+            while !stop.load(Ordering::SeqCst) {
+                match legacy.echo().await {
+                    Ok(n) => answers.push((started.elapsed(), n)),
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let ended = tokio::time::timeout(Duration::from_secs(10), legacy.ended)
+                .await
+                .map(|r| r.unwrap_or(Err("reader gone".into())));
+            (answers, err, ended, started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+
+    // A′: deploy switches the route; the old revision drains, then is stopped and kept.
+    s.revision("A2");
+    let t = Instant::now();
+    let out = s.mcpctl(&["--yes", "deploy", "-m", "A2"]);
+    let deploy_s = t.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let log = text(&out.stderr);
+    assert!(log.contains("edge routes new sessions to"), "{log}");
+    assert!(
+        log.contains("drained in"),
+        "the deploy waited for the drain:\n{log}"
+    );
+    let route_a2 = s.route();
+    assert!(release_of(&route_a2) > rel_a, "{route_a2}");
+    assert_eq!(
+        route_a2["draining"],
+        json!([]),
+        "the drain finished: {route_a2}"
+    );
+    assert_eq!(
+        rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(),
+        "A2"
+    );
+
+    // The legacy session: A's nonce on every reply until the edge closed it at the deadline.
+    legacy_stop.store(true, Ordering::SeqCst);
+    let (answers, err, ended, lived) = rt.block_on(legacy_task).unwrap();
+    assert!(
+        answers.iter().all(|(_, n)| n == "A"),
+        "every reply on the old session carries A's nonce: {answers:?}"
+    );
+    let last = answers.last().map(|(t, _)| *t).unwrap_or_default();
+    assert!(
+        last >= Duration::from_secs(DRAIN_S - 1),
+        "the old session kept working after the switch ({} answers, last at {last:?})",
+        answers.len()
+    );
+    assert_eq!(
+        ended,
+        Ok(Ok(())),
+        "the edge ended the stream cleanly (end of body, not a reset); calls stopped with {err:?}"
+    );
+    eprintln!(
+        "EDGE legacy session: {} answers with nonce A over {:.1} s, then closed cleanly by the edge ({err:?})",
+        answers.len(),
+        lived.as_secs_f64()
+    );
+    let a_container = format!("{}-alpha-r{rel_a}", s.project);
+    let state = common::must(Command::new("docker").args([
+        "inspect",
+        "-f",
+        "{{.State.Status}}",
+        &a_container,
+    ]));
+    assert_eq!(state.trim(), "exited", "A is stopped and kept");
+
+    // Roll back: A's recorded config serves again through a route switch.
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let out = s.mcpctl(&["--yes", "rollback", "alpha"]);
+    let rollback_s = t.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Sse)).unwrap(), "A");
+    std::thread::sleep(Duration::from_millis(500));
+
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        rt.block_on(w).unwrap();
+    }
+    let calls = stats.calls.load(Ordering::SeqCst);
+    let failures = stats.failures.lock().unwrap().clone();
+    let nonces = stats.nonces.lock().unwrap().clone();
+    eprintln!(
+        "EDGE load: {calls} calls, {} failed, by nonce {nonces:?}; deploy {deploy_s:.1} s, rollback {rollback_s:.1} s",
+        failures.len()
+    );
+    assert!(
+        calls >= 200,
+        "at least 200 calls spanned the switches: {calls}"
+    );
+    assert!(failures.is_empty(), "zero failed calls: {failures:?}");
+    assert!(
+        nonces.get("A2").is_some_and(|n| *n > 0) && nonces.get("A").is_some_and(|n| *n > 0),
+        "the load saw both revisions: {nonces:?}"
+    );
+
+    // The ledger records each route switch.
+    let out = s.mcpctl(&["--output", "json", "history"]);
+    let routes: Vec<Value> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "route")
+        .collect();
+    assert_eq!(routes.len(), 3, "A, A′ and the rollback: {routes:?}");
+
+    // The edge's own memory.
+    let mem = common::must(Command::new("docker").args([
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.MemUsage}}",
+        &format!("{}-edge", s.project),
+    ]));
+    let metrics = rt.block_on(async {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", s.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let rss = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("the edge reports its RSS");
+    eprintln!(
+        "EDGE memory: docker stats {}; process RSS {:.1} MiB",
+        mem.trim(),
+        rss as f64 / (1 << 20) as f64
+    );
+    assert!(rss < 64 << 20, "the edge stays small: {rss} bytes");
+    assert!(
+        metrics.contains("mcp_edge_route_switches_total{service=\"alpha\"} 3"),
+        "{metrics}"
+    );
+
+    // Replacing the edge itself: confirmed, measured; routes survive (the volume).
+    let before = s.route();
+    let out = s.mcpctl(&["edge", "replace"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "no TTY, no --yes: refused\n{}",
+        show(&out)
+    );
+    let out = s.mcpctl(&["--yes", "--output", "json", "edge", "replace"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!(
+        "EDGE replace: gap {} ms on {} ({} of {} probes failed)",
+        r["gap_ms"], r["probed"], r["failed_probes"], r["probes"]
+    );
+    assert!(r["gap_ms"].as_u64().unwrap() < 10_000, "{r}");
+    let after = s.route();
+    assert_eq!(after["upstream"], before["upstream"], "{after}");
+    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
+}
