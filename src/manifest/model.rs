@@ -33,6 +33,9 @@ pub struct Manifest {
     pub bases: IndexMap<String, Base>,
     #[serde(default)]
     pub litellm: LiteLlm,
+    /// `mcpctl cutover`: when and how the old proxy (the services' `legacy` endpoints) is retired.
+    #[serde(default)]
+    pub cutover: CutoverSettings,
     #[serde(default)]
     pub observability: Observability,
     /// `mcpctl edge`: one container owning the published ports and switching revisions by route
@@ -207,6 +210,33 @@ pub enum LiteLlmNetwork {
     #[default]
     Docker,
     Host,
+}
+
+/// The `cutover:` section: retiring the old proxy once every service has run on the stack cleanly.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CutoverSettings {
+    /// How long every service must have been routed to the stack, with no revert, before
+    /// `cutover retire` stops the old proxy.
+    #[serde(default = "default_clean_period", with = "humantime_serde")]
+    pub clean_period: Duration,
+    /// The command (argv, no shell) `cutover retire` runs to stop the old proxy, e.g.
+    /// `[systemctl, stop, mcp-proxy]`.
+    #[serde(default)]
+    pub legacy_stop: Vec<String>,
+}
+
+fn default_clean_period() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl Default for CutoverSettings {
+    fn default() -> Self {
+        Self {
+            clean_period: default_clean_period(),
+            legacy_stop: Vec::new(),
+        }
+    }
 }
 
 /// How a client reaches the bridge: legacy HTTP+SSE or Streamable HTTP.
@@ -634,6 +664,10 @@ pub struct Legacy {
     pub url: String,
     #[serde(default)]
     pub transport: Transport,
+    /// The same endpoint as the edge container reaches it (default: `url` with a loopback host
+    /// replaced by `host.docker.internal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 /// Options passed to `mcpctl bridge` in the container.
