@@ -93,6 +93,9 @@ pub enum Command {
     Vendor(crate::commands::vendor::VendorArgs),
     /// Drive a bounded load of real MCP calls at the running stack and judge the SLOs (exit 6 on a breach).
     Soak(crate::commands::soak::SoakArgs),
+    /// Move LiteLLM from the old proxy to the stack: check (old vs new, through LiteLLM; exit 6 on
+    /// differences), switch / revert at the edge's routes, retire the old proxy.
+    Cutover(crate::commands::cutover::CutoverArgs),
     /// The stack's edge: owns the published ports, switches revisions by route with session
     /// affinity and draining (`up`, `status`, `replace`; `serve` runs in the edge container).
     Edge(crate::commands::edge::EdgeArgs),

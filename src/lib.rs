@@ -4,6 +4,7 @@
 pub mod bridge;
 pub mod cli;
 pub mod commands;
+pub mod cutover;
 pub mod dockerproxy;
 pub mod edge;
 pub mod engine;

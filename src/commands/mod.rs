@@ -2,6 +2,7 @@
 
 pub mod bases;
 pub mod build;
+pub mod cutover;
 pub mod deploy;
 pub mod down;
 pub mod edge;
@@ -38,6 +39,7 @@ pub fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<ExitCod
         Command::Bases(args) => bases::run(settings, &args),
         Command::Vendor(args) => vendor::run(settings, &args),
         Command::Soak(args) => soak::run(settings, &args),
+        Command::Cutover(args) => cutover::run(settings, &args),
         Command::Edge(args) => edge::run(settings, args),
     }
 }

@@ -1,0 +1,278 @@
+//! The LiteLLM proxy (tested with 1.108.7), as cutover uses it:
+//! - [`launch`] starts it from its venv (scripts/cutover-venvs) on 127.0.0.1 with the config
+//!   `mcpctl render` produces, written byte for byte; LiteLLM cannot reload a config, so one process
+//!   serves a whole cutover and is never restarted by a switch;
+//! - [`LiteLlm`] talks to a running one: `GET /health/liveliness`, `GET /v1/mcp/tools` (names
+//!   `<server>-<tool>`), `POST /mcp-rest/tools/call` (`{server_id, name, arguments}`; `server_id`
+//!   may be the server's name) and its own MCP endpoint `/mcp` (Streamable HTTP, bearer auth).
+//!
+//! Measured on 1.108.7: the REST call endpoint answers an unknown tool with HTTP 500
+//! (`{"detail": {"error": "internal_server_error", ...}}`) and an unknown server with 404, while
+//! `/mcp` answers a tools/call result with `isError: true`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::health::client::{Options, Session, Transport};
+
+/// What one REST tool call returned.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestCall {
+    /// HTTP status, or None when LiteLLM did not answer (connect error, timeout).
+    pub status: Option<u16>,
+    /// The result's `isError`, when the body is a tool result.
+    pub is_error: Option<bool>,
+    /// Text content joined, or the error body.
+    pub text: String,
+    pub ms: f64,
+}
+
+impl RestCall {
+    pub fn succeeded(&self) -> bool {
+        self.status == Some(200) && self.is_error == Some(false)
+    }
+}
+
+pub struct LiteLlm {
+    base: String,
+    key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl LiteLlm {
+    pub fn new(base: &str, key: Option<String>, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            key,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(timeout)
+                .build()?,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.key {
+            Some(k) => rb.bearer_auth(k),
+            None => rb,
+        }
+    }
+
+    /// Wait until `GET /health/liveliness` answers 200, or `within` passes. `alive` is polled
+    /// between tries, so a launched process that died ends the wait at once.
+    pub async fn wait_alive(
+        &self,
+        within: Duration,
+        mut alive: impl FnMut() -> Result<(), String>,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let url = format!("{}/health/liveliness", self.base);
+        loop {
+            if let Ok(r) = self.http.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(started.elapsed());
+                }
+            }
+            alive().map_err(|e| anyhow::anyhow!(e))?;
+            anyhow::ensure!(
+                started.elapsed() < within,
+                "LiteLLM at {} did not answer /health/liveliness within {within:?}",
+                self.base
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn alive(&self) -> bool {
+        let url = format!("{}/health/liveliness", self.base);
+        matches!(self.http.get(&url).send().await, Ok(r) if r.status().is_success())
+    }
+
+    /// `GET /v1/mcp/tools`: every tool LiteLLM can reach, as `<server>-<tool>`.
+    pub async fn tools(&self) -> anyhow::Result<Vec<String>> {
+        let url = format!("{}/v1/mcp/tools", self.base);
+        let resp = self
+            .auth(self.http.get(&url))
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "GET {url}: HTTP {status}: {body}");
+        Ok(body["tools"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// `POST /mcp-rest/tools/call`. Never fails: what happened is in the [`RestCall`].
+    pub async fn rest_call(&self, server: &str, tool: &str, arguments: &Value) -> RestCall {
+        let url = format!("{}/mcp-rest/tools/call", self.base);
+        let started = Instant::now();
+        let sent = self
+            .auth(self.http.post(&url))
+            .json(&json!({"server_id": server, "name": tool, "arguments": arguments}))
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                return RestCall {
+                    status: None,
+                    is_error: None,
+                    text: e.to_string(),
+                    ms: started.elapsed().as_secs_f64() * 1e3,
+                }
+            }
+        };
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let is_error = parsed.get("isError").and_then(Value::as_bool);
+        let text = match parsed["content"].as_array() {
+            Some(items) if is_error.is_some() => items
+                .iter()
+                .filter_map(|c| c["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => body,
+        };
+        RestCall {
+            status: Some(status),
+            is_error,
+            text,
+            ms,
+        }
+    }
+
+    /// An MCP session with LiteLLM's own endpoint (`/mcp`, Streamable HTTP): tools are named
+    /// `<server>-<tool>` there.
+    pub async fn mcp_session(&self, timeout: Duration) -> anyhow::Result<Session> {
+        Session::connect_with(
+            &self.base,
+            Transport::Http,
+            &Options {
+                timeout,
+                bearer_token: self.key.clone(),
+            },
+        )
+        .await
+        .with_context(|| format!("MCP initialize with LiteLLM at {}/mcp", self.base))
+    }
+}
+
+/// A LiteLLM process mcpctl started. Dropping it stops the process.
+pub struct Launched {
+    child: std::process::Child,
+    pub url: String,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl Launched {
+    /// Err with the log tail if the process has exited.
+    pub fn check_running(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(format!(
+                "LiteLLM exited ({status}) during start-up; last log lines ({}):\n{}",
+                self.log_path.display(),
+                log_tail(&self.log_path, 20)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The default LiteLLM executable: the venv scripts/cutover-venvs makes.
+pub fn default_bin() -> PathBuf {
+    let cache = std::env::var_os("MCPCTL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/mcpctl"));
+    cache.join("venv-litellm/bin/litellm")
+}
+
+/// Write `config` (the rendered litellm/config.yaml, unchanged) into `dir` and start LiteLLM on
+/// 127.0.0.1:`port` with the master key in the environment variable the config names. No
+/// network is needed (`LITELLM_LOCAL_MODEL_COST_MAP`); MCP timeouts as FACTS.md measured.
+pub fn launch(
+    bin: &Path,
+    config: &str,
+    dir: &Path,
+    port: u16,
+    master_key_env: &str,
+    master_key: &str,
+) -> anyhow::Result<Launched> {
+    anyhow::ensure!(
+        bin.exists(),
+        "no LiteLLM at {} (create its venv with scripts/cutover-venvs, or pass --litellm-bin / --litellm-url)",
+        bin.display()
+    );
+    std::fs::create_dir_all(dir)?;
+    let config_path = dir.join("litellm-config.yaml");
+    std::fs::write(&config_path, config.as_bytes())?;
+    let log_path = dir.join("litellm.log");
+    let log = std::fs::File::create(&log_path)?;
+    let child = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .env(master_key_env, master_key)
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .env("LITELLM_MCP_CLIENT_TIMEOUT", "30")
+        .env("LITELLM_MCP_TOOL_LISTING_TIMEOUT", "10")
+        .env("NO_PROXY", "*")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    Ok(Launched {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        config_path,
+        log_path,
+    })
+}
