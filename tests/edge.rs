@@ -566,3 +566,162 @@ fn deploy_and_rollback_switch_routes_with_zero_failed_calls() {
     assert_eq!(after["upstream"], before["upstream"], "{after}");
     assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
 }
+
+/// A child process killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn host_bridge(nonce: &str) -> (Child, u16) {
+    let port = common::free_port();
+    let child = Command::new(common::mcpctl())
+        .args(["bridge", "--listen", &format!("127.0.0.1:{port}"), "--"])
+        .arg(common::testserver())
+        .args(["--nonce", nonce])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (Child(child), port)
+}
+
+async fn sse_sessions(bridge_port: u16) -> Option<i64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{bridge_port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mcp_bridge_sessions_active{transport=\"sse\"} "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `mcpctl edge serve` as a host process in front of two host bridges (routes of kind `legacy`,
+/// as cutover uses them): no route → 503; the admin API's refusals; routing by port and by Host;
+/// a client that disconnects closes its upstream session; a switch sends new sessions over.
+#[test]
+fn edge_serve_routes_by_port_and_host_and_passes_disconnects() {
+    let (_b1, p1) = host_bridge("L1");
+    let (_b2, p2) = host_bridge("L2");
+    let (port, internal, admin) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let _edge = Child(
+        Command::new(common::mcpctl())
+            .args([
+                "edge",
+                "serve",
+                "--service",
+                &format!("alpha={port}"),
+                "--listen-ip",
+                "127.0.0.1",
+            ])
+            .args([
+                "--internal-port",
+                &internal.to_string(),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .args(["--drain-timeout", "2s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = mcpctl::edge::admin::AdminClient::new(admin);
+        assert!(client.wait_healthy(Duration::from_secs(10)).await, "the edge starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let r = http.get(format!("{base}/sse")).send().await.unwrap();
+        assert_eq!(r.status(), 503, "no route yet");
+
+        let put = |service: &str, body: Value| {
+            let http = http.clone();
+            let url = format!("http://127.0.0.1:{admin}/routes/{service}");
+            async move { http.put(url).json(&body).send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(put("beta", json!({"upstream": format!("http://127.0.0.1:{p1}")})).await, 404);
+        assert_eq!(put("alpha", json!({"upstream": "ftp://x"})).await, 400);
+        let legacy = |p: u16| json!({"upstream": format!("http://127.0.0.1:{p}"), "revision": null, "kind": "legacy"});
+        assert_eq!(put("alpha", legacy(p1)).await, 200);
+
+        // By port, both transports (the bridge may still be starting: retry within a deadline).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match nonce(&base, Transport::Sse).await {
+                Ok(n) => {
+                    assert_eq!(n, "L1");
+                    break;
+                }
+                Err(e) => assert!(Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(nonce(&base, Transport::Http).await.unwrap(), "L1");
+
+        // By Host on the in-network listener.
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        let mcp = format!("http://127.0.0.1:{internal}/mcp");
+        let r = http
+            .post(&mcp)
+            .header("host", "mcp-alpha:8080")
+            .header("accept", "application/json, text/event-stream")
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().contains_key("mcp-session-id"));
+        let r = http
+            .post(&mcp)
+            .header("host", "mcp-other:8080")
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 421, "a Host naming no service");
+
+        // A client that goes away closes its session upstream.
+        let before = sse_sessions(p1).await.expect("bridge metrics");
+        let resp = http.get(format!("{base}/sse")).send().await.unwrap();
+        let mut body = resp.bytes_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("endpoint"), "{first:?}");
+        assert_eq!(sse_sessions(p1).await, Some(before + 1));
+        drop(body);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sse_sessions(p1).await != Some(before) {
+            assert!(Instant::now() < deadline, "the upstream SSE session was not closed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A switch: new sessions go to the other bridge.
+        assert_eq!(put("alpha", legacy(p2)).await, 200);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match nonce(&base, Transport::Http).await {
+                Ok(n) => {
+                    assert_eq!(n, "L2");
+                    break;
+                }
+                Err(e) => assert!(Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let routes = client.routes().await.unwrap();
+        assert_eq!(routes.routes["alpha"].upstream, format!("http://127.0.0.1:{p2}"));
+    });
+}
