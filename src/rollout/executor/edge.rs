@@ -222,3 +222,194 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::fake::FakeEngine;
+    use crate::engine::labels::Keys;
+    use crate::engine::{ContainerSpec, Restart};
+    use crate::health::{Check, GateReport};
+    use crate::manifest::{Health, Role, Transport};
+    use crate::rollout::plan::observe;
+
+    /// Passes unless the container is listed.
+    struct Prober(BTreeSet<String>);
+
+    impl super::Prober for Prober {
+        async fn probe(
+            &self,
+            container: &str,
+            _base: &str,
+            _t: Transport,
+            _h: &Health,
+            _p: Option<&BTreeMap<String, String>>,
+            _d: Instant,
+        ) -> GateReport {
+            let mut r = GateReport::default();
+            if self.0.contains(container) {
+                return r.fail("tools/list", "expected tools missing: x", Instant::now());
+            }
+            r.passed = true;
+            r.checks.push(Check {
+                name: "initialize".into(),
+                ok: true,
+                detail: String::new(),
+            });
+            r
+        }
+    }
+
+    /// An in-process edge whose admin API listens on an ephemeral loopback port.
+    async fn edge() -> EdgeSwitch {
+        let e = crate::edge::server::Edge::new(
+            BTreeSet::from(["alpha".to_string()]),
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let lis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = lis.local_addr().unwrap();
+        let app = crate::edge::server::admin_router(e)
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(lis, app).await });
+        EdgeSwitch {
+            admin: AdminClient::at(&format!("http://{addr}")),
+            drain_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn step(release: u64, previous: Option<Revision>) -> Step {
+        let k = Keys::new("com.mcp");
+        Step {
+            service: "alpha".into(),
+            spec: ContainerSpec {
+                name: format!("p-alpha-r{release}"),
+                image: "img".into(),
+                cmd: vec![],
+                env: BTreeMap::new(),
+                labels: BTreeMap::from([
+                    (k.managed(), "true".to_string()),
+                    (k.project(), "p".to_string()),
+                    (k.service(), "alpha".to_string()),
+                    (k.release(), release.to_string()),
+                    (k.config_hash(), format!("{release:08}cafe")),
+                ]),
+                network: "p".into(),
+                aliases: vec!["mcp-alpha".into()],
+                port: Some(PortSpec {
+                    host_ip: [127, 0, 0, 1].into(),
+                    host_port: 8501,
+                    container_port: 8080,
+                }),
+                binds: vec![],
+                memory: 64 << 20,
+                nano_cpus: 500_000_000,
+                pids: 64,
+                shm_size: None,
+                read_only_root: true,
+                restart: Restart::UnlessStopped,
+            },
+            revision: format!("r{release}"),
+            health: Health {
+                timeout: Duration::from_secs(2),
+                ..Health::default()
+            },
+            transport: Transport::Http,
+            role: Role::Service,
+            stateful: false,
+            previous,
+            retain: 3,
+            backup_dir: None,
+        }
+    }
+
+    async fn run(e: &FakeEngine, bad: &[&str], release: u64, sw: &EdgeSwitch) -> StepResult {
+        let k = Keys::new("com.mcp");
+        let prober = Prober(bad.iter().map(|s| s.to_string()).collect());
+        let exec = Executor {
+            engine: e,
+            prober: &prober,
+            keys: &k,
+            project: "p",
+            progress: &|_| {},
+            interrupted: Arc::new(AtomicBool::new(false)),
+        };
+        let list = e.list_containers("com.mcp.project=p").await.unwrap();
+        let prev = observe(&list, &k)
+            .services
+            .get("alpha")
+            .and_then(|o| o.serving.clone());
+        exec.run_step_edge(&step(release, prev), None, sw).await.0
+    }
+
+    #[tokio::test]
+    async fn the_new_revision_starts_beside_the_old_and_the_route_switches_before_the_stop() {
+        let e = FakeEngine::new();
+        e.add_image("img", BTreeMap::new());
+        let sw = edge().await;
+        assert_eq!(run(&e, &[], 1, &sw).await.outcome, Outcome::Ok);
+        let r = sw.admin.route("alpha").await.unwrap().unwrap();
+        assert_eq!(
+            (r.upstream.as_str(), r.revision),
+            ("http://p-alpha-r1:8080", Some(1))
+        );
+        {
+            let st = e.state.lock().unwrap();
+            let c = &st.containers["p-alpha-r1"];
+            assert!(c.spec.aliases.is_empty(), "the edge owns the alias");
+            assert_eq!(c.spec.port.unwrap().host_port, 0, "no fixed port");
+            let recorded: ContainerSpec =
+                serde_json::from_str(&c.spec.labels["com.mcp.spec"]).unwrap();
+            assert_eq!(
+                recorded.port.unwrap().host_port,
+                8501,
+                "the manifest's port is recorded"
+            );
+        }
+        let before = e.calls().len();
+        assert_eq!(run(&e, &[], 2, &sw).await.outcome, Outcome::Ok);
+        let later = e.calls()[before..].to_vec();
+        let at = |c: &str| {
+            later
+                .iter()
+                .position(|x| x == c)
+                .unwrap_or_else(|| panic!("{c}: {later:?}"))
+        };
+        assert!(at("start p-alpha-r2") < at("stop p-alpha-r1"), "{later:?}");
+        let r = sw.admin.route("alpha").await.unwrap().unwrap();
+        assert_eq!(r.upstream, "http://p-alpha-r2:8080");
+        assert!(r.draining.is_empty(), "nothing held the old upstream");
+        let st = e.state.lock().unwrap();
+        assert_eq!(
+            st.containers["p-alpha-r1"].state,
+            crate::engine::RunState::Exited,
+            "kept, stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_before_the_switch_leaves_route_and_revision_alone() {
+        let e = FakeEngine::new();
+        e.add_image("img", BTreeMap::new());
+        let sw = edge().await;
+        assert_eq!(run(&e, &[], 1, &sw).await.outcome, Outcome::Ok);
+        for bad in ["p-alpha-r2-candidate", "p-alpha-r2"] {
+            let r = run(&e, &[bad], 2, &sw).await;
+            assert_eq!(r.outcome, Outcome::GateFailedRestored, "{bad}: {r:?}");
+            let route = sw.admin.route("alpha").await.unwrap().unwrap();
+            assert_eq!(route.upstream, "http://p-alpha-r1:8080", "{bad}");
+            let st = e.state.lock().unwrap();
+            assert!(!st.containers.contains_key("p-alpha-r2"), "{bad}: removed");
+            assert_eq!(
+                st.containers["p-alpha-r1"].state,
+                crate::engine::RunState::Running
+            );
+        }
+    }
+}
