@@ -513,6 +513,28 @@ fn deploy_and_rollback_switch_routes_with_zero_failed_calls() {
         .collect();
     assert_eq!(routes.len(), 3, "A, A′ and the rollback: {routes:?}");
 
+    // A revision running without a route (as an interrupted run leaves it) is stopped by
+    // `edge up` (which deploy and rollback run first); the routed revision keeps serving.
+    let a2_container = format!("{}-alpha-r{}", s.project, release_of(&route_a2));
+    common::must(Command::new("docker").args(["start", &a2_container]));
+    let out = s.mcpctl(&["--output", "json", "edge", "up"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let up: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(up["action"], "running", "idempotent: {up}");
+    assert!(
+        text(&out.stderr).contains(&format!("stopped r{}", release_of(&route_a2))),
+        "{}",
+        show(&out)
+    );
+    let state = common::must(Command::new("docker").args([
+        "inspect",
+        "-f",
+        "{{.State.Status}}",
+        &a2_container,
+    ]));
+    assert_eq!(state.trim(), "exited");
+    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
+
     // The edge's own memory.
     let mem = common::must(Command::new("docker").args([
         "stats",

@@ -347,6 +347,9 @@ pub async fn up(
     for s in &seeded {
         say(&format!("edge: route {s}"));
     }
+    for line in align(engine, project).await? {
+        say(&format!("edge: {line}"));
+    }
     Ok(UpReport {
         container: name,
         image,
@@ -385,6 +388,53 @@ async fn seed_routes(engine: &DockerEngine, project: &Project) -> anyhow::Result
         ));
     }
     Ok(seeded)
+}
+
+/// The route is the truth about what serves a fronted service (kind `stack`): its revision is
+/// started if it is not running, and any other running revision — left by a run interrupted
+/// before its switch, or during a drain — is stopped and kept, so `plan` and `rollback` see the
+/// routed revision as serving. Routes to containers this project does not have are left alone.
+pub async fn align(engine: &DockerEngine, project: &Project) -> anyhow::Result<Vec<String>> {
+    let routes = admin(project).routes().await?;
+    let list = engine
+        .list_containers(&project.keys.project_filter(project.name()))
+        .await?;
+    let observed = crate::rollout::plan::observe(&list, &project.keys);
+    let mut done = Vec::new();
+    for (service, _) in fronted(project) {
+        let (Some(route), Some(o)) = (routes.routes.get(&service), observed.services.get(&service))
+        else {
+            continue;
+        };
+        if route.kind != super::routes::RouteKind::Stack {
+            continue;
+        }
+        let revisions: Vec<_> = o.serving.iter().chain(o.retained.iter()).collect();
+        let Some(routed) = revisions
+            .iter()
+            .find(|r| stack_upstream(&r.container) == route.upstream)
+        else {
+            continue;
+        };
+        if !routed.is_running() {
+            engine.start_container(&routed.container).await?;
+            done.push(format!(
+                "{service}: started {} (the edge routes to it, it was not running)",
+                routed.name()
+            ));
+        }
+        for r in revisions
+            .iter()
+            .filter(|r| r.container != routed.container && r.is_running())
+        {
+            engine.stop_container(&r.container, 10).await?;
+            done.push(format!(
+                "{service}: stopped {} (running but not routed: left by an interrupted run; kept)",
+                r.name()
+            ));
+        }
+    }
+    Ok(done)
 }
 
 #[derive(Debug, Clone, Serialize)]
