@@ -29,13 +29,17 @@ pub struct CutoverArgs {
 /// Where the edge's loopback admin API answers.
 #[derive(Args, Debug, Clone)]
 pub struct EdgeArgs {
-    /// The edge's admin API (`GET/PUT /routes`).
-    #[arg(
-        long,
-        env = "MCPCTL_EDGE_ADMIN",
-        default_value = "http://127.0.0.1:8500"
-    )]
-    pub edge_admin: String,
+    /// The edge's admin API (`GET/PUT /routes`) [default: http://127.0.0.1:<edge.admin_port>].
+    #[arg(long, env = "MCPCTL_EDGE_ADMIN")]
+    pub edge_admin: Option<String>,
+}
+
+impl EdgeArgs {
+    fn url(&self, manifest: &Manifest) -> String {
+        self.edge_admin
+            .clone()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", manifest.edge.admin_port))
+    }
 }
 
 /// Which LiteLLM to use.
@@ -290,7 +294,7 @@ async fn check_cmd(
         )
         .into());
     }
-    let routes = match EdgeAdmin::new(&a.edge.edge_admin, Duration::from_secs(2)) {
+    let routes = match EdgeAdmin::new(&a.edge.url(manifest), Duration::from_secs(2)) {
         Ok(admin) => admin.routes().await.ok(),
         Err(_) => None,
     };
@@ -298,17 +302,28 @@ async fn check_cmd(
     for name in &names {
         let svc = &manifest.services[name];
         let legacy = svc.legacy.as_ref().expect("selected services have legacy");
-        let new_base = match new_urls.get(name) {
-            Some(u) => u.clone(),
-            None => match svc.port {
-                Some(p) => format!("http://{}:{p}", manifest.bind_address),
-                None => {
-                    return Err(CommandError::usage(format!(
-                        "service `{name}` publishes no port: give --new-url {name}=URL"
-                    ))
-                    .into())
-                }
-            },
+        // The serving revision itself (behind the edge it keeps an ephemeral 127.0.0.1 port),
+        // so "new" is the stack even while the edge routes the service to the old proxy; else
+        // the service's published port.
+        let serving = match new_urls.get(name) {
+            Some(_) => None,
+            None => stack_container(manifest, name).await.ok(),
+        };
+        let new_base = match (
+            new_urls.get(name),
+            serving.and_then(|c| c.host_port),
+            svc.port,
+        ) {
+            (Some(u), _, _) => u.clone(),
+            (None, Some(p), _) => format!("http://127.0.0.1:{p}"),
+            (None, None, Some(p)) => format!("http://{}:{p}", manifest.bind_address),
+            (None, None, None) => {
+                return Err(CommandError::usage(format!(
+                    "service `{name}` has no running revision with a port and publishes none: \
+                     give --new-url {name}=URL"
+                ))
+                .into())
+            }
         };
         targets.push(Target {
             service: name.clone(),
@@ -632,7 +647,7 @@ async fn status_cmd(
 ) -> anyhow::Result<ExitCode> {
     let names = selected(manifest, &[])?;
     let st = CutoverState::load(state_dir)?;
-    let admin = EdgeAdmin::new(&a.edge.edge_admin, Duration::from_secs(3))?;
+    let admin = EdgeAdmin::new(&a.edge.url(manifest), Duration::from_secs(3))?;
     let routes = admin.routes().await;
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
@@ -698,11 +713,16 @@ fn check_excerpt(s: &str) -> String {
     crate::cutover::compare::excerpt(s)
 }
 
-/// Find the serving revision of `service` from Docker labels: `http://<container>:<port>`.
-async fn stack_upstream_from_labels(
-    manifest: &Manifest,
-    service: &str,
-) -> anyhow::Result<(String, Option<u64>)> {
+/// The serving revision of a service, from Docker labels (the truth about what runs).
+struct StackContainer {
+    /// `http://<container>:<container port>` on the project network (what the edge routes to).
+    upstream: String,
+    revision: Option<u64>,
+    /// Its port published on the host, if any (behind the edge: an ephemeral 127.0.0.1 port).
+    host_port: Option<u16>,
+}
+
+async fn stack_container(manifest: &Manifest, service: &str) -> anyhow::Result<StackContainer> {
     use crate::engine::Engine;
     let engine = tokio::time::timeout(
         Duration::from_secs(5),
@@ -729,13 +749,12 @@ async fn stack_upstream_from_labels(
             )
         })?;
     let revision = c.labels.get(&keys.release()).and_then(|r| r.parse().ok());
-    Ok((
-        format!(
-            "http://{}:{}",
-            c.name, manifest.services[service].container_port
-        ),
+    let port = manifest.services[service].container_port;
+    Ok(StackContainer {
+        upstream: format!("http://{}:{port}", c.name),
         revision,
-    ))
+        host_port: c.ports.get(&port).copied(),
+    })
 }
 
 async fn route_cmd(
@@ -766,7 +785,7 @@ async fn route_cmd(
             .into());
         }
     }
-    let admin = EdgeAdmin::new(&a.edge.edge_admin, Duration::from_secs(5))?;
+    let admin = EdgeAdmin::new(&a.edge.url(manifest), Duration::from_secs(5))?;
     let routes = admin.routes().await?;
     let ledger = Ledger::new(state_dir);
     let mut rows = Vec::new();
@@ -792,13 +811,22 @@ async fn route_cmd(
         }
         let put = match to {
             RouteKind::Stack => {
+                // The running revision first: a deploy while the service was on the old proxy
+                // gated a new revision and stopped the one recorded here.
                 let recorded = st
                     .services
                     .get(name)
                     .and_then(|s| s.stack_upstream.clone().map(|u| (u, s.stack_revision)));
-                let (upstream, revision) = match recorded {
-                    Some(r) => r,
-                    None => stack_upstream_from_labels(manifest, name).await?,
+                let (upstream, revision) = match (stack_container(manifest, name).await, recorded) {
+                    (Ok(c), _) => (c.upstream, c.revision),
+                    (Err(e), Some(r)) => {
+                        tracing::warn!(
+                            "{name}: {e:#}; using the stack route recorded in cutover.json ({})",
+                            r.0
+                        );
+                        r
+                    }
+                    (Err(e), None) => return Err(e),
                 };
                 RoutePut {
                     upstream,
@@ -929,7 +957,7 @@ async fn retire_cmd(
     }
     let clean_period = a.clean_period.unwrap_or(manifest.cutover.clean_period);
     // The edge must agree that everything is on the stack.
-    let admin = EdgeAdmin::new(&a.edge.edge_admin, Duration::from_secs(5))?;
+    let admin = EdgeAdmin::new(&a.edge.url(manifest), Duration::from_secs(5))?;
     let routes = admin.routes().await?;
     let mut problems = state::not_clean(&st, &names, clean_period, std::time::SystemTime::now());
     for n in &names {
