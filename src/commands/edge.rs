@@ -180,7 +180,14 @@ pub(crate) async fn prepare_edge(
     if !project.manifest.edge.enabled {
         return Ok(None);
     }
-    container::up(engine, project, say).await?;
+    let up = container::up(engine, project, say).await?;
+    if up.action == "layout-changed" {
+        return Err(CommandError::usage(format!(
+            "{} does not front the manifest's services and ports as they are now; run `mcpctl edge replace --yes` first (it cuts connections through the edge for about a second). Nothing was changed.",
+            up.container
+        ))
+        .into());
+    }
     Ok(Some(EdgeSwitch {
         admin: container::admin(project),
         drain_timeout: project.manifest.edge.drain_timeout,

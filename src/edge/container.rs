@@ -174,10 +174,26 @@ fn config_hash(c: &EdgeConfig) -> String {
     hex::encode(&Sha256::digest(&json)[..8])
 }
 
+/// The hash of what the edge fronts (services, ports, aliases, flags), without the image: a new
+/// mcpctl build changes only the image, which can wait; a new service cannot.
+fn layout_hash(c: &EdgeConfig) -> String {
+    config_hash(&EdgeConfig {
+        image: String::new(),
+        cmd: c.cmd.clone(),
+        ports: c.ports.clone(),
+        aliases: c.aliases.clone(),
+    })
+}
+
+fn layout_key(project: &Project) -> String {
+    format!("{}.edge-layout", project.keys.prefix)
+}
+
 fn create_body(project: &Project, c: &EdgeConfig) -> ContainerCreateBody {
     let keys = &project.keys;
     let mut labels = keys.base(project.name(), "edge");
     labels.insert(keys.config_hash(), config_hash(c));
+    labels.insert(layout_key(project), layout_hash(c));
     let mut exposed = Vec::new();
     let mut bindings = HashMap::new();
     for (ip, port) in &c.ports {
@@ -280,7 +296,8 @@ async fn prepare(engine: &DockerEngine, project: &Project) -> anyhow::Result<()>
 pub struct UpReport {
     pub container: String,
     pub image: String,
-    /// created | started | running | outdated (config changed: `mcpctl edge replace`)
+    /// created | started | running | outdated (a newer image exists) | layout-changed (services
+    /// or ports changed); both of the last need `mcpctl edge replace`.
     pub action: String,
     /// Routes set from the serving revisions (services the edge had no route for).
     pub seeded: Vec<String>,
@@ -331,9 +348,16 @@ pub async fn up(
                 start_and_wait(engine, project, &name).await?;
                 say(&format!("edge: {name} started"));
             }
-            if have.as_deref() != Some(want.as_str()) {
+            let layout = d.info.labels.get(&layout_key(project)).cloned();
+            if layout.as_deref() != Some(layout_hash(&c).as_str()) {
                 say(&format!(
-                    "edge: {name} runs an older configuration (image or ports changed): `mcpctl edge replace` applies it"
+                    "edge: {name} does not front the manifest's services and ports as they are now: `mcpctl edge replace` applies them"
+                ));
+                "layout-changed"
+            } else if have.as_deref() != Some(want.as_str()) {
+                say(&format!(
+                    "edge: {name} runs an older image ({}): `mcpctl edge replace` updates it when convenient",
+                    d.info.image
                 ));
                 "outdated"
             } else if running {
