@@ -692,10 +692,14 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
     let legacy_open =
         streaming && parts.method == Method::GET && parts.uri.path().ends_with("/sse");
     let mut out = Response::builder().status(resp.status());
-    let mut held = vec![in_flight];
-    if streaming {
-        held.push(Held::new(&backend, |b| &b.streams));
-    }
+    // A stream counts as one open session (not also as a request in flight) while it lasts.
+    let held = if streaming {
+        let stream = Held::new(&backend, |b| &b.streams);
+        drop(in_flight);
+        vec![stream]
+    } else {
+        vec![in_flight]
+    };
     {
         let h = out.headers_mut().expect("fresh builder");
         copy_headers(resp.headers(), h);
