@@ -80,6 +80,12 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "services.alpha.server",
     ),
     (
+        "legacy_upstream",
+        "12:17",
+        "`host.docker.internal:9000/servers/alpha` is not an http(s) URL",
+        "as the edge container reaches it",
+    ),
+    (
         "syntax_error",
         "5:1",
         "YAML syntax error",

@@ -508,6 +508,19 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
             );
             help(d, "e.g. `http://127.0.0.1:9000/servers/fetch/sse`");
         }
+        if let Some(up) = &legacy.upstream {
+            if !(up.starts_with("http://") || up.starts_with("https://")) {
+                let d = cx.error(
+                    &sp(name, &["legacy", "upstream"]),
+                    format!("`{up}` is not an http(s) URL"),
+                );
+                help(
+                    d,
+                    "the old endpoint as the edge container reaches it, without /sse or /mcp, \
+                     e.g. `http://host.docker.internal:9000/servers/fetch`",
+                );
+            }
+        }
     }
 }
 
