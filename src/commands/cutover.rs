@@ -344,6 +344,12 @@ async fn check_cmd(
     let llm = if a.no_litellm {
         None
     } else if let Some(url) = &a.litellm.litellm_url {
+        if key.is_none() {
+            tracing::warn!(
+                "LiteLLM's master key ({key_env}) is not set: calls to {url} go unauthenticated \
+                 and a proxy with a key answers 401"
+            );
+        }
         Some(LiteLlm::new(
             url,
             key.clone(),
