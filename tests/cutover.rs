@@ -710,6 +710,20 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
     let out = env.mcpctl("services.yaml", &["cutover", "revert"]);
     assert_eq!(code(&out), 1, "{}", show(&out));
     assert!(text(&out.stderr).contains("retired"), "{}", show(&out));
+    // Even with the retirement record removed by hand, revert checks the old proxy first and
+    // refuses to route to one that does not answer; the routes stay on the stack.
+    let path = env.state.join("cutover.json");
+    let mut st: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    st["retired"] = Value::Null;
+    std::fs::write(&path, serde_json::to_vec(&st).unwrap()).unwrap();
+    let out = env.mcpctl("services.yaml", &["cutover", "revert", "alpha"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("REFUSED: the old proxy does not answer"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(routes(&rt, ports.admin)["alpha"]["kind"], "stack");
 
     // The ledger has every step.
     let commands: Vec<String> = ledger(&env.state)
@@ -729,6 +743,7 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
         "cutover switch ok",
         "cutover check ok",
         "cutover retire ok",
+        "cutover revert error",
     ] {
         assert!(commands.iter().any(|c| c == want), "{want} in {commands:?}");
     }
