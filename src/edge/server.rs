@@ -26,6 +26,7 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -850,6 +851,12 @@ pub fn host_router(edge: Arc<Edge>) -> Router {
     })
 }
 
+/// Responses are written as headers, then body chunks: without TCP_NODELAY, Nagle holds each
+/// chunk until the client's (delayed, ~40 ms) ACK of the headers.
+fn nodelay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+}
+
 /// What `serve` listens on.
 pub struct Listeners {
     /// (service, address) for each published port.
@@ -870,14 +877,16 @@ pub async fn run(edge: Arc<Edge>, l: Listeners) -> anyhow::Result<()> {
     for (service, addr) in l.services {
         let lis = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| anyhow::anyhow!("{service} {addr}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("{service} {addr}: {e}"))?
+            .tap_io(nodelay);
         let app = service_router(edge.clone(), service);
         tasks.spawn(async move { axum::serve(lis, app).await });
     }
     if let Some(addr) = l.internal {
         let lis = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| anyhow::anyhow!("internal {addr}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("internal {addr}: {e}"))?
+            .tap_io(nodelay);
         let app = host_router(edge.clone());
         tasks.spawn(async move { axum::serve(lis, app).await });
     }
