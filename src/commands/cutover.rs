@@ -90,8 +90,9 @@ pub struct CheckArgs {
     /// Skip the LiteLLM part (old vs new only).
     #[arg(long, conflicts_with_all = ["litellm_url", "start_litellm"])]
     pub no_litellm: bool,
-    /// Where the new stack answers for a service, as SERVICE=URL (default: its published port on
-    /// `bind_address`). Repeatable.
+    /// Where the new stack answers for a service, as SERVICE=URL (default: the serving revision
+    /// found by its labels, at its host port — behind the edge an ephemeral 127.0.0.1 one — else
+    /// the service's published port). Repeatable.
     #[arg(long = "new-url", value_name = "SERVICE=URL")]
     pub new_urls: Vec<String>,
     /// Calls per service timed directly and through LiteLLM.
