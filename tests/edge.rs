@@ -384,6 +384,18 @@ fn deploy_and_rollback_switch_routes_with_zero_failed_calls() {
         );
     }
 
+    // In the network, `mcp-alpha` names the edge, not a revision.
+    let aliases = |c: &str| {
+        common::must(Command::new("docker").args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{json .Aliases}}{{end}}",
+            c,
+        ]))
+    };
+    assert!(aliases(&format!("{}-edge", s.project)).contains("\"mcp-alpha\""));
+    assert!(!aliases(&format!("{}-alpha-r{rel_a}", s.project)).contains("mcp-alpha"));
+
     // Continuous load through the host port, and a legacy SSE session opened before the switch.
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Load::default());

@@ -95,12 +95,14 @@ impl AdminClient {
         Ok(r.json().await?)
     }
 
-    /// Point `service` at a stack revision's container.
+    /// Point `service` at a stack revision's container; the replaced upstream drains for `drain`
+    /// (default: the edge's own `--drain-timeout`).
     pub async fn switch_to_revision(
         &self,
         service: &str,
         container: &str,
         release: u64,
+        drain: Option<Duration>,
     ) -> anyhow::Result<RouteView> {
         self.put(
             service,
@@ -108,7 +110,7 @@ impl AdminClient {
                 upstream: stack_upstream(container),
                 revision: Some(release),
                 kind: RouteKind::Stack,
-                drain_timeout_s: None,
+                drain_timeout_s: drain.map(|d| d.as_secs().max(1)),
             },
         )
         .await

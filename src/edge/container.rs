@@ -177,9 +177,19 @@ fn config_hash(c: &EdgeConfig) -> String {
 /// The hash of what the edge fronts (services, ports, aliases, flags), without the image: a new
 /// mcpctl build changes only the image, which can wait; a new service cannot.
 fn layout_hash(c: &EdgeConfig) -> String {
+    // The drain timeout is not layout: deploy and rollback send it with every switch.
+    let mut cmd = Vec::new();
+    let mut args = c.cmd.iter();
+    while let Some(a) = args.next() {
+        if a == "--drain-timeout" {
+            args.next();
+        } else {
+            cmd.push(a.clone());
+        }
+    }
     config_hash(&EdgeConfig {
         image: String::new(),
-        cmd: c.cmd.clone(),
+        cmd,
         ports: c.ports.clone(),
         aliases: c.aliases.clone(),
     })
@@ -403,7 +413,7 @@ async fn seed_routes(engine: &DockerEngine, project: &Project) -> anyhow::Result
             continue;
         };
         admin
-            .switch_to_revision(&service, &s.container, s.release)
+            .switch_to_revision(&service, &s.container, s.release, None)
             .await?;
         seeded.push(format!(
             "{service} → {} ({})",

@@ -168,6 +168,10 @@ impl Edge {
         };
         let mut routes = self.routes.write().unwrap();
         for (service, r) in saved.routes {
+            if !self.services.contains(&service) {
+                tracing::warn!(%service, "dropping the saved route of a service this edge does not front");
+                continue;
+            }
             let Ok(up) = Upstream::parse(&r.upstream) else {
                 continue;
             };

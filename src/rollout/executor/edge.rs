@@ -130,7 +130,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
         }
         let route = match edge
             .admin
-            .switch_to_revision(&step.service, &spec.name, release)
+            .switch_to_revision(&step.service, &spec.name, release, Some(edge.drain_timeout))
             .await
         {
             Ok(r) => r,
