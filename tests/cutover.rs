@@ -674,6 +674,36 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
         "{st:#}"
     );
 
+    // A switch to a revision that stopped answering is undone: beta back on the old proxy, its
+    // revision stopped, `switch` routes to the recorded revision, finds it dead through the
+    // published port, and restores the old proxy's route (exit 1). Started again, it switches.
+    let out = env.mcpctl("services.yaml", &["cutover", "revert", "beta"]);
+    assert_eq!(code(&out), 0, "revert beta: {}", show(&out));
+    let beta_container = format!("{project}-beta-r1");
+    common::must(Command::new("docker").args(["stop", "-t", "2", &beta_container]));
+    let out = env.mcpctl("services.yaml", &["cutover", "switch", "beta"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(
+        text(&out.stdout).contains("the previous route was restored"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(routes(&rt, ports.admin)["beta"]["kind"], "legacy");
+    assert_eq!(echo_now("beta").as_deref(), Ok("OLDbeta"));
+    common::must(Command::new("docker").args(["start", &beta_container]));
+    wait_for("beta healthy again", Duration::from_secs(30), || {
+        let out = common::must(Command::new("docker").args([
+            "inspect",
+            "--format",
+            "{{.State.Health.Status}}",
+            &beta_container,
+        ]));
+        (out.trim() == "healthy").then_some(())
+    });
+    let out = env.mcpctl("services.yaml", &["cutover", "switch", "beta"]);
+    assert_eq!(code(&out), 0, "switch beta again: {}", show(&out));
+    assert_eq!(echo_now("beta").as_deref(), Ok("NEWbeta"));
+
     // 9. Retire: refused within the manifest's 1h clean period; refused without confirmation;
     //    then done with a 1s clean period, and revert is no longer possible.
     let out = env.mcpctl("services.yaml", &["cutover", "retire"]);

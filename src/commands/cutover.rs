@@ -632,11 +632,9 @@ async fn litellm_cmd(
     Ok(ExitCode::Ok)
 }
 
-async fn legacy_answers(
-    url: &str,
-    transport: Transport,
-    timeout: Duration,
-) -> Result<usize, String> {
+/// initialize + tools/list at an MCP endpoint (a `/sse` or `/mcp` suffix is ignored): the number
+/// of tools listed.
+async fn mcp_answers(url: &str, transport: Transport, timeout: Duration) -> Result<usize, String> {
     let base = edge::strip_transport_suffix(url);
     let mut s = Session::connect(&base, transport, timeout)
         .await
@@ -662,7 +660,7 @@ async fn status_cmd(
         let legacy = manifest.services[n].legacy.as_ref().expect("selected");
         let flag = st.services.get(n);
         let route = routes.as_ref().ok().and_then(|r| r.get(n));
-        let old = legacy_answers(&legacy.url, legacy.transport, Duration::from_secs(3)).await;
+        let old = mcp_answers(&legacy.url, legacy.transport, Duration::from_secs(3)).await;
         rows.push(vec![
             n.clone(),
             flag.map(|f| format!("{} since {}", f.active.as_str(), f.since))
@@ -844,7 +842,7 @@ async fn route_cmd(
             }
             RouteKind::Legacy => {
                 if let Err(e) =
-                    legacy_answers(&legacy.url, legacy.transport, Duration::from_secs(5)).await
+                    mcp_answers(&legacy.url, legacy.transport, Duration::from_secs(5)).await
                 {
                     if !a.force {
                         failed += 1;
@@ -875,7 +873,63 @@ async fn route_cmd(
                 }
             }
         };
-        let result = admin.put_route(name, &put).await;
+        if to == RouteKind::Stack && !a.force {
+            // Pre-flight: the revision about to get LiteLLM's traffic answers MCP.
+            if let Ok(Some(port)) = stack_container(manifest, name).await.map(|c| c.host_port) {
+                let url = format!("http://127.0.0.1:{port}");
+                if let Err(e) =
+                    mcp_answers(&url, transport_of(manifest, name), Duration::from_secs(5)).await
+                {
+                    failed += 1;
+                    let mut e2 = entry("cutover switch", Some(name), "error", a.message.as_deref());
+                    e2.detail = Some(format!(
+                        "the serving revision at {url} does not answer: {e}"
+                    ));
+                    ledger.append(&e2)?;
+                    rows.push(vec![
+                        name.clone(),
+                        current.map(|r| r.kind.as_str()).unwrap_or("–").into(),
+                        put.upstream.clone(),
+                        format!(
+                            "REFUSED: the serving revision does not answer ({}); --force to switch anyway",
+                            check_excerpt(&e)
+                        ),
+                    ]);
+                    continue;
+                }
+            }
+        }
+        let result = match admin.put_route(name, &put).await {
+            // Post-switch: new sessions on the published port reach the new side; if they fail,
+            // put the previous route back.
+            Ok(()) => match verify_published(manifest, name).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let restored = match current {
+                        Some(prev) => admin
+                            .put_route(
+                                name,
+                                &RoutePut {
+                                    upstream: prev.upstream.clone(),
+                                    revision: prev.revision,
+                                    kind: prev.kind,
+                                    drain_timeout_s: None,
+                                },
+                            )
+                            .await
+                            .map(|()| "the previous route was restored".to_string())
+                            .unwrap_or_else(|e| {
+                                format!("restoring the previous route FAILED: {e}")
+                            }),
+                        None => "there was no previous route to restore".into(),
+                    };
+                    Err(anyhow::anyhow!(
+                        "after the switch the service did not answer on its published port ({e}); {restored}"
+                    ))
+                }
+            },
+            Err(e) => Err(e),
+        };
         let from = current.map(|r| format!("{} {}", r.kind.as_str(), r.upstream));
         let mut e = entry(
             &format!("cutover {verb}"),
@@ -937,6 +991,39 @@ async fn route_cmd(
         .into());
     }
     Ok(ExitCode::Ok)
+}
+
+/// A new session through the service's published port (the edge) lists tools. Services without
+/// a published port are not checked. Three tries within ~6 s: the edge switches at once, but a
+/// just-switched upstream may still be accepting its first connection.
+async fn verify_published(manifest: &Manifest, service: &str) -> Result<(), String> {
+    let Some(port) = manifest.services[service].port else {
+        return Ok(());
+    };
+    let host = if manifest.bind_address.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        match manifest.bind_address {
+            std::net::IpAddr::V6(a) => format!("[{a}]"),
+            a => a.to_string(),
+        }
+    };
+    let url = format!("http://{host}:{port}");
+    let mut last = String::new();
+    for _ in 0..3 {
+        match mcp_answers(
+            &url,
+            transport_of(manifest, service),
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(format!("{url}: {last}"))
 }
 
 async fn retire_cmd(
@@ -1021,7 +1108,7 @@ async fn retire_cmd(
         still.clear();
         for n in &names {
             let l = manifest.services[n].legacy.as_ref().expect("selected");
-            if legacy_answers(&l.url, l.transport, Duration::from_secs(2))
+            if mcp_answers(&l.url, l.transport, Duration::from_secs(2))
                 .await
                 .is_ok()
             {
