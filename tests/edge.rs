@@ -759,3 +759,88 @@ fn edge_serve_routes_by_port_and_host_and_passes_disconnects() {
         assert_eq!(routes.routes["alpha"].upstream, format!("http://127.0.0.1:{p2}"));
     });
 }
+
+/// mcp-proxy 0.13 (as bench-bridge installs it), when present on this machine.
+fn mcp_proxy() -> Option<PathBuf> {
+    let cache = std::env::var("MCPCTL_CACHE").unwrap_or_else(|_| "/var/cache/mcpctl".into());
+    let p = PathBuf::from(cache).join("venv-mcp-proxy-0.13/bin/mcp-proxy");
+    p.exists().then_some(p)
+}
+
+/// A legacy route with a path prefix, as cutover sets it for mcp-proxy 0.13's named servers
+/// (`/servers/<name>/…`): clients keep root paths over both transports; the `endpoint` event
+/// comes back without the prefix, and POSTs find their session.
+#[test]
+fn a_legacy_route_reaches_an_mcp_proxy_named_server_under_its_prefix() {
+    let Some(proxy) = mcp_proxy() else {
+        eprintln!(
+            "SKIPPED legacy prefix: no mcp-proxy 0.13 venv (scripts/bench-bridge creates it)"
+        );
+        return;
+    };
+    let proxy_port = common::free_port();
+    let _proxy = Child(
+        Command::new(proxy)
+            .args(["--port", &proxy_port.to_string(), "--named-server", "alpha"])
+            .arg(format!("{} --nonce P1", common::testserver().display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (port, admin) = (common::free_port(), common::free_port());
+    let _edge = Child(
+        Command::new(common::mcpctl())
+            .args(["edge", "serve", "--service", &format!("alpha={port}")])
+            .args(["--listen-ip", "127.0.0.1", "--internal-port", "0"])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = mcpctl::edge::admin::AdminClient::new(admin);
+        assert!(client.wait_healthy(Duration::from_secs(10)).await);
+        let route = client
+            .put(
+                "alpha",
+                &mcpctl::edge::routes::PutRoute {
+                    upstream: format!("http://127.0.0.1:{proxy_port}/servers/alpha/"),
+                    revision: None,
+                    kind: mcpctl::edge::routes::RouteKind::Legacy,
+                    drain_timeout_s: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            route.upstream,
+            format!("http://127.0.0.1:{proxy_port}/servers/alpha/")
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match nonce(&base, Transport::Sse).await {
+                Ok(n) => {
+                    assert_eq!(n, "P1");
+                    break;
+                }
+                Err(e) => assert!(Instant::now() < deadline, "mcp-proxy via the edge: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(nonce(&base, Transport::Http).await.unwrap(), "P1");
+        // The raw endpoint event: a root path, no prefix.
+        let l = Legacy::open(&base).await;
+        assert!(
+            l.post.starts_with(&format!("{base}/messages/?session_id=")),
+            "{}",
+            l.post
+        );
+    });
+}
