@@ -568,8 +568,23 @@ fn deploy_and_rollback_switch_routes_with_zero_failed_calls() {
         .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .expect("the edge reports its RSS");
+    // Anonymous memory (heap, stacks) of the edge process, from the host's /proc.
+    let pid = common::must(Command::new("docker").args([
+        "inspect",
+        "-f",
+        "{{.State.Pid}}",
+        &format!("{}-edge", s.project),
+    ]));
+    let anon = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()))
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unreadable".into());
     eprintln!(
-        "EDGE memory: docker stats {}; process RSS {:.1} MiB",
+        "EDGE memory: docker stats {}; process RSS {:.1} MiB, of which anonymous {anon}",
         mem.trim(),
         rss as f64 / (1 << 20) as f64
     );
