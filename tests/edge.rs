@@ -396,6 +396,55 @@ fn deploy_and_rollback_switch_routes_with_zero_failed_calls() {
     assert!(aliases(&format!("{}-edge", s.project)).contains("\"mcp-alpha\""));
     assert!(!aliases(&format!("{}-alpha-r{rel_a}", s.project)).contains("mcp-alpha"));
 
+    // From another container on the network: `mcp-alpha:8080` reaches the service through the
+    // edge (Host routing), and the admin API refuses it (only the host may switch routes).
+    let python = "mcpctl-base/python313:trixie";
+    let have_python = Command::new("docker")
+        .args(["image", "inspect", python])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have_python {
+        let script = format!(
+            r#"
+import json, urllib.request, urllib.error
+init = {{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {{"protocolVersion": "2025-03-26", "capabilities": {{}}, "clientInfo": {{"name": "peer", "version": "1"}}}}}}
+req = urllib.request.Request("http://mcp-alpha:8080/mcp", json.dumps(init).encode(), {{"content-type": "application/json", "accept": "application/json, text/event-stream"}})
+r = urllib.request.urlopen(req, timeout=5)
+print("mcp", r.status, bool(r.headers.get("mcp-session-id")))
+try:
+    urllib.request.urlopen("http://mcp-alpha:{admin}/routes", timeout=5)
+    print("admin open")
+except urllib.error.HTTPError as e:
+    print("admin", e.code)
+"#,
+            admin = s.admin
+        );
+        let out = common::must(Command::new("docker").args([
+            "run",
+            "--rm",
+            "--network",
+            &s.project,
+            "--label",
+            &format!("com.mcp.project={}", s.project),
+            python,
+            "python3",
+            "-c",
+            &script,
+        ]));
+        assert!(
+            out.contains("mcp 200 True"),
+            "in-network MCP through the edge: {out}"
+        );
+        assert!(
+            out.contains("admin 403"),
+            "the admin API refuses peers: {out}"
+        );
+    } else {
+        eprintln!(
+            "EDGE in-network check skipped: no {python} image (`mcpctl bases build python313`)"
+        );
+    }
+
     // Continuous load through the host port, and a legacy SSE session opened before the switch.
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Load::default());
