@@ -620,3 +620,100 @@ pub async fn describe(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(edge: &str, alpha_port: u16, extra: &str) -> String {
+        format!(
+            r#"version: 1
+project: p
+bases:
+  runtime: {{suite: bookworm, image: "busybox:1.36"}}
+{edge}
+services:
+  alpha:
+    port: {alpha_port}
+    server:
+      source: {{image: {{ref: "busybox:1.36"}}}}
+      command: [x]
+{extra}"#
+        )
+    }
+
+    fn project(text: &str) -> Project {
+        let (m, _) = crate::manifest::load_str(text, "services.yaml").expect("valid");
+        Project::new(m, std::path::Path::new("services.yaml"), "/tmp/s".into()).unwrap()
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match crate::manifest::load_str(text, "services.yaml") {
+            Ok(_) => vec![],
+            Err(e) => e.diagnostics.iter().map(|d| format!("{d:?}")).collect(),
+        }
+    }
+
+    #[test]
+    fn the_layout_ignores_the_image_and_drain_timeout_but_not_ports_or_services() {
+        let on = "edge: {enabled: true, drain_timeout: 5s}";
+        let a = config(&project(&manifest(on, 8501, "")), "img:1");
+        let b = config(
+            &project(&manifest(
+                "edge: {enabled: true, drain_timeout: 9s}",
+                8501,
+                "",
+            )),
+            "img:2",
+        );
+        assert_ne!(config_hash(&a), config_hash(&b));
+        assert_eq!(layout_hash(&a), layout_hash(&b));
+        let moved = config(&project(&manifest(on, 8511, "")), "img:1");
+        assert_ne!(layout_hash(&a), layout_hash(&moved));
+        let beta = "  beta:\n    port: 8502\n    server:\n      source: {image: {ref: \"busybox:1.36\"}}\n      command: [x]\n";
+        let more = config(&project(&manifest(on, 8501, beta)), "img:1");
+        assert_ne!(layout_hash(&a), layout_hash(&more));
+        assert_eq!(more.aliases, vec!["mcp-alpha", "mcp-beta"]);
+        assert!(
+            more.cmd.contains(&"beta=8502".to_string()),
+            "{:?}",
+            more.cmd
+        );
+        assert!(more.ports.contains(&(IpAddr::from([127, 0, 0, 1]), 8500)));
+    }
+
+    #[test]
+    fn validation_guards_the_edge_ports_and_base() {
+        assert!(errors(&manifest("edge: {enabled: true}", 8501, "")).is_empty());
+        let e = errors(&manifest("edge: {enabled: true}", 8500, ""));
+        assert!(
+            e.iter().any(|d| d.contains("collides with the edge")),
+            "{e:?}"
+        );
+        let e = errors(&manifest("edge: {enabled: true}", 8080, ""));
+        assert!(
+            e.iter().any(|d| d.contains("collides with the edge")),
+            "{e:?}"
+        );
+        let e = errors(&manifest(
+            "edge: {enabled: true, drain_timeout: 0s}",
+            8501,
+            "",
+        ));
+        assert!(e.iter().any(|d| d.contains("drain_timeout")), "{e:?}");
+        let e = errors(&manifest("edge: {enabled: true, drain: 5s}", 8501, ""));
+        assert!(
+            e.iter().any(|d| d.contains("drain")),
+            "unknown fields are refused: {e:?}"
+        );
+        let no_base = manifest("edge: {enabled: true}", 8501, "").replace(
+            "bases:\n  runtime: {suite: bookworm, image: \"busybox:1.36\"}\n",
+            "",
+        );
+        let e = errors(&no_base);
+        assert!(e.iter().any(|d| d.contains("base `runtime`")), "{e:?}");
+        // Disabled (or absent): nothing is checked, 8500 is an ordinary port.
+        assert!(errors(&manifest("", 8500, "")).is_empty());
+        assert!(!project(&manifest("", 8501, "")).manifest.edge.enabled);
+    }
+}
