@@ -366,6 +366,10 @@ fn deploy_and_rollback_switch_routes_with_zero_failed_calls() {
     let rel_a = release_of(&route_a);
     assert_eq!(rt.block_on(nonce(&s.base(), Transport::Sse)).unwrap(), "A");
     assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
+    // The recorded config is the manifest's: nothing to deploy again.
+    let out = s.mcpctl(&["--output", "json", "plan"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["actions"][0]["action"], "unchanged", "{plan}");
     // The revision publishes no fixed port: only the edge holds the host port.
     let ports = common::must(Command::new("docker").args([
         "ps",
