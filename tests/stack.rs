@@ -602,6 +602,12 @@ fn playwright(fx: &Fixture) -> Result<()> {
             after.contains("clicked-42"),
             "the click did not change the page: {after}"
         );
+        // One client's browser is open now: what it costs.
+        let browser = docker_stats_memory(&fx.container("playwright"))?;
+        eprintln!(
+            "  with one browser open playwright uses {:.1} MiB",
+            browser as f64 / 1048576.0
+        );
         s.close().await;
         eprintln!("  navigate → snapshot → click {reference} → page reads clicked-42");
         Ok(())
