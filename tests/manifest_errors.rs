@@ -8,6 +8,12 @@ use common::{run_mcpctl, text};
 /// (fixture, line:column, words in the message, words in the help)
 const CASES: &[(&str, &str, &str, &str)] = &[
     (
+        "database_secret",
+        "13:42",
+        "`beta` is not a `role: database` service",
+        "name the PostgreSQL service",
+    ),
+    (
         "unknown_field",
         "13:14",
         "unknown field `memroy`",

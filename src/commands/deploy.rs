@@ -502,6 +502,24 @@ async fn deploy(
         .into());
     }
 
+    if project.manifest.observability.exporter && !args.dry_run {
+        let ensured = crate::rollout::exporter::ensure(&engine, project).await?;
+        if ensured != crate::rollout::exporter::Ensured::Running {
+            output::human(
+                settings,
+                &format!(
+                    "exporter {}: {}",
+                    crate::rollout::exporter::container_name(project.name()),
+                    if ensured == crate::rollout::exporter::Ensured::Created {
+                        "started"
+                    } else {
+                        "replaced (new mcpctl)"
+                    }
+                ),
+            );
+        }
+    }
+
     if args.dry_run || changed.is_empty() {
         if changed.is_empty() {
             // An interrupted earlier run may still hold a stale lock: recover even when nothing changed.

@@ -185,8 +185,12 @@ async fn apply(
         };
         // Secrets are files in the state directory, which may be gone: resolve them again.
         let resolved = match project.manifest.services.get(&service) {
-            Some(svc) => secrets::resolve(&service, svc, &project.manifest_dir)
-                .map_err(|e| CommandError::usage(e.to_string()))?,
+            Some(_) => {
+                let key = secrets::install_key(&project.state_dir)
+                    .map_err(|e| CommandError::usage(e.to_string()))?;
+                secrets::resolve(&project.manifest, &service, &project.manifest_dir, &key)
+                    .map_err(|e| CommandError::usage(e.to_string()))?
+            }
             None => vec![],
         };
         let needed: Vec<String> = recorded

@@ -40,6 +40,17 @@ pub fn run(settings: &Settings, _args: &StatusArgs) -> anyhow::Result<ExitCode> 
                 names.push(n.clone());
             }
         }
+        // One stats sample takes the engine about a second: take them all at once.
+        let serving_containers: Vec<String> = names
+            .iter()
+            .filter_map(|n| observed.services.get(n)?.serving.as_ref().map(|s| s.container.clone()))
+            .collect();
+        let samples = futures::future::join_all(serving_containers.iter().map(|c| engine.memory(c))).await;
+        let memory: std::collections::HashMap<&str, (u64, u64)> = serving_containers
+            .iter()
+            .zip(samples)
+            .filter_map(|(c, m)| Some((c.as_str(), m.ok().flatten()?)))
+            .collect();
         let mut rows = Vec::new();
         let mut objs = Vec::new();
         for name in names {
@@ -55,7 +66,7 @@ pub fn run(settings: &Settings, _args: &StatusArgs) -> anyhow::Result<ExitCode> 
             let (state, up, restarts, mem, health) = match serving {
                 Some(s) => {
                     let d = engine.inspect_container(&s.container).await?;
-                    let m = engine.memory(&s.container).await.ok().flatten();
+                    let m = memory.get(s.container.as_str()).copied();
                     (
                         format!("{:?}", s.state).to_lowercase(),
                         d.as_ref().and_then(|d| d.started_at.as_deref().and_then(uptime)),

@@ -591,27 +591,40 @@ impl Engine for DockerEngine {
         Ok(n)
     }
 
-    async fn memory(&self, name: &str) -> Result<Option<(u64, u64)>> {
+    async fn usage(&self, name: &str) -> Result<Option<super::Usage>> {
         let opts = q::StatsOptionsBuilder::default()
             .stream(false)
             .one_shot(true)
             .build();
         let mut stream = self.docker.stats(name, Some(opts));
         match stream.next().await {
-            Some(Ok(s)) => Ok(s.memory_stats.and_then(|m| {
-                let usage = m.usage?;
-                // cgroup v1 reports total_inactive_file, v2 inactive_file; docker stats subtracts it.
-                let inactive = m
-                    .stats
+            Some(Ok(s)) => {
+                let cpu_seconds = s
+                    .cpu_stats
                     .as_ref()
-                    .and_then(|st| {
-                        st.get("total_inactive_file")
-                            .or_else(|| st.get("inactive_file"))
-                            .copied()
+                    .and_then(|c| c.cpu_usage.as_ref())
+                    .and_then(|u| u.total_usage)
+                    .map(|ns| ns as f64 / 1e9)
+                    .unwrap_or(0.0);
+                Ok(s.memory_stats.and_then(|m| {
+                    let usage = m.usage?;
+                    // cgroup v1 reports total_inactive_file, v2 inactive_file; docker stats subtracts it.
+                    let inactive = m
+                        .stats
+                        .as_ref()
+                        .and_then(|st| {
+                            st.get("total_inactive_file")
+                                .or_else(|| st.get("inactive_file"))
+                                .copied()
+                        })
+                        .unwrap_or(0);
+                    Some(super::Usage {
+                        memory_used: usage.saturating_sub(inactive),
+                        memory_limit: m.limit.unwrap_or(0),
+                        cpu_seconds,
                     })
-                    .unwrap_or(0);
-                Some((usage.saturating_sub(inactive), m.limit.unwrap_or(0)))
-            })),
+                }))
+            }
             Some(Err(e)) => Err(map_err(&format!("stats of {name}"), e)),
             None => Ok(None),
         }

@@ -328,7 +328,7 @@ impl Engine for FakeEngine {
         Ok(8)
     }
 
-    async fn memory(&self, _name: &str) -> Result<Option<(u64, u64)>> {
+    async fn usage(&self, _name: &str) -> Result<Option<super::Usage>> {
         Ok(None)
     }
 }

@@ -174,5 +174,22 @@ pub trait Engine {
     /// tar file at `dest`; returns its size. Used to back up a database volume before replacing it.
     async fn copy_out(&self, container: &str, path: &str, dest: &std::path::Path) -> Result<u64>;
     /// Memory used (usage − inactive_file, as `docker stats` shows) and limit, of a running container.
-    async fn memory(&self, name: &str) -> Result<Option<(u64, u64)>>;
+    /// Memory used (usage − inactive_file, as `docker stats` shows) and limit, in bytes.
+    async fn memory(&self, name: &str) -> Result<Option<(u64, u64)>> {
+        Ok(self
+            .usage(name)
+            .await?
+            .map(|u| (u.memory_used, u.memory_limit)))
+    }
+    /// One stats sample of a running container: memory and cumulative CPU time.
+    async fn usage(&self, name: &str) -> Result<Option<Usage>>;
+}
+
+/// One resource sample of a container.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub memory_used: u64,
+    pub memory_limit: u64,
+    /// CPU time used since the container started, in seconds.
+    pub cpu_seconds: f64,
 }

@@ -95,6 +95,10 @@ pub struct Observability {
     /// Prefix of alert `runbook_url`s (a URL of your copy of runbooks/alerts/, or the repo path).
     #[serde(default = "default_runbook_base")]
     pub runbook_base: String,
+    /// Run the stack's exporter container (`mcpctl docker-proxy`: container metrics for
+    /// Prometheus, Docker data for the monitoring server); deploy keeps it current.
+    #[serde(default)]
+    pub exporter: bool,
 }
 
 fn default_runbook_base() -> String {
@@ -122,6 +126,7 @@ impl Default for Observability {
             loki_url: default_loki_url(),
             prometheus_url: default_prometheus_url(),
             runbook_base: default_runbook_base(),
+            exporter: false,
         }
     }
 }
@@ -190,6 +195,8 @@ fn default_master_key() -> SecretRef {
     SecretRef {
         from_env: Some("LITELLM_MASTER_KEY".into()),
         from_file: None,
+        generate: false,
+        database: None,
         optional: false,
     }
 }
@@ -500,7 +507,10 @@ impl BuildMode {
     }
 }
 
-/// Where a secret's value comes from on the host: exactly one of `from_env`, `from_file`.
+/// Where a secret's value comes from: exactly one of `from_env`, `from_file` (read on the host),
+/// `generate` (derived from the per-install key: stable, never stored in the manifest) or
+/// `database` (a connection URL to a database of a `role: database` service, whose role and
+/// password mcpctl creates on that service).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
@@ -508,9 +518,80 @@ pub struct SecretRef {
     pub from_env: Option<String>,
     #[serde(default)]
     pub from_file: Option<String>,
+    #[serde(default)]
+    pub generate: bool,
+    #[serde(default)]
+    pub database: Option<DatabaseRef>,
     /// Deploy without it when it is not set (the server runs with reduced features).
     #[serde(default)]
     pub optional: bool,
+}
+
+/// One login role a `role: database` service creates for a service that names it in a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DbConsumer {
+    /// The consuming service.
+    pub service: String,
+    /// Its login role: `mcp_<service>`.
+    pub role: String,
+    pub database: String,
+    pub access: DbAccess,
+}
+
+impl Manifest {
+    /// The roles and databases `db` must provide, in manifest order (one per consumer and database).
+    pub fn database_consumers(&self, db: &str) -> Vec<DbConsumer> {
+        let mut out: Vec<DbConsumer> = Vec::new();
+        for (name, svc) in &self.services {
+            for r in svc.secrets.values() {
+                let Some(d) = r.database.as_ref().filter(|d| d.service == db) else {
+                    continue;
+                };
+                let c = DbConsumer {
+                    service: name.clone(),
+                    role: format!("mcp_{name}"),
+                    database: d.name.clone(),
+                    access: d.access,
+                };
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A database and login role on a `role: database` service, created (idempotently, on every
+/// start of that service) for the service whose secret names it: role `mcp_<service>`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseRef {
+    /// The `role: database` service.
+    pub service: String,
+    /// Database name (created if missing; shared when several services name it).
+    pub name: String,
+    #[serde(default)]
+    pub access: DbAccess,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DbAccess {
+    /// May create and change tables in its database.
+    #[default]
+    ReadWrite,
+    /// Reads every table of its database; every transaction is read-only.
+    ReadOnly,
+}
+
+impl DbAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbAccess::ReadWrite => "read_write",
+            DbAccess::ReadOnly => "read_only",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

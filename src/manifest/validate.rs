@@ -418,6 +418,9 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
             help(d, "keep it in `secrets` only");
         }
         check_secret_ref(secret, &path, cx);
+        if let Some(db) = &secret.database {
+            check_database_ref(m, db, &path, cx);
+        }
     }
 
     let mut targets = HashMap::new();
@@ -589,24 +592,90 @@ fn check_image_ref(reference: &str, path: &[Seg], cx: &mut Ctx) {
 }
 
 fn check_secret_ref(secret: &SecretRef, path: &[Seg], cx: &mut Ctx) {
-    match (&secret.from_env, &secret.from_file) {
-        (Some(_), Some(_)) | (None, None) => {
-            let d = cx.error(
-                path,
-                "a secret needs exactly one of `from_env` or `from_file`",
-            );
-            help(d, "e.g. `{from_env: GITHUB_TOKEN}`");
-        }
-        (Some(var), None) if !ENV_NAME.is_match(var) => {
+    let sources = [
+        secret.from_env.is_some(),
+        secret.from_file.is_some(),
+        secret.generate,
+        secret.database.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        let d = cx.error(
+            path,
+            "a secret needs exactly one of `from_env`, `from_file`, `generate: true` or `database`",
+        );
+        help(
+            d,
+            "e.g. `{from_env: GITHUB_TOKEN}`, `{generate: true}` or `{database: {service: db, name: app}}`",
+        );
+        return;
+    }
+    if let Some(var) = &secret.from_env {
+        if !ENV_NAME.is_match(var) {
             let d = cx.error(
                 path,
                 format!("`{var}` is not a valid environment variable name"),
             );
             help(d, "name the host variable that holds the secret");
         }
-        _ => {}
+    }
+    if secret.optional && (secret.generate || secret.database.is_some()) {
+        let d = cx.error(
+            path,
+            "a generated or database secret is always set; `optional` does not apply",
+        );
+        help(d, "remove `optional: true`");
     }
 }
+
+/// A database name or role mcpctl creates: lower-case SQL identifiers, never quoted in surprise.
+static SQL_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9_]{0,47}$").unwrap());
+
+fn check_database_ref(m: &Manifest, db: &DatabaseRef, path: &[Seg], cx: &mut Ctx) {
+    let mut at = path.to_vec();
+    at.push(Seg::Key("database".into()));
+    let mut service = at.clone();
+    service.push(Seg::Key("service".into()));
+    match m.services.get(&db.service) {
+        Some(target) if target.role == Role::Database => {}
+        Some(_) => {
+            let d = cx.error(
+                &service,
+                format!("`{}` is not a `role: database` service", db.service),
+            );
+            help(d, "name the PostgreSQL service of this manifest");
+        }
+        None => {
+            let d = cx.error(
+                &service,
+                format!("no service `{}` in this manifest", db.service),
+            );
+            let databases: Vec<&str> = m
+                .services
+                .iter()
+                .filter(|(_, s)| s.role == Role::Database)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            help(
+                d,
+                format!("database services here: {}", databases.join(", ")),
+            );
+        }
+    }
+    if !SQL_NAME.is_match(&db.name) || RESERVED_DATABASES.contains(&db.name.as_str()) {
+        let mut name = at.clone();
+        name.push(Seg::Key("name".into()));
+        let d = cx.error(
+            &name,
+            format!("`{}` cannot be a database mcpctl creates", db.name),
+        );
+        help(
+            d,
+            "use lower-case letters, digits and `_` (at most 48), not postgres/template0/template1",
+        );
+    }
+}
+
+const RESERVED_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
 
 /// Show a literal secret without echoing it whole into terminals and CI logs.
 fn redact(v: &str) -> String {

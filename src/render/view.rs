@@ -79,6 +79,8 @@ pub struct ServiceView {
     pub container_port: u16,
     pub env: Vec<(String, String)>,
     pub secrets: Vec<String>,
+    /// For a database service: the roles and databases its entrypoint creates.
+    pub db_consumers: Vec<crate::manifest::DbConsumer>,
     pub volumes: Vec<VolumeView>,
     pub mem_limit: String,
     pub cpus: f64,
@@ -279,6 +281,10 @@ impl ServiceView {
             .to_vec(),
         };
         let transport = svc.transport.unwrap_or(m.litellm.transport);
+        let db_consumers = match svc.role {
+            Role::Database => m.database_consumers(name),
+            Role::Service => vec![],
+        };
         let url = match m.litellm.network {
             crate::manifest::LiteLlmNetwork::Docker => {
                 format!(
@@ -325,7 +331,13 @@ impl ServiceView {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            secrets: svc.secrets.keys().cloned().collect(),
+            secrets: svc
+                .secrets
+                .keys()
+                .cloned()
+                .chain(db_consumers.iter().map(|c| format!("db_role_{}", c.role)))
+                .collect(),
+            db_consumers,
             volumes: svc
                 .volumes
                 .iter()

@@ -146,7 +146,7 @@ pub async fn compute<E: Engine>(
         let image = format!("{}/{name}:{}", m.project, &image_hash[..12]);
         let image_present = engine.image_id(&image).await?.is_some();
 
-        let resolved = match secrets::resolve(name, svc, &project.manifest_dir) {
+        let resolved = match secrets::resolve(m, name, &project.manifest_dir, &key) {
             Ok(r) => r,
             Err(e) => {
                 blocked.get_or_insert(e.to_string());

@@ -8,6 +8,7 @@
 
 pub mod desired;
 pub mod executor;
+pub mod exporter;
 pub mod ledger;
 pub mod lock;
 pub mod plan;

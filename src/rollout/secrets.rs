@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 
 use crate::engine::Bind;
-use crate::manifest::{Role, SecretRef, Service};
+use crate::manifest::{DatabaseRef, Manifest, Role, SecretRef};
 
 /// The uid MCP service images run as (templates: `USER 10001:10001`).
 pub const SERVICE_UID: u32 = 10001;
@@ -32,10 +32,33 @@ impl std::fmt::Debug for Resolved {
 }
 
 /// Resolve every secret of a service. Missing non-optional secrets are errors naming where the
-/// value was looked for; optional ones are skipped.
-pub fn resolve(service: &str, svc: &Service, manifest_dir: &Path) -> anyhow::Result<Vec<Resolved>> {
+/// value was looked for; optional ones are skipped. `generate` and `database` secrets are derived
+/// from the per-install `key`; a database service also gets one `db_role_<role>` password file
+/// per consumer role (its entrypoint sets each role's password from it on every start).
+pub fn resolve(
+    m: &Manifest,
+    service: &str,
+    manifest_dir: &Path,
+    key: &[u8],
+) -> anyhow::Result<Vec<Resolved>> {
+    let svc = &m.services[service];
     let mut out = Vec::new();
     for (name, r) in &svc.secrets {
+        if r.generate {
+            let value = derive(key, &["generated secret", service, name]);
+            out.push(Resolved {
+                name: name.clone(),
+                value: value.into_bytes(),
+            });
+            continue;
+        }
+        if let Some(db) = &r.database {
+            out.push(Resolved {
+                name: name.clone(),
+                value: database_url(m, service, db, key)?.into_bytes(),
+            });
+            continue;
+        }
         match read(r, manifest_dir) {
             Ok(Some(value)) => out.push(Resolved { name: name.clone(), value }),
             Ok(None) if r.optional => {}
@@ -46,7 +69,52 @@ pub fn resolve(service: &str, svc: &Service, manifest_dir: &Path) -> anyhow::Res
             Err(e) => anyhow::bail!("service `{service}`: secret `{name}` ({}): {e}", describe(r)),
         }
     }
+    if svc.role == Role::Database {
+        let mut roles: Vec<String> = m
+            .database_consumers(service)
+            .into_iter()
+            .map(|c| c.role)
+            .collect();
+        roles.dedup();
+        for role in roles {
+            out.push(Resolved {
+                name: format!("db_role_{role}"),
+                value: role_password(key, service, &role).into_bytes(),
+            });
+        }
+    }
     Ok(out)
+}
+
+/// 32 hex characters (128 bits) from the install key and a purpose; stable across runs.
+fn derive(key: &[u8], parts: &[&str]) -> String {
+    let msg = parts.join("\0");
+    hex::encode(&hmac(key, msg.as_bytes())[..16])
+}
+
+fn role_password(key: &[u8], db: &str, role: &str) -> String {
+    derive(key, &["database role password", db, role])
+}
+
+/// `postgresql://mcp_<service>:<password>@mcp-<db>:<port>/<name>` on the stack network.
+fn database_url(
+    m: &Manifest,
+    service: &str,
+    db: &DatabaseRef,
+    key: &[u8],
+) -> anyhow::Result<String> {
+    let target = m
+        .services
+        .get(&db.service)
+        .with_context(|| format!("service `{service}`: no database service `{}`", db.service))?;
+    let role = format!("mcp_{service}");
+    Ok(format!(
+        "postgresql://{role}:{}@mcp-{}:{}/{}",
+        role_password(key, &db.service, &role),
+        db.service,
+        target.container_port,
+        db.name
+    ))
 }
 
 fn describe(r: &SecretRef) -> String {

@@ -33,10 +33,32 @@ pub struct ContainerObs {
     pub restarts_first: BTreeMap<String, i64>,
     pub restarts_last: BTreeMap<String, i64>,
     pub note: Option<String>,
+    /// CPU cores used (Δ CPU seconds / Δ time, summed over containers) at the last sample.
+    #[serde(default)]
+    pub last_cores: Option<f64>,
+    #[serde(default)]
+    pub peak_cores: Option<f64>,
+    #[serde(default)]
+    cpu_prev: BTreeMap<String, f64>,
+    #[serde(default)]
+    cpu_prev_t: Option<f64>,
 }
 
 impl ContainerObs {
-    fn observe(&mut self, s: ContainerSample) {
+    fn observe(&mut self, s: ContainerSample, t_s: f64) {
+        // A container that restarted or was replaced starts from its own first sample.
+        if let Some(t0) = self.cpu_prev_t.filter(|t0| t_s > *t0) {
+            let used: f64 = s
+                .cpu_seconds
+                .iter()
+                .filter_map(|(c, now)| Some((now - self.cpu_prev.get(c)?).max(0.0)))
+                .sum();
+            let cores = used / (t_s - t0);
+            self.last_cores = Some(cores);
+            self.peak_cores = Some(self.peak_cores.unwrap_or(0.0).max(cores));
+        }
+        self.cpu_prev = s.cpu_seconds.clone();
+        self.cpu_prev_t = Some(t_s);
         for (name, n) in &s.restarts {
             self.restarts_first.entry(name.clone()).or_insert(*n);
         }
@@ -485,9 +507,14 @@ async fn sample<E: Engine>(
         st.bridges.entry(name).or_default().observe(snap);
     }
     let memory = containers.as_ref().and_then(|c| c.memory_bytes);
-    if let Some(c) = containers {
-        st.containers.observe(c);
-    }
+    let t_s = clock.now_s();
+    let cpu_cores = match containers {
+        Some(c) => {
+            st.containers.observe(c, t_s);
+            st.containers.last_cores
+        }
+        None => None,
+    };
     let interval = std::mem::take(&mut st.interval);
     let mut all = Histogram::default();
     let mut per = BTreeMap::new();
@@ -505,6 +532,7 @@ async fn sample<E: Engine>(
         p95_ms: all.quantile_ms(0.95),
         service_p95_ms: per,
         memory_bytes: memory,
+        cpu_cores,
         sessions_active: sessions,
     };
     st.timeline.push(point);
@@ -822,7 +850,11 @@ pub async fn run<E: Engine>(
     }
     if let Some(e) = ctx.engine {
         let c = observe::sample_containers(e, &ctx.label_prefix, &ctx.project).await;
-        state.lock().expect("state lock").containers.observe(c);
+        state
+            .lock()
+            .expect("state lock")
+            .containers
+            .observe(c, clock.now_s());
     }
     let prom = observe::prometheus(&ckpt.prometheus_url).await;
 

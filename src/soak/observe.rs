@@ -134,6 +134,9 @@ impl BridgeObs {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ContainerSample {
     pub memory_bytes: Option<u64>,
+    /// Cumulative CPU seconds per running container.
+    #[serde(default)]
+    pub cpu_seconds: BTreeMap<String, f64>,
     pub running: usize,
     /// Restart count per container name.
     pub restarts: BTreeMap<String, i64>,
@@ -153,19 +156,32 @@ pub async fn sample_containers<E: Engine>(
         return out;
     };
     let mut total: Option<u64> = None;
-    for c in list
+    let managed: Vec<_> = list
         .iter()
         .filter(|c| c.labels.get(&managed).map(String::as_str) == Some("true"))
-    {
-        if let Ok(Some(d)) = engine.inspect_container(&c.name).await {
+        .collect();
+    // One stats sample takes the engine about a second: take them all at once.
+    let samples = futures::future::join_all(managed.iter().map(|c| async move {
+        let detail = engine.inspect_container(&c.name).await.ok().flatten();
+        let usage = if c.state == RunState::Running {
+            engine.usage(&c.name).await.ok().flatten()
+        } else {
+            None
+        };
+        (c, detail, usage)
+    }))
+    .await;
+    for (c, detail, usage) in samples {
+        if let Some(d) = detail {
             out.restarts.insert(c.name.clone(), d.restart_count);
         }
         if c.state != RunState::Running {
             continue;
         }
         out.running += 1;
-        if let Ok(Some((used, _limit))) = engine.memory(&c.name).await {
-            *total.get_or_insert(0) += used;
+        if let Some(u) = usage {
+            *total.get_or_insert(0) += u.memory_used;
+            out.cpu_seconds.insert(c.name.clone(), u.cpu_seconds);
         }
     }
     out.memory_bytes = total;

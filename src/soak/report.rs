@@ -106,6 +106,13 @@ pub struct MemoryReport {
     pub peak_bytes: Option<u64>,
     pub last_bytes: Option<u64>,
     pub trend_bytes_per_hour: Option<f64>,
+    /// CPU cores used by the project's containers: peak, mean and trend over the run.
+    #[serde(default)]
+    pub cpu_peak_cores: Option<f64>,
+    #[serde(default)]
+    pub cpu_mean_cores: Option<f64>,
+    #[serde(default)]
+    pub cpu_trend_cores_per_hour: Option<f64>,
     pub containers_running: usize,
     pub container_restarts: i64,
     pub note: Option<String>,
@@ -304,7 +311,16 @@ pub fn build(ck: &Checkpoint, targets: Targets) -> Report {
         .iter()
         .filter_map(|p| p.memory_bytes.map(|m| (p.t_s, m as f64)))
         .collect();
+    let cpu_points: Vec<(f64, f64)> = st
+        .timeline
+        .iter()
+        .filter_map(|p| p.cpu_cores.map(|c| (p.t_s, c)))
+        .collect();
     let memory = MemoryReport {
+        cpu_peak_cores: st.containers.peak_cores,
+        cpu_mean_cores: (!cpu_points.is_empty())
+            .then(|| cpu_points.iter().map(|p| p.1).sum::<f64>() / cpu_points.len() as f64),
+        cpu_trend_cores_per_hour: trend_per_hour(&cpu_points),
         measured: st.containers.measured,
         budget_bytes: targets.memory_budget,
         peak_bytes: st.containers.peak_bytes,
@@ -540,6 +556,18 @@ impl Report {
             mem.containers_running,
             mem.container_restarts
         );
+        if let Some(peak) = mem.cpu_peak_cores {
+            let _ = writeln!(
+                m,
+                "CPU (the project's containers): peak {peak:.2} cores · mean {} · trend {}\n",
+                mem.cpu_mean_cores
+                    .map(|c| format!("{c:.2} cores"))
+                    .unwrap_or_else(|| "–".into()),
+                mem.cpu_trend_cores_per_hour
+                    .map(|c| format!("{c:+.3} cores/h"))
+                    .unwrap_or_else(|| "–".into())
+            );
+        }
         if !self.chaos.is_empty() {
             let _ = writeln!(m, "## Chaos\n\n| at | service | container | action | ok | recovery |\n|---|---|---|---|---|---|");
             for c in &self.chaos {

@@ -207,6 +207,9 @@ pub struct Point {
     pub service_p95_ms: BTreeMap<String, f64>,
     /// Sum of memory used over the project's containers, when Docker has them.
     pub memory_bytes: Option<u64>,
+    /// CPU cores used by the project's containers over the last interval.
+    #[serde(default)]
+    pub cpu_cores: Option<f64>,
     /// Sum of `mcp_bridge_sessions_active` over the bridges that answered.
     pub sessions_active: Option<f64>,
 }
