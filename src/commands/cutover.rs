@@ -541,7 +541,7 @@ fn human_check(r: &CheckReport, path: &Path) -> String {
             "LITELLM SMOKE",
             "ERRORS",
             "DIRECT p50/p95 ms",
-            "LITELLM p50/p95 ms",
+            "LITELLM REST p50/p95 ms",
             "RESULT",
         ],
         rows,
@@ -549,6 +549,23 @@ fn human_check(r: &CheckReport, path: &Path) -> String {
     for s in &r.services {
         for d in &s.differences {
             out.push_str(&format!("\n{}: [{}] {}", s.service, d.kind, d.detail));
+        }
+    }
+    for s in &r.services {
+        if let Some(m) = s
+            .litellm
+            .as_ref()
+            .and_then(|l| l.latency.as_ref())
+            .and_then(|x| x.through_litellm_mcp.as_ref())
+        {
+            out.push_str(&format!(
+                "\n{}: through LiteLLM's /mcp on one session p50 {} / p95 {} ms ({} calls, {} failed)",
+                s.service,
+                ms(m.p50_ms),
+                ms(m.p95_ms),
+                m.calls,
+                m.failed
+            ));
         }
     }
     // Which error path LiteLLM uses, as observed.

@@ -63,7 +63,10 @@ pub struct Latency {
     pub tool: String,
     /// New session per call at the new stack's endpoint (LiteLLM's own upstream pattern).
     pub direct: Figures,
+    /// Through `/mcp-rest/tools/call` (judged against the SLO).
     pub through_litellm: Figures,
+    /// Through LiteLLM's own MCP endpoint on one open session (reported, not judged).
+    pub through_litellm_mcp: Option<Figures>,
     pub slo_p95_ms: u64,
     pub pass: bool,
 }
@@ -429,6 +432,18 @@ async fn through_litellm(
             let through =
                 latency::through_litellm(llm, svc, &step.tool, &step.args, opts.latency_calls)
                     .await;
+            let through_mcp = match mcp {
+                Ok(session) => Some(
+                    latency::through_mcp_session(
+                        session,
+                        &format!("{prefix}{}", step.tool),
+                        &step.args,
+                        opts.latency_calls,
+                    )
+                    .await,
+                ),
+                Err(_) => None,
+            };
             let pass =
                 through.failed == 0 && through.p95_ms.is_some_and(|p| p < t.slo_p95_ms as f64);
             if !pass {
@@ -450,6 +465,7 @@ async fn through_litellm(
                 tool: step.tool.clone(),
                 direct,
                 through_litellm: through,
+                through_litellm_mcp: through_mcp,
                 slo_p95_ms: t.slo_p95_ms,
                 pass,
             })

@@ -92,6 +92,30 @@ pub async fn through_litellm(
     figures(&ok, failed)
 }
 
+/// `n` calls of `tool` on one open `session` (LiteLLM's `/mcp`, where tools are `<server>-<tool>`);
+/// the first WARMUP are not counted.
+pub async fn through_mcp_session(
+    session: &mut Session,
+    tool: &str,
+    args: &Value,
+    n: usize,
+) -> Figures {
+    let mut ok = Vec::with_capacity(n);
+    let mut failed = 0;
+    for i in 0..n + super::check::WARMUP {
+        let started = Instant::now();
+        let r = session.call_tool(tool, args.clone()).await;
+        if i < super::check::WARMUP {
+            continue;
+        }
+        match r {
+            Ok(r) if !r.is_error => ok.push(started.elapsed().as_secs_f64() * 1e3),
+            _ => failed += 1,
+        }
+    }
+    figures(&ok, failed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
