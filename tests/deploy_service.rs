@@ -61,6 +61,10 @@ fn fetch_is_vendored_built_offline_deployed_through_the_gate_and_answers() {
     m.project = project.clone();
     m.services.retain(|name, _| name == "fetch");
     m.services["fetch"].port = Some(port);
+    // The revision itself serves the port here; the edge path and the exporter are proven on the
+    // whole stack (tests/stack.rs) and in tests/edge.rs.
+    m.edge.enabled = false;
+    m.observability.exporter = false;
     let tmp = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(root.join("locks"), tmp.path().join("locks")).unwrap();
     std::fs::write(

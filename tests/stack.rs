@@ -146,6 +146,14 @@ impl Fixture {
         for line in source.lines() {
             let line = if line == "project: mcp" {
                 format!("project: {PROJECT}")
+            } else if line.trim_start().starts_with("admin_port: ") {
+                // The edge's loopback admin API, moved like the service ports.
+                let p: u16 = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|p| p.parse().ok())
+                    .unwrap();
+                line.replacen(&p.to_string(), &(p + PORT_OFFSET).to_string(), 1)
             } else if let Some(p) = line
                 .trim_start()
                 .strip_prefix("port: ")
@@ -428,10 +436,16 @@ fn per_service_table(fx: &Fixture) -> Result<()> {
         ));
     }
     let exporter = docker_stats_memory(&mcpctl::rollout::exporter::container_name(PROJECT))?;
+    let edge = if fx.manifest.edge.enabled {
+        docker_stats_memory(&format!("{PROJECT}-edge"))?
+    } else {
+        0
+    };
     rows.push(format!(
-        "| **total** (+ exporter {:.1} MiB) | | | | **{:.1} MiB** | budget 2 GB |",
+        "| **total** (+ exporter {:.1} MiB, edge {:.1} MiB) | | | | **{:.1} MiB** | budget 2 GB |",
         exporter as f64 / 1048576.0,
-        (total + exporter) as f64 / 1048576.0
+        edge as f64 / 1048576.0,
+        (total + exporter + edge) as f64 / 1048576.0
     ));
     let table = rows.join("\n");
     eprintln!("{table}");
@@ -703,6 +717,7 @@ fn prometheus_dashboard(fx: &Fixture) -> Result<()> {
         // A little load — each service's first smoke step (or tools/list) once per round — while
         // Prometheus discovers and scrapes; rates need two samples, so poll until every query
         // has its series, bounded.
+        let metric_name = regex::Regex::new(r"(?:^|[^:\w])((?:mcp|process)_[a-z0-9_]+)(?:[^:\w]|$)").unwrap();
         let started = Instant::now();
         let deadline = started + Duration::from_secs(120);
         let mut rounds = 0;
@@ -742,6 +757,25 @@ fn prometheus_dashboard(fx: &Fixture) -> Result<()> {
                     queries.len(),
                     started.elapsed().as_secs_f64()
                 );
+                // Every metric the rules name is one the live bridges or exporter really export.
+                let mut rules = String::new();
+                for f in ["mcp-recording.yml", "mcp-alerts.yml"] {
+                    rules.push_str(&std::fs::read_to_string(out.join("prometheus/rules").join(f))?);
+                }
+                let names: std::collections::BTreeSet<&str> =
+                    metric_name
+                        .captures_iter(&rules)
+                        .filter_map(|c| c.get(1))
+                        .map(|m| m.as_str())
+                        .collect();
+                let mut missing = Vec::new();
+                for n in &names {
+                    if query(format!("count({{__name__=\"{n}\"}})")).await?.is_empty() {
+                        missing.push(*n);
+                    }
+                }
+                ensure!(missing.is_empty(), "rules name metrics no live target exports: {missing:?}");
+                eprintln!("  the {} metric names in the rules all exist in the live scrape", names.len());
                 return Ok(());
             }
             ensure!(Instant::now() < deadline, "after {rounds} load rounds:\n{}", problems.join("\n"));
@@ -750,6 +784,84 @@ fn prometheus_dashboard(fx: &Fixture) -> Result<()> {
     });
     prom.0.kill().ok();
     result
+}
+
+/// A short `mcpctl soak` over every service: the report judges each one, availability and error
+/// counts are exact, nothing leaks, memory and CPU are measured. (Latency is a figure here, not
+/// an assertion: a shared CI machine is no place for timed tests.)
+fn soak(fx: &Fixture) -> Result<()> {
+    let dir = fx.dir.path().join("soak");
+    let out = fx
+        .cmd(&[
+            "soak",
+            "--duration",
+            "30s",
+            "--rate",
+            "8",
+            "--sample-interval",
+            "2s",
+            "--coverage-interval",
+            "10s",
+            "--leak-grace",
+            "15s",
+            "--report-dir",
+        ])
+        .arg(&dir)
+        .output()?;
+    let code = out.status.code();
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json"))?)?;
+    let failing: Vec<String> = r["slos"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["status"] != "pass")
+        .map(|s| format!("{} {} {}", s["slo"], s["service"], s["actual"]))
+        .collect();
+    ensure!(
+        failing.iter().all(|f| f.starts_with("\"p95\"")),
+        "soak breaches other than latency: {failing:?}\n{}",
+        text(&out.stderr)
+    );
+    ensure!(
+        code == Some(if failing.is_empty() { 0 } else { 6 }),
+        "soak exit {code:?} with breaches {failing:?}"
+    );
+    for name in fx.mcp_services() {
+        let s = &r["services"][&name];
+        ensure!(
+            s["calls"].as_u64().unwrap_or(0) > 0,
+            "{name}: no calls in the soak"
+        );
+        ensure!(s["errors"] == 0 && s["availability"] == 1.0, "{name}: {s}");
+        ensure!(s["leak"]["leaked"] == false, "{name} leaked: {}", s["leak"]);
+        ensure!(
+            s["coverage_ratio"] == 1.0,
+            "{name}: coverage {}",
+            s["coverage_ratio"]
+        );
+    }
+    let m = &r["memory"];
+    ensure!(
+        m["measured"] == true && m["peak_bytes"].as_u64().unwrap_or(u64::MAX) < BUDGET,
+        "memory: {m}"
+    );
+    ensure!(
+        m["cpu_peak_cores"].as_f64().is_some(),
+        "CPU not measured: {m}"
+    );
+    eprintln!(
+        "  {} calls, 0 errors, p95 {:.1} ms, memory peak {} MiB, CPU peak {:.2} cores{}",
+        r["totals"]["calls"],
+        r["totals"]["p95_ms"].as_f64().unwrap_or(f64::NAN),
+        m["peak_bytes"].as_u64().unwrap_or(0) >> 20,
+        m["cpu_peak_cores"].as_f64().unwrap_or(0.0),
+        if failing.is_empty() {
+            String::new()
+        } else {
+            format!("; latency breaches (not asserted): {failing:?}")
+        }
+    );
+    Ok(())
 }
 
 type Check = fn(&Fixture) -> Result<()>;
@@ -795,6 +907,7 @@ fn main() {
             "prometheus: every dashboard query returns one series per service",
             prometheus_dashboard,
         ),
+        ("soak: 30 s over every service", soak),
     ];
     let mut failed = Vec::new();
     for (name, check) in checks {

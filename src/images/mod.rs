@@ -63,3 +63,50 @@ fn tempfile_in_tmp() -> anyhow::Result<(std::path::PathBuf, std::fs::File)> {
     }
     anyhow::bail!("could not create a temporary file in {}", dir.display())
 }
+
+/// A copy of `binary` without symbols and debug information, for images (tests and the host keep
+/// the one build profile's line tables; an image does not need them: ~82 MB → ~23 MB for mcpctl).
+/// Cached under `cache` by the binary's path, size and mtime. When `strip` (binutils) is missing
+/// or fails, the binary itself is used and the image is only larger.
+pub fn stripped(binary: &std::path::Path, cache: &std::path::Path) -> std::path::PathBuf {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(binary) else {
+        return binary.to_path_buf();
+    };
+    let mut h = Sha256::new();
+    h.update(binary.as_os_str().as_encoded_bytes());
+    h.update(meta.len().to_le_bytes());
+    h.update(meta.mtime().to_le_bytes());
+    h.update(meta.mtime_nsec().to_le_bytes());
+    let name = binary.file_name().unwrap_or_default().to_string_lossy();
+    let out = cache.join(format!("{name}-{}", &hex::encode(h.finalize())[..16]));
+    if out.exists() {
+        return out;
+    }
+    let tmp = cache.join(format!(".{name}-{}.tmp", std::process::id()));
+    let ok = std::fs::create_dir_all(cache).is_ok()
+        && std::process::Command::new("strip")
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(&tmp)
+            .arg(binary)
+            .status()
+            .is_ok_and(|s| s.success())
+        && std::fs::rename(&tmp, &out).is_ok();
+    if !ok {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!(binary = %binary.display(), "strip unavailable: the image gets the binary as built");
+        return binary.to_path_buf();
+    }
+    // Older copies of the same binary are never used again.
+    if let Ok(dir) = std::fs::read_dir(cache) {
+        for e in dir.flatten() {
+            let f = e.file_name().to_string_lossy().into_owned();
+            if f.starts_with(&format!("{name}-")) && e.path() != out {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    out
+}

@@ -65,7 +65,8 @@ pub fn service_context(
     }
     if svc.role == Role::Service {
         let exe = mcpctl_binary()?;
-        ctx.add_file("mcpctl", &exe)?;
+        let strip_cache = project.state_dir.join("stripped");
+        ctx.add_file("mcpctl", &crate::images::stripped(&exe, &strip_cache))?;
         if svc.server.source.kind() == SourceKind::Crate {
             let krate = &svc
                 .server
@@ -80,7 +81,10 @@ pub fn service_context(
                 "service `{name}`: the first-party server binary {} is missing; build it with `cargo build -p {krate}`",
                 bin.display()
             );
-            ctx.add_file(&format!("bin/{krate}"), &bin)?;
+            ctx.add_file(
+                &format!("bin/{krate}"),
+                &crate::images::stripped(&bin, &strip_cache),
+            )?;
         }
     }
     let locks = project.manifest_dir.join("locks");
