@@ -82,21 +82,16 @@ impl Fixture {
             .collect()
     }
 
-    /// The container serving each service now (from `mcpctl status`).
+    /// One field of every service in `mcpctl status --output json`, by service.
+    fn status(&self, field: &str) -> BTreeMap<String, Value> {
+        status_field(&self.file(), &self.state, field)
+    }
+
+    /// The container serving each service now.
     fn containers(&self) -> BTreeMap<String, String> {
-        let out = must(&mut self.cmd(&["status", "--output", "json"]));
-        let v: Value =
-            serde_json::from_str(out.lines().last().unwrap_or("{}")).unwrap_or(json!({}));
-        v["services"]
-            .as_array()
+        self.status("container")
             .into_iter()
-            .flatten()
-            .filter_map(|s| {
-                Some((
-                    s["service"].as_str()?.to_string(),
-                    s["container"].as_str()?.to_string(),
-                ))
-            })
+            .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
             .collect()
     }
 
@@ -106,37 +101,13 @@ impl Fixture {
             .unwrap_or_else(|| panic!("no serving container for {service}"))
     }
 
-    /// Memory used (contract definition) of every container of the project, from `status`.
+    /// Memory used (contract definition) of every container of the project.
     fn memory_by_service(&self) -> BTreeMap<String, u64> {
-        let out = must(&mut self.cmd(&["status", "--output", "json"]));
-        let v: Value = serde_json::from_str(out.lines().last().unwrap_or("{}")).unwrap();
-        v["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    s["service"].as_str()?.to_string(),
-                    s["memory_used"].as_u64()?,
-                ))
-            })
-            .collect()
+        u64s(self.status("memory_used"))
     }
 
     fn memory_limits(&self) -> BTreeMap<String, u64> {
-        let out = must(&mut self.cmd(&["status", "--output", "json"]));
-        let v: Value = serde_json::from_str(out.lines().last().unwrap_or("{}")).unwrap();
-        v["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    s["service"].as_str()?.to_string(),
-                    s["memory_limit"].as_u64()?,
-                ))
-            })
-            .collect()
+        u64s(self.status("memory_limit"))
     }
 
     fn up() -> Fixture {
@@ -239,6 +210,35 @@ impl Fixture {
     }
 }
 
+/// One field of every service in `mcpctl status --output json` for a manifest and state dir.
+fn status_field(
+    file: &std::path::Path,
+    state: &std::path::Path,
+    field: &str,
+) -> BTreeMap<String, Value> {
+    let out = must(
+        Command::new(mcpctl())
+            .arg("-f")
+            .arg(file)
+            .args(["status", "--output", "json"])
+            .env("MCPCTL_STATE_DIR", state)
+            .env_remove("MCPCTL_FILE"),
+    );
+    let v: Value = serde_json::from_str(out.lines().last().unwrap_or("{}")).unwrap_or(json!({}));
+    v["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| Some((s["service"].as_str()?.to_string(), s[field].clone())))
+        .collect()
+}
+
+fn u64s(m: BTreeMap<String, Value>) -> BTreeMap<String, u64> {
+    m.into_iter()
+        .filter_map(|(k, v)| Some((k, v.as_u64()?)))
+        .collect()
+}
+
 fn step<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let t = Instant::now();
     eprintln!("[stack] {what} …");
@@ -290,23 +290,10 @@ fn services_answer(fx: &Fixture) -> Result<()> {
         std::thread::spawn(move || {
             let mut peak = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let out = Command::new(mcpctl())
-                    .arg("-f")
-                    .arg(&cmd_file)
-                    .args(["status", "--output", "json"])
-                    .env("MCPCTL_STATE_DIR", &state)
-                    .output();
-                if let Ok(o) = out {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&o.stdout) {
-                        let total: u64 = v["services"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|s| s["memory_used"].as_u64())
-                            .sum();
-                        peak = peak.max(total);
-                    }
-                }
+                let total: u64 = u64s(status_field(&cmd_file, &state, "memory_used"))
+                    .values()
+                    .sum();
+                peak = peak.max(total);
                 std::thread::sleep(Duration::from_millis(300));
             }
             peak

@@ -757,7 +757,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::engine::fake::FakeEngine;
     use std::collections::BTreeSet;
@@ -802,7 +802,8 @@ mod tests {
         Keys::new("com.mcp")
     }
 
-    fn step(release: u64, image: &str, previous: Option<Revision>) -> Step {
+    /// A step of service `alpha` in project `p` (also used by the edge path's tests).
+    pub(crate) fn step(release: u64, image: &str, previous: Option<Revision>) -> Step {
         let k = keys();
         let labels = BTreeMap::from([
             (k.managed(), "true".to_string()),

@@ -233,9 +233,9 @@ mod tests {
     use super::*;
     use crate::engine::fake::FakeEngine;
     use crate::engine::labels::Keys;
-    use crate::engine::{ContainerSpec, Restart};
+    use crate::engine::ContainerSpec;
     use crate::health::{Check, GateReport};
-    use crate::manifest::{Health, Role, Transport};
+    use crate::manifest::{Health, Transport};
     use crate::rollout::plan::observe;
 
     /// Passes unless the container is listed.
@@ -285,47 +285,9 @@ mod tests {
     }
 
     fn step(release: u64, previous: Option<Revision>) -> Step {
-        let k = Keys::new("com.mcp");
         Step {
-            service: "alpha".into(),
-            spec: ContainerSpec {
-                name: format!("p-alpha-r{release}"),
-                image: "img".into(),
-                cmd: vec![],
-                env: BTreeMap::new(),
-                labels: BTreeMap::from([
-                    (k.managed(), "true".to_string()),
-                    (k.project(), "p".to_string()),
-                    (k.service(), "alpha".to_string()),
-                    (k.release(), release.to_string()),
-                    (k.config_hash(), format!("{release:08}cafe")),
-                ]),
-                network: "p".into(),
-                aliases: vec!["mcp-alpha".into()],
-                port: Some(PortSpec {
-                    host_ip: [127, 0, 0, 1].into(),
-                    host_port: 8501,
-                    container_port: 8080,
-                }),
-                binds: vec![],
-                memory: 64 << 20,
-                nano_cpus: 500_000_000,
-                pids: 64,
-                shm_size: None,
-                read_only_root: true,
-                restart: Restart::UnlessStopped,
-            },
-            revision: format!("r{release}"),
-            health: Health {
-                timeout: Duration::from_secs(2),
-                ..Health::default()
-            },
-            transport: Transport::Http,
-            role: Role::Service,
-            stateful: false,
-            previous,
             retain: 3,
-            backup_dir: None,
+            ..crate::rollout::executor::tests::step(release, "img", previous)
         }
     }
 
