@@ -660,6 +660,30 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
         "calls failed during the revert: {failed:?}"
     );
     nonce_changes(&seen, "NEWalpha", "OLDalpha");
+
+    // Switching takes the lock deploy takes: while another run holds it, exit 5, route unchanged.
+    {
+        let keys = mcpctl::engine::labels::Keys::new("com.mcp");
+        let engine = rt
+            .block_on(mcpctl::engine::docker::DockerEngine::connect())
+            .unwrap();
+        let me = mcpctl::rollout::lock::LockInfo::current("deploy (test holder)", None);
+        let got = rt
+            .block_on(mcpctl::rollout::lock::acquire(
+                &engine, &keys, &project, &me, false,
+            ))
+            .unwrap();
+        assert!(got.is_ok(), "the test takes the lock");
+        let out = env.mcpctl("services.yaml", &["cutover", "switch", "alpha"]);
+        assert_eq!(code(&out), 5, "switch under a held lock: {}", show(&out));
+        assert!(
+            text(&out.stderr).contains("deploy (test holder)"),
+            "{}",
+            show(&out)
+        );
+        assert_eq!(routes(&rt, ports.admin)["alpha"]["kind"], "legacy");
+        rt.block_on(mcpctl::rollout::lock::release(&engine, &project));
+    }
     let out = env.mcpctl("services.yaml", &["cutover", "switch", "alpha"]);
     assert_eq!(code(&out), 0, "switch alpha again: {}", show(&out));
     let out = env.mcpctl("services.yaml", &["--output", "json", "cutover", "status"]);

@@ -171,22 +171,40 @@ pub fn run(settings: &Settings, args: &CutoverArgs) -> anyhow::Result<ExitCode> 
             rt.block_on(litellm_cmd(&manifest, &manifest_dir, &state_dir, a))
         }
         CutoverCommand::Status(a) => rt.block_on(status_cmd(settings, &manifest, &state_dir, a)),
-        CutoverCommand::Switch(a) => rt.block_on(route_cmd(
+        CutoverCommand::Switch(a) => rt.block_on(locked(
             settings,
-            &manifest,
-            &state_dir,
-            a,
-            RouteKind::Stack,
+            "cutover switch",
+            route_cmd(settings, &manifest, &state_dir, a, RouteKind::Stack),
         )),
-        CutoverCommand::Revert(a) => rt.block_on(route_cmd(
+        CutoverCommand::Revert(a) => rt.block_on(locked(
             settings,
-            &manifest,
-            &state_dir,
-            a,
-            RouteKind::Legacy,
+            "cutover revert",
+            route_cmd(settings, &manifest, &state_dir, a, RouteKind::Legacy),
         )),
-        CutoverCommand::Retire(a) => rt.block_on(retire_cmd(settings, &manifest, &state_dir, a)),
+        CutoverCommand::Retire(a) => rt.block_on(locked(
+            settings,
+            "cutover retire",
+            retire_cmd(settings, &manifest, &state_dir, a),
+        )),
     }
+}
+
+/// Run a command that changes routes under the project's engine-held lock, the one deploy and
+/// rollback take: a cutover step never interleaves with a rollout (exit 5 names the holder).
+async fn locked(
+    settings: &Settings,
+    command: &str,
+    work: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    use crate::commands::deploy::{connect, open_project, take_lock};
+    let project = open_project(settings)?;
+    let engine = connect().await?;
+    let ledger = Ledger::new(&project.state_dir);
+    let me = crate::rollout::lock::LockInfo::current(command, None);
+    take_lock(&engine, &project, settings, &me, false, &ledger).await?;
+    let result = work.await;
+    crate::rollout::lock::release(&engine, project.name()).await;
+    result
 }
 
 /// The services a cutover command acts on: the named ones (each must have `legacy`), else every

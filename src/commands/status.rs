@@ -77,7 +77,12 @@ pub fn run(settings: &Settings, _args: &StatusArgs) -> anyhow::Result<ExitCode> 
                 }
                 None => (if o.is_some() { "stopped".into() } else { "not deployed".into() }, None, 0, None, None),
             };
-            let port = serving.and_then(|s| s.ports.values().next().copied());
+            // Behind the edge the service's port is the edge's; the revision's own is ephemeral.
+            let port = if crate::edge::container::fronts(&project, &name) {
+                serving.and(project.manifest.services.get(&name).and_then(|s| s.port))
+            } else {
+                serving.and_then(|s| s.ports.values().next().copied())
+            };
             rows.push(vec![
                 name.clone(),
                 serving.map(|s| s.name()).unwrap_or("-".into()),
