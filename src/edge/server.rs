@@ -573,6 +573,9 @@ struct Relay {
     backend: Arc<Backend>,
     service: String,
     sse_session: Option<String>,
+    /// A GET event stream: at the drain deadline it ends cleanly (the client reconnects). Any
+    /// other reply cut by the deadline is aborted, so the client sees the loss.
+    event_stream: bool,
     _held: Vec<Held>,
 }
 
@@ -590,7 +593,13 @@ fn relay_body(r: Relay) -> Body {
         loop {
             let next = tokio::select! {
                 biased;
-                _ = r.cancel.cancelled() => return None,
+                _ = r.cancel.cancelled() => {
+                    if r.event_stream {
+                        return None;
+                    }
+                    let cut = std::io::Error::other("the upstream was retired at its drain deadline");
+                    return Some((Err(cut), None));
+                }
                 n = r.inner.next() => n,
             };
             match next {
@@ -704,7 +713,16 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
     if has_body {
         rb = rb.body(reqwest::Body::wrap_stream(body.into_data_stream()));
     }
-    let resp = match rb.send().await {
+    let sent = tokio::select! {
+        r = rb.send() => r,
+        _ = backend.cancel.cancelled() => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("`{service}`: upstream {} was retired at its drain deadline before it answered; retry", backend.upstream),
+            );
+        }
+    };
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => {
             edge.count(|m| &mut m.errors, &service, &backend.upstream);
@@ -775,6 +793,7 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
         backend: backend.clone(),
         service,
         sse_session: None,
+        event_stream: streaming && parts.method == Method::GET,
         _held: held,
     };
     out.body(relay_body(relay))
