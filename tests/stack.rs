@@ -763,6 +763,13 @@ fn prometheus_dashboard(fx: &Fixture) -> Result<()> {
                 }
                 ensure!(missing.is_empty(), "rules name metrics no live target exports: {missing:?}");
                 eprintln!("  the {} metric names in the rules all exist in the live scrape", names.len());
+                if fx.manifest.edge.enabled {
+                    let edge = query("up{job=\"mcp-edge\"} == 1".into()).await?;
+                    ensure!(edge.len() == 1, "Prometheus does not scrape the edge: {edge:?}");
+                    let switches = query("mcp_edge_requests_total".into()).await?;
+                    ensure!(!switches.is_empty(), "no mcp_edge_* series from the edge");
+                    eprintln!("  the edge is scraped for its own series (mcp_edge_*)");
+                }
                 return Ok(());
             }
             ensure!(Instant::now() < deadline, "after {rounds} load rounds:\n{}", problems.join("\n"));

@@ -109,11 +109,15 @@ struct Metrics {
     drain_closed: BTreeMap<String, u64>,
 }
 
+/// A session's pin: its upstream, when it was last seen, and whether an open stream holds it
+/// (then it is never swept; the stream's end unpins it).
+type Pin = (Arc<Backend>, Instant, bool);
+
 /// The edge's whole state.
 pub struct Edge {
     services: BTreeSet<String>,
     routes: RwLock<BTreeMap<String, ServiceRoute>>,
-    affinity: Mutex<HashMap<String, (Arc<Backend>, Instant)>>,
+    affinity: Mutex<HashMap<String, Pin>>,
     client: reqwest::Client,
     state_file: Option<PathBuf>,
     drain_timeout: Duration,
@@ -244,6 +248,11 @@ impl Edge {
             return Err(format!("no service `{service}` on this edge"));
         }
         let up = Upstream::parse(&put.upstream)?;
+        if put.drain_timeout_s.is_some_and(|d| d > MAX_DRAIN_S) {
+            return Err(format!(
+                "drain_timeout_s must be at most {MAX_DRAIN_S} (one hour)"
+            ));
+        }
         let drain = put
             .drain_timeout_s
             .map(Duration::from_secs)
@@ -275,7 +284,7 @@ impl Edge {
                     *old.deadline.lock().unwrap() =
                         Some((Instant::now() + drain, SystemTime::now() + drain));
                     r.draining.push(old.clone());
-                    to_drain = Some((old, Instant::now() + drain));
+                    to_drain = Some(old);
                     *self
                         .metrics
                         .lock()
@@ -306,15 +315,20 @@ impl Edge {
         };
         tracing::info!(%service, upstream = %put.upstream, revision = ?put.revision, kind = ?put.kind, "route switched");
         self.save();
-        if let Some((old, deadline)) = to_drain {
-            tokio::spawn(self.clone().drain(service.to_string(), old, deadline));
+        if let Some(old) = to_drain {
+            tokio::spawn(self.clone().drain(service.to_string(), old));
         }
         Ok(view)
     }
 
     /// Wait until the old upstream holds nothing or the deadline passes (then end its streams).
-    async fn drain(self: Arc<Self>, service: String, b: Arc<Backend>, deadline: Instant) {
+    async fn drain(self: Arc<Self>, service: String, b: Arc<Backend>) {
         loop {
+            // The deadline is read each time: switched back to, the upstream has none (this task
+            // ends); drained again later, a newer task owns its new deadline and this one ends.
+            let Some((deadline, _)) = *b.deadline.lock().unwrap() else {
+                return;
+            };
             let expired = Instant::now() >= deadline;
             let busy = b.busy();
             if busy == 0 || expired {
@@ -340,7 +354,7 @@ impl Edge {
                 self.affinity
                     .lock()
                     .unwrap()
-                    .retain(|_, (p, _)| !Arc::ptr_eq(p, &b));
+                    .retain(|_, (p, _, _)| !Arc::ptr_eq(p, &b));
                 tracing::info!(%service, upstream = %b.upstream, closed = busy, "drained");
                 return;
             }
@@ -349,33 +363,36 @@ impl Edge {
     }
 
     /// The upstream for a request: its session's pin, else the service's current route.
+    /// The upstream for a request: its session's pin — only if that upstream serves this very
+    /// service (current or draining) — else the service's current route.
     fn pick(&self, service: &str, session: Option<&str>) -> Option<Arc<Backend>> {
+        let routes = self.routes.read().unwrap();
+        let route = routes.get(service)?;
         if let Some(id) = session {
             let mut pins = self.affinity.lock().unwrap();
-            if let Some((b, seen)) = pins.get_mut(id) {
-                if !b.retired.load(Ordering::SeqCst) {
+            if let Some((b, seen, _)) = pins.get_mut(id) {
+                let ours = Arc::ptr_eq(b, &route.current)
+                    || route.draining.iter().any(|d| Arc::ptr_eq(d, b));
+                if ours && !b.retired.load(Ordering::SeqCst) {
                     *seen = Instant::now();
                     return Some(b.clone());
                 }
             }
         }
-        self.routes
-            .read()
-            .unwrap()
-            .get(service)
-            .map(|r| r.current.clone())
+        Some(route.current.clone())
     }
 
-    fn pin(&self, id: &str, b: &Arc<Backend>) {
+    /// Pin a session to `b`; `live` when an open stream holds it (unpinned when the stream ends).
+    fn pin(&self, id: &str, b: &Arc<Backend>, live: bool) {
         self.affinity
             .lock()
             .unwrap()
-            .insert(id.to_string(), (b.clone(), Instant::now()));
+            .insert(id.to_string(), (b.clone(), Instant::now(), live));
     }
 
     fn unpin(&self, id: &str, b: &Arc<Backend>) {
         let mut pins = self.affinity.lock().unwrap();
-        if pins.get(id).is_some_and(|(p, _)| Arc::ptr_eq(p, b)) {
+        if pins.get(id).is_some_and(|(p, _, _)| Arc::ptr_eq(p, b)) {
             pins.remove(id);
         }
     }
@@ -397,7 +414,7 @@ impl Edge {
         self.affinity
             .lock()
             .unwrap()
-            .retain(|_, (_, seen)| seen.elapsed() < PIN_TTL);
+            .retain(|_, (_, seen, live)| *live || seen.elapsed() < PIN_TTL);
         for r in self.routes.read().unwrap().values() {
             for b in std::iter::once(&r.current).chain(r.draining.iter()) {
                 b.http_sessions
@@ -556,6 +573,9 @@ struct Relay {
     backend: Arc<Backend>,
     service: String,
     sse_session: Option<String>,
+    /// A GET event stream: at the drain deadline it ends cleanly (the client reconnects). Any
+    /// other reply cut by the deadline is aborted, so the client sees the loss.
+    event_stream: bool,
     _held: Vec<Held>,
 }
 
@@ -573,7 +593,13 @@ fn relay_body(r: Relay) -> Body {
         loop {
             let next = tokio::select! {
                 biased;
-                _ = r.cancel.cancelled() => return None,
+                _ = r.cancel.cancelled() => {
+                    if r.event_stream {
+                        return None;
+                    }
+                    let cut = std::io::Error::other("the upstream was retired at its drain deadline");
+                    return Some((Err(cut), None));
+                }
                 n = r.inner.next() => n,
             };
             match next {
@@ -586,7 +612,7 @@ fn relay_body(r: Relay) -> Body {
                     let out = scan.push(&chunk);
                     if scan.done {
                         if let Some(id) = scan.session.clone() {
-                            r.edge.pin(&id, &r.backend);
+                            r.edge.pin(&id, &r.backend, true);
                             r.edge.count(
                                 |m| &mut m.sessions_opened,
                                 &r.service,
@@ -606,6 +632,24 @@ fn relay_body(r: Relay) -> Body {
     Body::from_stream(s)
 }
 
+/// Longest session id the edge tracks (the bridge's are 32 hex characters; mcp-proxy's UUIDs 32–36).
+const MAX_SESSION_ID: usize = 128;
+/// Longest drain a route switch may ask for (as the manifest's `edge.drain_timeout` bound).
+const MAX_DRAIN_S: u64 = 3600;
+
+fn plausible_session_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_SESSION_ID && id.bytes().all(|c| c.is_ascii_graphic())
+}
+
+/// A `.` or `..` segment, also percent-encoded: joined to a route's path prefix, the upstream's URL
+/// parser would resolve it and leave the prefix.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+        seg == "." || seg == ".."
+    })
+}
+
 async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path_q = parts
@@ -613,12 +657,27 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
+    if has_dot_segment(parts.uri.path()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`.` and `..` path segments are refused (they could leave the route's path prefix)"
+                .into(),
+        );
+    }
     let sse_session = query_session_id(parts.uri.query());
     let http_session = parts
         .headers
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    for id in sse_session.iter().chain(http_session.iter()) {
+        if !plausible_session_id(id) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("a session id is at most {MAX_SESSION_ID} visible ASCII characters"),
+            );
+        }
+    }
     let Some(backend) = edge.pick(&service, sse_session.as_deref().or(http_session.as_deref()))
     else {
         return error(
@@ -627,12 +686,12 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
         );
     };
     let in_flight = Held::new(&backend, |b| &b.in_flight);
+    // Only sessions the upstream issued (recorded from its response below) are refreshed: an id a
+    // client makes up never enters the map.
     if let Some(id) = &http_session {
-        backend
-            .http_sessions
-            .lock()
-            .unwrap()
-            .insert(id.clone(), Instant::now());
+        if let Some(seen) = backend.http_sessions.lock().unwrap().get_mut(id) {
+            *seen = Instant::now();
+        }
     }
     edge.count(|m| &mut m.requests, &service, &backend.upstream);
 
@@ -654,7 +713,16 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
     if has_body {
         rb = rb.body(reqwest::Body::wrap_stream(body.into_data_stream()));
     }
-    let resp = match rb.send().await {
+    let sent = tokio::select! {
+        r = rb.send() => r,
+        _ = backend.cancel.cancelled() => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("`{service}`: upstream {} was retired at its drain deadline before it answered; retry", backend.upstream),
+            );
+        }
+    };
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => {
             edge.count(|m| &mut m.errors, &service, &backend.upstream);
@@ -674,7 +742,7 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
     {
         if http_session.as_deref() != Some(id) {
-            edge.pin(id, &backend);
+            edge.pin(id, &backend, false);
             edge.count(|m| &mut m.sessions_opened, &service, &backend.upstream);
             backend
                 .http_sessions
@@ -725,6 +793,7 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
         backend: backend.clone(),
         service,
         sse_session: None,
+        event_stream: streaming && parts.method == Method::GET,
         _held: held,
     };
     out.body(relay_body(relay))
@@ -933,6 +1002,55 @@ mod tests {
         .unwrap()
     }
 
+    #[test]
+    fn dot_segments_and_implausible_session_ids_are_recognised() {
+        for p in [
+            "/../x",
+            "/a/./sse",
+            "/%2e%2e/servers/other/sse",
+            "/%2E/x",
+            "/.%2e/x",
+        ] {
+            assert!(has_dot_segment(p), "{p}");
+        }
+        for p in [
+            "/sse",
+            "/messages/",
+            "/mcp",
+            "/servers/fetch/sse",
+            "/a..b/c",
+        ] {
+            assert!(!has_dot_segment(p), "{p}");
+        }
+        assert!(plausible_session_id("0123456789abcdef0123456789abcdef"));
+        assert!(!plausible_session_id(""));
+        assert!(!plausible_session_id(&"a".repeat(MAX_SESSION_ID + 1)));
+        assert!(!plausible_session_id("a b"));
+    }
+
+    #[tokio::test]
+    async fn a_pin_never_crosses_services() {
+        let e = Edge::new(
+            ["alpha".to_string(), "beta".to_string()].into(),
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        e.switch("alpha", put("http://a:8080", 1)).unwrap();
+        e.switch("beta", put("http://b:8080", 1)).unwrap();
+        let beta = e.pick("beta", None).unwrap();
+        e.pin("s1", &beta, false);
+        assert_eq!(
+            e.pick("beta", Some("s1")).unwrap().upstream,
+            "http://b:8080"
+        );
+        assert_eq!(
+            e.pick("alpha", Some("s1")).unwrap().upstream,
+            "http://a:8080",
+            "beta's session id on alpha's port goes to alpha's route"
+        );
+    }
+
     fn put(up: &str, rev: u64) -> PutRoute {
         PutRoute {
             upstream: up.into(),
@@ -946,9 +1064,15 @@ mod tests {
     async fn a_switch_pins_old_sessions_and_drains_them() {
         let e = edge();
         assert!(e.switch("beta", put("http://a:8080", 1)).is_err());
+        let mut long = put("http://a:8080", 1);
+        long.drain_timeout_s = Some(u64::MAX);
+        assert!(
+            e.switch("alpha", long).is_err(),
+            "an overflowing drain is refused"
+        );
         e.switch("alpha", put("http://a:8080", 1)).unwrap();
         let a = e.pick("alpha", None).unwrap();
-        e.pin("s1", &a);
+        e.pin("s1", &a, false);
         let stream = Held::new(&a, |b| &b.streams);
         let v = e.switch("alpha", put("http://b:8080", 2)).unwrap();
         assert_eq!(

@@ -29,6 +29,8 @@ pub struct ObsView {
     pub prometheus_url: String,
     pub runbook_base: String,
     pub datasource_uid: &'static str,
+    /// The edge's loopback admin port (its own `mcp_edge_*` series), when the edge is enabled.
+    pub edge_admin_port: Option<u16>,
     pub services: Vec<ObsService>,
     /// Services grouped by SLO threshold (seconds) for the latency alert.
     pub slo_groups: Vec<Group>,
@@ -89,6 +91,7 @@ impl ObsView {
             prometheus_url: m.observability.prometheus_url.clone(),
             runbook_base: m.observability.runbook_base.clone(),
             datasource_uid: DATASOURCE_UID,
+            edge_admin_port: m.edge.enabled.then_some(m.edge.admin_port),
             services: mcp
                 .iter()
                 .map(|(n, _)| ObsService {
