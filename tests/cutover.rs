@@ -698,14 +698,21 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
         "{st:#}"
     );
 
-    // A switch to a revision that stopped answering is undone: beta back on the old proxy, its
-    // revision stopped, `switch` routes to the recorded revision, finds it dead through the
-    // published port, and restores the old proxy's route (exit 1). Started again, it switches.
+    // A switch to a revision that stopped answering: beta back on the old proxy, its revision
+    // stopped. `switch` refuses before touching the route; with --force it routes to the recorded
+    // revision, finds it dead through the published port and restores the old proxy's route
+    // (exit 1). Started again, it switches.
     let out = env.mcpctl("services.yaml", &["cutover", "revert", "beta"]);
     assert_eq!(code(&out), 0, "revert beta: {}", show(&out));
     let beta_container = format!("{project}-beta-r1");
     common::must(Command::new("docker").args(["stop", "-t", "2", &beta_container]));
+    // Without --force the pre-flight refuses: nothing running to check, the route is untouched.
     let out = env.mcpctl("services.yaml", &["cutover", "switch", "beta"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(text(&out.stdout).contains("REFUSED"), "{}", show(&out));
+    assert_eq!(routes(&rt, ports.admin)["beta"]["kind"], "legacy");
+    // With --force the switch happens, the post-switch check fails and the old route comes back.
+    let out = env.mcpctl("services.yaml", &["cutover", "switch", "beta", "--force"]);
     assert_eq!(code(&out), 1, "{}", show(&out));
     assert!(
         text(&out.stdout).contains("the previous route was restored"),

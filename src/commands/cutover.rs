@@ -304,6 +304,13 @@ async fn check_cmd(
         let (svc, url) = spec.split_once('=').ok_or_else(|| {
             CommandError::usage(format!("--new-url {spec}: expected SERVICE=URL"))
         })?;
+        if !names.iter().any(|n| n == svc) {
+            return Err(CommandError::usage(format!(
+                "--new-url {spec}: `{svc}` is not among the services checked ({})",
+                names.join(", ")
+            ))
+            .into());
+        }
         new_urls.insert(svc.to_string(), edge::strip_transport_suffix(url));
     }
     if !a.no_litellm && a.litellm.litellm_url.is_none() && !a.litellm.start_litellm {
@@ -326,16 +333,41 @@ async fn check_cmd(
         // the service's published port.
         let serving = match new_urls.get(name) {
             Some(_) => None,
-            None => stack_container(manifest, name).await.ok(),
+            None => Some(stack_container(manifest, name).await),
         };
+        // The published port is the stack only when no edge fronts the service or the edge
+        // routes it to the stack; otherwise it may be the old proxy, and comparing the old proxy
+        // with itself would pass.
+        let published_is_stack = !manifest.edge.enabled
+            || routes
+                .as_ref()
+                .and_then(|r| r.get(name))
+                .is_some_and(|r| r.kind == RouteKind::Stack);
         let new_base = match (
             new_urls.get(name),
-            serving.and_then(|c| c.host_port),
+            serving
+                .as_ref()
+                .and_then(|c| c.as_ref().ok())
+                .and_then(|c| c.host_port),
             svc.port,
         ) {
             (Some(u), _, _) => u.clone(),
             (None, Some(p), _) => format!("http://127.0.0.1:{p}"),
-            (None, None, Some(p)) => format!("http://{}:{p}", manifest.bind_address),
+            (None, None, Some(p)) if published_is_stack => {
+                format!("http://{}:{p}", manifest.bind_address)
+            }
+            (None, None, Some(_)) => {
+                let why = match serving {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "the serving revision publishes no port".into(),
+                };
+                return Err(CommandError::usage(format!(
+                    "service `{name}`: cannot reach its serving revision ({why}), and its \
+                     published port may be the old proxy (the edge does not route it to the \
+                     stack): fix that, or give --new-url {name}=URL"
+                ))
+                .into());
+            }
             (None, None, None) => {
                 return Err(CommandError::usage(format!(
                     "service `{name}` has no running revision with a port and publishes none: \
@@ -835,9 +867,12 @@ async fn route_cmd(
         let legacy = manifest.services[name].legacy.as_ref().expect("selected");
         let current = routes.get(name);
         let now = now_rfc3339();
-        if let Some(r) = current.filter(|r| r.kind == RouteKind::Stack) {
+        // The edge is the truth about where traffic goes: the file follows it both ways.
+        if let Some(r) = current {
             st.set_active(name, r.kind, &now);
-            st.remember_stack(name, &r.upstream, r.revision);
+            if r.kind == RouteKind::Stack {
+                st.remember_stack(name, &r.upstream, r.revision);
+            }
         }
         if current.is_some_and(|r| r.kind == to) {
             st.set_active(name, to, &now);
@@ -866,7 +901,16 @@ async fn route_cmd(
                         );
                         r
                     }
-                    (Err(e), None) => return Err(e),
+                    (Err(e), None) => {
+                        failed += 1;
+                        rows.push(vec![
+                            name.clone(),
+                            current.map(|r| r.kind.as_str()).unwrap_or("–").into(),
+                            "–".into(),
+                            format!("FAILED: {e:#}"),
+                        ]);
+                        continue;
+                    }
                 };
                 RoutePut {
                     upstream,
@@ -910,11 +954,29 @@ async fn route_cmd(
         };
         if to == RouteKind::Stack && !a.force {
             // Pre-flight: the revision about to get LiteLLM's traffic answers MCP.
-            if let Ok(Some(port)) = stack_container(manifest, name).await.map(|c| c.host_port) {
-                let url = format!("http://127.0.0.1:{port}");
-                if let Err(e) =
-                    mcp_answers(&url, transport_of(manifest, name), Duration::from_secs(5)).await
-                {
+            // It cannot be checked without a running revision with a host port: refused then too.
+            let target = stack_container(manifest, name).await.and_then(|c| {
+                c.host_port
+                    .map(|p| format!("http://127.0.0.1:{p}"))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("the serving revision publishes no port to check")
+                    })
+            });
+            {
+                let checked = match &target {
+                    Ok(url) => {
+                        mcp_answers(url, transport_of(manifest, name), Duration::from_secs(5))
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{e}"))
+                    }
+                    Err(e) => Err(anyhow::anyhow!("cannot check it: {e:#}")),
+                };
+                let url = target
+                    .as_ref()
+                    .map(String::as_str)
+                    .unwrap_or("–")
+                    .to_string();
+                if let Err(e) = checked {
                     failed += 1;
                     let mut e2 = entry("cutover switch", Some(name), "error", a.message.as_deref());
                     e2.detail = Some(format!(
@@ -927,7 +989,7 @@ async fn route_cmd(
                         put.upstream.clone(),
                         format!(
                             "REFUSED: the serving revision does not answer ({}); --force to switch anyway",
-                            check_excerpt(&e)
+                            check_excerpt(&format!("{e:#}"))
                         ),
                     ]);
                     continue;
@@ -992,6 +1054,14 @@ async fn route_cmd(
             }
             Err(err) => {
                 failed += 1;
+                // The PUT may have landed (a timeout), or the restore may have failed: record
+                // where the edge really routes the service, so the clean period stays honest.
+                if let Some(r) = admin.routes().await.ok().and_then(|r| r.get(name).cloned()) {
+                    st.set_active(name, r.kind, &now);
+                    if r.kind == RouteKind::Stack {
+                        st.remember_stack(name, &r.upstream, r.revision);
+                    }
+                }
                 e.detail = Some(err.to_string());
                 ledger.append(&e)?;
                 rows.push(vec![
@@ -1061,6 +1131,9 @@ async fn verify_published(manifest: &Manifest, service: &str) -> Result<(), Stri
     Err(format!("{url}: {last}"))
 }
 
+/// How long `cutover.legacy_stop` may take.
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+
 async fn retire_cmd(
     settings: &Settings,
     manifest: &Manifest,
@@ -1120,9 +1193,24 @@ async fn retire_cmd(
         ),
     )?;
     let started = std::time::Instant::now();
-    let out = std::process::Command::new(&stop[0])
+    // Bounded: a stop command that hangs must not hold the project's lock for ever.
+    let child = tokio::process::Command::new(&stop[0])
         .args(&stop[1..])
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("running {}: {e}", stop.join(" ")))?;
+    let out = tokio::time::timeout(STOP_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{} did not finish within {}s (killed); the old proxy may still run",
+                stop.join(" "),
+                STOP_TIMEOUT.as_secs()
+            )
+        })?
         .map_err(|e| anyhow::anyhow!("running {}: {e}", stop.join(" ")))?;
     let ledger = Ledger::new(state_dir);
     if !out.status.success() {

@@ -406,8 +406,13 @@ async fn through_litellm(
         });
     }
 
-    // Latency on the first non-mutating smoke step.
-    let latency = match t.smoke.iter().find(|s| !s.mutates) {
+    // Latency on the first non-mutating smoke step that is expected to succeed (a step that
+    // expects an error would count every timed call as failed).
+    let latency = match t
+        .smoke
+        .iter()
+        .find(|s| !s.mutates && s.expect.is_error != Some(true))
+    {
         Some(step) if opts.latency_calls > 0 => {
             // Warm-up, not counted: LiteLLM's first calls to a server pay for its client set-up.
             latency::direct(

@@ -68,7 +68,14 @@ fn canonical(v: &serde_json::Value) -> String {
     fn sort(v: &serde_json::Value) -> serde_json::Value {
         match v {
             serde_json::Value::Object(m) => {
-                let sorted: BTreeMap<_, _> = m.iter().map(|(k, v)| (k.clone(), sort(v))).collect();
+                let mut sorted: BTreeMap<_, _> =
+                    m.iter().map(|(k, v)| (k.clone(), sort(v))).collect();
+                // Sets written as arrays: their order carries no meaning in JSON Schema.
+                for key in ["required", "enum", "type"] {
+                    if let Some(serde_json::Value::Array(a)) = sorted.get_mut(key) {
+                        a.sort_by_key(|v| v.to_string());
+                    }
+                }
                 serde_json::Value::Object(sorted.into_iter().collect())
             }
             serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sort).collect()),
@@ -297,6 +304,15 @@ fn excerpt(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_digest_ignores_the_order_of_sets() {
+        let a = serde_json::json!({"type": "object", "required": ["a", "b"], "properties": {"k": {"type": ["string", "null"], "enum": ["x", "y"]}}});
+        let b = serde_json::json!({"properties": {"k": {"enum": ["y", "x"], "type": ["null", "string"]}}, "required": ["b", "a"], "type": "object"});
+        assert_eq!(canonical(&a), canonical(&b));
+        let c = serde_json::json!({"type": "object", "required": ["a"], "properties": {}});
+        assert_ne!(canonical(&a), canonical(&c));
+    }
     use serde_json::json;
 
     fn tool(name: &str, schema: serde_json::Value) -> Tool {
