@@ -46,45 +46,12 @@ impl Drop for Cleanup {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let filter = format!("label=com.mcp.project={}", self.project);
-        let ids = |args: &[&str]| -> Vec<String> {
-            let out = Command::new("docker")
-                .args(args)
-                .output()
-                .map(|o| text(&o.stdout))
-                .unwrap_or_default();
-            out.split_whitespace().map(str::to_string).collect()
-        };
         // The old proxy's containers (`docker run --rm`) carry their own label: they belong to
         // the old setup, not to the project mcpctl manages.
-        let mut containers = ids(&["ps", "-aq", "--filter", &filter]);
-        containers.extend(ids(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=mcpctl-test.legacy={}", self.project),
-        ]));
-        if !containers.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f", "-v"])
-                .args(&containers)
-                .output();
-        }
-        for n in ids(&["network", "ls", "-q", "--filter", &filter]) {
-            let _ = Command::new("docker").args(["network", "rm", &n]).output();
-        }
-        for v in ids(&["volume", "ls", "-q", "--filter", &filter]) {
-            let _ = Command::new("docker")
-                .args(["volume", "rm", "-f", &v])
-                .output();
-        }
-        let images = ids(&["images", "-q", "--filter", &filter]);
-        if !images.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rmi", "-f"])
-                .args(&images)
-                .output();
-        }
+        common::remove_project(
+            &self.project,
+            &[format!("label=mcpctl-test.legacy={}", self.project)],
+        );
     }
 }
 

@@ -13,49 +13,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{text, unique_project};
+use common::{text, unique_project, Cleanup};
 use mcpctl::manifest::Transport;
-
-/// Removes every container, network, volume and image of the project, whatever happened.
-struct Cleanup {
-    project: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=com.mcp.project={}", self.project);
-        let ids = |args: &[&str]| -> Vec<String> {
-            let out = Command::new("docker")
-                .args(args)
-                .output()
-                .map(|o| text(&o.stdout))
-                .unwrap_or_default();
-            out.split_whitespace().map(str::to_string).collect()
-        };
-        let containers = ids(&["ps", "-aq", "--filter", &filter]);
-        if !containers.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f", "-v"])
-                .args(&containers)
-                .output();
-        }
-        for n in ids(&["network", "ls", "-q", "--filter", &filter]) {
-            let _ = Command::new("docker").args(["network", "rm", &n]).output();
-        }
-        for v in ids(&["volume", "ls", "-q", "--filter", &filter]) {
-            let _ = Command::new("docker")
-                .args(["volume", "rm", "-f", &v])
-                .output();
-        }
-        let images = ids(&["images", "-q", "--filter", &filter]);
-        if !images.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rmi", "-f"])
-                .args(&images)
-                .output();
-        }
-    }
-}
 
 struct Stack {
     dir: tempfile::TempDir,

@@ -327,28 +327,13 @@ async fn through_litellm(
         Ok(session) => {
             if let Some(step) = first {
                 let started = std::time::Instant::now();
-                let o = match session
-                    .call_tool(&format!("{prefix}{}", step.tool), step.args.clone())
-                    .await
-                {
-                    Ok(r) => {
-                        let v = compare::judge(step, r.is_error, &r.text);
-                        SmokeOutcome {
-                            tool: step.tool.clone(),
-                            ok: v.is_ok(),
-                            is_error: Some(r.is_error),
-                            detail: v.err().unwrap_or_else(|| excerpt(&r.text)),
-                            ms: started.elapsed().as_secs_f64() * 1e3,
-                        }
-                    }
-                    Err(e) => SmokeOutcome {
-                        tool: step.tool.clone(),
-                        ok: false,
-                        is_error: None,
-                        detail: e.to_string(),
-                        ms: started.elapsed().as_secs_f64() * 1e3,
-                    },
-                };
+                let o = SmokeOutcome::of(
+                    step,
+                    session
+                        .call_tool(&format!("{prefix}{}", step.tool), step.args.clone())
+                        .await,
+                    started,
+                );
                 if !o.ok {
                     diffs.push(Difference {
                         kind: "litellm_smoke",

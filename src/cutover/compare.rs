@@ -22,6 +22,36 @@ pub struct SmokeOutcome {
     pub ms: f64,
 }
 
+impl SmokeOutcome {
+    /// Judge one call of `step` that started at `started`.
+    pub fn of(
+        step: &SmokeStep,
+        result: Result<crate::health::client::ToolResult, crate::health::client::McpError>,
+        started: Instant,
+    ) -> Self {
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        match result {
+            Ok(r) => {
+                let verdict = judge(step, r.is_error, &r.text);
+                SmokeOutcome {
+                    tool: step.tool.clone(),
+                    ok: verdict.is_ok(),
+                    is_error: Some(r.is_error),
+                    detail: verdict.err().unwrap_or_else(|| excerpt(&r.text)),
+                    ms,
+                }
+            }
+            Err(e) => SmokeOutcome {
+                tool: step.tool.clone(),
+                ok: false,
+                is_error: None,
+                detail: e.to_string(),
+                ms,
+            },
+        }
+    }
+}
+
 /// What one endpoint showed.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Side {
@@ -106,25 +136,11 @@ pub async fn probe(
     }
     for step in smoke {
         let started = Instant::now();
-        let outcome = match session.call_tool(&step.tool, step.args.clone()).await {
-            Ok(r) => {
-                let verdict = judge(step, r.is_error, &r.text);
-                SmokeOutcome {
-                    tool: step.tool.clone(),
-                    ok: verdict.is_ok(),
-                    is_error: Some(r.is_error),
-                    detail: verdict.err().unwrap_or_else(|| excerpt(&r.text)),
-                    ms: started.elapsed().as_secs_f64() * 1e3,
-                }
-            }
-            Err(e) => SmokeOutcome {
-                tool: step.tool.clone(),
-                ok: false,
-                is_error: None,
-                detail: e.to_string(),
-                ms: started.elapsed().as_secs_f64() * 1e3,
-            },
-        };
+        let outcome = SmokeOutcome::of(
+            step,
+            session.call_tool(&step.tool, step.args.clone()).await,
+            started,
+        );
         side.smoke.push(outcome);
     }
     session.close().await;

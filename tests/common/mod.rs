@@ -197,3 +197,54 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Remove every container, network, volume and image labelled `com.mcp.project=<project>` (and
+/// the containers matching `extra_container_filters`, e.g. a test's own label), whatever state
+/// they are in. Errors are ignored: this runs from `Drop` after a failed test too.
+pub fn remove_project(project: &str, extra_container_filters: &[String]) {
+    let filter = format!("label=com.mcp.project={project}");
+    let ids = |args: &[&str]| -> Vec<String> {
+        let out = Command::new("docker")
+            .args(args)
+            .output()
+            .map(|o| text(&o.stdout))
+            .unwrap_or_default();
+        out.split_whitespace().map(str::to_string).collect()
+    };
+    let mut containers = ids(&["ps", "-aq", "--filter", &filter]);
+    for f in extra_container_filters {
+        containers.extend(ids(&["ps", "-aq", "--filter", f]));
+    }
+    if !containers.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v"])
+            .args(&containers)
+            .output();
+    }
+    for n in ids(&["network", "ls", "-q", "--filter", &filter]) {
+        let _ = Command::new("docker").args(["network", "rm", &n]).output();
+    }
+    for v in ids(&["volume", "ls", "-q", "--filter", &filter]) {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &v])
+            .output();
+    }
+    let images = ids(&["images", "-q", "--filter", &filter]);
+    if !images.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f"])
+            .args(&images)
+            .output();
+    }
+}
+
+/// Removes the project's every container, network, volume and image when dropped.
+pub struct Cleanup {
+    pub project: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        remove_project(&self.project, &[]);
+    }
+}
