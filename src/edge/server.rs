@@ -192,20 +192,22 @@ impl Edge {
         }
     }
 
-    fn save(&self) {
-        let Some(file) = &self.state_file else { return };
-        let mut view = self.view();
+    /// Write the routes as they will be (draining is not persisted), flushed, then renamed over
+    /// the state file: a crash leaves the old routes or the new ones.
+    fn persist(&self, view: &RoutesView) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let Some(file) = &self.state_file else {
+            return Ok(());
+        };
+        let mut view = view.clone();
         for r in view.routes.values_mut() {
             r.draining.clear();
         }
         let tmp = file.with_extension("tmp");
-        let r = serde_json::to_vec_pretty(&view)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, file));
-        if let Err(e) = r {
-            tracing::error!(file = %file.display(), error = %e, "cannot persist routes (they hold until the edge restarts)");
-        }
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(&view).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)
     }
 
     fn route_view(r: &ServiceRoute) -> RouteView {
@@ -260,6 +262,37 @@ impl Edge {
         let mut to_drain = None;
         let view = {
             let mut routes = self.routes.write().unwrap();
+            // Persisted first: a switch the edge could not record would be undone by its next
+            // restart (and then by `edge up`), so it is refused instead and nothing changes.
+            let mut next_view = RoutesView {
+                routes: routes
+                    .iter()
+                    .map(|(s, r)| (s.clone(), Self::route_view(r)))
+                    .collect(),
+            };
+            next_view.routes.insert(
+                service.to_string(),
+                RouteView {
+                    upstream: put.upstream.clone(),
+                    revision: put.revision,
+                    kind: put.kind,
+                    since: rfc3339(
+                        routes
+                            .get(service)
+                            .filter(|r| {
+                                r.current.upstream == put.upstream && r.current.kind == put.kind
+                            })
+                            .map_or_else(SystemTime::now, |r| r.since),
+                    ),
+                    draining: vec![],
+                },
+            );
+            if let Err(e) = self.persist(&next_view) {
+                tracing::error!(error = %e, "cannot persist routes: switch refused");
+                return Err(format!(
+                    "{PERSIST_FAILED}: {e}; nothing was switched (free space or fix the edge's volume)"
+                ));
+            }
             match routes.get_mut(service) {
                 Some(r) if r.current.upstream == put.upstream && r.current.kind == put.kind => {
                     *r.current.revision.lock().unwrap() = put.revision;
@@ -314,7 +347,6 @@ impl Edge {
             Self::route_view(&routes[service])
         };
         tracing::info!(%service, upstream = %put.upstream, revision = ?put.revision, kind = ?put.kind, "route switched");
-        self.save();
         if let Some(old) = to_drain {
             tokio::spawn(self.clone().drain(service.to_string(), old));
         }
@@ -632,6 +664,9 @@ fn relay_body(r: Relay) -> Body {
     Body::from_stream(s)
 }
 
+/// Start of the error a switch returns when the routes file cannot be written.
+const PERSIST_FAILED: &str = "cannot persist the routes";
+
 /// Longest session id the edge tracks (the bridge's are 32 hex characters; mcp-proxy's UUIDs 32–36).
 const MAX_SESSION_ID: usize = 128;
 /// Longest drain a route switch may ask for (as the manifest's `edge.drain_timeout` bound).
@@ -868,6 +903,7 @@ async fn put_route(
     match edge.switch(&service, put) {
         Ok(v) => Json(v).into_response(),
         Err(e) if e.starts_with("no service") => error(StatusCode::NOT_FOUND, e),
+        Err(e) if e.starts_with(PERSIST_FAILED) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
@@ -1026,6 +1062,20 @@ mod tests {
         assert!(!plausible_session_id(""));
         assert!(!plausible_session_id(&"a".repeat(MAX_SESSION_ID + 1)));
         assert!(!plausible_session_id("a b"));
+    }
+
+    #[tokio::test]
+    async fn a_switch_that_cannot_be_persisted_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Edge::new(
+            ["alpha".to_string()].into(),
+            Some(dir.path().join("missing-dir").join("routes.json")),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let err = e.switch("alpha", put("http://a:8080", 1)).unwrap_err();
+        assert!(err.starts_with(PERSIST_FAILED), "{err}");
+        assert!(e.pick("alpha", None).is_none(), "no route was set");
     }
 
     #[tokio::test]
