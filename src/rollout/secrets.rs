@@ -273,6 +273,67 @@ mod tests {
     }
 
     #[test]
+    fn a_database_secret_and_its_role_file_carry_the_same_derived_password() {
+        let (m, _) = crate::manifest::load_str(
+            r#"
+version: 1
+project: demo
+bases:
+  node22: {suite: bookworm, node: "22.23.3"}
+services:
+  db:
+    role: database
+    container_port: 5432
+    stateful: true
+    server:
+      source: {image: {ref: "postgres:16.4"}}
+    secrets:
+      POSTGRES_PASSWORD: {generate: true}
+  app:
+    port: 8501
+    server:
+      source: {npm: {package: "@example/server", version: "1.0.0"}}
+      command: [server]
+    build: {base: node22}
+    secrets:
+      DATABASE_URL: {database: {service: db, name: appdata, access: read_only}}
+    health: {expect_tools: {include: [echo]}}
+"#,
+            "test.yaml",
+        )
+        .unwrap();
+        let dir = Path::new(".");
+        let app = resolve(&m, "app", dir, b"key-one").unwrap();
+        let url = String::from_utf8(app[0].value.clone()).unwrap();
+        let pw = url
+            .strip_prefix("postgresql://mcp_app:")
+            .and_then(|r| r.strip_suffix("@mcp-db:5432/appdata"))
+            .unwrap_or_else(|| panic!("unexpected URL shape: {url}"));
+        assert_eq!(pw.len(), 32);
+        let db = resolve(&m, "db", dir, b"key-one").unwrap();
+        let names: Vec<&str> = db.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["POSTGRES_PASSWORD", "db_role_mcp_app"]);
+        assert_eq!(
+            db[1].value,
+            pw.as_bytes(),
+            "the role file holds the URL's password"
+        );
+        // Stable for one key, different for another.
+        assert_eq!(
+            resolve(&m, "app", dir, b"key-one").unwrap()[0].value,
+            app[0].value
+        );
+        assert_ne!(
+            resolve(&m, "app", dir, b"key-two").unwrap()[0].value,
+            app[0].value
+        );
+        assert!(
+            !format!("{db:?}{app:?}").contains(pw),
+            "Debug never shows a value"
+        );
+    }
+
+    #[test]
     fn fingerprints_change_with_value_and_never_contain_it() {
         let a = [Resolved {
             name: "TOKEN".into(),
