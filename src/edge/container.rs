@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkingConfig,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, PortBinding,
 };
 use bollard::query_parameters as q;
 use serde::Serialize;
@@ -219,28 +218,6 @@ fn create_body(project: &Project, c: &EdgeConfig) -> ContainerCreateBody {
     }
     let network = project.name().to_string();
     let host_config = HostConfig {
-        memory: Some(128 << 20),
-        memory_swap: Some(128 << 20),
-        nano_cpus: Some(1_000_000_000),
-        pids_limit: Some(256),
-        readonly_rootfs: Some(true),
-        tmpfs: Some(HashMap::from([(
-            "/tmp".to_string(),
-            "rw,noexec,nosuid,size=16m".to_string(),
-        )])),
-        cap_drop: Some(vec!["ALL".into()]),
-        security_opt: Some(vec!["no-new-privileges:true".into()]),
-        log_config: Some(HostConfigLogConfig {
-            typ: Some("json-file".into()),
-            config: Some(HashMap::from([
-                ("max-size".to_string(), "10m".to_string()),
-                ("max-file".to_string(), "3".to_string()),
-            ])),
-        }),
-        restart_policy: Some(RestartPolicy {
-            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-            maximum_retry_count: None,
-        }),
         port_bindings: Some(bindings),
         binds: Some(vec![format!(
             "{}:{}:rw",
@@ -250,7 +227,13 @@ fn create_body(project: &Project, c: &EdgeConfig) -> ContainerCreateBody {
         // A legacy proxy on the host can be a route target (cutover).
         extra_hosts: Some(vec!["host.docker.internal:host-gateway".into()]),
         network_mode: Some(network.clone()),
-        ..Default::default()
+        ..crate::engine::docker::hardened_host_config(
+            128 << 20,
+            1_000_000_000,
+            256,
+            Some("16m"),
+            crate::engine::Restart::UnlessStopped,
+        )
     };
     ContainerCreateBody {
         image: Some(c.image.clone()),

@@ -91,6 +91,47 @@ fn to_btree(m: Option<HashMap<String, String>>) -> BTreeMap<String, String> {
     m.unwrap_or_default().into_iter().collect()
 }
 
+/// The host configuration every mcpctl container shares: memory limit without extra swap, CPU and
+/// PID limits, a read-only root with a small `/tmp` tmpfs (when `tmpfs` names its size), all
+/// capabilities dropped, no privilege escalation, rotated JSON logs, the restart policy. Callers
+/// add ports, mounts and the network.
+pub(crate) fn hardened_host_config(
+    memory: i64,
+    nano_cpus: i64,
+    pids: i64,
+    tmpfs: Option<&str>,
+    restart: Restart,
+) -> HostConfig {
+    HostConfig {
+        memory: Some(memory),
+        // Swap equal to memory: the limit is the limit, no silent swapping beyond it.
+        memory_swap: Some(memory),
+        nano_cpus: Some(nano_cpus),
+        pids_limit: Some(pids),
+        readonly_rootfs: Some(tmpfs.is_some()),
+        tmpfs: tmpfs.map(|size| {
+            HashMap::from([("/tmp".to_string(), format!("rw,noexec,nosuid,size={size}"))])
+        }),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), "10m".to_string()),
+                ("max-file".to_string(), "3".to_string()),
+            ])),
+        }),
+        restart_policy: Some(RestartPolicy {
+            name: Some(match restart {
+                Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+                Restart::No => RestartPolicyNameEnum::NO,
+            }),
+            maximum_retry_count: None,
+        }),
+        ..Default::default()
+    }
+}
+
 fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mut port_bindings = HashMap::new();
     let mut exposed = Vec::new();
@@ -122,36 +163,17 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         })
         .collect();
     let host_config = HostConfig {
-        memory: Some(spec.memory),
-        // Swap equal to memory: the limit is the limit, no silent swapping beyond it.
-        memory_swap: Some(spec.memory),
-        nano_cpus: Some(spec.nano_cpus),
-        pids_limit: Some(spec.pids),
         shm_size: spec.shm_size,
-        readonly_rootfs: Some(spec.read_only_root),
-        tmpfs: spec.read_only_root.then(|| {
-            HashMap::from([("/tmp".to_string(), "rw,noexec,nosuid,size=64m".to_string())])
-        }),
-        cap_drop: Some(vec!["ALL".into()]),
-        security_opt: Some(vec!["no-new-privileges:true".into()]),
-        log_config: Some(HostConfigLogConfig {
-            typ: Some("json-file".into()),
-            config: Some(HashMap::from([
-                ("max-size".to_string(), "10m".to_string()),
-                ("max-file".to_string(), "3".to_string()),
-            ])),
-        }),
-        restart_policy: Some(RestartPolicy {
-            name: Some(match spec.restart {
-                Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
-                Restart::No => RestartPolicyNameEnum::NO,
-            }),
-            maximum_retry_count: None,
-        }),
         port_bindings: Some(port_bindings),
         binds: Some(binds),
         network_mode: Some(spec.network.clone()),
-        ..Default::default()
+        ..hardened_host_config(
+            spec.memory,
+            spec.nano_cpus,
+            spec.pids,
+            spec.read_only_root.then_some("64m"),
+            spec.restart,
+        )
     };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
