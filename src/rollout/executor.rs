@@ -762,11 +762,11 @@ pub(crate) mod tests {
     use crate::engine::fake::FakeEngine;
     use std::collections::BTreeSet;
 
-    /// Passes unless the container's image or name is listed.
-    struct FakeProber<'a> {
-        engine: &'a FakeEngine,
-        bad_images: BTreeSet<String>,
-        bad_containers: BTreeSet<String>,
+    /// Passes unless the container's image or name is listed (also used by the edge path's tests).
+    pub(crate) struct FakeProber<'a> {
+        pub engine: &'a FakeEngine,
+        pub bad_images: BTreeSet<String>,
+        pub bad_containers: BTreeSet<String>,
     }
 
     impl Prober for FakeProber<'_> {

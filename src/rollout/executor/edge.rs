@@ -234,36 +234,7 @@ mod tests {
     use crate::engine::fake::FakeEngine;
     use crate::engine::labels::Keys;
     use crate::engine::ContainerSpec;
-    use crate::health::{Check, GateReport};
-    use crate::manifest::{Health, Transport};
     use crate::rollout::plan::observe;
-
-    /// Passes unless the container is listed.
-    struct Prober(BTreeSet<String>);
-
-    impl super::Prober for Prober {
-        async fn probe(
-            &self,
-            container: &str,
-            _base: &str,
-            _t: Transport,
-            _h: &Health,
-            _p: Option<&BTreeMap<String, String>>,
-            _d: Instant,
-        ) -> GateReport {
-            let mut r = GateReport::default();
-            if self.0.contains(container) {
-                return r.fail("tools/list", "expected tools missing: x", Instant::now());
-            }
-            r.passed = true;
-            r.checks.push(Check {
-                name: "initialize".into(),
-                ok: true,
-                detail: String::new(),
-            });
-            r
-        }
-    }
 
     /// An in-process edge whose admin API listens on an ephemeral loopback port.
     async fn edge() -> EdgeSwitch {
@@ -293,7 +264,11 @@ mod tests {
 
     async fn run(e: &FakeEngine, bad: &[&str], release: u64, sw: &EdgeSwitch) -> StepResult {
         let k = Keys::new("com.mcp");
-        let prober = Prober(bad.iter().map(|s| s.to_string()).collect());
+        let prober = crate::rollout::executor::tests::FakeProber {
+            engine: e,
+            bad_images: BTreeSet::new(),
+            bad_containers: bad.iter().map(|s| s.to_string()).collect(),
+        };
         let exec = Executor {
             engine: e,
             prober: &prober,
