@@ -503,7 +503,7 @@ async fn deploy(
     }
 
     if project.manifest.observability.exporter && !args.dry_run {
-        let ensured = crate::rollout::exporter::ensure(&engine, project).await?;
+        let ensured = crate::rollout::exporter::ensure(&engine, project, &cache).await?;
         if ensured != crate::rollout::exporter::Ensured::Running {
             output::human(
                 settings,

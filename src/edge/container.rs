@@ -97,7 +97,7 @@ pub async fn ensure_image(
     })?;
     let mut ctx = BuildContext::new();
     ctx.add_bytes("Dockerfile", dockerfile(&base), false);
-    ctx.add_file("mcpctl", &crate::rollout::desired::mcpctl_binary()?)?;
+    ctx.add_file("mcpctl", &crate::rollout::desired::image_mcpctl(project)?)?;
     ctx.add_bytes("state/.keep", Vec::new(), false);
     let cache = DigestCache::load(project.state_dir.join("cache/digests.json"));
     let mut h = Sha256::new();

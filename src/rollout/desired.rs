@@ -46,6 +46,16 @@ pub fn mcpctl_binary() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("locating the mcpctl binary")
 }
 
+/// What goes into an image for a host-built `binary`: its stripped copy, cached in the state dir.
+pub fn image_binary(project: &Project, binary: &std::path::Path) -> PathBuf {
+    crate::images::stripped(binary, &project.state_dir.join("stripped"))
+}
+
+/// The mcpctl every image runs (service bridges, the exporter, the edge).
+pub fn image_mcpctl(project: &Project) -> anyhow::Result<PathBuf> {
+    Ok(image_binary(project, &mcpctl_binary()?))
+}
+
 /// Assemble the build context of one service from its rendered files. Extension point for
 /// vendored packages and base images (issue 8): add files here.
 pub fn service_context(
@@ -65,8 +75,7 @@ pub fn service_context(
     }
     if svc.role == Role::Service {
         let exe = mcpctl_binary()?;
-        let strip_cache = project.state_dir.join("stripped");
-        ctx.add_file("mcpctl", &crate::images::stripped(&exe, &strip_cache))?;
+        ctx.add_file("mcpctl", &image_mcpctl(project)?)?;
         if svc.server.source.kind() == SourceKind::Crate {
             let krate = &svc
                 .server
@@ -81,10 +90,7 @@ pub fn service_context(
                 "service `{name}`: the first-party server binary {} is missing; build it with `cargo build -p {krate}`",
                 bin.display()
             );
-            ctx.add_file(
-                &format!("bin/{krate}"),
-                &crate::images::stripped(&bin, &strip_cache),
-            )?;
+            ctx.add_file(&format!("bin/{krate}"), &image_binary(project, &bin))?;
         }
     }
     let locks = project.manifest_dir.join("locks");

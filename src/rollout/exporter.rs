@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context as _;
-use sha2::{Digest, Sha256};
 
 use super::Project;
-use crate::engine::context::BuildContext;
+use crate::engine::context::{BuildContext, DigestCache};
 use crate::engine::{Bind, ContainerSpec, Engine, EngineError, PortSpec, Restart, RunState};
 
 pub const PORT: u16 = 2375;
@@ -34,9 +33,13 @@ pub enum Ensured {
 }
 
 /// Make sure the exporter runs the current mcpctl; idempotent and quick when it already does.
-pub async fn ensure<E: Engine>(engine: &E, project: &Project) -> anyhow::Result<Ensured> {
-    let exe = super::desired::mcpctl_binary()?;
-    let digest = file_digest(&exe)?;
+pub async fn ensure<E: Engine>(
+    engine: &E,
+    project: &Project,
+    cache: &DigestCache,
+) -> anyhow::Result<Ensured> {
+    let exe = super::desired::image_mcpctl(project)?;
+    let digest = cache.file_digest(&exe)?;
     let image = format!("{}/mcpctl-exporter:{}", project.name(), &digest[..12]);
     let keys = &project.keys;
     let name = container_name(project.name());
@@ -123,13 +126,6 @@ fn docker_socket() -> PathBuf {
         .ok()
         .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
-}
-
-fn file_digest(path: &Path) -> anyhow::Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
-    Ok(hex::encode(h.finalize()))
 }
 
 /// A FROM-scratch build context running `binary` (at /usr/local/bin/<name>) with the shared
