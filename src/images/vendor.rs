@@ -248,30 +248,8 @@ const PLATFORMS: &[&str] = &[
     "linux_x86_64",
 ];
 
-fn vendor_pypi(spec: &VendorSpec, python: &str, work: &Path) -> anyhow::Result<()> {
-    let req = spec.lock_dir.join("requirements.txt");
-    let mut c = pip();
-    c.args([
-        "download",
-        "--quiet",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--require-hashes",
-    ])
-    .args(["--python-version", python, "--implementation", "cp"]);
-    for p in PLATFORMS {
-        c.args(["--platform", p]);
-    }
-    c.arg("--dest")
-        .arg(work.join("wheels"))
-        .arg("--requirement")
-        .arg(&req);
-    run(
-        &mut c,
-        &format!("pip download for '{}' (CPython {python})", spec.service),
-    )?;
-
-    let pip_dir = work.join(".pip");
+/// `pip download` of exactly what a hashed requirements file names, wheels only, into `dest`.
+fn pip_download(requirements: &Path, dest: &Path) -> Command {
     let mut c = pip();
     c.args([
         "download",
@@ -281,11 +259,28 @@ fn vendor_pypi(spec: &VendorSpec, python: &str, work: &Path) -> anyhow::Result<(
         "--require-hashes",
     ])
     .arg("--dest")
-    .arg(&pip_dir)
+    .arg(dest)
     .arg("--requirement")
-    .arg(spec.lock_dir.join("pip.txt"));
+    .arg(requirements);
+    c
+}
+
+fn vendor_pypi(spec: &VendorSpec, python: &str, work: &Path) -> anyhow::Result<()> {
+    let req = spec.lock_dir.join("requirements.txt");
+    // The packages, for the image's CPython on manylinux x86_64.
+    let mut c = pip_download(&req, &work.join("wheels"));
+    c.args(["--python-version", python, "--implementation", "cp"]);
+    for p in PLATFORMS {
+        c.args(["--platform", p]);
+    }
     run(
         &mut c,
+        &format!("pip download for '{}' (CPython {python})", spec.service),
+    )?;
+
+    let pip_dir = work.join(".pip");
+    run(
+        &mut pip_download(&spec.lock_dir.join("pip.txt"), &pip_dir),
         &format!("pip download of pip for '{}'", spec.service),
     )?;
     let wheel = std::fs::read_dir(&pip_dir)?
