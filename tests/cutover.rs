@@ -312,7 +312,7 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
     };
 
     let project = unique_project("cut");
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::TestDir::new();
     let env = Env {
         dir: tmp.path().to_path_buf(),
         state: tmp.path().join("state"),
@@ -331,15 +331,7 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
     };
     let llm_port = free_port();
     // host.docker.internal (host-gateway) is the default bridge's gateway address.
-    let gateway = common::must(Command::new("docker").args([
-        "network",
-        "inspect",
-        "bridge",
-        "--format",
-        "{{(index .IPAM.Config 0).Gateway}}",
-    ]))
-    .trim()
-    .to_string();
+    let gateway = common::bridge_gateway();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -407,9 +399,16 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
     let proxy_pid = proxy.id();
     cleanup.children.push(proxy);
     write(proxy_pid);
-    wait_for("mcp-proxy /status", Duration::from_secs(60), || {
-        get_ok(format!("http://{gateway}:{}/status", ports.proxy))
-    });
+    let proxy_logs = [
+        tmp.path().join("mcp-proxy.log"),
+        tmp.path().join("mcp-proxy.err"),
+    ];
+    common::wait_for_logged(
+        "mcp-proxy /status",
+        Duration::from_secs(60),
+        &[&proxy_logs[0], &proxy_logs[1]],
+        || get_ok(format!("http://{gateway}:{}/status", ports.proxy)),
+    );
     // What running each named server as `docker run -i` costs the old proxy (printed, not
     // asserted: a figure for the report).
     for (label, per_call) in [("warm session", false), ("session per call", true)] {
@@ -442,9 +441,12 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
         .unwrap();
     cleanup.children.push(llm_child);
     let llm = format!("http://127.0.0.1:{llm_port}");
-    wait_for("LiteLLM liveliness", Duration::from_secs(240), || {
-        get_ok(format!("{llm}/health/liveliness"))
-    });
+    common::wait_for_logged(
+        "LiteLLM liveliness",
+        Duration::from_secs(240),
+        &[&tmp.path().join("cutover-litellm.err")],
+        || get_ok(format!("{llm}/health/liveliness")),
+    );
     eprintln!(
         "LiteLLM answered after {:.1} s",
         started.elapsed().as_secs_f64()

@@ -111,6 +111,124 @@ pub fn must(cmd: &mut Command) -> String {
     text(&out.stdout)
 }
 
+/// The tail (last `lines` lines) of a log file, for failure messages; says so when it is missing.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let all = text(&bytes);
+            let v: Vec<&str> = all.lines().collect();
+            let from = v.len().saturating_sub(lines);
+            format!(
+                "--- {} (last {} of {} lines) ---\n{}",
+                path.display(),
+                v.len() - from,
+                v.len(),
+                v[from..].join("\n")
+            )
+        }
+        Err(e) => format!("--- {}: {e} ---", path.display()),
+    }
+}
+
+/// [`wait_for`] for a process the test started: on timeout the panic carries the tail of each of
+/// the process's logs, so a start-up failure is visible in CI's output.
+pub fn wait_for_logged<T>(
+    what: &str,
+    timeout: Duration,
+    logs: &[&Path],
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            let tails: Vec<String> = logs.iter().map(|p| log_tail(p, 40)).collect();
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                tails.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A scratch directory removed when the test passes and KEPT (its path printed) when the test
+/// panics, so the logs of what the test started can be read after a failure.
+pub struct TestDir(Option<tempfile::TempDir>);
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        TestDir(Some(tempfile::tempdir().unwrap()))
+    }
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().expect("present until drop").path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(dir) = self.0.take() {
+                eprintln!("test failed: kept its directory {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// The address containers reach the host on through Docker's default bridge (what
+/// `host-gateway` resolves to). Engines differ in what they record: the bridge network's IPAM
+/// gateway when set, else the bridge interface's IPv4 address (`docker0`; Debian's engine 20.10
+/// records only the subnet). Panics with both findings when neither gives an address.
+pub fn bridge_gateway() -> String {
+    let ipam = must(Command::new("docker").args([
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+    ]));
+    if let Some(gw) = ipam
+        .split_whitespace()
+        .find(|g| g.parse::<std::net::Ipv4Addr>().is_ok())
+    {
+        return gw.to_string();
+    }
+    let ifname = must(Command::new("docker").args([
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{index .Options \"com.docker.network.bridge.name\"}}",
+    ]));
+    let ifname = match ifname.trim() {
+        "" | "<no value>" => "docker0",
+        name => name,
+    }
+    .to_string();
+    let addr = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &ifname])
+        .output()
+        .map(|o| text(&o.stdout))
+        .unwrap_or_default();
+    // `3: docker0    inet 172.17.0.1/16 brd ... scope global docker0`
+    let found = addr
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok());
+    match found {
+        Some(a) => a.to_string(),
+        None => panic!(
+            "cannot find the address of Docker's default bridge: the network's IPAM config has no \
+             gateway ({ipam:?}) and interface {ifname} has no IPv4 address ({addr:?}); is dockerd \
+             running with its default bridge (not --bridge=none)?"
+        ),
+    }
+}
+
 /// Poll `f` until it returns Some or the deadline passes.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

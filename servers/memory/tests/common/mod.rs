@@ -41,12 +41,16 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
+        TempDir::new_in(&std::env::temp_dir(), tag)
+    }
+    /// A unique directory below `parent`: unique per process, call and clock reading.
+    pub fn new_in(parent: &Path, tag: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
+        let dir = parent.join(format!(
             "mcp-memory-{tag}-{}-{}-{nanos}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
@@ -318,17 +322,18 @@ pub fn memory_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mcp-memory"))
 }
 
-/// Reference npm server-memory, installed once per machine into a version-keyed cache directory
-/// outside the repository (MCPCTL_CACHE, default /var/cache/mcpctl). Returns the entry script.
+/// Reference npm server-memory, installed once per machine from the committed lock
+/// (`tests/reference/package-lock.json`, integrity hashes; `npm ci --ignore-scripts`) into a cache
+/// directory outside the repository keyed by the lock's hash (MCPCTL_CACHE, default
+/// /var/cache/mcpctl). Returns the entry script.
+///
+/// Both parity tests call this at the same time on a cold cache, and several test processes may
+/// too: each call installs into a staging directory of its own (pid, counter, clock) and renames it
+/// into place; a loser removes only its own staging directory. Within one process a mutex makes the
+/// second caller wait for the first instead of installing twice.
 pub fn reference_server() -> Result<PathBuf, String> {
-    let base = std::env::var("MCPCTL_CACHE").unwrap_or_else(|_| "/var/cache/mcpctl".into());
-    let mut cache = PathBuf::from(base);
-    if std::fs::create_dir_all(&cache).is_err() {
-        cache = std::env::temp_dir().join("mcpctl-cache");
-        std::fs::create_dir_all(&cache).map_err(|e| format!("cache dir: {e}"))?;
-    }
-    let dir = cache.join(format!("refmem-{REFERENCE_VERSION}"));
-    let entry = dir.join("node_modules/@modelcontextprotocol/server-memory/dist/index.js");
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
     let node_ok = Command::new("node")
         .arg("--version")
         .output()
@@ -337,39 +342,63 @@ pub fn reference_server() -> Result<PathBuf, String> {
     if !node_ok {
         return Err("`node` is not available to run the reference server-memory".into());
     }
+    let lock_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
+    let manifest = std::fs::read(lock_dir.join("package.json")).map_err(|e| format!("{e}"))?;
+    let lock = std::fs::read(lock_dir.join("package-lock.json")).map_err(|e| format!("{e}"))?;
+    if !String::from_utf8_lossy(&manifest).contains(&format!("\"{REFERENCE_VERSION}\"")) {
+        return Err(format!(
+            "{}/package.json does not pin server-memory {REFERENCE_VERSION} (REFERENCE_VERSION)",
+            lock_dir.display()
+        ));
+    }
+    let key = fnv1a(&[&manifest[..], &lock[..]].concat());
+    let base = std::env::var("MCPCTL_CACHE").unwrap_or_else(|_| "/var/cache/mcpctl".into());
+    let mut cache = PathBuf::from(base);
+    if std::fs::create_dir_all(&cache).is_err() {
+        cache = std::env::temp_dir().join("mcpctl-cache");
+        std::fs::create_dir_all(&cache).map_err(|e| format!("cache dir: {e}"))?;
+    }
+    let dir = cache.join(format!("refmem-{REFERENCE_VERSION}-{key:016x}"));
+    let entry = dir.join("node_modules/@modelcontextprotocol/server-memory/dist/index.js");
     if entry.exists() {
         return Ok(entry);
     }
-    // Install into a private directory, then rename into place, so concurrent runs never see a
-    // half-installed package.
-    let staging = cache.join(format!(
-        "refmem-{REFERENCE_VERSION}.tmp-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&staging);
+    let staging = TempDir::new_in(&cache, &format!("refmem-{REFERENCE_VERSION}.tmp"));
+    std::fs::write(staging.path().join("package.json"), &manifest).map_err(|e| format!("{e}"))?;
+    std::fs::write(staging.path().join("package-lock.json"), &lock).map_err(|e| format!("{e}"))?;
     let out = Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&staging)
-        .arg(format!(
-            "@modelcontextprotocol/server-memory@{REFERENCE_VERSION}"
-        ))
+        .args([
+            "ci",
+            "--ignore-scripts",
+            "--omit=dev",
+            "--no-audit",
+            "--no-fund",
+        ])
+        .current_dir(staging.path())
         .output()
         .map_err(|e| format!("npm is not available to install the reference server: {e}"))?;
     if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&staging);
         return Err(format!(
-            "npm install of the reference server failed: {}",
+            "npm ci of the reference server (lock {}) failed: {}",
+            lock_dir.display(),
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    if std::fs::rename(&staging, &dir).is_err() {
-        let _ = std::fs::remove_dir_all(&staging); // someone else won the race
-    }
+    // Another process may have renamed its own copy into place first: then ours is dropped.
+    let _ = std::fs::rename(staging.path(), &dir);
     if entry.exists() {
         Ok(entry)
     } else {
-        Err(format!("{} missing after npm install", entry.display()))
+        Err(format!("{} missing after npm ci", entry.display()))
     }
+}
+
+/// 64-bit FNV-1a: a cache key for the reference lock (not a security boundary: npm checks the
+/// integrity hashes in the lock itself).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// A stdio MCP server process and a JSON-RPC client for it. Every stdout line must be a JSON-RPC
