@@ -1,6 +1,7 @@
 //! `mcpctl docker-proxy` on the real engine: only the project's managed containers are visible,
 //! nothing but the contract's GET endpoints is served, env never leaks, and the exporter's
-//! `/metrics` carries the contract series (checked with `promtool check metrics`).
+//! `/metrics` carries the contract series (checked with `promtool check metrics`). Container ids
+//! smuggling a path or query (`%2Fjson%3F`, `..`, double encoding) never reach the engine.
 
 mod common;
 
@@ -33,6 +34,11 @@ fn get(port: u16, path: &str) -> (u16, String) {
 mod http {
     /// A minimal blocking HTTP/1.1 request over a TcpStream, enough for status codes and bodies.
     pub fn request(port: u16, method: &str, path: &str) -> (u16, String) {
+        let (status, _, body) = request_with_head(port, method, path);
+        (status, body)
+    }
+    /// Like [`request`], also returning the status line and headers (lower-cased).
+    pub fn request_with_head(port: u16, method: &str, path: &str) -> (u16, String, String) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
@@ -46,11 +52,12 @@ mod http {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, dechunk(&body))
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        (
+            status,
+            format!("{}\r\n", head.to_ascii_lowercase()),
+            dechunk(body),
+        )
     }
     fn dechunk(body: &str) -> String {
         // axum answers with chunked encoding for streamed bodies; Json bodies carry a length.
@@ -81,8 +88,15 @@ fn docker_proxy_shows_only_managed_project_containers_and_exports_metrics() {
     let image = common::runtime_image();
     let ours = format!("{project}-alpha-r1");
     let foreign = format!("{project}-foreign");
+    let other_project = format!("{project}-otherproject");
+    let unmanaged = format!("{project}-unmanaged");
     let mut cleanup = Cleanup {
-        names: vec![ours.clone(), foreign.clone()],
+        names: vec![
+            ours.clone(),
+            foreign.clone(),
+            other_project.clone(),
+            unmanaged.clone(),
+        ],
         proxy: None,
     };
     // A managed container of the project (with limits and an env var that must not leak) and a
@@ -123,6 +137,29 @@ fn docker_proxy_shows_only_managed_project_containers_and_exports_metrics() {
         &foreign,
         "--label",
         "com.mcp.managed=true",
+        &image,
+        "/x",
+    ]));
+    // A managed container of another project and an unmanaged one, both with env to protect.
+    must(Command::new("docker").args([
+        "create",
+        "--name",
+        &other_project,
+        "--label",
+        "com.mcp.managed=true",
+        "--label",
+        &format!("com.mcp.project={project}x"),
+        "-e",
+        "SECRET_TOKEN=do-not-leak",
+        &image,
+        "/x",
+    ]));
+    must(Command::new("docker").args([
+        "create",
+        "--name",
+        &unmanaged,
+        "-e",
+        "SECRET_TOKEN=do-not-leak",
         &image,
         "/x",
     ]));
@@ -186,6 +223,8 @@ fn docker_proxy_shows_only_managed_project_containers_and_exports_metrics() {
     assert_eq!(get(port, "/info").0, 403, "only contract endpoints");
     assert_eq!(get(port, "/images/json").0, 403);
 
+    refuses_smuggled_ids_and_other_projects(port, &ours, &[&foreign, &other_project, &unmanaged]);
+
     let state = must(Command::new("docker").args([
         "inspect",
         "-f",
@@ -227,8 +266,37 @@ fn docker_proxy_shows_only_managed_project_containers_and_exports_metrics() {
         "{logs}"
     );
 
+    // Well-formed references still work, by name, full id and short id; the log tail of the
+    // attacks above is plain log lines, not inspect JSON.
+    let full_id = must(Command::new("docker").args(["inspect", "-f", "{{.Id}}", &ours]))
+        .trim()
+        .to_string();
+    for id in [full_id.as_str(), &full_id[..12]] {
+        let (status, body) = get(port, &format!("/containers/{id}/json"));
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.contains("do-not-leak"));
+        let (status, body) = get(port, &format!("/containers/{id}/logs?tail=5"));
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            !body.contains("do-not-leak") && !body.contains("\"Config\""),
+            "{body}"
+        );
+    }
+
     let (status, metrics) = get(port, "/metrics");
     assert_eq!(status, 200);
+    for reason in ["encoded", "dot_segment", "invalid_id", "method", "endpoint"] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "mcp_dockerproxy_refused_total{{reason=\"{reason}\"}} "
+                ))
+            })
+            .unwrap_or_else(|| panic!("no refusal counter for {reason} in:\n{metrics}"));
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= 1.0, "{line}");
+    }
     let want = format!("{{service=\"alpha\",revision=\"r1-01234567\",container=\"{ours}\"}}");
     for series in [
         "mcp_container_memory_used_bytes",
@@ -274,4 +342,74 @@ fn docker_proxy_shows_only_managed_project_containers_and_exports_metrics() {
             text(&out.stderr)
         );
     }
+}
+
+/// The answer must be a refusal, never engine data: no inspect JSON, no env, no log lines.
+fn assert_refused(port: u16, method: &str, path: &str, want: u16) {
+    let (status, head, body) = http::request_with_head(port, method, path);
+    assert_eq!(status, want, "{method} {path}: {body}");
+    for leak in [
+        "do-not-leak",
+        "SECRET_TOKEN",
+        "\"Config\"",
+        "\"Id\"",
+        "\"lines\"",
+        "{",
+    ] {
+        assert!(!body.contains(leak), "{method} {path} leaks {leak}: {body}");
+    }
+    assert!(body.lines().count() <= 1, "{method} {path}: {body}");
+    if want == 405 {
+        assert!(
+            head.contains("\r\nallow: get\r\n"),
+            "{method} {path}: {head}"
+        );
+    }
+}
+
+fn refuses_smuggled_ids_and_other_projects(port: u16, ours: &str, invisible: &[&str]) {
+    for endpoint in ["logs", "json", "stats"] {
+        for id in [
+            format!("{ours}%2Fjson%3F"),
+            format!("{ours}%2fjson%3f"),
+            format!("{ours}%2F..%2F..%2Finfo%3F"),
+            "%2F..%2F".to_string(),
+            format!("{ours}%3F"),
+            format!("{ours}%3Fx%3D1"),
+            format!("{ours}%23"),
+            format!("{ours}%252Fjson%253F"),
+            format!("{ours}%25"),
+            "..".to_string(),
+            ".".to_string(),
+            "%2e%2e".to_string(),
+            format!("-{ours}"),
+            format!("{ours}%20"),
+            "x".repeat(200),
+        ] {
+            assert_refused(port, "GET", &format!("/containers/{id}/{endpoint}"), 400);
+        }
+        // Another project's container, an unmanaged one and one without a project: by name and by
+        // full id, indistinguishable from a missing container.
+        for name in invisible {
+            let full = must(Command::new("docker").args(["inspect", "-f", "{{.Id}}", name]))
+                .trim()
+                .to_string();
+            for id in [name.to_string(), full.clone(), full[..12].to_string()] {
+                assert_refused(port, "GET", &format!("/containers/{id}/{endpoint}"), 404);
+            }
+        }
+        for method in ["POST", "DELETE", "PUT", "PATCH", "HEAD"] {
+            assert_refused(port, method, &format!("/containers/{ours}/{endpoint}"), 405);
+        }
+    }
+    // Dot segments and extra segments around a valid id are not contract endpoints either.
+    assert_refused(
+        port,
+        "GET",
+        &format!("/containers/{ours}/json/../logs"),
+        403,
+    );
+    assert_refused(port, "GET", &format!("/containers/{ours}/../../info"), 403);
+    assert_refused(port, "POST", "/containers/create", 405);
+    assert_refused(port, "POST", &format!("/containers/{ours}/exec"), 405);
 }

@@ -5,6 +5,10 @@
 //!
 //! Must not: forward arbitrary Docker API calls, show containers of other projects or unmanaged
 //! ones, or reveal environment variables (secrets live in files, but images may set env).
+//!
+//! A container reference from the path reaches the engine only after [`container_ref`] accepted it
+//! (Docker's id/name grammar, checked on the raw segment too), and only for the inspect that
+//! resolves it to a visible container; every follow-up call (stats, logs) uses the inspected `Id`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,8 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode};
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,6 +27,8 @@ use bollard::query_parameters as q;
 use bollard::Docker;
 use clap::Args;
 use futures::StreamExt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::Value;
 
 use crate::engine::docker::DockerEngine;
@@ -47,6 +55,8 @@ struct Proxy {
     docker: Docker,
     prefix: String,
     project: String,
+    /// `mcp_dockerproxy_refused_total{reason}`: requests answered before any engine call.
+    refused: Family<exporter::RefusedLabels, Counter>,
 }
 
 type Shared = Arc<Proxy>;
@@ -58,11 +68,11 @@ pub fn run(args: DockerProxyArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let engine = DockerEngine::connect().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let proxy = Arc::new(Proxy {
-            docker: engine.client().clone(),
-            prefix: args.label_prefix.clone(),
-            project: args.project.clone(),
-        });
+        let proxy = Arc::new(Proxy::new(
+            engine.client().clone(),
+            args.label_prefix.clone(),
+            args.project.clone(),
+        ));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("docker-proxy: cannot listen on {}", args.listen))?;
@@ -85,26 +95,153 @@ fn router(proxy: Shared) -> Router {
         .route("/containers/{id}/json", get(inspect))
         .route("/containers/{id}/stats", get(stats))
         .route("/containers/{id}/logs", get(logs))
-        .fallback(|method: Method| async move {
-            if method == Method::GET {
-                (
-                    StatusCode::FORBIDDEN,
-                    "docker-proxy: only the endpoints of docs/contracts.md are served\n",
-                )
-            } else {
-                (
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "docker-proxy is read-only\n",
-                )
-            }
-        })
-        .method_not_allowed_fallback(|| async {
-            (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "docker-proxy is read-only\n",
-            )
-        })
+        .fallback(|State(p): State<Shared>| async move { p.refuse(Refusal::Endpoint) })
+        .method_not_allowed_fallback(
+            |State(p): State<Shared>| async move { p.refuse(Refusal::Method) },
+        )
+        // Applies to the routes and the fallback: no handler runs for anything but GET (axum would
+        // otherwise also route HEAD to the GET handlers).
+        .layer(axum::middleware::from_fn_with_state(
+            proxy.clone(),
+            only_get,
+        ))
         .with_state(proxy)
+}
+
+async fn only_get(State(p): State<Shared>, req: Request, next: Next) -> Response {
+    if req.method() != Method::GET {
+        return p.refuse(Refusal::Method);
+    }
+    next.run(req).await
+}
+
+/// Why a request was answered without asking the engine (the `reason` label of
+/// `mcp_dockerproxy_refused_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not GET: 405.
+    Method,
+    /// A path that is not one of the contract's endpoints: 403.
+    Endpoint,
+    /// The id segment carries an encoded `/`, `?`, `#` or `%` (or a malformed escape): 400.
+    Encoded,
+    /// The id segment is `.` or `..` (also encoded): 400.
+    DotSegment,
+    /// The id is neither a container id nor a container name: 400.
+    InvalidId,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::Method,
+        Refusal::Endpoint,
+        Refusal::Encoded,
+        Refusal::DotSegment,
+        Refusal::InvalidId,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Method => "method",
+            Refusal::Endpoint => "endpoint",
+            Refusal::Encoded => "encoded",
+            Refusal::DotSegment => "dot_segment",
+            Refusal::InvalidId => "invalid_id",
+        }
+    }
+
+    fn response(self) -> Response {
+        let (status, text) = match self {
+            Refusal::Method => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "docker-proxy is read-only: GET only\n",
+            ),
+            Refusal::Endpoint => (
+                StatusCode::FORBIDDEN,
+                "docker-proxy: only the endpoints of docs/contracts.md are served\n",
+            ),
+            Refusal::Encoded => (
+                StatusCode::BAD_REQUEST,
+                "docker-proxy: the container id contains an encoded '/', '?', '#' or '%'\n",
+            ),
+            Refusal::DotSegment => (
+                StatusCode::BAD_REQUEST,
+                "docker-proxy: '.' and '..' are not container ids\n",
+            ),
+            Refusal::InvalidId => (
+                StatusCode::BAD_REQUEST,
+                "docker-proxy: not a container id (12-64 lowercase hex) or name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128)\n",
+            ),
+        };
+        if self == Refusal::Method {
+            (status, [(header::ALLOW, "GET")], text).into_response()
+        } else {
+            (status, text).into_response()
+        }
+    }
+}
+
+/// Longest container name accepted (Docker itself has no documented limit; ours are far shorter).
+pub const MAX_NAME_LEN: usize = 128;
+
+/// A container id as Docker prints it: 12 (short) to 64 (full) lowercase hex characters.
+pub fn is_container_id(s: &str) -> bool {
+    (12..=64).contains(&s.len()) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A container name per Docker's grammar `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most [`MAX_NAME_LEN`]
+/// long; `..` anywhere is refused as well (no name mcpctl creates contains a dot).
+pub fn is_container_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    s.len() <= MAX_NAME_LEN
+        && bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && !s.contains("..")
+}
+
+/// Check the raw (still percent-encoded) path segment naming a container and return the decoded
+/// reference, or why it is refused. Only what this accepts is ever sent to the engine.
+pub fn container_ref(raw: &str) -> Result<String, Refusal> {
+    let mut decoded = Vec::with_capacity(raw.len());
+    let mut bytes = raw.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            decoded.push(b);
+            continue;
+        }
+        let hex = |b: Option<u8>| b.and_then(|b| (b as char).to_digit(16));
+        let (Some(hi), Some(lo)) = (hex(bytes.next()), hex(bytes.next())) else {
+            return Err(Refusal::Encoded);
+        };
+        let c = (hi * 16 + lo) as u8;
+        if matches!(c, b'/' | b'?' | b'#' | b'%') {
+            return Err(Refusal::Encoded);
+        }
+        decoded.push(c);
+    }
+    if matches!(decoded.as_slice(), b"." | b"..") {
+        return Err(Refusal::DotSegment);
+    }
+    match String::from_utf8(decoded) {
+        Ok(s) if is_container_id(&s) || is_container_name(&s) => Ok(s),
+        _ => Err(Refusal::InvalidId),
+    }
+}
+
+/// The `{id}` segment of `/containers/{id}/...`, validated by [`container_ref`] on the raw URI (a
+/// refusal answers before any engine call and is counted).
+struct ContainerRef(String);
+
+impl FromRequestParts<Shared> for ContainerRef {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, p: &Shared) -> Result<Self, Response> {
+        // The router is not nested, so `uri` is the request's own (undecoded) path.
+        let raw = parts.uri.path().split('/').nth(2).unwrap_or("");
+        container_ref(raw)
+            .map(ContainerRef)
+            .map_err(|r| p.refuse(r))
+    }
 }
 
 fn engine_error(e: impl std::fmt::Display) -> Response {
@@ -129,6 +266,26 @@ async fn timed<T>(
 }
 
 impl Proxy {
+    fn new(docker: Docker, prefix: String, project: String) -> Proxy {
+        let refused = Family::<exporter::RefusedLabels, Counter>::default();
+        for r in Refusal::ALL {
+            let _ = refused.get_or_create(&exporter::RefusedLabels::from(r));
+        }
+        Proxy {
+            docker,
+            prefix,
+            project,
+            refused,
+        }
+    }
+
+    fn refuse(&self, r: Refusal) -> Response {
+        self.refused
+            .get_or_create(&exporter::RefusedLabels::from(r))
+            .inc();
+        r.response()
+    }
+
     fn filters(&self) -> HashMap<String, Vec<String>> {
         HashMap::from([(
             "label".to_string(),
@@ -156,20 +313,23 @@ impl Proxy {
         timed(self.docker.list_containers(Some(opts))).await
     }
 
-    /// Inspect `id`, or 404 when it is not one of ours (indistinguishable from missing).
+    /// Inspect `id`, or 404 when it is not one of ours (indistinguishable from missing). Returns the
+    /// inspected full `Id` (64 hex) too: every follow-up engine call uses it, never `id`.
     async fn inspect_visible(
         &self,
         id: &str,
-    ) -> Result<bollard::models::ContainerInspectResponse, Response> {
+    ) -> Result<(String, bollard::models::ContainerInspectResponse), Response> {
         let c = timed(
             self.docker
                 .inspect_container(id, None::<q::InspectContainerOptions>),
         )
         .await?;
-        if self.visible(c.config.as_ref().and_then(|cfg| cfg.labels.as_ref())) {
-            Ok(c)
-        } else {
-            Err((StatusCode::NOT_FOUND, "no such container\n").into_response())
+        if !self.visible(c.config.as_ref().and_then(|cfg| cfg.labels.as_ref())) {
+            return Err((StatusCode::NOT_FOUND, "no such container\n").into_response());
+        }
+        match c.id.clone() {
+            Some(full) if full.len() == 64 && is_container_id(&full) => Ok((full, c)),
+            _ => Err(engine_error("inspect returned no full container id")),
         }
     }
 
@@ -202,9 +362,9 @@ async fn list(State(p): State<Shared>) -> Response {
     }
 }
 
-async fn inspect(State(p): State<Shared>, Path(id): Path<String>) -> Response {
+async fn inspect(State(p): State<Shared>, ContainerRef(id): ContainerRef) -> Response {
     match p.inspect_visible(&id).await {
-        Ok(mut c) => {
+        Ok((_, mut c)) => {
             if let Some(cfg) = c.config.as_mut() {
                 cfg.env = None;
             }
@@ -214,11 +374,12 @@ async fn inspect(State(p): State<Shared>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn stats(State(p): State<Shared>, Path(id): Path<String>) -> Response {
-    if let Err(r) = p.inspect_visible(&id).await {
-        return r;
-    }
-    match p.stats_of(&id).await {
+async fn stats(State(p): State<Shared>, ContainerRef(id): ContainerRef) -> Response {
+    let full = match p.inspect_visible(&id).await {
+        Ok((full, _)) => full,
+        Err(r) => return r,
+    };
+    match p.stats_of(&full).await {
         Ok(v) => Json(v).into_response(),
         Err(r) => r,
     }
@@ -231,12 +392,13 @@ struct LogsQuery {
 
 async fn logs(
     State(p): State<Shared>,
-    Path(id): Path<String>,
+    ContainerRef(id): ContainerRef,
     Query(lq): Query<LogsQuery>,
 ) -> Response {
-    if let Err(r) = p.inspect_visible(&id).await {
-        return r;
-    }
+    let full = match p.inspect_visible(&id).await {
+        Ok((full, _)) => full,
+        Err(r) => return r,
+    };
     let tail = lq.tail.unwrap_or(100).min(MAX_LOG_LINES);
     let opts = q::LogsOptionsBuilder::default()
         .stdout(true)
@@ -245,7 +407,7 @@ async fn logs(
         .build();
     let collect = async {
         let mut lines = Vec::new();
-        let mut stream = p.docker.logs(&id, Some(opts));
+        let mut stream = p.docker.logs(&full, Some(opts));
         while let Some(item) = stream.next().await {
             let (which, bytes) = match item? {
                 bollard::container::LogOutput::StdErr { message } => ("stderr", message),
@@ -276,14 +438,14 @@ async fn metrics(State(p): State<Shared>) -> Response {
         let p = p.clone();
         let id = c.id.clone().unwrap_or_default();
         async move {
-            let detail = p.inspect_visible(&id).await.ok()?;
+            let (full, detail) = p.inspect_visible(&id).await.ok()?;
             let running = detail
                 .state
                 .as_ref()
                 .and_then(|s| s.running)
                 .unwrap_or(false);
             let stats = if running {
-                p.stats_of(&id).await.ok()
+                p.stats_of(&full).await.ok()
             } else {
                 None
             };
@@ -292,7 +454,12 @@ async fn metrics(State(p): State<Shared>) -> Response {
     }))
     .await;
     let mut text = String::new();
-    if let Err(e) = exporter::encode(&p.prefix, samples.into_iter().flatten(), &mut text) {
+    if let Err(e) = exporter::encode(
+        &p.prefix,
+        samples.into_iter().flatten(),
+        &p.refused,
+        &mut text,
+    ) {
         return engine_error(e);
     }
     (
@@ -322,6 +489,18 @@ pub mod exporter {
         pub container: String,
     }
 
+    /// Labels of `mcp_dockerproxy_refused_total`.
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    pub struct RefusedLabels {
+        pub reason: &'static str,
+    }
+
+    impl From<super::Refusal> for RefusedLabels {
+        fn from(r: super::Refusal) -> Self {
+            RefusedLabels { reason: r.label() }
+        }
+    }
+
     /// Memory used exactly as `docker stats` computes it: usage − total_inactive_file (cgroup v1),
     /// else usage − inactive_file (v2), each only when smaller than usage.
     pub fn memory_used(stats: &serde_json::Value) -> Option<u64> {
@@ -346,6 +525,7 @@ pub mod exporter {
                 Option<serde_json::Value>,
             ),
         >,
+        refused: &Family<RefusedLabels, Counter>,
         out: &mut String,
     ) -> std::fmt::Result {
         let used = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -421,6 +601,11 @@ pub mod exporter {
             "Restarts of the container by the engine",
             restarts,
         );
+        r.register(
+            "mcp_dockerproxy_refused",
+            "Requests the docker proxy refused before asking the engine",
+            refused.clone(),
+        );
         prometheus_client::encoding::prometheus_text::encode(out, &r)
     }
 
@@ -434,5 +619,197 @@ pub mod exporter {
             assert_eq!(super::memory_used(&v2), Some(900));
             assert_eq!(super::memory_used(&serde_json::json!({})), None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FULL_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn container_ref_accepts_ids_and_names() {
+        for ok in [
+            FULL_ID,
+            &FULL_ID[..12],
+            "shop-alpha-r3",
+            "shop-alpha-r3-candidate",
+            "a",
+            "My_container.1",
+            "abc",
+        ] {
+            assert_eq!(container_ref(ok).as_deref(), Ok(ok), "{ok}");
+        }
+        // An unreserved character sent encoded is still the same name.
+        assert_eq!(container_ref("shop%2Dalpha").as_deref(), Ok("shop-alpha"));
+        assert!(container_ref(&"n".repeat(MAX_NAME_LEN)).is_ok());
+    }
+
+    #[test]
+    fn container_ref_refuses_paths_queries_and_dots() {
+        for (raw, why) in [
+            ("x%2Fjson%3F", Refusal::Encoded),
+            ("%2F..%2F", Refusal::Encoded),
+            ("x%2f..%2fimages", Refusal::Encoded),
+            ("x%3F", Refusal::Encoded),
+            ("x%3f", Refusal::Encoded),
+            ("x%23", Refusal::Encoded),
+            ("x%252F", Refusal::Encoded),
+            ("x%25", Refusal::Encoded),
+            ("x%", Refusal::Encoded),
+            ("x%2", Refusal::Encoded),
+            ("x%zz", Refusal::Encoded),
+            (".", Refusal::DotSegment),
+            ("..", Refusal::DotSegment),
+            ("%2e%2E", Refusal::DotSegment),
+            (".%2e", Refusal::DotSegment),
+            ("", Refusal::InvalidId),
+            ("-x", Refusal::InvalidId),
+            (".hidden", Refusal::InvalidId),
+            ("a..b", Refusal::InvalidId),
+            ("a b", Refusal::InvalidId),
+            ("a%20b", Refusal::InvalidId),
+            ("a%00", Refusal::InvalidId),
+            ("a:b", Refusal::InvalidId),
+            ("%C3%A9t%C3%A9", Refusal::InvalidId),
+            ("%FF", Refusal::InvalidId),
+        ] {
+            assert_eq!(container_ref(raw), Err(why), "{raw}");
+        }
+        assert_eq!(
+            container_ref(&"n".repeat(MAX_NAME_LEN + 1)),
+            Err(Refusal::InvalidId)
+        );
+        assert!(!is_container_id(&FULL_ID.to_uppercase()));
+        assert!(!is_container_id(&FULL_ID[..11]));
+        assert!(!is_container_id(&format!("{FULL_ID}0")));
+    }
+
+    proptest! {
+        #[test]
+        fn no_accepted_ref_contains_a_separator(raw in "([a-zA-Z0-9_./?#%-]|%[0-9a-fA-F]{2}|%25[0-9a-fA-F]{2}){0,40}") {
+            if let Ok(s) = container_ref(&raw) {
+                for bad in ["/", "?", "#", "%", ".."] {
+                    prop_assert!(!s.contains(bad), "{raw} -> {s}");
+                }
+                prop_assert!(is_container_id(&s) || is_container_name(&s));
+            }
+        }
+
+        #[test]
+        fn every_hex_id_is_accepted(id in "[0-9a-f]{12,64}") {
+            prop_assert_eq!(container_ref(&id), Ok(id.clone()));
+            prop_assert!(is_container_id(&id));
+        }
+
+        #[test]
+        fn typical_names_are_accepted(name in "[a-z][a-z0-9-]{0,30}-[a-z][a-z0-9]{0,30}-r[0-9]{1,6}(-candidate)?") {
+            prop_assert_eq!(container_ref(&name), Ok(name.clone()));
+        }
+    }
+
+    /// The router against an "engine" that cannot answer (a plain file as socket): every refusal
+    /// must come before any engine call, which would surface as 502.
+    #[test]
+    fn refusals_answer_before_the_engine_and_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("docker.sock");
+        std::fs::write(&sock, "").unwrap();
+        let docker =
+            Docker::connect_with_unix(sock.to_str().unwrap(), 2, bollard::API_DEFAULT_VERSION)
+                .unwrap();
+        let proxy = Arc::new(Proxy::new(docker, "com.mcp".into(), "shop".into()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+                listener,
+                router(proxy.clone()),
+            )));
+            for (method, path, status, reason) in [
+                ("GET", "/containers/x%2Fjson%3F/logs", 400, "encoded"),
+                ("GET", "/containers/x%2F..%2F/json", 400, "encoded"),
+                ("GET", "/containers/x%252F/stats", 400, "encoded"),
+                ("GET", "/containers/%3F/logs", 400, "encoded"),
+                ("GET", "/containers/../logs", 400, "dot_segment"),
+                ("GET", "/containers/%2e%2e/json", 400, "dot_segment"),
+                ("GET", "/containers/-x/logs", 400, "invalid_id"),
+                ("GET", "/containers/a..b/logs", 400, "invalid_id"),
+                ("POST", "/containers/shop-a-r1/stop", 405, "method"),
+                ("DELETE", "/containers/shop-a-r1/json", 405, "method"),
+                ("HEAD", "/containers/shop-a-r1/json", 405, "method"),
+                ("PUT", "/nowhere", 405, "method"),
+                ("GET", "/info", 403, "endpoint"),
+                ("GET", "/containers/shop-a-r1/exec", 403, "endpoint"),
+            ] {
+                let (got, head, body) = raw_request(port, method, path).await;
+                assert_eq!(got, status, "{method} {path}: {head}{body}");
+                assert_eq!(
+                    body.lines().count(),
+                    usize::from(method != "HEAD"),
+                    "{body}"
+                );
+                if status == 405 {
+                    assert!(
+                        head.to_ascii_lowercase().contains("\r\nallow: get\r\n"),
+                        "{head}"
+                    );
+                }
+                let counted = proxy
+                    .refused
+                    .get_or_create(&exporter::RefusedLabels { reason })
+                    .get();
+                assert!(counted > 0, "{reason} not counted");
+            }
+            // A well-formed reference does reach the engine (which cannot answer here).
+            let (got, _, _) = raw_request(port, "GET", "/containers/shop-a-r1/json").await;
+            assert_eq!(got, 502);
+        });
+    }
+
+    async fn raw_request(port: u16, method: &str, path: &str) -> (u16, String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        let resp = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, format!("{head}\r\n"), body.to_string())
+    }
+
+    #[test]
+    fn refused_counter_is_exported_preinitialised() {
+        let refused = Family::<exporter::RefusedLabels, Counter>::default();
+        for r in Refusal::ALL {
+            let _ = refused.get_or_create(&r.into());
+        }
+        refused.get_or_create(&Refusal::Encoded.into()).inc();
+        let mut text = String::new();
+        exporter::encode("com.mcp", std::iter::empty(), &refused, &mut text).unwrap();
+        assert!(
+            text.contains("mcp_dockerproxy_refused_total{reason=\"encoded\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcp_dockerproxy_refused_total{reason=\"method\"} 0"),
+            "{text}"
+        );
     }
 }
