@@ -304,6 +304,105 @@ fn release_of(route: &Value) -> u64 {
     route["revision"].as_u64().expect("a stack revision")
 }
 
+/// The edge's DNS-rebinding guard, from a client on the host: through the published `port`, a
+/// foreign Host on `/sse` and `/mcp` (also loopback at another port) and a foreign Origin get 403
+/// in plain text with `Connection: close`, a request without Host gets 400; nothing of it
+/// reaches the upstream. Returns how many Host and Origin refusals it caused.
+async fn assert_foreign_hosts_and_origins_refused(port: u16) -> (u64, u64) {
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "rebind", "version": "1"}}});
+    let sse = |extra: (&'static str, String)| {
+        http.get(format!("{base}/sse"))
+            .header("accept", "text/event-stream")
+            .header(extra.0, extra.1)
+    };
+    let mcp = |extra: (&'static str, String)| {
+        http.post(format!("{base}/mcp"))
+            .header("accept", "application/json, text/event-stream")
+            .header(extra.0, extra.1)
+            .json(&init)
+    };
+    let refused = |rb: reqwest::RequestBuilder, want: &'static str, what: String| async move {
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), 403, "{what}");
+        assert_eq!(r.headers()["connection"], "close", "{what}");
+        assert_eq!(r.text().await.unwrap(), want, "{what}");
+    };
+    let mut counted = (0, 0);
+    for host in [
+        format!("evil.example:{port}"),
+        format!("127.0.0.1.evil.example:{port}"),
+        "localhost:1".to_string(),
+    ] {
+        for (rb, path) in [
+            (sse(("host", host.clone())), "/sse"),
+            (mcp(("host", host.clone())), "/mcp"),
+        ] {
+            refused(
+                rb,
+                "Forbidden: foreign Host",
+                format!("{path} with Host {host}"),
+            )
+            .await;
+            counted.0 += 1;
+        }
+    }
+    for origin in ["http://evil.example", "null"] {
+        let o = origin.to_string();
+        for (rb, path) in [
+            (sse(("origin", o.clone())), "/sse"),
+            (mcp(("origin", o.clone())), "/mcp"),
+        ] {
+            refused(
+                rb,
+                "Forbidden: foreign Origin",
+                format!("{path} with Origin {origin}"),
+            )
+            .await;
+            counted.1 += 1;
+        }
+    }
+    // No Host at all (HTTP/1.1 requires one).
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /sse HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the edge closes after a refusal")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "no Host: {answer}");
+    counted.0 += 1;
+    // What a normal client sends still passes: a loopback Origin.
+    let r = mcp(("origin", "http://localhost:3000".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a loopback Origin is admitted");
+    counted
+}
+
+/// `mcp_edge_refused_total{reason}` from the edge's admin API.
+async fn refused_total(admin: u16, reason: &str) -> u64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("mcp_edge_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
 #[test]
 fn deploy_and_rollback_switch_routes_with_zero_failed_calls() {
     if !common::docker_available("edge_flow") {
@@ -325,6 +424,13 @@ fn deploy_and_rollback_switch_routes_with_zero_failed_calls() {
     let rel_a = release_of(&route_a);
     assert_eq!(rt.block_on(nonce(&s.base(), Transport::Sse)).unwrap(), "A");
     assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
+    // The edge rewrites Host for the bridge, so it guards against DNS rebinding itself: foreign
+    // Hosts and Origins are refused (and counted), and a normal client keeps working right after.
+    let (hosts, origins) = rt.block_on(assert_foreign_hosts_and_origins_refused(s.port));
+    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Sse)).unwrap(), "A");
+    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
+    assert_eq!(rt.block_on(refused_total(s.admin, "host")), hosts);
+    assert_eq!(rt.block_on(refused_total(s.admin, "origin")), origins);
     // The recorded config is the manifest's: nothing to deploy again.
     let out = s.mcpctl(&["--output", "json", "plan"]);
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -374,6 +480,12 @@ init = {{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {{"protoco
 req = urllib.request.Request("http://mcp-alpha:8080/mcp", json.dumps(init).encode(), {{"content-type": "application/json", "accept": "application/json, text/event-stream"}})
 r = urllib.request.urlopen(req, timeout=5)
 print("mcp", r.status, bool(r.headers.get("mcp-session-id")))
+foreign = urllib.request.Request("http://mcp-alpha:8080/mcp", json.dumps(init).encode(), {{"content-type": "application/json", "accept": "application/json, text/event-stream", "origin": "http://evil.example"}})
+try:
+    urllib.request.urlopen(foreign, timeout=5)
+    print("origin open")
+except urllib.error.HTTPError as e:
+    print("origin", e.code)
 try:
     urllib.request.urlopen("http://mcp-alpha:{admin}/routes", timeout=5)
     print("admin open")
@@ -401,6 +513,10 @@ except urllib.error.HTTPError as e:
         assert!(
             out.contains("admin 403"),
             "the admin API refuses peers: {out}"
+        );
+        assert!(
+            out.contains("origin 403"),
+            "a foreign Origin is refused in-network too: {out}"
         );
     } else {
         eprintln!(
@@ -736,9 +852,10 @@ fn edge_serve_routes_by_port_and_host_and_passes_disconnects() {
         // By Host on the in-network listener.
         let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
         let mcp = format!("http://127.0.0.1:{internal}/mcp");
+        // (In the container the listener is 8080; here it is `internal`, which the Host must name.)
         let r = http
             .post(&mcp)
-            .header("host", "mcp-alpha:8080")
+            .header("host", format!("mcp-alpha:{internal}"))
             .header("accept", "application/json, text/event-stream")
             .json(&init)
             .send()
@@ -746,6 +863,20 @@ fn edge_serve_routes_by_port_and_host_and_passes_disconnects() {
             .unwrap();
         assert_eq!(r.status(), 200);
         assert!(r.headers().contains_key("mcp-session-id"));
+        let r = http
+            .post(&mcp)
+            .header("host", format!("mcp-alpha:{}", internal.wrapping_add(1)))
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "mcp-alpha at another port");
+        // The guard on the published port, in front of a legacy route (whose upstream checks no
+        // Host at all), and a normal client right after.
+        let (hosts, origins) = assert_foreign_hosts_and_origins_refused(port).await;
+        assert_eq!(nonce(&base, Transport::Http).await.unwrap(), "L1");
+        assert_eq!(refused_total(admin, "host").await, hosts + 1);
+        assert_eq!(refused_total(admin, "origin").await, origins);
         let r = http
             .post(&mcp)
             .header("host", "mcp-other:8080")

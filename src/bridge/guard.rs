@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::app::RateLimit;
 
 /// `host` (no port) is a loopback name or address.
-fn loopback(host: &str) -> bool {
+pub(crate) fn loopback(host: &str) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1")
         || host.ends_with(".localhost")
         || host
@@ -21,7 +21,7 @@ fn loopback(host: &str) -> bool {
 }
 
 /// `host[:port]` → `host` (IPv6 literals keep their brackets).
-fn host_of(authority: &str) -> &str {
+pub(crate) fn host_of(authority: &str) -> &str {
     if authority.starts_with('[') {
         return authority.find(']').map_or(authority, |i| &authority[..=i]);
     }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
@@ -107,6 +107,8 @@ struct Metrics {
     sessions_opened: BTreeMap<(String, String), u64>,
     switches: BTreeMap<String, u64>,
     drain_closed: BTreeMap<String, u64>,
+    /// Requests refused by the DNS-rebinding guard: (Host, Origin).
+    refused: (u64, u64),
 }
 
 /// A session's pin: its upstream, when it was last seen, and whether an open stream holds it
@@ -520,6 +522,11 @@ impl Edge {
                 esc(s)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP mcp_edge_refused_total Requests refused before forwarding: a foreign or missing Host, or a foreign Origin (DNS-rebinding guard).\n# TYPE mcp_edge_refused_total counter\nmcp_edge_refused_total{{reason=\"host\"}} {}\nmcp_edge_refused_total{{reason=\"origin\"}} {}",
+            m.refused.0, m.refused.1
+        );
         if let Some(rss) = resident_bytes() {
             let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}");
         }
@@ -843,6 +850,127 @@ fn service_of_host(host: Option<&str>) -> Option<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// DNS-rebinding guard.
+
+/// Why a proxied request was refused before anything was forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// No Host (HTTP/1.1 requires one: 400), several, or one that is not text.
+    BadHost,
+    /// A Host that names neither loopback at this port nor the service's in-network name (403).
+    Host,
+    /// An Origin that is neither loopback nor the service's in-network name (403).
+    Origin,
+}
+
+/// Where a proxied request arrived: the service it goes to, the port of the listener it came in
+/// on, and the edge's in-network port (the one `mcp-<service>` is reached at), if it has one.
+#[derive(Debug, Clone, Copy)]
+struct Arrival<'a> {
+    service: &'a str,
+    port: u16,
+    internal: Option<u16>,
+}
+
+/// The edge's DNS-rebinding guard, decided before anything is rewritten: for `kind: stack` the edge
+/// sends `Host: mcp-<service>:8080`, so the bridge's own Host check never sees the client's.
+/// The bridge's rules (`bridge::guard`), narrowed to the port the request came in on:
+/// - Host: a loopback name (`localhost`, `*.localhost`, 127.0.0.0/8, `[::1]`) without a port or
+///   with this listener's port, or `mcp-<service>` with the in-network port (what the bridge
+///   admits with `--allow-host mcp-<service>:8080`; no manifest setting adds to it). Missing → 400.
+/// - Origin (when present): loopback on any port, or `http(s)://mcp-<service>:<in-network port>`
+///   (`guard::origin_allowed`); `null` and anything else are foreign.
+fn admit(at: Arrival<'_>, host: Option<&str>, origin: Option<&str>) -> Result<(), Refusal> {
+    use crate::bridge::guard;
+    let in_network = at
+        .internal
+        .map(|p| guard::normalise(&format!("mcp-{}:{p}", at.service)));
+    let authority = guard::normalise(host.ok_or(Refusal::BadHost)?);
+    let name = guard::host_of(&authority);
+    let port: Option<u16> = match &authority[name.len()..] {
+        "" => None,
+        rest => match rest.strip_prefix(':') {
+            Some(p) if p.bytes().all(|c| c.is_ascii_digit()) => {
+                Some(p.parse().map_err(|_| Refusal::Host)?)
+            }
+            _ => return Err(Refusal::Host),
+        },
+    };
+    let host_ok = (guard::loopback(name) && port.is_none_or(|p| p == at.port))
+        || in_network.as_deref() == Some(authority.as_str());
+    if !host_ok {
+        return Err(Refusal::Host);
+    }
+    if let Some(o) = origin {
+        if !guard::origin_allowed(o, &[], in_network.as_slice()) {
+            return Err(Refusal::Origin);
+        }
+    }
+    Ok(())
+}
+
+/// [`admit`] on a request's headers: exactly one Host, which must be text; every `Origin` given
+/// must be allowed (one that is not text is foreign); an absolute-form request target's authority
+/// must pass the Host rule too.
+fn admit_request(at: Arrival<'_>, headers: &HeaderMap, uri: &Uri) -> Result<(), Refusal> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => Some(h.to_str().map_err(|_| Refusal::BadHost)?),
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(Refusal::BadHost),
+    };
+    admit(at, host, None)?;
+    if let Some(a) = uri.authority() {
+        admit(at, Some(a.as_str()), None)?;
+    }
+    for o in headers.get_all(header::ORIGIN) {
+        admit(at, host, Some(o.to_str().map_err(|_| Refusal::Origin)?))?;
+    }
+    Ok(())
+}
+
+/// The guard in front of [`forward`]: `None` lets the request through; a refusal is logged,
+/// counted (`mcp_edge_refused_total`) and answered in plain text with `Connection: close` (the
+/// body is never read, so the connection is not reused).
+fn guard(edge: &Edge, at: Arrival<'_>, req: &Request) -> Option<Response> {
+    let refusal = admit_request(at, req.headers(), req.uri()).err()?;
+    let (status, text) = match refusal {
+        Refusal::BadHost => (
+            StatusCode::BAD_REQUEST,
+            "Bad Request: missing or invalid Host",
+        ),
+        Refusal::Host => (StatusCode::FORBIDDEN, "Forbidden: foreign Host"),
+        Refusal::Origin => (StatusCode::FORBIDDEN, "Forbidden: foreign Origin"),
+    };
+    {
+        let mut m = edge.metrics.lock().unwrap();
+        match refusal {
+            Refusal::Origin => m.refused.1 += 1,
+            Refusal::BadHost | Refusal::Host => m.refused.0 += 1,
+        }
+    }
+    tracing::debug!(
+        service = at.service,
+        port = at.port,
+        path = %req.uri().path(),
+        host = ?req.headers().get(header::HOST),
+        origin = ?req.headers().get(header::ORIGIN),
+        "refused: {text}"
+    );
+    Some(
+        (
+            status,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CONNECTION, "close"),
+            ],
+            text,
+        )
+            .into_response(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
 // Admin API.
 
 fn admin_allowed(edge: &Edge, peer: &SocketAddr) -> bool {
@@ -931,13 +1059,33 @@ pub fn admin_router(edge: Arc<Edge>) -> Router {
         .with_state(edge)
 }
 
-/// A listener for one service (a published port): every request goes to that service.
-pub fn service_router(edge: Arc<Edge>, service: String) -> Router {
-    Router::new().fallback(move |req: Request| forward(edge.clone(), service.clone(), req))
+/// A listener for one service (a published port, `port`): every request goes to that service,
+/// once its Host and Origin pass the guard. `internal`: the edge's in-network port, if any.
+pub fn service_router(
+    edge: Arc<Edge>,
+    service: String,
+    port: u16,
+    internal: Option<u16>,
+) -> Router {
+    Router::new().fallback(move |req: Request| {
+        let (edge, service) = (edge.clone(), service.clone());
+        async move {
+            let at = Arrival {
+                service: &service,
+                port,
+                internal,
+            };
+            if let Some(refused) = guard(&edge, at, &req) {
+                return refused;
+            }
+            forward(edge, service, req).await
+        }
+    })
 }
 
-/// The in-network listener (8080): the service comes from the Host header `mcp-<service>`.
-pub fn host_router(edge: Arc<Edge>) -> Router {
+/// The in-network listener (8080, `port`): the service comes from the Host header
+/// `mcp-<service>`, which must then carry this port (the guard).
+pub fn host_router(edge: Arc<Edge>, port: u16) -> Router {
     Router::new().fallback(move |req: Request| {
         let edge = edge.clone();
         async move {
@@ -947,7 +1095,17 @@ pub fn host_router(edge: Arc<Edge>) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
             match service_of_host(host.as_deref()) {
-                Some(s) if edge.services.contains(&s) => forward(edge, s, req).await,
+                Some(s) if edge.services.contains(&s) => {
+                    let at = Arrival {
+                        service: &s,
+                        port,
+                        internal: Some(port),
+                    };
+                    if let Some(refused) = guard(&edge, at, &req) {
+                        return refused;
+                    }
+                    forward(edge, s, req).await
+                }
                 _ => error(
                     StatusCode::MISDIRECTED_REQUEST,
                     format!(
@@ -983,20 +1141,25 @@ pub async fn run(edge: Arc<Edge>, l: Listeners) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("admin {}: {e}", l.admin))?;
     let app = admin_router(edge.clone()).into_make_service_with_connect_info::<SocketAddr>();
     tasks.spawn(async move { axum::serve(admin, app).await });
-    for (service, addr) in l.services {
-        let lis = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("{service} {addr}: {e}"))?
-            .tap_io(nodelay);
-        let app = service_router(edge.clone(), service);
-        tasks.spawn(async move { axum::serve(lis, app).await });
-    }
+    // The in-network listener first: its port is part of every service listener's guard.
+    let mut internal = None;
     if let Some(addr) = l.internal {
         let lis = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| anyhow::anyhow!("internal {addr}: {e}"))?
-            .tap_io(nodelay);
-        let app = host_router(edge.clone());
+            .map_err(|e| anyhow::anyhow!("internal {addr}: {e}"))?;
+        let port = lis.local_addr()?.port();
+        internal = Some(port);
+        let app = host_router(edge.clone(), port);
+        let lis = lis.tap_io(nodelay);
+        tasks.spawn(async move { axum::serve(lis, app).await });
+    }
+    for (service, addr) in l.services {
+        let lis = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("{service} {addr}: {e}"))?;
+        let port = lis.local_addr()?.port();
+        let app = service_router(edge.clone(), service, port, internal);
+        let lis = lis.tap_io(nodelay);
         tasks.spawn(async move { axum::serve(lis, app).await });
     }
     let sweeper = edge.clone();
@@ -1027,6 +1190,193 @@ mod tests {
         assert_eq!(service_of_host(Some("mcp-fetch")).as_deref(), Some("fetch"));
         assert_eq!(service_of_host(Some("127.0.0.1:8501")), None);
         assert_eq!(service_of_host(None), None);
+    }
+
+    const ALPHA: Arrival<'static> = Arrival {
+        service: "alpha",
+        port: 8501,
+        internal: Some(8080),
+    };
+
+    type Verdict = Result<(), Refusal>;
+
+    #[test]
+    fn the_guard_admits_loopback_at_this_port_and_the_in_network_name_only() {
+        use Refusal::{BadHost, Host, Origin};
+        let loopback = Some("127.0.0.1:8501");
+        #[rustfmt::skip]
+        let table: &[(Option<&str>, Option<&str>, Verdict)] = &[
+            // Hosts the edge admits on alpha's published port 8501 (in-network port 8080).
+            (Some("localhost:8501"), None, Ok(())),
+            (Some("127.0.0.1:8501"), None, Ok(())),
+            (Some("[::1]:8501"), None, Ok(())),
+            (Some("localhost"), None, Ok(())),
+            (Some("127.0.0.1"), None, Ok(())),
+            (Some("[::1]"), None, Ok(())),
+            (Some("LocalHost:8501"), None, Ok(())),
+            (Some("mcp-alpha:8080"), None, Ok(())),
+            (Some("MCP-Alpha:8080"), None, Ok(())),
+            // Origins it admits (loopback on any port, the in-network name).
+            (loopback, Some("http://localhost:3000"), Ok(())),
+            (loopback, Some("http://127.0.0.1:8501"), Ok(())),
+            (loopback, Some("https://[::1]"), Ok(())),
+            (Some("mcp-alpha:8080"), Some("http://mcp-alpha:8080"), Ok(())),
+            // Foreign Hosts.
+            (Some("evil.example:8501"), None, Err(Host)),
+            (Some("evil.example"), None, Err(Host)),
+            (Some("127.0.0.1.evil.example"), None, Err(Host)),
+            (Some("127.0.0.1.evil.example:8501"), None, Err(Host)),
+            (Some("localhost.evil.example:8501"), None, Err(Host)),
+            (Some("localhost:9999"), None, Err(Host)),
+            (Some("127.0.0.1:80"), None, Err(Host)),
+            (Some("[::1]:9999"), None, Err(Host)),
+            (Some("localhost:"), None, Err(Host)),
+            (Some("localhost:+8501"), None, Err(Host)),
+            (Some("localhost:99999"), None, Err(Host)),
+            (Some("[::1]x:8501"), None, Err(Host)),
+            (Some("mcp-alpha"), None, Err(Host)),
+            (Some("mcp-alpha:8501"), None, Err(Host)),
+            (Some("mcp-beta:8080"), None, Err(Host)),
+            (Some(""), None, Err(Host)),
+            (Some("evil.example:8501"), Some("http://evil.example:8501"), Err(Host)),
+            // No Host: HTTP/1.1 requires one (RFC 9112 §3.2: 400).
+            (None, None, Err(BadHost)),
+            // Foreign Origins behind an admitted Host.
+            (loopback, Some("http://evil.example"), Err(Origin)),
+            (loopback, Some("http://evil.example:8501"), Err(Origin)),
+            (loopback, Some("http://127.0.0.1.evil.example:8501"), Err(Origin)),
+            (loopback, Some("http://localhost.evil.example"), Err(Origin)),
+            (loopback, Some("null"), Err(Origin)),
+            (loopback, Some(""), Err(Origin)),
+            (loopback, Some("file://localhost"), Err(Origin)),
+            (loopback, Some("http://mcp-alpha:9999"), Err(Origin)),
+            (loopback, Some("http://mcp-beta:8080"), Err(Origin)),
+        ];
+        for (host, origin, want) in table {
+            assert_eq!(
+                admit(ALPHA, *host, *origin),
+                *want,
+                "Host {host:?}, Origin {origin:?}"
+            );
+        }
+        // Without an in-network listener `mcp-alpha` names nothing of this edge.
+        let bare = Arrival {
+            internal: None,
+            ..ALPHA
+        };
+        assert_eq!(admit(bare, Some("mcp-alpha:8080"), None), Err(Host));
+        assert_eq!(
+            admit(bare, loopback, Some("http://mcp-alpha:8080")),
+            Err(Origin)
+        );
+        // On the in-network listener, its own port is the one a loopback Host may carry.
+        let inside = Arrival {
+            port: 8080,
+            ..ALPHA
+        };
+        assert_eq!(admit(inside, Some("mcp-alpha:8080"), None), Ok(()));
+        assert_eq!(admit(inside, Some("mcp-alpha:9999"), None), Err(Host));
+    }
+
+    #[test]
+    fn the_guard_reads_every_host_and_origin_a_request_carries() {
+        let req = |uri: &str, headers: &[(&str, &[u8])]| {
+            let mut b = axum::http::Request::builder().uri(uri);
+            for (k, v) in headers {
+                b = b.header(*k, HeaderValue::from_bytes(v).unwrap());
+            }
+            b.body(Body::empty()).unwrap()
+        };
+        let check = |r: &Request| admit_request(ALPHA, r.headers(), r.uri());
+        let host: (&str, &[u8]) = ("host", b"127.0.0.1:8501");
+        assert_eq!(check(&req("/sse", &[host])), Ok(()));
+        assert_eq!(check(&req("/sse", &[])), Err(Refusal::BadHost));
+        assert_eq!(
+            check(&req("/sse", &[host, ("host", b"evil.example:8501")])),
+            Err(Refusal::BadHost),
+            "two Hosts"
+        );
+        assert_eq!(
+            check(&req("/sse", &[("host", b"local\xffhost:8501")])),
+            Err(Refusal::BadHost)
+        );
+        assert_eq!(
+            check(&req("http://evil.example:8501/sse", &[host])),
+            Err(Refusal::Host),
+            "an absolute-form target names the host as well"
+        );
+        assert_eq!(check(&req("http://localhost:8501/sse", &[host])), Ok(()));
+        assert_eq!(
+            check(&req(
+                "/mcp",
+                &[
+                    host,
+                    ("origin", b"http://localhost:3000"),
+                    ("origin", b"http://evil.example")
+                ]
+            )),
+            Err(Refusal::Origin),
+            "every Origin is checked"
+        );
+        assert_eq!(
+            check(&req("/mcp", &[host, ("origin", b"http://\xff")])),
+            Err(Refusal::Origin)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_plain_text_closes_and_is_counted() {
+        let e = edge();
+        let req = |host: &str, origin: Option<&str>| {
+            let mut b = axum::http::Request::builder()
+                .uri("/mcp")
+                .header("host", host);
+            if let Some(o) = origin {
+                b = b.header("origin", o);
+            }
+            b.body(Body::empty()).unwrap()
+        };
+        assert!(guard(&e, ALPHA, &req("localhost:8501", None)).is_none());
+        for (r, status, text) in [
+            (
+                req("evil.example:8501", None),
+                403,
+                "Forbidden: foreign Host",
+            ),
+            (req("localhost:9999", None), 403, "Forbidden: foreign Host"),
+            (
+                req("localhost:8501", Some("http://evil.example")),
+                403,
+                "Forbidden: foreign Origin",
+            ),
+            (
+                axum::http::Request::builder()
+                    .uri("/sse")
+                    .body(Body::empty())
+                    .unwrap(),
+                400,
+                "Bad Request: missing or invalid Host",
+            ),
+        ] {
+            let resp = guard(&e, ALPHA, &r).expect("refused");
+            assert_eq!(resp.status(), status);
+            assert_eq!(resp.headers()[header::CONNECTION], "close");
+            assert!(resp.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain"));
+            let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+            assert_eq!(body, text);
+        }
+        let m = e.metrics_text();
+        assert!(
+            m.contains("mcp_edge_refused_total{reason=\"host\"} 3"),
+            "{m}"
+        );
+        assert!(
+            m.contains("mcp_edge_refused_total{reason=\"origin\"} 1"),
+            "{m}"
+        );
     }
 
     fn edge() -> Arc<Edge> {
