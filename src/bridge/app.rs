@@ -52,6 +52,12 @@ pub struct Config {
     pub rate_limit: Option<RateLimit>,
     /// Largest request body accepted (413 above).
     pub max_body: usize,
+    /// Bounds on a body's JSON shape, checked before it is parsed.
+    pub json_limits: super::admission::Limits,
+    /// Bytes all requests in flight may hold at once (bodies and parsed trees).
+    pub inflight_budget: usize,
+    /// Sessions held at once (per_session mode: live children).
+    pub max_sessions: usize,
     /// Check `tools/call` arguments against the tool's cached `inputSchema` in the bridge.
     pub validate_args: bool,
 }
@@ -139,15 +145,22 @@ impl Session {
         true
     }
 
-    fn deliver(&self, msg: &Value) {
+    /// Queue a notification on the session's stream. `false` when the stream's queue is full:
+    /// the client has stopped reading (the caller closes the session).
+    fn deliver(&self, msg: &Value) -> bool {
         if !self.wants(msg) {
-            return;
+            return true;
         }
         if let Some(out) = self.outbound() {
-            if out.try_send(sse::message(msg)).is_err() {
-                tracing::debug!(session = %self.id, "session stream full or gone; notification dropped");
+            match out.try_send(sse::message(msg)) {
+                Ok(()) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => return false,
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::debug!(session = %self.id, "session stream gone; notification dropped");
+                }
             }
         }
+        true
     }
 }
 
@@ -316,8 +329,14 @@ pub struct App {
     /// The bearer token's digest (from `cfg.token`), checked on MCP endpoints.
     pub token: Option<super::guard::Token>,
     pub limiter: Option<super::guard::RateLimiter>,
+    /// Bytes requests in flight may hold (see `admission`).
+    pub budget: super::admission::Budget,
     me: Weak<App>,
 }
+
+/// A shared-mode session idle this long, with no open stream and nothing in flight, may be
+/// evicted to make room when the session table is full.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(60);
 
 impl App {
     pub fn new(cfg: Config) -> Arc<Self> {
@@ -327,6 +346,7 @@ impl App {
             .as_ref()
             .map(|t| super::guard::Token::new(t.expose()));
         let limiter = cfg.rate_limit.map(super::guard::RateLimiter::new);
+        let budget = super::admission::Budget::new(cfg.inflight_budget);
         Arc::new_cyclic(|me: &Weak<App>| {
             let shared = (cfg.model == SessionModel::Shared)
                 .then(|| Upstream::new(true, None, sink(me.clone()), stats.clone()));
@@ -342,6 +362,7 @@ impl App {
                 draining: AtomicBool::new(false),
                 token,
                 limiter,
+                budget,
                 me: me.clone(),
             }
         })
@@ -371,6 +392,7 @@ impl App {
                 message: "bridge is shutting down".into(),
             });
         }
+        self.make_room()?;
         let id: SessionId = uuid::Uuid::new_v4().simple().to_string().into();
         let upstream = match &self.shared {
             Some(up) => up.clone(),
@@ -401,10 +423,15 @@ impl App {
                 })?;
             upstream.set_status(Status::Ready);
             let me = self.me.clone();
+            let hung_after = self.cfg.child.hung_after;
             let s = session.clone();
             tokio::spawn(async move {
                 let why = tokio::select! {
                     why = running.exited() => Some(why),
+                    why = child::hung(&upstream, hung_after) => {
+                        tracing::error!(session = %s.id, %why, "per-session MCP server stopped answering; killing it");
+                        Some(why)
+                    }
                     _ = s.closed.cancelled() => None,
                 };
                 // Fail waiting callers first (fast error), then close the session, then reap.
@@ -425,6 +452,38 @@ impl App {
         Ok(session)
     }
 
+    /// At the session cap: evict the longest-idle session that is evictable (idle over a minute,
+    /// no open stream, nothing in flight); when none is, refuse (the caller answers 503 with
+    /// Retry-After). Counted as `mcp_bridge_sessions_refused_total`.
+    fn make_room(&self) -> Result<(), CallError> {
+        if self.session_count() < self.cfg.max_sessions {
+            return Ok(());
+        }
+        let victim = self
+            .table()
+            .values()
+            .filter(|s| s.expired(EVICTABLE_AFTER))
+            .max_by_key(|s| s.idle_for())
+            .map(|s| s.id.clone());
+        if let Some(id) = victim {
+            tracing::info!(session = %id, cap = self.cfg.max_sessions, "session cap reached: evicting the longest-idle session");
+            self.close_session(&id, CloseReason::IdleExpired);
+            return Ok(());
+        }
+        self.stats.sessions_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            cap = self.cfg.max_sessions,
+            "session cap reached: new session refused"
+        );
+        Err(CallError {
+            code: jsonrpc::CHILD_UNAVAILABLE,
+            message: format!(
+                "too many sessions: this bridge holds at most {} (--max-sessions); retry later",
+                self.cfg.max_sessions
+            ),
+        })
+    }
+
     pub fn close_session(&self, id: &str, reason: CloseReason) {
         let Some(s) = self.table().remove(id) else {
             return;
@@ -435,17 +494,29 @@ impl App {
         tracing::debug!(session = %id, reason = reason.label(), "session closed");
     }
 
+    /// A client that does not read its event stream: its queue is full, so the session is closed
+    /// (its calls are cancelled at the child) instead of buffering for it without end.
+    pub fn close_slow(&self, s: &Session) {
+        self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(session = %s.id, "client stopped reading its event stream; session closed");
+        self.close_session(&s.id, CloseReason::ClientClosed);
+    }
+
     fn route(&self, route: Route) {
         match route {
             Route::Session(id, msg) => {
                 if let Some(s) = self.table().get(&id).cloned() {
-                    s.deliver(&msg);
+                    if !s.deliver(&msg) {
+                        self.close_slow(&s);
+                    }
                 }
             }
             Route::Broadcast(msg) => {
                 let all: Vec<Arc<Session>> = self.table().values().cloned().collect();
                 for s in all {
-                    s.deliver(&msg);
+                    if !s.deliver(&msg) {
+                        self.close_slow(&s);
+                    }
                 }
             }
         }
@@ -834,9 +905,14 @@ fn sink(app: Weak<App>) -> Sink {
     })
 }
 
+/// How long a frame may wait for room in a stream whose client stopped reading before the
+/// session is closed as a slow consumer.
+const SLOW_CONSUMER_AFTER: Duration = Duration::from_secs(10);
+
 /// Forward a call's deliveries as SSE frames until its response; stop early if the stream or the
-/// session goes away (dropping the call then cancels it at the child).
-pub async fn pump(mut call: Call, out: sse::Frames, session: Arc<Session>) {
+/// session goes away (dropping the call then cancels it at the child). A client that leaves the
+/// stream full for [`SLOW_CONSUMER_AFTER`] has its session closed.
+pub async fn pump(mut call: Call, out: sse::Frames, session: Arc<Session>, app: Arc<App>) {
     loop {
         let d = tokio::select! {
             // Deliveries first: a response already queued must go out even if the session is
@@ -852,8 +928,13 @@ pub async fn pump(mut call: Call, out: sse::Frames, session: Arc<Session>) {
             Some(super::upstream::Delivery::Response(m)) => (m, true),
             None => return,
         };
-        if out.send(sse::message(&msg)).await.is_err() {
-            return;
+        match tokio::time::timeout(SLOW_CONSUMER_AFTER, out.send(sse::message(&msg))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                app.close_slow(&session);
+                return;
+            }
         }
         if last {
             return;
@@ -873,6 +954,7 @@ mod tests {
                 args: vec![],
                 env: vec![],
                 init_timeout: secs(1),
+                hung_after: secs(60),
             },
             model: SessionModel::Shared,
             keepalive: secs(15),
@@ -885,6 +967,9 @@ mod tests {
             allow_hosts: vec![],
             rate_limit: None,
             max_body: 4 << 20,
+            json_limits: Default::default(),
+            inflight_budget: 16 << 20,
+            max_sessions: 3,
             validate_args: true,
         })
     }

@@ -45,6 +45,47 @@ pub struct ChildSpec {
     pub env: Vec<(String, String)>,
     /// How long the child may take to answer `initialize`.
     pub init_timeout: Duration,
+    /// A child that leaves a request waiting this long with no output at all, then does not
+    /// answer a ping within [`HUNG_PING_TIMEOUT`], is killed and restarted (see [`hung`]).
+    pub hung_after: Duration,
+}
+
+/// How long a suspected-hung child has to answer a ping.
+pub const HUNG_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Resolves when the child connected to `upstream` has stopped answering: a request has waited
+/// longer than `hung_after`, the child wrote nothing for as long, and a ping goes unanswered for
+/// [`HUNG_PING_TIMEOUT`]. A slow tool that still writes (progress, logs, other answers) is not hung.
+/// Docker does not act on `unhealthy`, so this is what replaces a stopped (SIGSTOP), deadlocked or
+/// wedged server: the caller kills it, waiting callers get an error, and supervision restarts it.
+/// Worst case from the stall to the kill: `hung_after` + one check interval + the ping timeout.
+pub async fn hung(upstream: &Arc<Upstream>, hung_after: Duration) -> String {
+    let every = (hung_after / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(oldest) = upstream.oldest_pending() else {
+            continue;
+        };
+        let silent = upstream.since_last_output();
+        if oldest <= hung_after || silent <= hung_after {
+            continue;
+        }
+        let ping = json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
+        let answered = match upstream.send_request(None, ping, false) {
+            Ok(mut h) => matches!(
+                tokio::time::timeout(HUNG_PING_TIMEOUT, h.response()).await,
+                Ok(Some(_))
+            ),
+            Err(_) => false,
+        };
+        if !answered {
+            return format!(
+                "hung: a request waited {}s with no output and a ping went unanswered for {}s",
+                oldest.as_secs(),
+                HUNG_PING_TIMEOUT.as_secs()
+            );
+        }
+    }
 }
 
 /// Read secret files from `dir` as environment variables for the child: the file name is the
@@ -361,8 +402,13 @@ pub async fn supervise_shared(
                         prefetch_tools(&upstream, spec.init_timeout).await;
                         upstream.set_status(Status::Ready);
                         let up_since = Instant::now();
-                        let why = tokio::select! {
-                            why = running.exited() => why,
+                        let (kind, why) = tokio::select! {
+                            why = running.exited() => (RestartReason::Exited, why),
+                            why = hung(&upstream, spec.hung_after) => {
+                                tracing::error!(pid = running.pid(), %why, "MCP server stopped answering; killing it");
+                                running.kill().await;
+                                (RestartReason::Hung, why)
+                            }
                             _ = shutdown.cancelled() => {
                                 running.kill().await;
                                 upstream.detach(generation, "was stopped (bridge shutting down)");
@@ -379,7 +425,7 @@ pub async fn supervise_shared(
                             failures = 0;
                             recent.clear();
                         }
-                        (RestartReason::Exited, format!("child {why}"))
+                        (kind, format!("child {why}"))
                     }
                 }
             }

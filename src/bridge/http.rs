@@ -17,6 +17,7 @@ use axum::Router;
 use serde_json::Value;
 use tracing::Instrument as _;
 
+use super::admission;
 use super::app::{pump, App, Outcome};
 use super::guard::{self, ClientKey};
 use super::jsonrpc;
@@ -144,30 +145,93 @@ async fn guard_mcp(State(app): State<Arc<App>>, req: Request<Body>, next: Next) 
     if req.method() != Method::POST {
         return next.run(req).await;
     }
-    // Size: refuse on Content-Length at once; otherwise read at most the limit.
-    let too_large = |app: &App| {
+    admit(&app, t0, req, next).await
+}
+
+/// Admission of a POST body before anything parses it (see `admission`): content type, size on
+/// Content-Length at once, a share of the in-flight byte budget for the body (503 + Retry-After
+/// when the bridge holds too much already), at most `max_body` bytes read, then the streaming shape
+/// scan (one object, bounded values and depth) and a share for the tree the body will become. The
+/// share is held until the handler has answered (or, for a stream, has forwarded the message).
+async fn admit(app: &Arc<App>, t0: Instant, req: Request<Body>, next: Next) -> Response {
+    let too_large = |app: &App, why: &str| {
         refused(app, t0, ErrorType::TooLarge);
         closing(json_rpc_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             jsonrpc::INVALID_REQUEST,
-            &format!(
-                "Payload Too Large: requests are limited to {} bytes",
-                app.cfg.max_body
-            ),
+            why,
         ))
     };
+    let body_limit = || {
+        format!(
+            "Payload Too Large: requests are limited to {} bytes",
+            app.cfg.max_body
+        )
+    };
+    if let Some(ct) = header_str(req.headers(), header::CONTENT_TYPE.as_str()) {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            refused(app, t0, ErrorType::BadRequest);
+            return closing(json_rpc_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                jsonrpc::INVALID_REQUEST,
+                "Unsupported Media Type: MCP messages are sent as application/json",
+            ));
+        }
+    }
     let declared = header_str(req.headers(), header::CONTENT_LENGTH.as_str())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > app.cfg.max_body as u64) {
-        return too_large(&app);
+        return too_large(app, &body_limit());
     }
+    let reserve = declared.map_or(app.cfg.max_body, |n| n as usize);
+    let Some(mut charge) = app.budget.try_charge(reserve) else {
+        return overloaded(app, t0, "the bridge holds as many request bytes as it may");
+    };
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, app.cfg.max_body).await {
         Ok(b) => b,
-        Err(_) => return too_large(&app),
+        Err(_) => return too_large(app, &body_limit()),
     };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let shape = match admission::scan(&bytes, app.cfg.json_limits) {
+        Ok(shape) => shape,
+        Err(r @ (admission::Refusal::TooManyValues(_) | admission::Refusal::TooDeep(_))) => {
+            return too_large(app, &r.to_string())
+        }
+        Err(r) => {
+            refused(app, t0, ErrorType::BadRequest);
+            let code = match r {
+                admission::Refusal::NotJson(_) => jsonrpc::PARSE_ERROR,
+                _ => jsonrpc::INVALID_REQUEST,
+            };
+            return json_rpc_error(StatusCode::BAD_REQUEST, code, &r.to_string());
+        }
+    };
+    if !charge.extend(&app.budget, shape.values * admission::VALUE_COST) {
+        return overloaded(app, t0, "the bridge holds as many request bytes as it may");
+    }
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    drop(charge);
+    resp
+}
+
+/// Seconds a client refused for capacity is told to wait.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// 503 + Retry-After for a request refused for capacity, counted as `overloaded`.
+fn overloaded(app: &App, t0: Instant, why: &str) -> Response {
+    refused(app, t0, ErrorType::Overloaded);
+    tracing::debug!(why, "refused: overloaded");
+    let mut r = json_rpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        jsonrpc::CHILD_UNAVAILABLE,
+        &format!("Service Unavailable: {why}; retry after {RETRY_AFTER_SECS}s"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    closing(r)
 }
 
 /// A body that is not JSON: a JSON-RPC parse error (HTTP 400), counted as `bad_request`.
@@ -206,6 +270,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     let ready = app.readiness().await.0;
+    let set = |g: &std::sync::atomic::AtomicI64, v: usize| {
+        g.store(v as i64, std::sync::atomic::Ordering::Relaxed)
+    };
+    set(&app.stats.inflight_bytes, app.budget.in_use());
+    set(&app.stats.inflight_budget, app.budget.total());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.stats.render(ready),
@@ -213,12 +282,21 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
+/// A session that could not be opened (cap reached, draining, child cannot start): 503 with
+/// Retry-After, counted as `overloaded`.
+fn unavailable(app: &App, mut r: Response) -> Response {
+    refused(app, Instant::now(), ErrorType::Overloaded);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    r
+}
+
 // ---- legacy HTTP+SSE (2024-11-05) ----
 
 async fn sse_open(State(app): State<Arc<App>>) -> Response {
     let session = match app.open_session(Transport::Sse).await {
         Ok(s) => s,
-        Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, &e.message),
+        Err(e) => return unavailable(&app, plain(StatusCode::SERVICE_UNAVAILABLE, &e.message)),
     };
     let (frames, resp) = sse::response(
         app.cfg.keepalive,
@@ -281,7 +359,7 @@ async fn sse_message(
             let _ = out.send(sse::message(&v)).await;
         }
         Outcome::Forwarded(call) => {
-            tokio::spawn(pump(call, out, session.clone()).instrument(span));
+            tokio::spawn(pump(call, out, session.clone(), app.clone()).instrument(span));
         }
     }
     (StatusCode::ACCEPTED, "Accepted").into_response()
@@ -361,11 +439,14 @@ async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
         match app.open_session(Transport::StreamableHttp).await {
             Ok(s) => (s, true),
             Err(e) => {
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(e.to_response(msg["id"].clone())),
+                return unavailable(
+                    &app,
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(e.to_response(msg["id"].clone())),
+                    )
+                        .into_response(),
                 )
-                    .into_response()
             }
         }
     } else {
@@ -399,7 +480,7 @@ async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
                     app.shutdown.clone(),
                     &[(SESSION_HEADER, sid)],
                 );
-                tokio::spawn(pump(call, frames, session.clone()).instrument(span));
+                tokio::spawn(pump(call, frames, session.clone(), app.clone()).instrument(span));
                 resp
             } else {
                 // JSON response: wait for the result; dropping the future on disconnect cancels.

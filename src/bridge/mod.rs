@@ -6,9 +6,10 @@
 //! shared-child rules, readiness), `http` (the endpoints), `sse` (framing), `stats` (counters for
 //! metrics), `healthcheck` (the Docker HEALTHCHECK client).
 
+mod admission;
 mod app;
 mod child;
-mod guard;
+pub(crate) mod guard;
 mod healthcheck;
 mod http;
 mod jsonrpc;
@@ -51,7 +52,9 @@ pub struct BridgeArgs {
     /// Readiness pings the child when it produced no output for this many seconds.
     #[arg(long, default_value_t = 30)]
     pub ready_stale: u64,
-    /// Not ready when a request has waited this many seconds with no output from the child.
+    /// A child that leaves a request waiting this many seconds with no output, and then does not
+    /// answer a ping within 2 s, is reported not ready, killed and restarted (with the crash
+    /// backoff and circuit breaker); the waiting callers get an error.
     #[arg(long, default_value_t = 60)]
     pub hung_after: u64,
     /// On SIGTERM, wait at most this many seconds for requests in flight before stopping.
@@ -95,6 +98,23 @@ pub struct BridgeArgs {
     /// Largest request body accepted, in bytes (413 above).
     #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
     pub max_request_bytes: usize,
+    /// Most JSON values (scalars, arrays, objects and keys) one request may hold; checked by a
+    /// streaming scan before the body is parsed (413 above).
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub max_json_values: usize,
+    /// Deepest nesting of arrays and objects in one request (413 above; at most 120).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_json_depth: usize,
+    /// Bytes all requests in flight may hold at once, bodies and their parsed trees (503 with
+    /// Retry-After beyond it). Default: a quarter of the container's memory limit (cgroup),
+    /// between 8 and 256 MiB; 64 MiB without a limit.
+    #[arg(long, value_name = "BYTES")]
+    pub max_inflight_bytes: Option<usize>,
+    /// Most sessions at once (503 with Retry-After beyond it, after evicting a session idle for
+    /// over a minute with no open stream). Default: 1000 in shared mode; in per_session mode one
+    /// child per 64 MiB of the container's memory limit (at least 1, at most 64), else 16.
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
     /// Do not check `tools/call` arguments against the tool's `inputSchema` in the bridge (for a
     /// server that deliberately accepts more than its schema says, e.g. numbers as strings).
     #[arg(long)]
@@ -133,12 +153,14 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<()> {
             .unwrap_or((args.rate_limit * 2.0).max(10.0))
             .max(1.0),
     });
+    let memory_limit = admission::cgroup_memory_limit();
     let cfg = Config {
         child: ChildSpec {
             program: program.clone(),
             args: rest.to_vec(),
             env,
             init_timeout: secs(args.init_timeout.max(1)),
+            hung_after: secs(args.hung_after.max(1)),
         },
         model: args.session_model,
         keepalive: secs(args.keepalive.max(1)),
@@ -159,6 +181,17 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<()> {
             .collect(),
         rate_limit,
         max_body: args.max_request_bytes.max(1024),
+        json_limits: admission::Limits {
+            max_values: args.max_json_values.max(16),
+            max_depth: args.max_json_depth.clamp(2, 120),
+        },
+        inflight_budget: args
+            .max_inflight_bytes
+            .unwrap_or_else(|| admission::default_budget(memory_limit)),
+        max_sessions: args
+            .max_sessions
+            .unwrap_or_else(|| default_max_sessions(args.session_model, memory_limit))
+            .max(1),
         validate_args: !args.no_argument_validation,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -169,6 +202,16 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<()> {
     // Do not wait for blocking tasks (e.g. a stuck stdin write to a stopped child).
     rt.shutdown_timeout(Duration::from_millis(200));
     Ok(())
+}
+
+/// Sessions a bridge holds at once unless told: shared sessions are cheap (a table entry), a
+/// per-session child is a whole server process, so its cap follows the memory it may use.
+fn default_max_sessions(model: SessionModel, memory_limit: Option<u64>) -> usize {
+    match (model, memory_limit) {
+        (SessionModel::Shared, _) => 1000,
+        (SessionModel::PerSession, Some(limit)) => (limit / (64 << 20)).clamp(1, 64) as usize,
+        (SessionModel::PerSession, None) => 16,
+    }
 }
 
 /// Deprecated fallback: `MCPCTL_BRIDGE_TOKEN` in the environment, used only when no

@@ -80,10 +80,12 @@ pub enum ErrorType {
     Unauthorized,
     /// Not JSON, not JSON-RPC, or arguments that fail the tool's inputSchema.
     BadRequest,
+    /// Refused for capacity: the in-flight byte budget or the session cap (503 + Retry-After).
+    Overloaded,
 }
 
 impl ErrorType {
-    pub const ALL: [ErrorType; 8] = [
+    pub const ALL: [ErrorType; 9] = [
         ErrorType::Jsonrpc,
         ErrorType::Timeout,
         ErrorType::ChildExited,
@@ -92,6 +94,7 @@ impl ErrorType {
         ErrorType::TooLarge,
         ErrorType::Unauthorized,
         ErrorType::BadRequest,
+        ErrorType::Overloaded,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -103,6 +106,7 @@ impl ErrorType {
             ErrorType::TooLarge => "too_large",
             ErrorType::Unauthorized => "unauthorized",
             ErrorType::BadRequest => "bad_request",
+            ErrorType::Overloaded => "overloaded",
         }
     }
 }
@@ -116,19 +120,24 @@ pub enum RestartReason {
     StartFailed,
     /// It started but failed or timed out its initialize handshake.
     HandshakeFailed,
+    /// It stopped answering: requests waited past `--hung-after` with no output and a ping
+    /// went unanswered, so the bridge killed it.
+    Hung,
 }
 
 impl RestartReason {
-    pub const ALL: [RestartReason; 3] = [
+    pub const ALL: [RestartReason; 4] = [
         RestartReason::Exited,
         RestartReason::StartFailed,
         RestartReason::HandshakeFailed,
+        RestartReason::Hung,
     ];
     pub fn label(self) -> &'static str {
         match self {
             RestartReason::Exited => "exited",
             RestartReason::StartFailed => "start_failed",
             RestartReason::HandshakeFailed => "handshake_failed",
+            RestartReason::Hung => "hung",
         }
     }
 }
@@ -175,7 +184,7 @@ pub fn method_label(method: &str) -> &'static str {
 #[derive(Default, Clone)]
 struct Series {
     count: u64,
-    errors: [u64; 8],
+    errors: [u64; ErrorType::ALL.len()],
     buckets: [u64; 13],
     sum: f64,
 }
@@ -196,7 +205,15 @@ pub struct Stats {
     pub session_oldest_ms: AtomicU64,
     pub requests_in_flight: AtomicI64,
     pub child_spawns: AtomicU64,
-    pub child_restarts: [AtomicU64; 3],
+    pub child_restarts: [AtomicU64; RestartReason::ALL.len()],
+    /// New sessions refused at the session cap.
+    pub sessions_refused: AtomicU64,
+    /// Bytes held by requests in flight (set from the admission budget before each render).
+    pub inflight_bytes: AtomicI64,
+    /// The admission budget's size in bytes.
+    pub inflight_budget: AtomicI64,
+    /// Sessions closed because their client did not read its event stream.
+    pub slow_consumers: AtomicU64,
     pub child_up: AtomicI64,
     /// Child processes alive right now (shared: 0 or 1; per-session: one per session, plus probes).
     pub child_processes: AtomicI64,
@@ -457,6 +474,40 @@ impl Stats {
                 c(&self.child_restarts[r as usize])
             );
         }
+        head(
+            &mut s,
+            "mcp_bridge_sessions_refused_total",
+            "counter",
+            "New sessions refused because the bridge held --max-sessions already.",
+        );
+        let _ = writeln!(
+            s,
+            "mcp_bridge_sessions_refused_total {}",
+            c(&self.sessions_refused)
+        );
+        head(
+            &mut s,
+            "mcp_bridge_slow_consumer_closes_total",
+            "counter",
+            "Sessions closed because their client stopped reading its event stream.",
+        );
+        let _ = writeln!(
+            s,
+            "mcp_bridge_slow_consumer_closes_total {}",
+            c(&self.slow_consumers)
+        );
+        gauge(
+            &mut s,
+            "mcp_bridge_inflight_bytes",
+            "Bytes held by requests in flight (bodies and parsed trees), against the budget.",
+            g(&self.inflight_bytes),
+        );
+        gauge(
+            &mut s,
+            "mcp_bridge_inflight_budget_bytes",
+            "The in-flight byte budget (--max-inflight-bytes).",
+            g(&self.inflight_budget),
+        );
         head(
             &mut s,
             "mcp_bridge_keepalive_sent_total",

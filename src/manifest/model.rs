@@ -761,6 +761,11 @@ pub struct BridgeOptions {
     /// Sessions idle this long are closed.
     #[serde(default = "default_idle", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Most sessions the bridge holds at once (per_session: live server processes); beyond it
+    /// new sessions get 503 + Retry-After. Unset: the bridge derives it from the container's
+    /// memory limit (shared 1000; per_session one per 64 MiB, 1–64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u32>,
 }
 
 fn default_keepalive() -> Duration {
@@ -775,6 +780,7 @@ impl Default for BridgeOptions {
         Self {
             keepalive: default_keepalive(),
             idle_timeout: default_idle(),
+            max_sessions: None,
         }
     }
 }

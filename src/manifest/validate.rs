@@ -471,6 +471,16 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
         );
         help(d, "give at least `64m`");
     }
+    if svc.bridge.max_sessions == Some(0) {
+        let d = cx.error(
+            &sp(name, &["bridge", "max_sessions"]),
+            "max_sessions must be at least 1",
+        );
+        help(
+            d,
+            "remove it to let the bridge derive a cap from `limits.memory`, or set 1 or more",
+        );
+    }
     if svc.health.start_period > svc.health.timeout {
         let d = cx.warning(
             &sp(name, &["health", "start_period"]),

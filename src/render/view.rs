@@ -255,10 +255,14 @@ impl ServiceView {
             // DNS-rebinding protection: besides loopback, only the in-network name is accepted.
             "--allow-host",
             &format!("mcp-{name}:{port}"),
-            "--",
         ]
         .map(String::from)
         .to_vec();
+        let mut entrypoint = entrypoint;
+        if let Some(n) = svc.bridge.max_sessions {
+            entrypoint.extend(["--max-sessions".to_string(), n.to_string()]);
+        }
+        entrypoint.push("--".into());
         let healthcheck = match svc.role {
             Role::Service => [
                 "/usr/local/bin/mcpctl",

@@ -199,7 +199,9 @@ def test_malformed_json_rpc_gets_json_rpc_errors(bridge):
     assert r.status_code == 400 and r.json()["error"]["code"] == -32600
     # Legacy transport: the parse error is the HTTP answer, malformed messages answer on the stream.
     sse_sid = "nope"
-    assert httpx.post(bridge.base + f"/messages?session_id={sse_sid}", content="{").status_code == 404
+    # The body is admitted (parsed) before the session is looked up: not JSON → 400 either way.
+    assert httpx.post(bridge.base + f"/messages?session_id={sse_sid}", content="{").status_code == 400
+    assert httpx.post(bridge.base + f"/messages?session_id={sse_sid}", content="{}").status_code == 404
 
 
 @pytest.mark.parametrize("model", ["shared", "per_session"])
