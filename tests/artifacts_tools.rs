@@ -208,11 +208,13 @@ services:
             .unwrap();
         text(&out.stdout).trim().to_string()
     };
-    common::wait_for("both services healthy", Duration::from_secs(60), || {
-        (health(&format!("{project}-alpha")) == "healthy"
-            && health(&format!("{project}-beta")) == "healthy")
-            .then_some(())
-    });
+    let (alpha, beta) = (format!("{project}-alpha"), format!("{project}-beta"));
+    common::wait_for_explained(
+        "both services healthy",
+        Duration::from_secs(60),
+        || (health(&alpha) == "healthy" && health(&beta) == "healthy").then_some(()),
+        || common::container_report(&[&alpha, &beta]),
+    );
 
     // mem_limit and cpus reached the engine.
     for (svc, mem, nano_cpus) in [

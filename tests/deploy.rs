@@ -17,7 +17,9 @@ use common::{text, unique_project, Cleanup};
 use mcpctl::manifest::Transport;
 
 struct Stack {
-    dir: tempfile::TempDir,
+    /// Kept (with the state directory and the logs of mcpctl runs in the background) when the
+    /// test fails.
+    dir: common::TestDir,
     project: String,
     port: u16,
     _cleanup: Cleanup,
@@ -27,7 +29,7 @@ impl Stack {
     fn new(prefix: &str) -> Self {
         let project = unique_project(prefix);
         Stack {
-            dir: tempfile::tempdir().unwrap(),
+            dir: common::TestDir::new(),
             port: common::free_port(),
             _cleanup: Cleanup {
                 project: project.clone(),
@@ -110,6 +112,17 @@ services:
                 .unwrap_or_else(|| panic!("unexpected echo: {}", r.text))
                 .to_string()
         })
+    }
+
+    /// `mcpctl <args>` in the background, its output in `<dir>/<name>.log`; killed if the test
+    /// ends first.
+    fn spawn(&self, args: &[&str], name: &str) -> (common::KillOnDrop, PathBuf) {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let mut cmd = self.command(args);
+        let child = common::log_to(&mut cmd, &log)
+            .spawn()
+            .expect("mcpctl starts");
+        (common::KillOnDrop(child), log)
     }
 
     fn containers(&self, extra: &str) -> Vec<String> {
@@ -402,21 +415,19 @@ fn sigkill_between_start_and_switch_is_reconciled_and_rollback_survives_a_lost_s
     // A slow smoke step keeps the candidate in its gate long enough to kill mcpctl there.
     let slow = r#"{tool: slow_echo, args: {text: hi, delay_ms: 4000}, expect: {contains: "hi|"}}"#;
     s.revision(&["--nonce", "K"], "http", slow, 15);
-    let mut child = s
-        .command(&["--yes", "deploy"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    common::wait_for("the candidate to run", Duration::from_secs(60), || {
-        (!s.containers("label=com.mcp.phase=candidate").is_empty()).then_some(())
-    });
+    let (mut child, log) = s.spawn(&["--yes", "deploy"], "deploy-killed");
+    common::wait_for_logged(
+        "the candidate to run",
+        Duration::from_secs(60),
+        &[&log],
+        || (!s.containers("label=com.mcp.phase=candidate").is_empty()).then_some(()),
+    );
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let _ = child.wait();
+    let _ = child.0.wait();
     assert_eq!(
         s.nonce(Transport::Http),
         "A",
@@ -474,16 +485,12 @@ fn sigkill_during_the_post_switch_gate_is_finished_by_the_next_run() {
     // The slow smoke step runs in both gates; kill mcpctl once the switched-to container runs.
     let slow = r#"{tool: slow_echo, args: {text: hi, delay_ms: 2500}, expect: {contains: "hi|"}}"#;
     s.revision(&["--nonce", "K"], "http", slow, 15);
-    let mut child = s
-        .command(&["--yes", "deploy"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, log) = s.spawn(&["--yes", "deploy"], "deploy-killed");
     let final_name = format!("{}-alpha-r{}", s.project, release_a + 1);
-    common::wait_for(
-        "the switched-to revision to run",
+    common::wait_for_logged(
+        &format!("the switched-to revision ({final_name}) to run"),
         Duration::from_secs(60),
+        &[&log],
         || {
             s.containers("status=running")
                 .contains(&final_name)
@@ -491,11 +498,11 @@ fn sigkill_during_the_post_switch_gate_is_finished_by_the_next_run() {
         },
     );
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let _ = child.wait();
+    let _ = child.0.wait();
 
     // Nothing changed in the manifest, yet the next run takes over the dead run's lock and
     // re-gates the revision it switched to: it passes, so it is kept (the step is finished).
@@ -775,22 +782,30 @@ fn ctrl_c_during_the_gate_removes_the_candidate_and_exits_130() {
     assert_eq!(code(&out), 0, "{}", show(&out));
     let slow = r#"{tool: slow_echo, args: {text: hi, delay_ms: 8000}, expect: {contains: "hi|"}}"#;
     s.revision(&["--nonce", "I"], "http", slow, 15);
-    let child = s
-        .command(&["--yes", "deploy"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    common::wait_for("the candidate to run", Duration::from_secs(60), || {
-        (!s.containers("label=com.mcp.phase=candidate").is_empty()).then_some(())
-    });
+    let (mut child, log) = s.spawn(&["--yes", "deploy"], "deploy-interrupted");
+    common::wait_for_logged(
+        "the candidate to run",
+        Duration::from_secs(60),
+        &[&log],
+        || (!s.containers("label=com.mcp.phase=candidate").is_empty()).then_some(()),
+    );
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(code(&out), 130, "{}", show(&out));
+    let status = common::wait_for_logged(
+        "the interrupted deploy to exit",
+        Duration::from_secs(60),
+        &[&log],
+        || child.0.try_wait().unwrap(),
+    );
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{status}\n{}",
+        common::log_tail(&log, 60)
+    );
     assert!(
         s.containers("label=com.mcp.phase=candidate").is_empty(),
         "candidate removed"

@@ -13,7 +13,20 @@ use mcpctl::engine::{Engine, EngineError};
 use mcpctl::health::Session;
 use mcpctl::manifest::{Health, Transport};
 
-struct Bridge(Child, u16);
+/// A bridge on 127.0.0.1 (port chosen by the OS, read from its log), killed when dropped; its
+/// log is in a directory kept when the test fails.
+struct Bridge(Child, u16, common::TestDir);
+
+impl Bridge {
+    fn log(&self) -> std::path::PathBuf {
+        self.2.path().join("bridge.log")
+    }
+
+    /// The tail of the bridge's log, for failure messages.
+    fn tail(&self) -> String {
+        common::log_tail(&self.log(), 40)
+    }
+}
 
 impl Drop for Bridge {
     fn drop(&mut self) {
@@ -27,17 +40,32 @@ fn bridge(flags: &[&str]) -> Bridge {
 }
 
 fn bridge_env(flags: &[&str], env: &[(&str, &str)]) -> Bridge {
-    let port = common::free_port();
-    let child = Command::new(common::mcpctl())
-        .envs(env.iter().copied())
-        .args(["bridge", "--listen", &format!("127.0.0.1:{port}"), "--"])
+    let dir = common::TestDir::new();
+    let log = dir.path().join("bridge.log");
+    let mut cmd = Command::new(common::mcpctl());
+    cmd.envs(env.iter().copied())
+        .env("MCPCTL_LOG", "info")
+        .args(["bridge", "--listen", "127.0.0.1:0", "--"])
         .arg(common::testserver())
         .args(flags)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Bridge(child, port)
+        .stdin(Stdio::null());
+    let child = common::log_to(&mut cmd, &log).spawn().unwrap();
+    let mut b = Bridge(child, 0, dir);
+    b.1 = common::wait_for_logged(
+        "the bridge to listen",
+        Duration::from_secs(20),
+        &[&log],
+        || {
+            if let Some(status) = b.0.try_wait().unwrap() {
+                panic!(
+                    "the bridge exited ({status})\n{}",
+                    common::log_tail(&log, 40)
+                );
+            }
+            common::logged_bridge_port(&log)
+        },
+    );
+    b
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -59,7 +87,11 @@ fn client_speaks_both_transports_to_the_bridge() {
                 match Session::connect(&base, transport, Duration::from_secs(5)).await {
                     Ok(s) => break s,
                     Err(e) => {
-                        assert!(std::time::Instant::now() < deadline, "{transport:?}: {e}");
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "{transport:?}: {e}\n{}",
+                            b.tail()
+                        );
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
@@ -98,7 +130,7 @@ fn gate_reports_the_failing_check() {
     ));
     assert!(!report.passed, "{report:?}");
     let f = report.failure().unwrap();
-    assert_eq!(f.name, "smoke echo", "{report:?}");
+    assert_eq!(f.name, "smoke echo", "{report:?}\n{}", b.tail());
     assert!(f.detail.contains("isError was true"), "{}", f.detail);
     assert!(
         report.schema_digest.is_some(),
@@ -117,7 +149,7 @@ fn gate_reports_the_failing_check() {
         std::time::Instant::now() + health.timeout,
     ));
     let f = report.failure().unwrap();
-    assert_eq!(f.name, "tools/list");
+    assert_eq!(f.name, "tools/list", "{report:?}\n{}", b.tail());
     assert!(f.detail.contains("nosuchtool"), "{}", f.detail);
 }
 
@@ -135,7 +167,12 @@ fn gate_times_out_on_a_server_that_never_answers() {
         started + health.timeout,
     ));
     assert!(!report.passed);
-    assert_eq!(report.failure().unwrap().name, "initialize", "{report:?}");
+    assert_eq!(
+        report.failure().unwrap().name,
+        "initialize",
+        "{report:?}\n{}",
+        b.tail()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(6),
         "the deadline holds: {:?}",
@@ -149,6 +186,10 @@ fn build_failure_reports_the_last_lines_of_the_log() {
         return;
     }
     let project = common::unique_project("bld");
+    // Removes what the failed build left (by the project's label only), even if the test panics.
+    let _cleanup = common::Cleanup {
+        project: project.clone(),
+    };
     let tag = format!("{project}/broken:1");
     let mut ctx = BuildContext::new();
     ctx.add_bytes(
@@ -173,10 +214,6 @@ fn build_failure_reports_the_last_lines_of_the_log() {
             .await;
         (r, lines, engine.image_id(&tag).await.unwrap())
     });
-    // Remove dangling leftovers of the failed build (labelled with the project).
-    let _ = Command::new("sh")
-        .args(["-c", &format!("docker rm -f $(docker ps -aq --filter label=com.mcp.project={project}) 2>/dev/null; docker rmi -f $(docker images -aq --filter label=com.mcp.project={project}) 2>/dev/null")])
-        .output();
     match r {
         (Err(EngineError::Build { message, tail }), lines, None) => {
             assert!(
@@ -208,10 +245,14 @@ fn client_sends_the_bearer_token_when_given_one() {
             loop {
                 match Session::connect(&base, transport, Duration::from_secs(5)).await {
                     Err(mcpctl::health::McpError::Http { status, .. }) => {
-                        assert_eq!(status, 401, "{transport:?}");
+                        assert_eq!(status, 401, "{transport:?}\n{}", b.tail());
                         break;
                     }
-                    Err(e) => assert!(std::time::Instant::now() < deadline, "{transport:?}: {e}"),
+                    Err(e) => assert!(
+                        std::time::Instant::now() < deadline,
+                        "{transport:?}: {e}\n{}",
+                        b.tail()
+                    ),
                     Ok(_) => panic!("{transport:?}: connected without the token"),
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

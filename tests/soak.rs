@@ -18,28 +18,49 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-/// A bridge on the host, killed (with its child) when dropped.
+/// A bridge on the host, killed (with its child) when dropped. Its output goes to
+/// `<dir>/bridge-<nonce>.log` (appended across restarts), shown when a wait on it times out.
 struct Bridge {
     child: Child,
+    port: u16,
+    log: PathBuf,
 }
 
 impl Bridge {
-    fn start(port: u16, nonce: &str, server_args: &[&str]) -> Bridge {
-        let child = Command::new(mcpctl())
-            .args(["bridge", "--listen", &format!("127.0.0.1:{port}"), "--"])
+    /// Start a bridge on 127.0.0.1:`port`; port 0 lets the OS choose (read back from the log), so
+    /// no other test can take it between choosing and binding.
+    fn start(dir: &Path, port: u16, nonce: &str, server_args: &[&str]) -> Bridge {
+        let log = dir.join(format!("bridge-{nonce}.log"));
+        let mut cmd = Command::new(mcpctl());
+        cmd.args(["bridge", "--listen", &format!("127.0.0.1:{port}"), "--"])
             .arg(testserver())
             .args(["--nonce", nonce])
             .args(server_args)
-            .env("MCPCTL_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("bridge starts");
-        let b = Bridge { child };
-        wait_for(
-            &format!("bridge on {port} ready"),
+            .env("MCPCTL_LOG", "info")
+            .stdin(Stdio::null());
+        let child = log_to(&mut cmd, &log).spawn().expect("bridge starts");
+        let mut b = Bridge { child, port, log };
+        let log = b.log.clone();
+        b.port = wait_for_logged(
+            &format!("bridge {nonce} ready (asked for port {port})"),
             Duration::from_secs(20),
-            || http_get(port, "/readyz").filter(|(code, _)| *code == 200),
+            &[&log],
+            || {
+                if let Some(status) = b.child.try_wait().unwrap() {
+                    panic!(
+                        "bridge {nonce} exited ({status}) before it was ready\n{}",
+                        log_tail(&log, 40)
+                    );
+                }
+                let p = if port == 0 {
+                    logged_bridge_port(&log)?
+                } else {
+                    port
+                };
+                http_get(p, "/readyz")
+                    .filter(|(code, _)| *code == 200)
+                    .map(|_| p)
+            },
         );
         b
     }
@@ -53,6 +74,51 @@ impl Bridge {
 impl Drop for Bridge {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A soak run in the background, its stdout and stderr in files of the test's directory (kept
+/// when the test fails); killed if the test ends before it does.
+struct BackgroundSoak {
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl BackgroundSoak {
+    fn spawn(mut cmd: Command, dir: &Path) -> BackgroundSoak {
+        let (stdout, stderr) = (dir.join("soak.stdout"), dir.join("soak.stderr"));
+        let file = |p: &Path| std::fs::File::create(p).unwrap();
+        let child = cmd
+            .stdout(file(&stdout))
+            .stderr(file(&stderr))
+            .spawn()
+            .expect("mcpctl soak starts");
+        BackgroundSoak {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Wait for the run to end; (exit code, stderr).
+    fn wait(&mut self, timeout: Duration, other_logs: &[&Path]) -> (i32, String) {
+        let mut logs = vec![self.stderr.as_path(), self.stdout.as_path()];
+        logs.extend_from_slice(other_logs);
+        let status = wait_for_logged("the soak to end", timeout, &logs, || {
+            self.child.try_wait().unwrap()
+        });
+        (
+            status.code().unwrap_or(-1),
+            std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+        )
+    }
+}
+
+impl Drop for BackgroundSoak {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -257,6 +323,12 @@ fn soak_cmd(file: &Path, state: &Path, report: &Path, extra: &[&str]) -> Command
     c
 }
 
+/// The tails of the bridges' logs, for a failed run's message.
+fn tails(bridges: &[&Bridge]) -> String {
+    let t: Vec<String> = bridges.iter().map(|b| log_tail(&b.log, 40)).collect();
+    t.join("\n")
+}
+
 fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().expect("mcpctl runs");
     (
@@ -309,11 +381,11 @@ impl Drop for LabelledContainer {
 
 #[test]
 fn clean_soak_passes_with_figures() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let project = unique_project("soakok");
-    let (pa, pb) = (free_port(), free_port());
-    let _a = Bridge::start(pa, "A", &[]);
-    let _b = Bridge::start(pb, "B", &[]);
+    let a = Bridge::start(dir.path(), 0, "A", &[]);
+    let b = Bridge::start(dir.path(), 0, "B", &[]);
+    let (pa, pb) = (a.port, b.port);
     let docker = docker_available("clean_soak_passes_with_figures");
     let _mem = docker.then(|| LabelledContainer::start(&project));
     let file = manifest(
@@ -344,7 +416,12 @@ fn clean_soak_passes_with_figures() {
         &report_dir,
         &["--duration", "6s", "--leak-grace", "15s"],
     ));
-    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        code,
+        0,
+        "stdout:\n{stdout}\nstderr:\n{stderr}\n{}",
+        tails(&[&a, &b])
+    );
     let r = read_json(&report_dir.join("report.json"));
     assert_eq!(r["passed"], true);
     assert!(
@@ -409,14 +486,14 @@ fn clean_soak_passes_with_figures() {
 
 #[test]
 fn scheduled_failures_are_counted_exactly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let project = unique_project("soakfail");
-    let (pa, pb) = (free_port(), free_port());
-    let _a = Bridge::start(pa, "A", &[]);
+    let a = Bridge::start(dir.path(), 0, "A", &[]);
     // b: every whoami call returns isError (its smoke step says it must not); echo works. The
     // load alternates b's two steps, so exactly the whoami calls fail. The mutating `crash` step
     // must never be called (it would kill b's server and fail the echo calls too).
-    let _b = Bridge::start(pb, "B", &["--fail-tool", "whoami"]);
+    let b = Bridge::start(dir.path(), 0, "B", &["--fail-tool", "whoami"]);
+    let (pa, pb) = (a.port, b.port);
     let smoke_b =
         "[{tool: echo, args: {text: hi}, expect: {is_error: false, contains: \"hi|B\"}}, \
                    {tool: whoami, expect: {is_error: false}}, {tool: crash, mutates: true}]";
@@ -447,7 +524,12 @@ fn scheduled_failures_are_counted_exactly() {
         &report_dir,
         &["--duration", "5s", "--leak-grace", "15s"],
     ));
-    assert_eq!(code, 6, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        code,
+        6,
+        "stdout:\n{stdout}\nstderr:\n{stderr}\n{}",
+        tails(&[&a, &b])
+    );
     assert!(
         stderr.contains("SLO breach") && stderr.contains("error_rate of b"),
         "{stderr}"
@@ -482,11 +564,11 @@ fn scheduled_failures_are_counted_exactly() {
 
 #[test]
 fn killed_bridge_shows_lost_availability_and_recovery() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let project = unique_project("soakkill");
-    let (pa, pb) = (free_port(), free_port());
-    let mut a = Bridge::start(pa, "A", &[]);
-    let _b = Bridge::start(pb, "B", &[]);
+    let mut a = Bridge::start(dir.path(), 0, "A", &[]);
+    let b = Bridge::start(dir.path(), 0, "B", &[]);
+    let (pa, pb) = (a.port, b.port);
     let file = manifest(
         dir.path(),
         &project,
@@ -509,40 +591,41 @@ fn killed_bridge_shows_lost_availability_and_recovery() {
     );
     let report_dir = dir.path().join("report");
     let state = dir.path().join("state");
-    let mut soak = soak_cmd(
+    let cmd = soak_cmd(
         &file,
         &state,
         &report_dir,
         &["--duration", "14s", "--leak-grace", "15s"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    );
+    let mut soak = BackgroundSoak::spawn(cmd, dir.path());
     let ckpt = state.join("soak/checkpoint.json");
     let figure = |svc: &str, f: &dyn Fn(&Value) -> bool| -> Option<()> {
         let v: Value = serde_json::from_slice(&std::fs::read(&ckpt).ok()?).ok()?;
         f(&v["state"]["services"][svc]).then_some(())
     };
-    wait_for("answered calls to a", Duration::from_secs(20), || {
-        figure("a", &|s| s["answered"].as_u64().unwrap_or(0) >= 5)
-    });
-    a.kill();
-    wait_for(
-        "failed calls to a recorded",
+    let (soak_log, a_log) = (soak.stderr.clone(), a.log.clone());
+    let logs = [soak_log.as_path(), a_log.as_path(), b.log.as_path()];
+    wait_for_logged(
+        "answered calls to a (checkpoint)",
         Duration::from_secs(20),
+        &logs,
+        || figure("a", &|s| s["answered"].as_u64().unwrap_or(0) >= 5),
+    );
+    a.kill();
+    wait_for_logged(
+        "failed calls to a recorded (checkpoint)",
+        Duration::from_secs(20),
+        &logs,
         || {
             figure("a", &|s| {
                 s["calls"].as_u64().unwrap_or(0) - s["answered"].as_u64().unwrap_or(0) >= 3
             })
         },
     );
-    let _a2 = Bridge::start(pa, "A", &[]);
-    wait_for("the soak to end", Duration::from_secs(45), || {
-        soak.try_wait().unwrap().map(|_| ())
-    });
-    let output = soak.wait_with_output().unwrap();
-    let (code, stderr) = (output.status.code().unwrap_or(-1), text(&output.stderr));
+    // The same port again: the soak's manifest names it. (Free only since `a` died; taking it
+    // back is the point, and a failure shows as the bridge's bind error in its log.)
+    let a2 = Bridge::start(dir.path(), pa, "A", &[]);
+    let (code, stderr) = soak.wait(Duration::from_secs(45), &[&a2.log, &b.log]);
     assert_eq!(code, 6, "stderr:\n{stderr}");
     let r = read_json(&report_dir.join("report.json"));
     let s = &r["services"]["a"];
@@ -565,11 +648,11 @@ fn killed_bridge_shows_lost_availability_and_recovery() {
 
 #[test]
 fn leaking_server_is_flagged_and_a_clean_one_is_not() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let project = unique_project("soakleak");
     let leaky = LeakyServer::start();
-    let pc = free_port();
-    let _clean = Bridge::start(pc, "C", &[]);
+    let clean = Bridge::start(dir.path(), 0, "C", &[]);
+    let pc = clean.port;
     let file = manifest(
         dir.path(),
         &project,
@@ -597,7 +680,12 @@ fn leaking_server_is_flagged_and_a_clean_one_is_not() {
         &report_dir,
         &["--duration", "4s", "--leak-grace", "3s"],
     ));
-    assert_eq!(code, 6, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        code,
+        6,
+        "stdout:\n{stdout}\nstderr:\n{stderr}\n{}",
+        tails(&[&clean])
+    );
     let r = read_json(&report_dir.join("report.json"));
     let l = &r["services"]["leaky"];
     assert_eq!(l["errors"], 0, "the fake answers correctly: {l}");
@@ -615,10 +703,10 @@ fn leaking_server_is_flagged_and_a_clean_one_is_not() {
 
 #[test]
 fn ctrl_c_writes_a_report_and_resume_finishes_the_run() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let project = unique_project("soakint");
-    let pa = free_port();
-    let _a = Bridge::start(pa, "A", &[]);
+    let a = Bridge::start(dir.path(), 0, "A", &[]);
+    let pa = a.port;
     let file = manifest(
         dir.path(),
         &project,
@@ -632,35 +720,30 @@ fn ctrl_c_writes_a_report_and_resume_finishes_the_run() {
     );
     let state = dir.path().join("state");
     let report_dir = dir.path().join("report");
-    let mut soak = soak_cmd(
+    let cmd = soak_cmd(
         &file,
         &state,
         &report_dir,
         &["--duration", "8s", "--leak-grace", "15s"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    );
+    let mut soak = BackgroundSoak::spawn(cmd, dir.path());
     let ckpt = state.join("soak/checkpoint.json");
-    wait_for(
+    wait_for_logged(
         "a checkpoint with answered calls",
         Duration::from_secs(20),
+        &[&soak.stderr, &a.log],
         || {
             let v: Value = serde_json::from_slice(&std::fs::read(&ckpt).ok()?).ok()?;
             (v["state"]["services"]["a"]["answered"].as_u64()? >= 5).then_some(())
         },
     );
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(soak.id() as i32),
+        nix::unistd::Pid::from_raw(soak.child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    wait_for("the soak to stop", Duration::from_secs(30), || {
-        soak.try_wait().unwrap().map(|_| ())
-    });
-    let output = soak.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
+    let (code, stderr) = soak.wait(Duration::from_secs(30), &[&a.log]);
+    assert_eq!(code, 130, "{stderr}");
     let r = read_json(&report_dir.join("report.json"));
     assert_eq!(r["interrupted"], true);
     let first_calls = r["totals"]["calls"].as_u64().unwrap();
@@ -694,6 +777,8 @@ struct ServiceContainer(String);
 impl ServiceContainer {
     fn start(project: &str, service: &str, port: u16) -> ServiceContainer {
         let name = format!("{project}-{service}-r1");
+        // The guard first: a container that never gets ready is removed too.
+        let c = ServiceContainer(name.clone());
         must(
             Command::new("docker")
                 .args(["run", "-d", "--name", &name, "--restart", "unless-stopped"])
@@ -709,10 +794,13 @@ impl ServiceContainer {
                 .args(["bridge", "--listen", "0.0.0.0:8080", "--"])
                 .args(["/usr/local/bin/mcp-testserver", "--nonce", "D"]),
         );
-        wait_for(&format!("{name} ready"), Duration::from_secs(30), || {
-            http_get(port, "/readyz").filter(|(code, _)| *code == 200)
-        });
-        ServiceContainer(name)
+        wait_for_explained(
+            &format!("{name} ready on 127.0.0.1:{port}"),
+            Duration::from_secs(30),
+            || http_get(port, "/readyz").filter(|(code, _)| *code == 200),
+            || container_report(&[&name]),
+        );
+        c
     }
 }
 
@@ -727,7 +815,7 @@ fn chaos_stops_and_restarts_the_projects_container_and_reports_recovery() {
     if !docker_available("chaos_stops_and_restarts_the_projects_container_and_reports_recovery") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TestDir::new();
     let project = unique_project("soakchaos");
     let port = free_port();
     let c = ServiceContainer::start(&project, "a", port);

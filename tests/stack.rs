@@ -663,6 +663,9 @@ fn prometheus_dashboard(fx: &Fixture) -> Result<()> {
     must(fx.cmd(&["render", "--out"]).arg(&out));
     let port = free_port();
     let data = tempfile::tempdir()?;
+    // Its log goes into the check's error (the fixture directory is gone after the run).
+    let log = fx.dir.path().join("prometheus.log");
+    let log_file = || std::fs::File::create(&log).context("creating the prometheus log");
     let mut prom = Killed(
         Command::new("prometheus")
             .arg(format!(
@@ -672,7 +675,7 @@ fn prometheus_dashboard(fx: &Fixture) -> Result<()> {
             .arg(format!("--storage.tsdb.path={}", data.path().display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file()?)
             .spawn()
             .context(
                 "starting prometheus (Debian package `prometheus`, installed by scripts/setup)",
@@ -776,8 +779,18 @@ fn prometheus_dashboard(fx: &Fixture) -> Result<()> {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     });
+    let exited = prom.0.try_wait().ok().flatten();
     prom.0.kill().ok();
-    result
+    result.map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\nprometheus on 127.0.0.1:{port} ({}):\n{}",
+            match exited {
+                Some(status) => format!("exited early: {status}"),
+                None => "was running".to_string(),
+            },
+            common::log_tail(&log, 40)
+        )
+    })
 }
 
 /// A short `mcpctl soak` over every service: the report judges each one, availability and error

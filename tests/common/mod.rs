@@ -366,3 +366,93 @@ impl Drop for Cleanup {
         remove_project(&self.project, &[]);
     }
 }
+
+/// Send a child's stdout and stderr to `log` (appended, created when missing), so a test that
+/// waits on the child can show why it failed ([`wait_for_logged`], [`log_tail`]).
+pub fn log_to<'a>(cmd: &'a mut Command, log: &Path) -> &'a mut Command {
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
+    };
+    cmd.stdout(open()).stderr(open())
+}
+
+/// The port a `mcpctl bridge --listen 127.0.0.1:0` chose, read from its log (`bridge listening
+/// addr=127.0.0.1:PORT`, or `"addr":"127.0.0.1:PORT"` in JSON); None until it is logged. The port
+/// then belongs to the bridge: no window in which another test could take it.
+pub fn logged_bridge_port(log: &Path) -> Option<u16> {
+    let all = std::fs::read_to_string(log).ok()?;
+    all.lines()
+        .filter(|l| l.contains("bridge listening"))
+        .find_map(|l| {
+            ["addr=", "\"addr\":\""].iter().find_map(|key| {
+                let rest = l.split(key).nth(1)?;
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"')
+                    .collect();
+                addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+            })
+        })
+}
+
+/// A child process killed and reaped when dropped, so a failed test never leaves it running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// [`wait_for`] whose timeout panic also carries `explain()`: for waits on things that have no
+/// log file of the test's own (containers: see [`container_report`]).
+pub fn wait_for_explained<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                explain()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// State, health and the last 40 log lines of each container, for failure messages.
+pub fn container_report(names: &[&str]) -> String {
+    let mut out = String::new();
+    for name in names {
+        let state = Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{.State.Status}} exit={{.State.ExitCode}} restarts={{.RestartCount}} \
+                 health={{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}",
+                name,
+            ])
+            .output()
+            .map(|o| text(&o.stdout).trim().to_string() + text(&o.stderr).trim())
+            .unwrap_or_else(|e| e.to_string());
+        let logs = Command::new("docker")
+            .args(["logs", "--tail", "40", name])
+            .output()
+            .map(|o| text(&o.stdout) + &text(&o.stderr))
+            .unwrap_or_else(|e| e.to_string());
+        out.push_str(&format!("--- container {name}: {state} ---\n{logs}\n"));
+    }
+    out
+}

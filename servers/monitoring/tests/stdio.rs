@@ -797,7 +797,7 @@ async fn firing_alerts_returns_only_firing_ones() {
 
 #[tokio::test]
 async fn unreachable_prometheus_is_a_clean_error() {
-    let closed = closed_port();
+    let (_reserved, closed) = closed_port();
     let url = format!("http://127.0.0.1:{closed}");
     let mut s = McpServer::start(&[("PROMETHEUS_URL", &url)]).await;
     let r = s.call("firing_alerts", json!({})).await;
@@ -811,18 +811,20 @@ async fn unreachable_prometheus_is_a_clean_error() {
     );
 }
 
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port nothing listens on, reserved while the socket returned with it lives: bound but never
+/// listening, so a connection is refused, and no other test (this binary runs them in parallel
+/// and binds port 0 for its fakes) can be given the port meanwhile.
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 #[tokio::test]
 async fn unreachable_proxy_is_a_clean_error_quickly() {
-    let url = format!("http://127.0.0.1:{}", closed_port());
+    let (_reserved, port) = closed_port();
+    let url = format!("http://127.0.0.1:{port}");
     let mut s = McpServer::start(&[("MCP_DOCKER_PROXY_URL", &url)]).await;
     for (tool, args) in [
         ("list_services", json!({})),
