@@ -9,6 +9,8 @@
 //! - databases: each consumer has its own role and database; timescaledb's role cannot write;
 //! - memory: data survives a container restart and a database restart (issue 9);
 //! - playwright: navigate to a page, snapshot, click, read the result (issue 9);
+//! - hostile clients (huge and pathological bodies, an SSE session flood, a rebinding Host) are
+//!   refused with 4xx/503, nothing is OOM-killed or restarted, a good client works right after (16);
 //! - monitoring: reports a service this test stopped as unhealthy (issue 9);
 //! - a real Prometheus scraping the stack under a little load: every dashboard query returns one
 //!   series per service, no fallbacks (issue 10).
@@ -615,6 +617,150 @@ fn playwright(fx: &Fixture) -> Result<()> {
     })
 }
 
+/// OOMKilled and restart count of a container (`docker inspect`).
+fn oom_and_restarts(container: &str) -> Result<(bool, u64)> {
+    let out = must(Command::new("docker").args([
+        "inspect",
+        "--format",
+        "{{.State.OOMKilled}} {{.RestartCount}}",
+        container,
+    ]));
+    let mut it = out.split_whitespace();
+    let oom = it.next() == Some("true");
+    let restarts = it.next().unwrap_or("").parse().context("RestartCount")?;
+    Ok((oom, restarts))
+}
+
+/// Clients that misbehave on purpose, against the deployed stack (issue 16), each followed by a
+/// well-behaved client: 4 MB JSON arrays ×8 at once, deep nesting, a batch and invalid UTF-8 at
+/// `memory` (64 MiB limit: three such arrays OOM-killed it before); a flood of legacy SSE sessions
+/// at `playwright` (per_session, capped by the manifest); a DNS-rebinding Host at the edge. The
+/// containers must be neither OOM-killed nor restarted.
+fn hostile_clients(fx: &Fixture) -> Result<()> {
+    let memory = fx.container("memory");
+    let playwright = fx.container("playwright");
+    let before = (oom_and_restarts(&memory)?, oom_and_restarts(&playwright)?);
+    rt().block_on(async {
+        let c = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        let mcp = format!("{}/mcp", fx.base("memory"));
+        let post = |body: Vec<u8>| {
+            c.post(&mcp)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(body)
+                .send()
+        };
+        let call = |args: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read_graph","arguments":{args}}}}}"#
+            )
+            .into_bytes()
+        };
+        let array = call(&format!("{{\"x\":[{}0]}}", "0,".repeat(2 * 1024 * 1024 - 100)));
+        let t0 = Instant::now();
+        let statuses: Vec<u16> = futures::future::join_all((0..8).map(|_| post(array.clone())))
+            .await
+            .into_iter()
+            .map(|r| r.map(|r| r.status().as_u16()))
+            .collect::<Result<_, _>>()?;
+        ensure!(
+            statuses.iter().all(|s| *s == 413 || *s == 503) && statuses.contains(&413),
+            "8 × 4 MB arrays: {statuses:?}"
+        );
+        let mem_after = docker_stats_memory(&memory)?;
+        eprintln!(
+            "  memory: 8 × 4 MB arrays at once → {statuses:?} in {:.1} s; container at {:.1} MiB after",
+            t0.elapsed().as_secs_f64(),
+            mem_after as f64 / 1048576.0
+        );
+        let deep = call(&format!("{{\"x\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000)));
+        let mut utf8 = call(r#"{"x":"X"}"#);
+        let at = utf8.iter().position(|b| *b == b'X').expect("marker");
+        utf8.splice(at..=at, [0xff, 0xfe]);
+        for (what, body, want) in [
+            ("deep nesting", deep, 413),
+            ("a batch", br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#.to_vec(), 400),
+            ("invalid UTF-8", utf8, 400),
+        ] {
+            let got = post(body).await?.status().as_u16();
+            ensure!(got == want, "{what}: HTTP {got}, expected {want}");
+        }
+        // A well-behaved client right after.
+        let mut s = session(&fx.base("memory")).await?;
+        call_ok(&mut s, "read_graph", json!({})).await?;
+        s.close().await;
+
+        // DNS rebinding through the edge: a foreign Host is refused before anything is rewritten.
+        for path in ["/mcp", "/sse"] {
+            let r = c
+                .get(format!("{}{path}", fx.base("memory")))
+                .header("host", format!("evil.example:{}", fx.port("memory")))
+                .header("accept", "text/event-stream")
+                .send()
+                .await?;
+            ensure!(r.status() == 403, "Host evil.example on {path}: HTTP {}", r.status());
+        }
+
+        // A flood of legacy SSE sessions at a per_session service: the cap holds, the rest 503.
+        let cap = fx.manifest.services["playwright"]
+            .bridge
+            .max_sessions
+            .context("playwright has bridge.max_sessions in the default manifest")? as usize;
+        let sse = format!("{}/sse", fx.base("playwright"));
+        let mut open = Vec::new();
+        let mut refused = 0;
+        for _ in 0..(cap + 12) {
+            let r = c.get(&sse).header("accept", "text/event-stream").send().await?;
+            match r.status().as_u16() {
+                200 => open.push(r),
+                503 => {
+                    ensure!(r.headers().contains_key("retry-after"), "503 without Retry-After");
+                    refused += 1;
+                }
+                other => bail!("SSE flood: HTTP {other}"),
+            }
+        }
+        ensure!(
+            open.len() <= cap && refused >= 12,
+            "{} streams open, {refused} refused (cap {cap})",
+            open.len()
+        );
+        let flooded = docker_stats_memory(&playwright)?;
+        drop(open);
+        eprintln!(
+            "  playwright: {} SSE sessions asked for, {refused} refused with 503 (cap {cap}); {:.1} MiB while flooded",
+            cap + 12,
+            flooded as f64 / 1048576.0
+        );
+        // Sessions of closed streams are reaped, so a well-behaved client gets in again.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match session(&fx.base("playwright")).await {
+                Ok(mut s) => {
+                    let tools = s.list_tools().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                    ensure!(!tools.is_empty(), "no tools after the flood");
+                    s.close().await;
+                    break;
+                }
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => bail!("no session 30 s after the flood: {e:#}"),
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    let after = (oom_and_restarts(&memory)?, oom_and_restarts(&playwright)?);
+    ensure!(
+        after == before,
+        "containers OOM-killed or restarted: (oom, restarts) before {before:?}, after {after:?}"
+    );
+    Ok(())
+}
+
 /// The monitoring server reports a service this test stopped as unhealthy, then healthy again.
 fn monitoring_sees_a_stopped_service(fx: &Fixture) -> Result<()> {
     let victim = "fetch";
@@ -906,6 +1052,10 @@ fn main() {
             memory_durability,
         ),
         ("playwright: navigate, snapshot, click, read", playwright),
+        (
+            "hostile clients: refused clearly, nothing OOM-killed or restarted",
+            hostile_clients,
+        ),
         (
             "monitoring reports a stopped service unhealthy",
             monitoring_sees_a_stopped_service,
