@@ -11,13 +11,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{self, LATEST_VERSION};
@@ -216,7 +215,7 @@ pub fn spawn(
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
 
-    let (wtx, mut wrx) = mpsc::unbounded_channel::<Bytes>();
+    let (wtx, mut wrx) = super::upstream::stdin_queue();
     let generation = upstream.attach(wtx);
     tokio::spawn(async move {
         let mut stdin = stdin;
@@ -224,6 +223,7 @@ pub fn spawn(
             if stdin.write_all(&line).await.is_err() || stdin.flush().await.is_err() {
                 break;
             }
+            wrx.written(line.len());
         }
     });
 

@@ -11,7 +11,7 @@
 //! caller. The same remapping runs in per-session mode (harmless, one code path).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,70 @@ use super::stats::Stats;
 pub type SessionId = Arc<str>;
 
 const TOKEN_PREFIX: &str = "mcpctl-";
+
+/// Bytes that may wait in a child's stdin queue. A child that stops reading its input (stopped,
+/// deadlocked, busy) makes new requests fail at once with "not reading its input" instead of
+/// growing the queue until the container is OOM-killed; the hang watchdog then replaces it.
+pub const STDIN_QUEUE_MAX: usize = 8 << 20;
+
+/// The sending half of a child's stdin queue, bounded in bytes (see [`STDIN_QUEUE_MAX`]).
+#[derive(Clone)]
+pub struct StdinWriter {
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The receiving half, held by the task that writes to the child's stdin.
+pub struct StdinReader {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+pub enum StdinError {
+    /// The writer task ended: the child is going away.
+    Closed,
+    /// The queue holds this many bytes already.
+    Full(usize),
+}
+
+pub fn stdin_queue() -> (StdinWriter, StdinReader) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        StdinWriter {
+            tx,
+            queued: queued.clone(),
+        },
+        StdinReader { rx, queued },
+    )
+}
+
+impl StdinWriter {
+    /// Queue `line`, or refuse when the queue would pass [`STDIN_QUEUE_MAX`] (a queue that is
+    /// empty always takes one line, however long: the body limit bounds it).
+    pub fn send(&self, line: Bytes) -> Result<(), StdinError> {
+        let len = line.len();
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > STDIN_QUEUE_MAX {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(StdinError::Full(before));
+        }
+        self.tx.send(line).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            StdinError::Closed
+        })
+    }
+}
+
+impl StdinReader {
+    /// The next line to write; call [`StdinReader::written`] once it is written.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+    pub fn written(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::AcqRel);
+    }
+}
 
 /// Where a message the child sent unasked should go (decided here, delivered by the session table).
 pub enum Route {
@@ -71,7 +135,7 @@ struct Pending {
 struct Inner {
     next_id: u64,
     generation: u64,
-    writer: Option<mpsc::UnboundedSender<Bytes>>,
+    writer: Option<StdinWriter>,
     pending: HashMap<u64, Pending>,
     init: Option<Arc<InitInfo>>,
     tools_cache: Option<Value>,
@@ -247,7 +311,7 @@ impl Upstream {
 
     /// A new child process is connected: its stdin is `writer`. Returns the generation number that
     /// `on_line` and `detach` must quote, so late output of a dead child is ignored.
-    pub fn attach(&self, writer: mpsc::UnboundedSender<Bytes>) -> u64 {
+    pub fn attach(&self, writer: StdinWriter) -> u64 {
         let mut g = self.lock();
         g.generation += 1;
         g.writer = Some(writer);
@@ -381,20 +445,30 @@ impl Upstream {
             rx,
             done: false,
         };
-        if writer.send(line(&msg)).is_err() {
+        match writer.send(line(&msg)) {
+            Ok(()) => Ok(handle),
             // The writer ended between our check and now: the child is going away.
-            return Err(CallError::new(
+            Err(StdinError::Closed) => Err(CallError::new(
                 jsonrpc::CHILD_EXITED,
                 "MCP server process exited",
-            ));
+            )),
+            // Dropping `handle` forgets the pending entry (and tells the child nothing: the
+            // request never reached it).
+            Err(StdinError::Full(queued)) => Err(CallError::new(
+                jsonrpc::CHILD_UNAVAILABLE,
+                format!(
+                    "MCP server is not reading its input ({queued} bytes waiting); retry later"
+                ),
+            )),
         }
-        Ok(handle)
     }
 
     /// Send a notification (or a client's response, in per-session mode) to the child as is.
     pub fn send_raw(&self, msg: &Value) {
         if let Some(w) = self.lock().writer.clone() {
-            let _ = w.send(line(msg));
+            if let Err(StdinError::Full(queued)) = w.send(line(msg)) {
+                tracing::warn!(queued, method = %jsonrpc::method(msg), "child is not reading its input; message dropped");
+            }
         }
     }
 
@@ -594,13 +668,7 @@ fn line(msg: &Value) -> Bytes {
 mod tests {
     use super::*;
 
-    fn upstream(
-        shared: bool,
-    ) -> (
-        Arc<Upstream>,
-        mpsc::UnboundedReceiver<Bytes>,
-        Arc<Mutex<Vec<String>>>,
-    ) {
+    fn upstream(shared: bool) -> (Arc<Upstream>, StdinReader, Arc<Mutex<Vec<String>>>) {
         let routed = Arc::new(Mutex::new(Vec::new()));
         let r = routed.clone();
         let sink: Sink = Arc::new(move |route| {
@@ -616,13 +684,42 @@ mod tests {
             sink,
             Arc::new(Stats::default()),
         );
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = stdin_queue();
         up.attach(tx);
         (up, rx, routed)
     }
 
-    fn sent(rx: &mut mpsc::UnboundedReceiver<Bytes>) -> Value {
-        serde_json::from_slice(&rx.try_recv().expect("a line to the child")).unwrap()
+    fn sent(rx: &mut StdinReader) -> Value {
+        let line = rx.rx.try_recv().expect("a line to the child");
+        rx.written(line.len());
+        serde_json::from_slice(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_child_that_stops_reading_makes_new_requests_fail_fast() {
+        let (up, mut rx, _) = upstream(true);
+        let big = "x".repeat(3 << 20);
+        let call = |n: u64| json!({"jsonrpc":"2.0","id":n,"method":"tools/call","params":{"name":"echo","arguments":{"text": big}}});
+        // Nobody writes to the child: the queue fills up to its bound, then requests are refused.
+        let mut held = vec![];
+        for n in 0..2 {
+            held.push(
+                up.send_request(Some("a".into()), call(n), false)
+                    .expect("fits"),
+            );
+        }
+        let refused = up.send_request(Some("a".into()), call(9), false);
+        let err = refused.err().expect("refused");
+        assert_eq!(err.code, jsonrpc::CHILD_UNAVAILABLE);
+        assert!(
+            err.message.contains("not reading its input"),
+            "{}",
+            err.message
+        );
+        assert_eq!(up.pending_count(), 2, "the refused request is not pending");
+        // Once the child reads again, there is room.
+        sent(&mut rx);
+        assert!(up.send_request(Some("a".into()), call(10), false).is_ok());
     }
 
     #[tokio::test]
@@ -718,7 +815,7 @@ mod tests {
             &"b".into(),
             json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}),
         );
-        assert!(rx.try_recv().is_err());
+        assert!(rx.rx.try_recv().is_err());
     }
 
     #[tokio::test]
