@@ -45,6 +45,8 @@ pub struct VendorSpec {
     /// `locks/<service>/`.
     pub lock_dir: PathBuf,
     pub lock_files: Vec<String>,
+    /// npm: run the packages' install scripts (the manifest's `build.npm_install_scripts`).
+    pub install_scripts: bool,
     pub lock_hash: String,
     /// `<state>/vendor/<service>/<lock-hash>/`.
     pub dir: PathBuf,
@@ -125,6 +127,10 @@ pub fn spec(
         h.update([0]);
         h.update(Sha256::digest(&data));
     }
+    let install_scripts = kind == SourceKind::Npm && svc.build.npm_install_scripts.is_some();
+    if install_scripts {
+        h.update(b"npm-install-scripts");
+    }
     let lock_hash = hex::encode(h.finalize())[..16].to_string();
     Ok(Some(VendorSpec {
         service: service.to_string(),
@@ -132,6 +138,7 @@ pub fn spec(
         runtime,
         lock_dir,
         lock_files: lock_files.iter().map(|s| s.to_string()).collect(),
+        install_scripts,
         lock_hash,
     }))
 }
@@ -317,6 +324,7 @@ fn vendor_npm(spec: &VendorSpec, node: &str, work: &Path) -> anyhow::Result<()> 
                 "--no-fund",
                 "--loglevel=error",
             ])
+            .args((!spec.install_scripts).then_some("--ignore-scripts"))
             .current_dir(work)
             .env("PATH", &path)
             .env("npm_config_nodedir", &node_home)

@@ -477,6 +477,11 @@ pub struct Build {
     /// A key of `bases`.
     #[serde(default)]
     pub base: Option<String>,
+    /// npm packages' install scripts run only when this says why (e.g. a native addon that
+    /// compiles). Without it `npm ci --ignore-scripts`: lock hashes pin what is installed, not
+    /// what its scripts do on the host at vendor time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub npm_install_scripts: Option<String>,
 }
 
 impl Default for Build {
@@ -484,6 +489,7 @@ impl Default for Build {
         Self {
             mode: BuildMode::Offline,
             base: None,
+            npm_install_scripts: None,
         }
     }
 }

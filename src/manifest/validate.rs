@@ -471,6 +471,21 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
         );
         help(d, "give at least `64m`");
     }
+    if let Some(reason) = &svc.build.npm_install_scripts {
+        if svc.server.source.kind() != crate::manifest::SourceKind::Npm {
+            let d = cx.error(
+                &sp(name, &["build", "npm_install_scripts"]),
+                "npm_install_scripts applies to npm servers only",
+            );
+            help(d, "remove it: this service does not install from npm");
+        } else if reason.trim().is_empty() {
+            let d = cx.error(
+                &sp(name, &["build", "npm_install_scripts"]),
+                "npm_install_scripts needs a reason",
+            );
+            help(d, "say which package needs its install script and why, e.g. \"better-sqlite3 compiles its native addon\"");
+        }
+    }
     if svc.bridge.max_sessions == Some(0) {
         let d = cx.error(
             &sp(name, &["bridge", "max_sessions"]),

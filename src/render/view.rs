@@ -66,6 +66,8 @@ pub struct ServiceView {
     pub image: String,
     pub base_ref: String,
     pub offline: bool,
+    /// npm: run install scripts (`build.npm_install_scripts`); else `npm ci --ignore-scripts`.
+    pub npm_install_scripts: bool,
     pub package: String,
     pub version: String,
     pub requirements: Vec<String>,
@@ -320,6 +322,7 @@ impl ServiceView {
             image: format!("{}/{name}:compose", m.project),
             base_ref,
             offline: svc.build.mode == crate::manifest::BuildMode::Offline,
+            npm_install_scripts: svc.build.npm_install_scripts.is_some(),
             package,
             version,
             requirements,
