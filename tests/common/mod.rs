@@ -136,22 +136,12 @@ pub fn wait_for_logged<T>(
     what: &str,
     timeout: Duration,
     logs: &[&Path],
-    mut f: impl FnMut() -> Option<T>,
+    f: impl FnMut() -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            let tails: Vec<String> = logs.iter().map(|p| log_tail(p, 40)).collect();
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\n{}",
-                tails.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_explained(what, timeout, f, || {
+        let tails: Vec<String> = logs.iter().map(|p| log_tail(p, 40)).collect();
+        tails.join("\n")
+    })
 }
 
 /// A scratch directory removed when the test passes and KEPT (its path printed) when the test
@@ -230,18 +220,8 @@ pub fn bridge_gateway() -> String {
 }
 
 /// Poll `f` until it returns Some or the deadline passes.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_explained(what, timeout, f, String::new)
 }
 
 /// A tiny base image holding the test MCP server and the shared libraries it and mcpctl need,
