@@ -484,22 +484,25 @@ impl App {
         })
     }
 
-    pub fn close_session(&self, id: &str, reason: CloseReason) {
+    /// Close a session; `false` when it was closed already.
+    pub fn close_session(&self, id: &str, reason: CloseReason) -> bool {
         let Some(s) = self.table().remove(id) else {
-            return;
+            return false;
         };
         s.closed.cancel();
         s.upstream.cancel_session(&s.id, "session closed");
         self.stats.session_closed(s.transport, reason);
         tracing::debug!(session = %id, reason = reason.label(), "session closed");
+        true
     }
 
     /// A client that does not read its event stream: its queue is full, so the session is closed
     /// (its calls are cancelled at the child) instead of buffering for it without end.
     pub fn close_slow(&self, s: &Session) {
-        self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(session = %s.id, "client stopped reading its event stream; session closed");
-        self.close_session(&s.id, CloseReason::ClientClosed);
+        if self.close_session(&s.id, CloseReason::ClientClosed) {
+            self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(session = %s.id, "client stopped reading its event stream; session closed");
+        }
     }
 
     fn route(&self, route: Route) {

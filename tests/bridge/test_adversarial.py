@@ -218,3 +218,83 @@ def test_a_stopped_server_is_killed_and_replaced(bridge_factory):
                10, "the stopped child to be killed")
     assert metric(b.base, 'mcp_bridge_child_restarts_total{reason="hung"}') == 1
     assert echo_ok(b.base) == first  # the same server, restarted, answers again
+
+
+def test_a_client_that_never_reads_its_stream_is_closed_and_costs_bounded_memory(bridge):
+    # A legacy SSE client reads the endpoint event, then asks for 64 KB answers without ever
+    # reading them again: its frames queue up to the stream's bound, then the session is closed.
+    s = socket.create_connection(("127.0.0.1", bridge.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.sendall(f"GET /sse HTTP/1.1\r\nHost: 127.0.0.1:{bridge.port}\r\naccept: text/event-stream\r\n\r\n".encode())
+    s.settimeout(10)
+    buf = b""
+    while b"session_id=" not in buf or b"\n\n" not in buf.split(b"session_id=", 1)[1]:
+        buf += s.recv(4096)
+    sid = buf.split(b"session_id=", 1)[1].split(b"\n", 1)[0].strip().decode()
+    url = bridge.base + f"/messages?session_id={sid}"
+    init = {**INIT, "params": {**INIT["params"], "protocolVersion": "2024-11-05"}}
+    with httpx.Client(timeout=10) as c:
+        assert c.post(url, json=init).status_code == 202
+        assert c.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 202
+        pid = bridge.proc.pid
+        base_rss = rss_mib(pid)
+        peak = base_rss
+        t0 = time.monotonic()
+        sent = 0
+        for i in range(400):
+            r = c.post(url, json={"jsonrpc": "2.0", "id": 100 + i, "method": "tools/call",
+                                  "params": {"name": "big", "arguments": {"bytes": 64 * 1024}}})
+            peak = max(peak, rss_mib(pid))
+            if r.status_code == 404:  # the session is gone: closed as a slow consumer
+                break
+            assert r.status_code == 202, r.text
+            sent += 1
+        wait_until(lambda: metric(bridge.base, "mcp_bridge_slow_consumer_closes_total") == 1, 30,
+                   "the session to be closed as a slow consumer")
+        closed_after = time.monotonic() - t0
+        peak = max(peak, rss_mib(pid))
+    s.close()
+    print(f"a client that never reads: {sent} × 64 KB answers queued, session closed after {closed_after:.1f} s; "
+          f"bridge RSS {base_rss:.1f} → peak {peak:.1f} MiB")
+    assert peak - base_rss < 64, (base_rss, peak)
+    assert metric(bridge.base, 'mcp_bridge_sessions_active{transport="sse"}') == 0
+    echo_ok(bridge.base)
+
+
+def test_what_a_session_flood_costs_a_well_behaved_client(bridge_factory):
+    # Figures, not a gate: a well-behaved client's echo latency before, during and after 200 new
+    # sessions (shared mode, cap 100: half of them refused) opened as fast as two threads can.
+    b = bridge_factory("--max-sessions", "100")
+    sid = session(b.base)
+    h = {**sid, "accept": "application/json"}
+
+    client = httpx.Client(timeout=10, headers={"content-type": "application/json", **h})
+
+    def p50_ms(n: int = 40) -> float:
+        times = []
+        for i in range(n):
+            t = time.perf_counter()
+            r = client.post(b.base + "/mcp", content=json.dumps(
+                {"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "w"}}}))
+            assert r.status_code == 200, r.text
+            times.append((time.perf_counter() - t) * 1000)
+        return sorted(times)[len(times) // 2]
+
+    before = p50_ms()
+    codes: list[int] = []
+
+    def flood():
+        with httpx.Client(timeout=10) as c:
+            for _ in range(100):
+                codes.append(c.post(b.base + "/mcp", json=INIT, headers={"accept": "application/json"}).status_code)
+
+    threads = [threading.Thread(target=flood) for _ in range(2)]
+    for t in threads:
+        t.start()
+    during = p50_ms()
+    for t in threads:
+        t.join()
+    after = p50_ms()
+    client.close()
+    assert codes.count(200) == 99 and codes.count(503) == 101, (codes.count(200), codes.count(503))
+    print(f"well-behaved echo p50: {before:.2f} ms before, {during:.2f} ms during a 200-session flood, {after:.2f} ms after")
