@@ -906,4 +906,205 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    use proptest::prelude::*;
+
+    /// One request of a scenario: the session (of three) that sends it, its JSON-RPC id and
+    /// progress token (chosen to collide across and within sessions, and with the bridge's own
+    /// `mcpctl-<n>` tokens), how many progress notifications the child sends for it, whether the
+    /// child answers it twice, and whether the client cancels it.
+    #[derive(Debug, Clone)]
+    struct Req {
+        session: usize,
+        id: Value,
+        token: Option<Value>,
+        progress: usize,
+        dup: bool,
+        cancel: bool,
+    }
+
+    /// What happens after the requests are sent, in a shuffled order.
+    #[derive(Debug, Clone, Copy)]
+    enum Ev {
+        /// The child reports progress `k` on request `i`.
+        Progress(usize, usize),
+        /// The child answers request `i`.
+        Response(usize),
+        /// The client of request `i` cancels its id.
+        Cancel(usize),
+    }
+
+    fn rpc_id() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            (0i64..3).prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(|f| json!(f)),
+            "[ab1]{0,2}".prop_map(Value::from),
+            Just(json!("mcpctl-1")),
+        ]
+    }
+
+    fn req() -> impl Strategy<Value = Req> {
+        let token = prop_oneof![
+            (0i64..3).prop_map(Value::from),
+            "[ab1]{0,2}".prop_map(Value::from),
+            Just(json!("mcpctl-1")),
+            Just(json!("mcpctl-2")),
+        ];
+        (
+            0usize..3,
+            rpc_id(),
+            proptest::option::of(token),
+            0usize..3,
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.3),
+        )
+            .prop_map(|(session, id, token, progress, dup, cancel)| Req {
+                session,
+                id,
+                token,
+                progress,
+                dup,
+                cancel,
+            })
+    }
+
+    fn scenario() -> impl Strategy<Value = (bool, Vec<Req>, Vec<Ev>)> {
+        (any::<bool>(), prop::collection::vec(req(), 1..12)).prop_flat_map(|(shared, reqs)| {
+            let mut evs = Vec::new();
+            for (i, r) in reqs.iter().enumerate() {
+                evs.push(Ev::Response(i));
+                if r.dup {
+                    evs.push(Ev::Response(i));
+                }
+                if r.cancel {
+                    evs.push(Ev::Cancel(i));
+                }
+                if r.token.is_some() {
+                    evs.extend((0..r.progress).map(|k| Ev::Progress(i, k)));
+                }
+            }
+            (Just(shared), Just(reqs), Just(evs).prop_shuffle())
+        })
+    }
+
+    /// What a caller should have received, in order.
+    #[derive(Debug, PartialEq)]
+    enum Got {
+        Progress(Value, usize),
+        Response(Value, usize),
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Requests from three sessions with colliding ids and tokens, sent while the child
+        /// answers (in any order, some twice), reports progress and sees cancellations: every id
+        /// and token the child sees is unique; each caller gets exactly its progress (with its
+        /// own token) up to its response (with its own id), then nothing; a cancel reaches the
+        /// child as that session's request and silences it; nothing leaks to other sessions.
+        #[test]
+        fn ids_and_tokens_are_remapped_and_routed_back((shared, reqs, evs) in scenario()) {
+            let (up, mut rx, routed) = upstream(shared);
+            let sid = |s: usize| -> SessionId { format!("s{s}").into() };
+            let mut handles: Vec<CallHandle> = Vec::new();
+            // Child-side id and token of each request sent so far.
+            let mut child: Vec<(u64, Option<Value>)> = Vec::new();
+            let mut seen_ids = std::collections::HashSet::new();
+            let mut seen_tokens = std::collections::HashSet::new();
+            let mut alive: Vec<bool> = Vec::new();
+            let mut want: Vec<Vec<Got>> = Vec::new();
+            for ev in evs {
+                let i = match ev {
+                    Ev::Progress(i, _) | Ev::Response(i) | Ev::Cancel(i) => i,
+                };
+                // Requests go out in order, the first time an event needs them.
+                while handles.len() <= i {
+                    let n = handles.len();
+                    let r = &reqs[n];
+                    let mut params = json!({"name": "t", "arguments": {"n": n}});
+                    if let Some(tok) = &r.token {
+                        params["_meta"] = json!({"progressToken": tok, "other": 1});
+                    }
+                    let msg = json!({"jsonrpc": "2.0", "id": r.id, "method": "tools/call", "params": params});
+                    handles.push(up.send_request(Some(sid(r.session)), msg, false).expect("child attached"));
+                    let m = sent(&mut rx);
+                    prop_assert!(rx.rx.try_recv().is_err(), "one line per request");
+                    let id = m["id"].as_u64().expect("child-side ids are integers");
+                    prop_assert!(seen_ids.insert(id), "child id {} used twice", id);
+                    prop_assert_eq!(&m["method"], "tools/call");
+                    prop_assert_eq!(&m["params"]["arguments"]["n"], &json!(n));
+                    let tok = match &r.token {
+                        Some(_) => {
+                            prop_assert_eq!(&m["params"]["_meta"]["other"], &json!(1));
+                            let t = m["params"]["_meta"]["progressToken"].clone();
+                            prop_assert!(seen_tokens.insert(t.to_string()), "child token {} used twice", t);
+                            Some(t)
+                        }
+                        None => {
+                            prop_assert!(m["params"].get("_meta").is_none());
+                            None
+                        }
+                    };
+                    child.push((id, tok));
+                    alive.push(true);
+                    want.push(Vec::new());
+                }
+                match ev {
+                    Ev::Progress(i, k) => {
+                        let tok = child[i].1.clone().expect("progress only for requests with a token");
+                        up.on_line(1, json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                            "params": {"progressToken": tok, "progress": k}}).to_string().as_bytes());
+                        if alive[i] {
+                            want[i].push(Got::Progress(reqs[i].token.clone().unwrap(), k));
+                        }
+                    }
+                    Ev::Response(i) => {
+                        up.on_line(1, json!({"jsonrpc": "2.0", "id": child[i].0, "result": {"n": i}}).to_string().as_bytes());
+                        if std::mem::replace(&mut alive[i], false) {
+                            want[i].push(Got::Response(reqs[i].id.clone(), i));
+                        }
+                    }
+                    Ev::Cancel(i) => {
+                        let r = &reqs[i];
+                        up.client_cancelled(&sid(r.session), json!({"jsonrpc": "2.0",
+                            "method": "notifications/cancelled", "params": {"requestId": r.id, "reason": "x"}}));
+                        // The requests the client may mean: its own, in flight, with that id.
+                        let candidates: Vec<usize> = (0..child.len())
+                            .filter(|&j| alive[j] && reqs[j].session == r.session && reqs[j].id == r.id)
+                            .collect();
+                        if candidates.is_empty() {
+                            prop_assert!(rx.rx.try_recv().is_err(), "a cancel of nothing in flight reaches the child");
+                        } else {
+                            let c = sent(&mut rx);
+                            prop_assert_eq!(&c["method"], "notifications/cancelled");
+                            prop_assert_eq!(&c["params"]["reason"], "x");
+                            let j = candidates.iter().copied().find(|&j| c["params"]["requestId"] == json!(child[j].0));
+                            prop_assert!(j.is_some(), "cancelled {} of none of {:?}", c["params"]["requestId"], candidates);
+                            alive[j.unwrap()] = false;
+                        }
+                    }
+                }
+                prop_assert!(rx.rx.try_recv().is_err(), "an unexpected line to the child");
+            }
+            prop_assert_eq!(up.pending_count(), 0);
+            prop_assert!(routed.lock().unwrap().is_empty(), "routed to a session table: {:?}", routed.lock().unwrap());
+            for (i, h) in handles.iter_mut().enumerate() {
+                let mut got = Vec::new();
+                while let Ok(d) = h.rx.try_recv() {
+                    got.push(match d {
+                        Delivery::Notification(v) => {
+                            prop_assert_eq!(&v["method"], "notifications/progress");
+                            Got::Progress(v["params"]["progressToken"].clone(), v["params"]["progress"].as_u64().unwrap() as usize)
+                        }
+                        Delivery::Response(v) => Got::Response(v["id"].clone(), v["result"]["n"].as_u64().unwrap() as usize),
+                    });
+                }
+                prop_assert_eq!(&got, &want[i], "request {} ({:?})", i, reqs[i]);
+                prop_assert!(matches!(h.rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)),
+                    "request {} is still wired after its end", i);
+            }
+        }
+    }
 }

@@ -279,4 +279,123 @@ mod tests {
             serde_json::from_str::<PutRoute>(r#"{"upstream": "http://a:8080", "x": 1}"#).is_err()
         );
     }
+
+    use proptest::prelude::*;
+
+    /// Query parameters that are not a session id, some of them close to one.
+    fn other_param() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z_]{0,8}=[a-zA-Z0-9%=._-]{0,8}",
+            Just("xsession_id=evil".to_string()),
+            Just("session_idx=evil".to_string()),
+            Just("Session_Id=evil".to_string()),
+            Just("session%5Fid=evil".to_string()),
+            Just("a=session_id=evil".to_string()),
+            Just("session_id".to_string()),
+            Just(String::new()),
+        ]
+        .prop_filter("not a session id", |kv| {
+            !kv.starts_with("session_id=") && !kv.starts_with("sessionId=")
+        })
+    }
+
+    /// A session id as a client may send it: visible ASCII, no `&` or `#`.
+    fn session_id() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9._~%=:/+!$'()*,;@?-]{0,40}"
+    }
+
+    /// The endpoint event's data as the upstream may write it: a path or an absolute URL.
+    fn endpoint_data(prefix: &str, id: &str, absolute: bool) -> String {
+        let path = format!("{prefix}/messages/?session_id={id}");
+        if absolute {
+            format!("http://0.0.0.0:9000{path}")
+        } else {
+            path
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The session id is the value of the first `session_id`/`sessionId` parameter, exactly as
+        /// given, whatever else the query holds; without one there is none.
+        #[test]
+        fn the_session_id_found_is_the_one_given(
+            before in prop::collection::vec(other_param(), 0..4),
+            after in prop::collection::vec(prop_oneof![other_param(), "session_id=[a-z]{0,4}"], 0..4),
+            key in prop_oneof![Just("session_id"), Just("sessionId")],
+            id in session_id(),
+        ) {
+            let q = before.join("&");
+            prop_assert_eq!(query_session_id(Some(&q)), None, "{}", q);
+            let mut params = before.clone();
+            params.push(format!("{key}={id}"));
+            params.extend(after);
+            let q = params.join("&");
+            prop_assert_eq!(query_session_id(Some(&q)), Some(id), "{}", q);
+        }
+
+        /// However the upstream's stream is cut into chunks and whatever precedes the endpoint
+        /// event (comments, other events, LF or CRLF lines), what reaches the client is the stream
+        /// with only the endpoint's data rewritten (the route's prefix and origin removed), and the
+        /// session id learnt is the one in it.
+        #[test]
+        fn the_endpoint_is_found_however_the_stream_is_cut(
+            prefix in prop_oneof![Just(""), Just("/servers/fetch"), Just("/p")],
+            before in prop::collection::vec(prop_oneof![
+                Just(": ping\n\n"),
+                Just(":\r\n\r\n"),
+                Just("event: message\ndata: {\"endpoint\":1}\n\n"),
+                Just("event: endpointx\r\ndata: /x?session_id=evil\r\n\r\n"),
+                Just("data: event: endpoint\n\n"),
+            ], 0..4),
+            crlf in any::<bool>(),
+            space in any::<bool>(),
+            absolute in any::<bool>(),
+            id in "[A-Za-z0-9-]{1,36}",
+            after in prop::collection::vec(any::<u8>(), 0..40),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let sp = if space { " " } else { "" };
+            let endpoint = format!(
+                "event:{sp}endpoint{nl}data:{sp}{}{nl}{nl}",
+                endpoint_data(prefix, &id, absolute)
+            );
+            let mut stream = before.concat().into_bytes();
+            stream.extend_from_slice(endpoint.as_bytes());
+            stream.extend_from_slice(&after);
+            let mut at: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+            at.push(stream.len());
+            at.sort_unstable();
+            let mut scan = EndpointScan::new(prefix);
+            let (mut out, mut from) = (Vec::new(), 0);
+            for to in at {
+                out.extend(scan.push(&stream[from..to]));
+                from = to;
+            }
+            let mut want = before.concat().into_bytes();
+            want.extend_from_slice(format!("event: endpoint\ndata: /messages/?session_id={id}\n\n").as_bytes());
+            want.extend_from_slice(&after);
+            prop_assert!(scan.done);
+            prop_assert_eq!(scan.session, Some(id));
+            prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want));
+        }
+
+        /// An upstream URL is the origin, the prefix (without trailing slashes) and the client's
+        /// path, verbatim.
+        #[test]
+        fn an_upstream_url_is_origin_prefix_and_path(
+            host in "[a-z][a-z0-9.-]{0,12}(:[0-9]{1,5})?",
+            segs in prop::collection::vec("[a-z0-9_-]{1,6}", 0..3),
+            slashes in 0usize..3,
+            path in "(/[a-z0-9?=&_-]{0,6}){1,3}",
+        ) {
+            let prefix: String = segs.iter().map(|s| format!("/{s}")).collect();
+            let u = Upstream::parse(&format!("http://{host}{prefix}{}", "/".repeat(slashes))).unwrap();
+            prop_assert_eq!(&u.origin, &format!("http://{host}"));
+            prop_assert_eq!(&u.prefix, &prefix);
+            prop_assert_eq!(u.url(&path), format!("http://{host}{prefix}{path}"));
+        }
+    }
 }

@@ -683,10 +683,12 @@ fn plausible_session_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_SESSION_ID && id.bytes().all(|c| c.is_ascii_graphic())
 }
 
-/// A `.` or `..` segment, also percent-encoded: joined to a route's path prefix, the upstream's URL
-/// parser would resolve it and leave the prefix.
+/// A `.` or `..` segment in any spelling the upstream's URL parser resolves (joined to a route's
+/// path prefix it would leave the prefix): `%2e` for a dot, and `\\` as a separator as well as `/`
+/// (WHATWG URLs read a backslash as a slash in http(s) paths, and hyper accepts it in a request
+/// target: `/..\\other` was forwarded to a sibling of the route's upstream path).
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
+    path.split(['/', '\\']).any(|seg| {
         let seg = seg.to_ascii_lowercase().replace("%2e", ".");
         seg == "." || seg == ".."
     })
@@ -704,6 +706,12 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
             StatusCode::BAD_REQUEST,
             "`.` and `..` path segments are refused (they could leave the route's path prefix)"
                 .into(),
+        );
+    }
+    if parts.uri.path().contains('\\') {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a backslash in the path is refused (URL parsers read it as `/`)".into(),
         );
     }
     let sse_session = query_session_id(parts.uri.query());
@@ -1550,5 +1558,337 @@ mod tests {
             );
             assert!(r.draining.is_empty());
         });
+    }
+
+    use proptest::prelude::*;
+
+    /// Path segments meant to confuse a prefix join: dot segments in every spelling the URL
+    /// parser resolves, encoded slashes and backslashes, and things that only look like them;
+    /// with `backslash`, also raw backslashes (which the URL parser reads as `/`).
+    fn segment(backslash: bool) -> impl Strategy<Value = String> {
+        let mut tricky = vec![
+            ".",
+            "..",
+            "%2e",
+            "%2E",
+            "%2e%2e",
+            ".%2E",
+            "%2E.",
+            "...",
+            ".a",
+            "a.",
+            "%252e",
+            "%2f",
+            "%2F",
+            "..%2f",
+            "%2f..",
+            "%5c",
+            "..%5c",
+            "%5C..",
+            ";",
+            "..;",
+            ".;",
+            "%00",
+            "%",
+            "%2",
+            "\t",
+            ".\t.",
+            "\n",
+            " ",
+            "\u{e9}",
+            "\u{ff0e}\u{ff0e}",
+            "@",
+            ":",
+            "..:",
+            "%3a",
+            "#",
+            "?",
+            "|",
+            "^",
+            "`",
+            "{",
+            "}",
+            "\"",
+            "<",
+            ">",
+            "[",
+            "]",
+        ];
+        if backslash {
+            tricky.extend(["\\", "..\\", "\\..", ".\\.", "a\\..\\.."]);
+        }
+        prop_oneof![
+            3 => "[a-z0-9_~-]{0,6}",
+            1 => prop::sample::select(tricky).prop_map(str::to_string),
+        ]
+    }
+
+    /// A request target from segments (and maybe a query), if the HTTP layer takes it.
+    fn target(segs: &[String], query: &Option<String>) -> Option<Uri> {
+        let mut t = format!("/{}", segs.join("/"));
+        if let Some(q) = query {
+            t.push('?');
+            t.push_str(q);
+        }
+        t.parse::<Uri>().ok()
+    }
+
+    /// Whether a path has a segment the WHATWG URL parser resolves (for http URLs it splits
+    /// segments at `/` and `\\`).
+    fn whatwg_dotted(path: &str) -> bool {
+        path.split(['/', '\\']).any(|seg| {
+            let s = seg.to_ascii_lowercase();
+            matches!(s.as_str(), "." | "%2e" | ".." | ".%2e" | "%2e." | "%2e%2e")
+        })
+    }
+
+    /// The edge's forwarding of `path_and_query` on a route to `http://up:9000<prefix>` keeps the
+    /// request on that upstream, under the prefix, with the client's segments as they were.
+    fn check_stays_under(prefix: &str, uri: &Uri) -> Result<(), TestCaseError> {
+        if has_dot_segment(uri.path()) || uri.path().contains('\\') {
+            return Ok(()); // refused (see dot_segments_are_always_refused, forward)
+        }
+        let up = Upstream::parse(&format!("http://up:9000{prefix}")).unwrap();
+        let path_q = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let url = up.url(path_q);
+        // What reqwest does with it (an unparsable URL fails the request: nothing is sent).
+        let Ok(parsed) = reqwest::Url::parse(&url) else {
+            return Ok(());
+        };
+        prop_assert_eq!(parsed.host_str(), Some("up"), "{}", url);
+        prop_assert_eq!(parsed.port(), Some(9000), "{}", url);
+        let under = format!("{}/", up.prefix);
+        prop_assert!(
+            parsed.path().starts_with(&under),
+            "{} -> {}",
+            url,
+            parsed.path()
+        );
+        prop_assert_eq!(
+            parsed.path()[up.prefix.len()..].split('/').count(),
+            uri.path().split('/').count(),
+            "{} -> {}",
+            url,
+            parsed.path()
+        );
+        Ok(())
+    }
+
+    fn request(uri: Uri) -> Request {
+        axum::http::Request::builder()
+            .uri(uri)
+            .header("host", "127.0.0.1:8501")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever path (without raw backslashes) the HTTP layer accepts and the edge does not
+        /// refuse, the URL it asks reqwest for stays on the route's upstream, under its prefix,
+        /// with the client's segments unchanged (none resolved away, none split into two).
+        #[test]
+        fn an_accepted_path_stays_under_the_route_prefix(
+            prefix in prop_oneof![Just(""), Just("/servers/fetch"), Just("/servers/fetch/")],
+            segs in prop::collection::vec(segment(false), 0..6),
+            query in proptest::option::of("[a-z_=&./%]{0,12}"),
+        ) {
+            let Some(uri) = target(&segs, &query) else { return Ok(()) };
+            check_stays_under(prefix, &uri)?;
+        }
+
+        /// The same with raw backslashes. hyper (httparse, http::Uri) accepts `\\` in a path,
+        /// `has_dot_segment` splits at `/` only, and the URL parser reads `\\` as `/`: on a route
+        /// to `http://up:9000/servers/fetch`, `GET /..\\other\\sse` is sent to
+        /// `http://up:9000/servers/other/sse` — another named server of the same mcp-proxy.
+        #[test]
+        fn an_accepted_backslash_path_stays_under_the_route_prefix(
+            prefix in prop_oneof![Just(""), Just("/servers/fetch"), Just("/servers/fetch/")],
+            segs in prop::collection::vec(segment(true), 0..6),
+            query in proptest::option::of("[a-z_=&./%]{0,12}"),
+        ) {
+            let Some(uri) = target(&segs, &query) else { return Ok(()) };
+            check_stays_under(prefix, &uri)?;
+            prop_assert_eq!(has_dot_segment(uri.path()), whatwg_dotted(uri.path()), "{}", uri);
+        }
+
+        /// A path with a dot segment (in any spelling the URL parser resolves) is refused with
+        /// 400 before anything is routed; any other path gets as far as routing (503 here: no
+        /// route), unless its session id is implausible.
+        #[test]
+        fn dot_segments_are_always_refused(
+            segs in prop::collection::vec(segment(false), 0..6),
+            dot in proptest::option::of((prop::sample::select(vec![".", "..", "%2e", "%2E", "%2e%2e", ".%2e", "%2E.", "%2e%2E"]), any::<prop::sample::Index>())),
+            query in proptest::option::of("[a-z_=&./%]{0,12}"),
+        ) {
+            let mut segs = segs;
+            if let Some((d, at)) = dot {
+                segs.insert(at.index(segs.len() + 1), d.to_string());
+            }
+            let Some(uri) = target(&segs, &query) else { return Ok(()) };
+            let dotted = whatwg_dotted(uri.path());
+            // (A `#` or `?` before the dot segment takes it out of the path.)
+            if dot.is_some() && !segs.iter().any(|s| s.contains(['#', '?'])) {
+                prop_assert!(dotted, "{}", uri);
+            }
+            prop_assert_eq!(has_dot_segment(uri.path()), dotted, "{}", uri);
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let resp = rt.block_on(forward(edge(), "alpha".into(), request(uri.clone())));
+            let implausible = query_session_id(uri.query()).is_some_and(|id| !plausible_session_id(&id));
+            let want = if dotted || implausible {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            prop_assert_eq!(resp.status(), want, "{}", uri);
+        }
+
+        /// The in-network Host `mcp-<service>[:port]` names that service, and the guard admits
+        /// a Host for a service's listener only when it names that very service (at the
+        /// in-network port): a request never reaches another service than its Host names.
+        #[test]
+        fn a_host_names_its_own_service_only(
+            named in prop_oneof!["[a-z][a-z0-9-]{0,8}", Just("alpha".to_string())],
+            serving in prop_oneof!["[a-z][a-z0-9-]{0,8}", Just("alpha".to_string())],
+            port in prop_oneof![Just(8080u16), any::<u16>()],
+            with_port in any::<bool>(),
+            upper in any::<bool>(),
+        ) {
+            let host = if with_port { format!("mcp-{named}:{port}") } else { format!("mcp-{named}") };
+            let host = if upper { host.to_ascii_uppercase() } else { host };
+            let routed = service_of_host(Some(&host));
+            if upper {
+                prop_assert!(routed.is_none() || routed.as_deref() == Some(named.to_ascii_uppercase().as_str()));
+            } else {
+                prop_assert_eq!(routed.as_deref(), Some(named.as_str()));
+            }
+            let at = Arrival { service: &serving, port: 8501, internal: Some(8080) };
+            let admitted = admit(at, Some(&host), None).is_ok();
+            prop_assert_eq!(admitted, with_port && port == 8080 && named == serving, "{} at {}", host, serving);
+        }
+    }
+
+    /// The minimal input of the backslash property above: the edge must refuse it or keep it under
+    /// the prefix (it once forwarded it to a sibling of the route's upstream path).
+    #[test]
+    fn a_backslash_dot_segment_cannot_leave_the_route_prefix() {
+        let uri: Uri = "/..\\other\\sse".parse().expect("hyper accepts it");
+        let up = Upstream::parse("http://up:9000/servers/fetch").unwrap();
+        let sent = reqwest::Url::parse(&up.url(uri.path())).unwrap();
+        assert!(
+            has_dot_segment(uri.path()) || sent.path().starts_with("/servers/fetch/"),
+            "{uri} is forwarded to {sent}"
+        );
+        // And any backslash is refused before routing, dots or not.
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for path in ["/..\\other\\sse", "/sse\\x"] {
+            let uri: Uri = path.parse().unwrap();
+            let resp = rt.block_on(forward(edge(), "alpha".into(), request(uri)));
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path}");
+        }
+    }
+
+    /// One step of the affinity model: switch a service's route, pin a session to what a service
+    /// serves now, let drains run, or pick an upstream for a session.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Switch {
+            service: usize,
+            upstream: usize,
+            quick: bool,
+        },
+        Pin {
+            session: usize,
+            service: usize,
+            live: bool,
+        },
+        RunDrains,
+        Pick {
+            session: usize,
+            service: usize,
+        },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0usize..3, 0usize..3, any::<bool>()).prop_map(|(service, upstream, quick)| {
+                Step::Switch {
+                    service,
+                    upstream,
+                    quick,
+                }
+            }),
+            (0usize..4, 0usize..3, any::<bool>()).prop_map(|(session, service, live)| Step::Pin {
+                session,
+                service,
+                live
+            }),
+            Just(Step::RunDrains),
+            (0usize..4, 0usize..3).prop_map(|(session, service)| Step::Pick { session, service }),
+            (0usize..4, 0usize..3).prop_map(|(session, service)| Step::Pick { session, service }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Through switches (some draining at once), pins and drains, a session's pick is always
+        /// an upstream of the service asked for (current or draining), its pinned one exactly
+        /// when that one still serves the service, else the current one. Services share
+        /// upstream URLs and sessions are pinned on several services, so a wrong pick can show.
+        #[test]
+        fn a_session_never_crosses_services(steps in prop::collection::vec(step(), 1..30)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            let _in = rt.enter();
+            let names = ["alpha", "beta", "gamma"];
+            let e = Edge::new(names.iter().map(|s| s.to_string()).collect(), None, Duration::from_secs(3600)).unwrap();
+            for st in steps {
+                match st {
+                    Step::Switch { service, upstream, quick } => {
+                        let mut p = put(&format!("http://u{upstream}:8080"), upstream as u64);
+                        p.drain_timeout_s = quick.then_some(0);
+                        e.switch(names[service], p).unwrap();
+                    }
+                    Step::Pin { session, service, live } => {
+                        if let Some(b) = e.pick(names[service], None) {
+                            e.pin(&format!("s{session}"), &b, live);
+                        }
+                    }
+                    Step::RunDrains => rt.block_on(async {
+                        for _ in 0..4 {
+                            tokio::task::yield_now().await;
+                        }
+                    }),
+                    Step::Pick { session, service } => {
+                        let id = format!("s{session}");
+                        let want = {
+                            let routes = e.routes.read().unwrap();
+                            routes.get(names[service]).map(|r| {
+                                let serves = |b: &Arc<Backend>| {
+                                    Arc::ptr_eq(b, &r.current) || r.draining.iter().any(|d| Arc::ptr_eq(d, b))
+                                };
+                                let pinned = e.affinity.lock().unwrap().get(&id).map(|p| p.0.clone());
+                                let own: Vec<Arc<Backend>> = std::iter::once(r.current.clone()).chain(r.draining.iter().cloned()).collect();
+                                let want = match pinned {
+                                    Some(b) if serves(&b) && !b.retired.load(Ordering::SeqCst) => b,
+                                    _ => r.current.clone(),
+                                };
+                                (want, own)
+                            })
+                        };
+                        let got = e.pick(names[service], Some(&id));
+                        match (want, got) {
+                            (None, None) => {}
+                            (Some((want, own)), Some(got)) => {
+                                prop_assert!(own.iter().any(|b| Arc::ptr_eq(b, &got)), "{} got {} of another service", names[service], got.upstream);
+                                prop_assert!(Arc::ptr_eq(&want, &got), "{} {}: want {}, got {}", names[service], id, want.upstream, got.upstream);
+                            }
+                            (want, got) => prop_assert!(false, "route {:?} vs pick {:?}", want.map(|w| w.0.upstream.clone()), got.map(|g| g.upstream.clone())),
+                        }
+                    }
+                }
+            }
+        }
     }
 }
