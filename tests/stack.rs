@@ -631,6 +631,41 @@ fn oom_and_restarts(container: &str) -> Result<(bool, u64)> {
     Ok((oom, restarts))
 }
 
+/// Where the container's memory high-water mark lives: cgroup v1 `memory.max_usage_in_bytes`,
+/// v2 `memory.peak` (both reset by a write; older v2 kernels refuse it, and the mark is then the
+/// one since the container started).
+fn peak_files(container: &str) -> Vec<String> {
+    let Ok(out) = Command::new("docker")
+        .args(["inspect", "--format", "{{.Id}}", container])
+        .output()
+    else {
+        return vec![];
+    };
+    let id = text(&out.stdout).trim().to_string();
+    vec![
+        format!("/sys/fs/cgroup/memory/docker/{id}/memory.max_usage_in_bytes"),
+        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.peak"),
+    ]
+}
+
+/// The container's memory high-water mark since the last [`reset_peak`], or None where the host
+/// does not expose it.
+fn memory_peak(container: &str) -> Option<u64> {
+    peak_files(container)
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+}
+
+fn reset_peak(container: &str) {
+    for p in peak_files(container) {
+        let _ = std::fs::write(p, "0");
+    }
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+}
+
 /// Clients that misbehave on purpose, against the deployed stack (issue 16), each followed by a
 /// well-behaved client: 4 MB JSON arrays ×8 at once, deep nesting, a batch and invalid UTF-8 at
 /// `memory` (64 MiB limit: three such arrays OOM-killed it before); a flood of legacy SSE sessions
@@ -660,6 +695,7 @@ fn hostile_clients(fx: &Fixture) -> Result<()> {
             .into_bytes()
         };
         let array = call(&format!("{{\"x\":[{}0]}}", "0,".repeat(2 * 1024 * 1024 - 100)));
+        reset_peak(&memory);
         let t0 = Instant::now();
         let statuses: Vec<u16> = futures::future::join_all((0..8).map(|_| post(array.clone())))
             .await
@@ -670,11 +706,12 @@ fn hostile_clients(fx: &Fixture) -> Result<()> {
             statuses.iter().all(|s| *s == 413 || *s == 503) && statuses.contains(&413),
             "8 × 4 MB arrays: {statuses:?}"
         );
-        let mem_after = docker_stats_memory(&memory)?;
+        let limits = fx.memory_limits();
         eprintln!(
-            "  memory: 8 × 4 MB arrays at once → {statuses:?} in {:.1} s; container at {:.1} MiB after",
+            "  memory: 8 × 4 MB arrays at once → {statuses:?} in {:.1} s; peak {} (limit {})",
             t0.elapsed().as_secs_f64(),
-            mem_after as f64 / 1048576.0
+            mib(memory_peak(&memory)),
+            mib(limits.get("memory").copied())
         );
         let deep = call(&format!("{{\"x\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000)));
         let mut utf8 = call(r#"{"x":"X"}"#);
@@ -710,6 +747,7 @@ fn hostile_clients(fx: &Fixture) -> Result<()> {
             .max_sessions
             .context("playwright has bridge.max_sessions in the default manifest")? as usize;
         let sse = format!("{}/sse", fx.base("playwright"));
+        reset_peak(&playwright);
         let mut open = Vec::new();
         let mut refused = 0;
         for _ in 0..(cap + 12) {
@@ -731,9 +769,11 @@ fn hostile_clients(fx: &Fixture) -> Result<()> {
         let flooded = docker_stats_memory(&playwright)?;
         drop(open);
         eprintln!(
-            "  playwright: {} SSE sessions asked for, {refused} refused with 503 (cap {cap}); {:.1} MiB while flooded",
+            "  playwright: {} SSE sessions asked for, {refused} refused with 503 (cap {cap}); {:.1} MiB while flooded, peak {} (limit {})",
             cap + 12,
-            flooded as f64 / 1048576.0
+            flooded as f64 / 1048576.0,
+            mib(memory_peak(&playwright)),
+            mib(limits.get("playwright").copied())
         );
         // Sessions of closed streams are reaped, so a well-behaved client gets in again.
         let deadline = Instant::now() + Duration::from_secs(30);
