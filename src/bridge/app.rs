@@ -914,7 +914,8 @@ const SLOW_CONSUMER_AFTER: Duration = Duration::from_secs(10);
 
 /// Forward a call's deliveries as SSE frames until its response; stop early if the stream or the
 /// session goes away (dropping the call then cancels it at the child). A client that leaves the
-/// stream full for [`SLOW_CONSUMER_AFTER`] has its session closed.
+/// stream full for [`SLOW_CONSUMER_AFTER`], or whose waiting frames no longer fit the in-flight
+/// byte budget, has its session closed.
 pub async fn pump(mut call: Call, out: sse::Frames, session: Arc<Session>, app: Arc<App>) {
     loop {
         let d = tokio::select! {
@@ -931,12 +932,28 @@ pub async fn pump(mut call: Call, out: sse::Frames, session: Arc<Session>, app: 
             Some(super::upstream::Delivery::Response(m)) => (m, true),
             None => return,
         };
-        match tokio::time::timeout(SLOW_CONSUMER_AFTER, out.send(sse::message(&msg))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return,
-            Err(_) => {
+        let frame = sse::message(&msg);
+        drop(msg);
+        let frame = match out.try_send(frame) {
+            Ok(()) => None,
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(frame)) => Some(frame),
+        };
+        if let Some(frame) = frame {
+            // The client is behind: the frame waits in memory, so it takes a share of the same
+            // budget request bodies use. No share left: the client is closed now, not in 10 s,
+            // so clients that ask for big answers and never read cannot exhaust memory together.
+            let Some(_held) = app.budget.try_charge(frame.len()) else {
                 app.close_slow(&session);
                 return;
+            };
+            match tokio::time::timeout(SLOW_CONSUMER_AFTER, out.send(frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    app.close_slow(&session);
+                    return;
+                }
             }
         }
         if last {

@@ -13,6 +13,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from conftest import INIT, post_json, wait_until
 
@@ -220,7 +221,11 @@ def test_a_stopped_server_is_killed_and_replaced(bridge_factory):
     assert echo_ok(b.base) == first  # the same server, restarted, answers again
 
 
-def test_a_client_that_never_reads_its_stream_is_closed_and_costs_bounded_memory(bridge):
+@pytest.mark.parametrize("budget_mib", [64, 8])
+def test_a_client_that_never_reads_its_stream_is_closed_and_costs_bounded_memory(bridge_factory, budget_mib):
+    # Answers waiting for a client that does not read take shares of the in-flight budget: with
+    # 8 MiB the session is closed as soon as they no longer fit, with 64 MiB after 10 s.
+    bridge = bridge_factory("--max-inflight-bytes", str(budget_mib << 20))
     # A legacy SSE client reads the endpoint event, then asks for 64 KB answers without ever
     # reading them again: its frames queue up to the stream's bound, then the session is closed.
     s = socket.create_connection(("127.0.0.1", bridge.port))
@@ -240,13 +245,17 @@ def test_a_client_that_never_reads_its_stream_is_closed_and_costs_bounded_memory
         base_rss = rss_mib(pid)
         peak = base_rss
         t0 = time.monotonic()
-        sent = 0
+        sent = refused = 0
         for i in range(400):
             r = c.post(url, json={"jsonrpc": "2.0", "id": 100 + i, "method": "tools/call",
                                   "params": {"name": "big", "arguments": {"bytes": 64 * 1024}}})
             peak = max(peak, rss_mib(pid))
             if r.status_code == 404:  # the session is gone: closed as a slow consumer
                 break
+            if r.status_code == 503:  # waiting answers hold the budget: new requests refused
+                assert r.headers["retry-after"] == "1"
+                refused += 1
+                continue
             assert r.status_code == 202, r.text
             sent += 1
         wait_until(lambda: metric(bridge.base, "mcp_bridge_slow_consumer_closes_total") == 1, 30,
@@ -254,9 +263,9 @@ def test_a_client_that_never_reads_its_stream_is_closed_and_costs_bounded_memory
         closed_after = time.monotonic() - t0
         peak = max(peak, rss_mib(pid))
     s.close()
-    print(f"a client that never reads: {sent} × 64 KB answers queued, session closed after {closed_after:.1f} s; "
-          f"bridge RSS {base_rss:.1f} → peak {peak:.1f} MiB")
-    assert peak - base_rss < 64, (base_rss, peak)
+    print(f"a client that never reads ({budget_mib} MiB budget): {sent} × 64 KB answers asked for ({refused} more refused: 503), session closed "
+          f"after {closed_after:.1f} s; bridge RSS {base_rss:.1f} → peak {peak:.1f} MiB")
+    assert peak - base_rss < 16 + budget_mib, (base_rss, peak)
     assert metric(bridge.base, 'mcp_bridge_sessions_active{transport="sse"}') == 0
     echo_ok(bridge.base)
 
