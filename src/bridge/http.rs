@@ -186,6 +186,7 @@ async fn admit(app: &Arc<App>, t0: Instant, req: Request<Body>, next: Next) -> R
     }
     let reserve = declared.map_or(app.cfg.max_body, |n| n as usize);
     let Some(mut charge) = app.budget.try_charge(reserve) else {
+        discard(req.into_body(), app.cfg.max_body).await;
         return overloaded(app, t0, "the bridge holds as many request bytes as it may");
     };
     let (parts, body) = req.into_parts();
@@ -216,6 +217,28 @@ async fn admit(app: &Arc<App>, t0: Instant, req: Request<Body>, next: Next) -> R
     drop(charge);
     resp
 }
+
+/// Read and drop what is left of a refused request's body (at most `limit` bytes, for at most
+/// [`DISCARD_FOR`]), holding none of it. Closing a socket with unread data makes the kernel send
+/// a reset, which can reach the client (or the edge in front of us) before our answer: it then sees
+/// a broken connection (the edge: 502) instead of the 503 and its Retry-After.
+async fn discard(body: Body, limit: usize) {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(DISCARD_FOR, async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > limit {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// How long a refused request's body is read and dropped before the connection is closed.
+const DISCARD_FOR: Duration = Duration::from_secs(5);
 
 /// Seconds a client refused for capacity is told to wait.
 const RETRY_AFTER_SECS: u64 = 1;
