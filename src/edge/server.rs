@@ -1781,7 +1781,9 @@ mod tests {
             "{uri} is forwarded to {sent}"
         );
         // And any backslash is refused before routing, dots or not.
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         for path in ["/..\\other\\sse", "/sse\\x"] {
             let uri: Uri = path.parse().unwrap();
             let resp = rt.block_on(forward(edge(), "alpha".into(), request(uri)));
