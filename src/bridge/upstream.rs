@@ -34,6 +34,7 @@ pub const STDIN_QUEUE_MAX: usize = 8 << 20;
 /// The sending half of a child's stdin queue, bounded in bytes (see [`STDIN_QUEUE_MAX`]).
 #[derive(Clone)]
 pub struct StdinWriter {
+    // Unbounded as a channel, bounded in bytes: every `send` goes through the `queued` check.
     tx: mpsc::UnboundedSender<Bytes>,
     queued: Arc<AtomicUsize>,
 }
@@ -52,6 +53,7 @@ pub enum StdinError {
 }
 
 pub fn stdin_queue() -> (StdinWriter, StdinReader) {
+    // Bounded by `StdinWriter::send` (bytes), not by the channel: lines vary from bytes to MBs.
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
     (
@@ -120,11 +122,20 @@ pub struct InitInfo {
     pub result: Value,
 }
 
+/// Notifications (progress, logs) that may wait for one caller. The child's stdout reader must
+/// never block (it serves every session), so the per-call channel is unbounded and this count
+/// bounds it: beyond it notifications for that call are dropped (they are advisory); the one
+/// response always gets through.
+pub const MAX_QUEUED_NOTIFICATIONS: usize = 256;
+
 struct Pending {
     session: Option<SessionId>,
     orig_id: Value,
     orig_token: Option<Value>,
+    /// Unbounded, bounded by `queued_notes` (see [`MAX_QUEUED_NOTIFICATIONS`]) + one response.
     tx: mpsc::UnboundedSender<Delivery>,
+    /// Notifications sent on `tx` and not yet received by the caller.
+    queued_notes: Arc<AtomicUsize>,
     sent_at: Instant,
     generation: u64,
     /// Set for a cacheable tools/list: the cache epoch it was sent in (a list_changed since voids it).
@@ -202,15 +213,33 @@ pub struct CallHandle {
     upstream: Arc<Upstream>,
     child_id: u64,
     rx: mpsc::UnboundedReceiver<Delivery>,
+    queued_notes: Arc<AtomicUsize>,
     done: bool,
+}
+
+impl Pending {
+    /// Queue a notification for this caller, unless [`MAX_QUEUED_NOTIFICATIONS`] wait already.
+    fn notify(&self, msg: Value) {
+        if self.queued_notes.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_NOTIFICATIONS {
+            self.queued_notes.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!(method = %jsonrpc::method(&msg), "caller is behind on notifications; dropped");
+            return;
+        }
+        if self.tx.send(Delivery::Notification(msg)).is_err() {
+            self.queued_notes.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 impl CallHandle {
     /// The next delivery; `None` when the request was cancelled or the child's table was reset.
     pub async fn recv(&mut self) -> Option<Delivery> {
         let d = self.rx.recv().await;
-        if matches!(d, Some(Delivery::Response(_)) | None) {
-            self.done = true;
+        match d {
+            Some(Delivery::Notification(_)) => {
+                self.queued_notes.fetch_sub(1, Ordering::AcqRel);
+            }
+            Some(Delivery::Response(_)) | None => self.done = true,
         }
         d
     }
@@ -399,6 +428,7 @@ impl Upstream {
         cache_tools: bool,
     ) -> Result<CallHandle, CallError> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let queued_notes = Arc::new(AtomicUsize::new(0));
         let (child_id, writer) = {
             let mut g = self.lock();
             let Some(writer) = g.writer.clone() else {
@@ -432,6 +462,7 @@ impl Upstream {
                     orig_id,
                     orig_token,
                     tx,
+                    queued_notes: queued_notes.clone(),
                     sent_at: Instant::now(),
                     generation,
                     tools_epoch,
@@ -443,6 +474,7 @@ impl Upstream {
             upstream: self.clone(),
             child_id,
             rx,
+            queued_notes,
             done: false,
         };
         match writer.send(line(&msg)) {
@@ -609,7 +641,7 @@ impl Upstream {
             let g = self.lock();
             if let Some(p) = token.and_then(|t| g.pending.get(&t)) {
                 msg["params"]["progressToken"] = p.orig_token.clone().unwrap_or(Value::Null);
-                let _ = p.tx.send(Delivery::Notification(msg));
+                p.notify(msg);
             }
             return;
         }
@@ -646,7 +678,7 @@ impl Upstream {
         };
         let rest: Vec<&Pending> = owners.collect();
         if rest.is_empty() {
-            let _ = first.tx.send(Delivery::Notification(msg));
+            first.notify(msg);
         } else if rest.iter().all(|p| p.session == first.session) {
             (self.sink)(Route::Session(
                 first.session.clone().expect("filtered"),
@@ -693,6 +725,34 @@ mod tests {
         let line = rx.rx.try_recv().expect("a line to the child");
         rx.written(line.len());
         serde_json::from_slice(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_is_behind_keeps_at_most_the_bound_of_notifications_and_its_response() {
+        let (up, mut rx, _) = upstream(true);
+        let req = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"p","_meta":{"progressToken":"t"}}});
+        let mut call = up.send_request(Some("a".into()), req, false).unwrap();
+        let sent_req = sent(&mut rx);
+        let token = sent_req["params"]["_meta"]["progressToken"].clone();
+        let generation = up.lock().generation;
+        for i in 0..(MAX_QUEUED_NOTIFICATIONS + 100) {
+            let note = json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken": token, "progress": i}});
+            up.on_line(generation, note.to_string().as_bytes());
+        }
+        let reply = json!({"jsonrpc":"2.0","id": sent_req["id"],"result":{}});
+        up.on_line(generation, reply.to_string().as_bytes());
+        let mut notes = 0;
+        loop {
+            match call.recv().await {
+                Some(Delivery::Notification(_)) => notes += 1,
+                Some(Delivery::Response(r)) => {
+                    assert_eq!(r["id"], 1);
+                    break;
+                }
+                None => panic!("no response"),
+            }
+        }
+        assert_eq!(notes, MAX_QUEUED_NOTIFICATIONS);
     }
 
     #[tokio::test]

@@ -103,7 +103,7 @@ enum Wire {
     },
     Sse {
         post_url: String,
-        inbox: mpsc::UnboundedReceiver<Result<Value, String>>,
+        inbox: mpsc::Receiver<Result<Value, String>>,
         reader: tokio::task::JoinHandle<()>,
     },
 }
@@ -240,7 +240,9 @@ impl Session {
                 body: body.trim().to_string(),
             });
         }
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Bounded: a server that streams faster than this client reads is slowed by TCP
+        // back-pressure (the reader awaits room), not buffered without end.
+        let (tx, mut rx) = mpsc::channel(256);
         let reader = tokio::spawn(async move {
             let mut stream = resp.bytes_stream();
             let mut parser = SseParser::default();
@@ -255,12 +257,12 @@ impl Session {
                         },
                         _ => continue,
                     };
-                    if tx.send(item).is_err() {
+                    if tx.send(item).await.is_err() {
                         return;
                     }
                 }
             }
-            let _ = tx.send(Err("the SSE stream ended".into()));
+            let _ = tx.send(Err("the SSE stream ended".into())).await;
         });
         let first = tokio::time::timeout(timeout, rx.recv())
             .await
