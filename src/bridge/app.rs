@@ -334,7 +334,7 @@ pub struct App {
     me: Weak<App>,
 }
 
-/// A shared-mode session idle this long, with no open stream and nothing in flight, may be
+/// A session (either mode) idle this long, with no open stream and nothing in flight, may be
 /// evicted to make room when the session table is full.
 const EVICTABLE_AFTER: Duration = Duration::from_secs(60);
 
@@ -760,46 +760,30 @@ impl App {
             }
             Status::Stopped => return (false, base(false, "stopped".into())),
         }
-        let silent = up.since_last_output();
-        if let Some(oldest) = up.oldest_pending() {
-            if oldest > self.cfg.hung_after && silent > self.cfg.hung_after {
-                return (
+        if let Some(oldest) = up.stalled(self.cfg.hung_after) {
+            return (
+                false,
+                base(
                     false,
-                    base(
-                        false,
-                        format!(
-                            "hung: a request has waited {}s with no output from the child",
-                            oldest.as_secs()
-                        ),
+                    format!(
+                        "hung: a request has waited {}s with no output from the child",
+                        oldest.as_secs()
                     ),
-                );
-            }
+                ),
+            );
         }
-        if silent > self.cfg.ready_stale {
-            let ping = json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
-            let answered = match up.send_request(None, ping, false) {
-                // Any answer counts (a server without `ping` still answers −32601); an error the
-                // bridge made up because the child died does not, hence the status check.
-                Ok(mut h) => {
-                    matches!(
-                        tokio::time::timeout(Duration::from_secs(2), h.response()).await,
-                        Ok(Some(_))
-                    ) && up.status() == Status::Ready
-                }
-                Err(_) => false,
-            };
-            if !answered {
-                return (
+        let silent = up.since_last_output();
+        if silent > self.cfg.ready_stale && !up.answers_ping(child::HUNG_PING_TIMEOUT).await {
+            return (
+                false,
+                base(
                     false,
-                    base(
-                        false,
-                        format!(
-                            "child silent for {}s and did not answer a ping within 2s",
-                            silent.as_secs()
-                        ),
+                    format!(
+                        "child silent for {}s and did not answer a ping within 2s",
+                        silent.as_secs()
                     ),
-                );
-            }
+                ),
+            );
         }
         (true, base(true, "ok".into()))
     }

@@ -62,22 +62,10 @@ pub async fn hung(upstream: &Arc<Upstream>, hung_after: Duration) -> String {
     let every = (hung_after / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
     loop {
         tokio::time::sleep(every).await;
-        let Some(oldest) = upstream.oldest_pending() else {
+        let Some(oldest) = upstream.stalled(hung_after) else {
             continue;
         };
-        let silent = upstream.since_last_output();
-        if oldest <= hung_after || silent <= hung_after {
-            continue;
-        }
-        let ping = json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
-        let answered = match upstream.send_request(None, ping, false) {
-            Ok(mut h) => matches!(
-                tokio::time::timeout(HUNG_PING_TIMEOUT, h.response()).await,
-                Ok(Some(_))
-            ),
-            Err(_) => false,
-        };
-        if !answered {
+        if !upstream.answers_ping(HUNG_PING_TIMEOUT).await {
             return format!(
                 "hung: a request waited {}s with no output and a ping went unanswered for {}s",
                 oldest.as_secs(),

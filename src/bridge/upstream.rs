@@ -334,6 +334,29 @@ impl Upstream {
             .map(|p| p.sent_at.elapsed())
             .max()
     }
+    /// How long the oldest request has waited, when both that and the child's silence exceed
+    /// `after` (the "hung" condition of readiness and of the hang watchdog).
+    pub fn stalled(&self, after: Duration) -> Option<Duration> {
+        let oldest = self.oldest_pending()?;
+        (oldest > after && self.since_last_output() > after).then_some(oldest)
+    }
+
+    /// Whether the child answers a `ping` within `timeout`. Any answer counts (a server without
+    /// `ping` still answers −32601); an error the bridge made up because the child died does
+    /// not, hence the status check.
+    pub async fn answers_ping(self: &Arc<Self>, timeout: Duration) -> bool {
+        let ping = json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
+        match self.send_request(None, ping, false) {
+            Ok(mut h) => {
+                matches!(
+                    tokio::time::timeout(timeout, h.response()).await,
+                    Ok(Some(_))
+                ) && self.status() == Status::Ready
+            }
+            Err(_) => false,
+        }
+    }
+
     pub fn pending_count(&self) -> usize {
         self.lock().pending.len()
     }
