@@ -8,6 +8,18 @@ use common::{run_mcpctl, text};
 /// (fixture, line:column, words in the message, words in the help)
 const CASES: &[(&str, &str, &str, &str)] = &[
     (
+        "max_sessions_zero",
+        "13:28",
+        "max_sessions must be at least 1",
+        "derive a cap from `limits.memory`",
+    ),
+    (
+        "install_scripts_reason",
+        "11:48",
+        "npm_install_scripts needs a reason",
+        "which package needs its install script",
+    ),
+    (
         "database_secret",
         "13:42",
         "`beta` is not a `role: database` service",
