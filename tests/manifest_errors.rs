@@ -26,6 +26,18 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "name the PostgreSQL service",
     ),
     (
+        "database_name",
+        "17:52",
+        "`pg_alpha` would need the owner role `pg_alpha_owner`, and PostgreSQL reserves role names",
+        "does not start with `pg_`",
+    ),
+    (
+        "database_access",
+        "18:64",
+        "database `app` on `db` is read_only here but read_write in secret `DATABASE_URL`",
+        "use the same `access` in both secrets",
+    ),
+    (
         "unknown_field",
         "13:14",
         "unknown field `memroy`",

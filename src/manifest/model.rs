@@ -538,10 +538,23 @@ pub struct SecretRef {
 pub struct DbConsumer {
     /// The consuming service.
     pub service: String,
-    /// Its login role: `mcp_<service>`.
+    /// Its login role: [`consumer_role`].
     pub role: String,
     pub database: String,
+    /// The database's NOLOGIN owner role: [`database_owner`].
+    pub owner: String,
     pub access: DbAccess,
+}
+
+/// The login role of a service that names a database in a secret: `mcp_<service>`.
+pub fn consumer_role(service: &str) -> String {
+    format!("mcp_{service}")
+}
+
+/// The NOLOGIN role that owns a database mcpctl creates (read_write consumers are its members):
+/// `<database>_owner`.
+pub fn database_owner(database: &str) -> String {
+    format!("{database}_owner")
 }
 
 impl Manifest {
@@ -555,8 +568,9 @@ impl Manifest {
                 };
                 let c = DbConsumer {
                     service: name.clone(),
-                    role: format!("mcp_{name}"),
+                    role: consumer_role(name),
                     database: d.name.clone(),
+                    owner: database_owner(&d.name),
                     access: d.access,
                 };
                 if !out.contains(&c) {

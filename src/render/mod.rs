@@ -124,7 +124,20 @@ fn environment() -> Environment<'static> {
     env.add_filter("q", |s: String| {
         serde_json::to_string(&s).expect("strings serialize")
     });
+    // A PostgreSQL string literal (what `format('%L')` / `quote_literal` produce for a non-null
+    // value under standard_conforming_strings): the database entrypoint's names enter its SQL
+    // only as values, and become identifiers there through `format('%I')`.
+    env.add_filter("sql_literal", sql_literal);
     env
+}
+
+fn sql_literal(s: String) -> String {
+    if s.contains('\\') {
+        // `E'…'` keeps a backslash literal whatever standard_conforming_strings says.
+        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
 }
 
 /// Render every artifact (or only one kind) for a validated manifest.
@@ -261,4 +274,16 @@ pub fn write(dir: &Path, artifacts: &[Artifact]) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("replacing {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sql_literal;
+
+    #[test]
+    fn sql_literals_quote_like_postgres_quote_literal() {
+        assert_eq!(sql_literal("user".into()), "'user'");
+        assert_eq!(sql_literal("o'brien".into()), "'o''brien'");
+        assert_eq!(sql_literal(r"a\b'".into()), r"E'a\\b'''");
+    }
 }

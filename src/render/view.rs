@@ -81,8 +81,8 @@ pub struct ServiceView {
     pub container_port: u16,
     pub env: Vec<(String, String)>,
     pub secrets: Vec<String>,
-    /// For a database service: the roles and databases its entrypoint creates.
-    pub db_consumers: Vec<crate::manifest::DbConsumer>,
+    /// For a database service: the roles, databases and grants its entrypoint converges on.
+    pub db: DbSetupView,
     pub volumes: Vec<VolumeView>,
     pub mem_limit: String,
     pub cpus: f64,
@@ -97,6 +97,50 @@ pub struct ServiceView {
     /// URL LiteLLM uses, for its network setting.
     pub url: String,
     pub config_hash: String,
+}
+
+/// What a `role: database` service's entrypoint (templates/db-entrypoint.sh.j2) makes true on
+/// every start: these databases with their owner roles, these login roles, and exactly these
+/// grants. Empty for other services, and for a database nobody names (its entrypoint still runs,
+/// to disable consumers that were removed).
+#[derive(Debug, Default, Serialize)]
+pub struct DbSetupView {
+    /// Each database once, in first-mention order.
+    pub databases: Vec<DbDatabaseView>,
+    /// Each consumer's login role once, in manifest order.
+    pub logins: Vec<String>,
+    /// One per (login, database): validation refuses a service naming one database twice with
+    /// different access.
+    pub grants: Vec<crate::manifest::DbConsumer>,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct DbDatabaseView {
+    pub name: String,
+    pub owner: String,
+}
+
+impl DbSetupView {
+    pub fn new(grants: Vec<crate::manifest::DbConsumer>) -> DbSetupView {
+        let mut databases: Vec<DbDatabaseView> = Vec::new();
+        let mut logins: Vec<String> = Vec::new();
+        for g in &grants {
+            if !databases.iter().any(|d| d.name == g.database) {
+                databases.push(DbDatabaseView {
+                    name: g.database.clone(),
+                    owner: g.owner.clone(),
+                });
+            }
+            if !logins.contains(&g.role) {
+                logins.push(g.role.clone());
+            }
+        }
+        DbSetupView {
+            databases,
+            logins,
+            grants,
+        }
+    }
 }
 
 /// Hash of a service's desired configuration (contract label `<p>.config-hash`; revision suffix).
@@ -287,10 +331,10 @@ impl ServiceView {
             .to_vec(),
         };
         let transport = svc.transport.unwrap_or(m.litellm.transport);
-        let db_consumers = match svc.role {
+        let db = DbSetupView::new(match svc.role {
             Role::Database => m.database_consumers(name),
             Role::Service => vec![],
-        };
+        });
         let url = match m.litellm.network {
             crate::manifest::LiteLlmNetwork::Docker => {
                 format!(
@@ -342,9 +386,9 @@ impl ServiceView {
                 .secrets
                 .keys()
                 .cloned()
-                .chain(db_consumers.iter().map(|c| format!("db_role_{}", c.role)))
+                .chain(db.logins.iter().map(|role| format!("db_role_{role}")))
                 .collect(),
-            db_consumers,
+            db,
             volumes: svc
                 .volumes
                 .iter()
