@@ -642,7 +642,7 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
                 &engine, &keys, &project, &me, false,
             ))
             .unwrap();
-        assert!(got.is_ok(), "the test takes the lock");
+        let held = got.expect("the test takes the lock");
         let out = env.mcpctl("services.yaml", &["cutover", "switch", "alpha"]);
         assert_eq!(code(&out), 5, "switch under a held lock: {}", show(&out));
         assert!(
@@ -651,7 +651,7 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
             show(&out)
         );
         assert_eq!(routes(&rt, ports.admin)["alpha"]["kind"], "legacy");
-        rt.block_on(mcpctl::rollout::lock::release(&engine, &project));
+        rt.block_on(mcpctl::rollout::lock::release(&engine, &project, &held));
     }
     let out = env.mcpctl("services.yaml", &["cutover", "switch", "alpha"]);
     assert_eq!(code(&out), 0, "switch alpha again: {}", show(&out));

@@ -300,15 +300,33 @@ impl Engine for DockerEngine {
         }))
     }
 
-    async fn create_container(&self, spec: &ContainerSpec) -> Result<()> {
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
         let opts = q::CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
-        self.docker
+        let created = self
+            .docker
             .create_container(Some(opts), create_body(spec))
             .await
             .map_err(|e| map_err(&format!("creating {}", spec.name), e))?;
-        Ok(())
+        Ok(created.id)
+    }
+
+    async fn rename_container(&self, name: &str, new_name: &str) -> Result<()> {
+        let opts = q::RenameContainerOptionsBuilder::default()
+            .name(new_name)
+            .build();
+        match self.docker.rename_container(name, opts).await {
+            Ok(()) => Ok(()),
+            // 400 "Renaming a container with the same name as its current name": it is taken.
+            Err(BError::DockerResponseServerError {
+                status_code: 400,
+                message,
+            }) if message.contains("same name") => Err(EngineError::Conflict(format!(
+                "renaming {name} to {new_name}: {message}"
+            ))),
+            Err(e) => Err(map_err(&format!("renaming {name} to {new_name}"), e)),
+        }
     }
 
     async fn start_container(&self, name: &str) -> Result<()> {
@@ -332,16 +350,17 @@ impl Engine for DockerEngine {
         }
     }
 
-    async fn remove_container(&self, name: &str) -> Result<()> {
+    async fn remove_container_if_present(&self, name: &str) -> Result<bool> {
         let opts = q::RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
             .build();
         match self.docker.remove_container(name, Some(opts)).await {
-            Ok(())
-            | Err(BError::DockerResponseServerError {
+            Ok(()) => Ok(true),
+            Err(BError::DockerResponseServerError {
                 status_code: 404, ..
-            }) => Ok(()),
+            }) => Ok(false),
+            // 409 "removal of container … is already in progress" is a `Conflict`.
             Err(e) => Err(map_err(&format!("removing {name}"), e)),
         }
     }

@@ -1,7 +1,12 @@
 //! An in-memory [`Engine`] for unit tests of planning and execution: containers, images, networks
 //! and volumes as plain maps, with the engine's observable rules (names unique, one holder per host
-//! port, ephemeral ports assigned on start). Failure injection: images whose containers exit at
-//! start, and builds that fail.
+//! port, ephemeral ports assigned on start, unique container ids, a container named by name or id,
+//! create-by-name atomic). Failure injection: images whose containers exit at start, and builds
+//! that fail.
+//!
+//! Container operations yield to the executor before they act and again before they answer (a
+//! request and a reply in flight), so concurrent futures on one fake interleave as concurrent
+//! clients of one engine do; each operation itself is atomic, as in the engine.
 //!
 //! Must not: be used outside tests and benchmarks of pure logic.
 
@@ -42,6 +47,21 @@ pub struct FakeEngine {
     pub state: Mutex<FakeState>,
 }
 
+/// Give other futures on the executor a turn (once), whatever the executor.
+async fn in_flight() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
 fn matches(labels: &BTreeMap<String, String>, filter: &str) -> bool {
     match filter.split_once('=') {
         Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
@@ -75,6 +95,20 @@ impl FakeEngine {
         self.state.lock().unwrap().calls.clone()
     }
 
+    /// The key (name) of the container called `name_or_id`: the full id first, then the name,
+    /// as Docker resolves it.
+    fn resolve(s: &FakeState, name_or_id: &str) -> Option<String> {
+        s.containers
+            .values()
+            .find(|c| c.id == name_or_id)
+            .map(|c| c.spec.name.clone())
+            .or_else(|| {
+                s.containers
+                    .contains_key(name_or_id)
+                    .then(|| name_or_id.to_string())
+            })
+    }
+
     fn info(c: &FakeContainer) -> ContainerInfo {
         ContainerInfo {
             id: c.id.clone(),
@@ -94,6 +128,7 @@ impl Engine for FakeEngine {
     }
 
     async fn list_containers(&self, label: &str) -> Result<Vec<ContainerInfo>> {
+        in_flight().await;
         let s = self.state.lock().unwrap();
         Ok(s.containers
             .values()
@@ -103,49 +138,85 @@ impl Engine for FakeEngine {
     }
 
     async fn inspect_container(&self, name: &str) -> Result<Option<ContainerDetail>> {
-        let s = self.state.lock().unwrap();
-        Ok(s.containers.get(name).map(|c| ContainerDetail {
-            info: Self::info(c),
-            exit_code: c.exit_code,
-            oom_killed: false,
-            started_at: None,
-            restart_count: 0,
-            health: None,
-            memory_limit: Some(c.spec.memory),
-        }))
+        in_flight().await;
+        let detail = {
+            let s = self.state.lock().unwrap();
+            Self::resolve(&s, name).map(|key| {
+                let c = &s.containers[&key];
+                ContainerDetail {
+                    info: Self::info(c),
+                    exit_code: c.exit_code,
+                    oom_killed: false,
+                    started_at: None,
+                    restart_count: 0,
+                    health: None,
+                    memory_limit: Some(c.spec.memory),
+                }
+            })
+        };
+        in_flight().await;
+        Ok(detail)
     }
 
-    async fn create_container(&self, spec: &ContainerSpec) -> Result<()> {
-        let mut s = self.state.lock().unwrap();
-        if s.containers.contains_key(&spec.name) {
-            return Err(EngineError::Conflict(format!("container {}", spec.name)));
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
+        in_flight().await;
+        let id = {
+            let mut s = self.state.lock().unwrap();
+            if s.containers.contains_key(&spec.name) {
+                return Err(EngineError::Conflict(format!("container {}", spec.name)));
+            }
+            if !s.images.contains_key(&spec.image) {
+                return Err(EngineError::NotFound(format!("image {}", spec.image)));
+            }
+            s.next += 1;
+            // Shaped like Docker's (64 hex digits), unique per engine.
+            let (id, created) = (format!("{:064x}", 0xc0_0000 + s.next), s.next);
+            s.calls.push(format!("create {}", spec.name));
+            s.containers.insert(
+                spec.name.clone(),
+                FakeContainer {
+                    spec: spec.clone(),
+                    state: RunState::Created,
+                    id: id.clone(),
+                    created,
+                    ports: BTreeMap::new(),
+                    exit_code: None,
+                },
+            );
+            id
+        };
+        in_flight().await;
+        Ok(id)
+    }
+
+    async fn rename_container(&self, name: &str, new_name: &str) -> Result<()> {
+        in_flight().await;
+        {
+            let mut s = self.state.lock().unwrap();
+            s.calls.push(format!("rename {name} {new_name}"));
+            let Some(key) = Self::resolve(&s, name) else {
+                return Err(EngineError::NotFound(format!("container {name}")));
+            };
+            if s.containers.contains_key(new_name) {
+                return Err(EngineError::Conflict(format!("container {new_name}")));
+            }
+            let mut c = s.containers.remove(&key).unwrap();
+            c.spec.name = new_name.to_string();
+            s.containers.insert(new_name.to_string(), c);
         }
-        if !s.images.contains_key(&spec.image) {
-            return Err(EngineError::NotFound(format!("image {}", spec.image)));
-        }
-        s.next += 1;
-        let (id, created) = (format!("c{}", s.next), s.next);
-        s.calls.push(format!("create {}", spec.name));
-        s.containers.insert(
-            spec.name.clone(),
-            FakeContainer {
-                spec: spec.clone(),
-                state: RunState::Created,
-                id,
-                created,
-                ports: BTreeMap::new(),
-                exit_code: None,
-            },
-        );
+        in_flight().await;
         Ok(())
     }
 
     async fn start_container(&self, name: &str) -> Result<()> {
+        in_flight().await;
         let mut s = self.state.lock().unwrap();
         s.calls.push(format!("start {name}"));
-        let Some(c) = s.containers.get(name).cloned() else {
+        let Some(name) = Self::resolve(&s, name) else {
             return Err(EngineError::NotFound(format!("container {name}")));
         };
+        let name = name.as_str();
+        let c = s.containers[name].clone();
         let mut ports = BTreeMap::new();
         if let Some(p) = c.spec.port {
             let host = if p.host_port == 0 {
@@ -180,9 +251,11 @@ impl Engine for FakeEngine {
     }
 
     async fn stop_container(&self, name: &str, _timeout_s: i64) -> Result<()> {
+        in_flight().await;
         let mut s = self.state.lock().unwrap();
         s.calls.push(format!("stop {name}"));
-        match s.containers.get_mut(name) {
+        let key = Self::resolve(&s, name).unwrap_or_default();
+        match s.containers.get_mut(&key) {
             Some(c) => {
                 if c.state == RunState::Running {
                     c.state = RunState::Exited;
@@ -195,11 +268,18 @@ impl Engine for FakeEngine {
         }
     }
 
-    async fn remove_container(&self, name: &str) -> Result<()> {
-        let mut s = self.state.lock().unwrap();
-        s.calls.push(format!("remove {name}"));
-        s.containers.remove(name);
-        Ok(())
+    async fn remove_container_if_present(&self, name: &str) -> Result<bool> {
+        in_flight().await;
+        let removed = {
+            let mut s = self.state.lock().unwrap();
+            s.calls.push(format!("remove {name}"));
+            match Self::resolve(&s, name) {
+                Some(key) => s.containers.remove(&key).is_some(),
+                None => false,
+            }
+        };
+        in_flight().await;
+        Ok(removed)
     }
 
     async fn logs_tail(&self, name: &str, _lines: usize) -> Result<String> {

@@ -140,13 +140,24 @@ pub trait Engine {
     async fn version(&self) -> Result<String>;
     /// Every container (running or not) carrying `label` (`key=value` or `key`).
     async fn list_containers(&self, label: &str) -> Result<Vec<ContainerInfo>>;
+    /// By name or id (as everywhere a container is named below).
     async fn inspect_container(&self, name: &str) -> Result<Option<ContainerDetail>>;
-    /// Create by name; `Conflict` when the name is taken.
-    async fn create_container(&self, spec: &ContainerSpec) -> Result<()>;
+    /// Create by name and return the new container's id; `Conflict` when the name is taken
+    /// (atomic in the engine: of two concurrent creates of one name, exactly one succeeds).
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String>;
+    /// Rename (by name or id); `NotFound` when gone, `Conflict` when `new_name` is taken (the
+    /// container's own name included): like create, atomic in the engine.
+    async fn rename_container(&self, name_or_id: &str, new_name: &str) -> Result<()>;
     async fn start_container(&self, name: &str) -> Result<()>;
     async fn stop_container(&self, name: &str, timeout_s: i64) -> Result<()>;
     /// Force-remove (also its anonymous volumes). Missing is fine.
-    async fn remove_container(&self, name: &str) -> Result<()>;
+    async fn remove_container(&self, name: &str) -> Result<()> {
+        self.remove_container_if_present(name).await.map(|_| ())
+    }
+    /// Force-remove (also its anonymous volumes); `Ok(false)` when it was already gone. By id,
+    /// this tells which of several concurrent removers removed it: only one gets `Ok(true)` (the
+    /// others get `Ok(false)`, or `Conflict` while the engine is still removing it).
+    async fn remove_container_if_present(&self, name_or_id: &str) -> Result<bool>;
     /// The last `lines` lines of stdout+stderr.
     async fn logs_tail(&self, name: &str, lines: usize) -> Result<String>;
     /// Stream logs to `sink` (follow until the container stops or the caller drops the future).

@@ -107,7 +107,7 @@ pub async fn ensure<E: Engine>(
         restart: Restart::UnlessStopped,
     };
     match engine.create_container(&spec).await {
-        Ok(()) => {}
+        Ok(_) => {}
         // A concurrent run created it first: theirs is as good as ours.
         Err(EngineError::Conflict(_)) => return Ok(Ensured::Running),
         Err(e) => return Err(e.into()),
