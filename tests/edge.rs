@@ -50,7 +50,17 @@ impl Stack {
     }
 
     fn revision(&self, nonce: &str) {
+        self.revision_on(nonce, 8080)
+    }
+
+    /// A revision whose bridge listens on `container_port` inside its container.
+    fn revision_on(&self, nonce: &str, container_port: u16) {
         let runtime = common::runtime_image();
+        let container_port = if container_port == 8080 {
+            String::new()
+        } else {
+            format!("\n    container_port: {container_port}")
+        };
         let cmd =
             serde_json::to_string(&["/usr/local/bin/mcp-testserver", "--nonce", nonce]).unwrap();
         let manifest = format!(
@@ -62,7 +72,7 @@ bases:
 edge: {{enabled: true, admin_port: {admin}, drain_timeout: {DRAIN_S}s}}
 services:
   alpha:
-    port: {port}
+    port: {port}{container_port}
     transport: sse
     server:
       source: {{image: {{ref: "{runtime}"}}}}
@@ -742,6 +752,94 @@ except urllib.error.HTTPError as e:
     let after = s.route();
     assert_eq!(after["upstream"], before["upstream"], "{after}");
     assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
+}
+
+/// A service whose bridge listens on another port than 8080 (`container_port: 9090`) behind the
+/// edge: the route names that port, the edge sends the Host that bridge admits, and each deploy
+/// probes through the published port (as a client) before the previous revision is stopped.
+#[test]
+fn a_service_on_another_container_port_answers_through_the_edge() {
+    if !common::docker_available("edge_container_port") {
+        return;
+    }
+    let s = Stack::new("edp");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    s.revision_on("P1", 9090);
+    let out = s.mcpctl(&["--yes", "deploy", "-m", "P1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let through = format!("answers through the edge at http://127.0.0.1:{}", s.port);
+    assert!(text(&out.stderr).contains(&through), "{}", show(&out));
+    let route = s.route();
+    let rel = release_of(&route);
+    assert_eq!(
+        route["upstream"],
+        format!("http://{}-alpha-r{rel}:9090", s.project),
+        "{route}"
+    );
+    assert_eq!(
+        rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(),
+        "P1"
+    );
+    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Sse)).unwrap(), "P1");
+    let first_s = t.elapsed().as_secs_f64();
+
+    // The next revision: switched, probed through the edge, the previous one (at :9090) drained.
+    let t = Instant::now();
+    s.revision_on("P2", 9090);
+    let out = s.mcpctl(&["--yes", "deploy", "-m", "P2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let log = text(&out.stderr);
+    assert!(log.contains(&through), "{log}");
+    assert!(
+        log.contains(&format!("alpha-r{rel}:9090 drained in")),
+        "the previous upstream (at its port) drained:\n{log}"
+    );
+    assert_eq!(
+        rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(),
+        "P2"
+    );
+    let second_s = t.elapsed().as_secs_f64();
+
+    // In the network `mcp-alpha:9090` reaches it through the edge, as it would without the edge.
+    let python = "mcpctl-base/python313:trixie";
+    let have_python = Command::new("docker")
+        .args(["image", "inspect", python])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have_python {
+        let script = r#"
+import json, urllib.request
+init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "peer", "version": "1"}}}
+req = urllib.request.Request("http://mcp-alpha:9090/mcp", json.dumps(init).encode(), {"content-type": "application/json", "accept": "application/json, text/event-stream"})
+r = urllib.request.urlopen(req, timeout=5)
+print("mcp", r.status, bool(r.headers.get("mcp-session-id")))
+"#;
+        let out = common::must(Command::new("docker").args([
+            "run",
+            "--rm",
+            "--network",
+            &s.project,
+            "--label",
+            &format!("com.mcp.project={}", s.project),
+            python,
+            "python3",
+            "-c",
+            script,
+        ]));
+        assert!(
+            out.contains("mcp 200 True"),
+            "mcp-alpha:9090 in-network: {out}"
+        );
+    } else {
+        eprintln!(
+            "EDGE in-network check skipped: no {python} image (`mcpctl bases build python313`)"
+        );
+    }
+    eprintln!("EDGE container_port 9090: first deploy {first_s:.1} s, switch {second_s:.1} s");
 }
 
 /// A child process killed on drop.

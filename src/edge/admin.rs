@@ -6,10 +6,29 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use super::routes::{PutRoute, RouteKind, RouteView, RoutesView};
+use crate::rollout::plan::Revision;
 
-/// The upstream of a stack revision: its container name on the project network.
-pub fn stack_upstream(container: &str) -> String {
-    format!("http://{container}:{}", super::INTERNAL_PORT)
+/// The upstream of a stack revision: its container name on the project network, at the port its
+/// bridge listens on (the service's `container_port`, which the bridge's `--allow-host
+/// mcp-<service>:<port>` names too; the edge sends that Host).
+pub fn stack_upstream(container: &str, container_port: u16) -> String {
+    format!("http://{container}:{container_port}")
+}
+
+/// The port a revision's bridge listens on: the in-container port of its recorded config, else of
+/// its one published port, else the default 8080.
+pub fn revision_port(r: &Revision) -> u16 {
+    r.spec
+        .as_ref()
+        .and_then(|s| s.port)
+        .map(|p| p.container_port)
+        .or_else(|| (r.ports.len() == 1).then(|| *r.ports.keys().next().expect("one")))
+        .unwrap_or(super::INTERNAL_PORT)
+}
+
+/// [`stack_upstream`] of an observed revision.
+pub fn revision_upstream(r: &Revision) -> String {
+    stack_upstream(&r.container, revision_port(r))
 }
 
 #[derive(Clone)]
@@ -95,21 +114,41 @@ impl AdminClient {
         Ok(r.json().await?)
     }
 
-    /// Point `service` at a stack revision's container; the replaced upstream drains for `drain`
-    /// (default: the edge's own `--drain-timeout`).
+    /// Point `service` at a stack revision (`upstream`: [`stack_upstream`]); the replaced upstream
+    /// drains for `drain` (default: the edge's own `--drain-timeout`).
     pub async fn switch_to_revision(
         &self,
         service: &str,
-        container: &str,
+        upstream: &str,
         release: u64,
         drain: Option<Duration>,
     ) -> anyhow::Result<RouteView> {
         self.put(
             service,
             &PutRoute {
-                upstream: stack_upstream(container),
+                upstream: upstream.to_string(),
                 revision: Some(release),
                 kind: RouteKind::Stack,
+                drain_timeout_s: drain.map(|d| d.as_secs().max(1)),
+            },
+        )
+        .await
+    }
+
+    /// Put a route back as it was (`before`, read before a switch): the same upstream, revision
+    /// and kind. An upstream still draining becomes current again with its sessions.
+    pub async fn restore(
+        &self,
+        service: &str,
+        before: &RouteView,
+        drain: Option<Duration>,
+    ) -> anyhow::Result<RouteView> {
+        self.put(
+            service,
+            &PutRoute {
+                upstream: before.upstream.clone(),
+                revision: before.revision,
+                kind: before.kind,
                 drain_timeout_s: drain.map(|d| d.as_secs().max(1)),
             },
         )

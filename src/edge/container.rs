@@ -19,7 +19,7 @@ use bollard::query_parameters as q;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::admin::{stack_upstream, AdminClient};
+use super::admin::{revision_upstream, AdminClient};
 use crate::engine::context::{BuildContext, DigestCache};
 use crate::engine::docker::DockerEngine;
 use crate::engine::{Engine, RunState};
@@ -42,6 +42,18 @@ pub fn fronted(project: &Project) -> Vec<(String, Option<u16>)> {
         .iter()
         .filter(|(_, s)| s.role == Role::Service && !s.stateful)
         .map(|(n, s)| (n.clone(), s.port))
+        .collect()
+}
+
+/// Each fronted service's in-network port: where its bridge listens (`container_port`), which is
+/// where clients in the network reach `mcp-<service>` with or without the edge.
+pub fn in_network_ports(project: &Project) -> Vec<(String, u16)> {
+    project
+        .manifest
+        .services
+        .iter()
+        .filter(|(_, s)| s.role == Role::Service && !s.stateful)
+        .map(|(n, s)| (n.clone(), s.container_port))
         .collect()
 }
 
@@ -119,7 +131,10 @@ pub async fn ensure_image(
     Ok(tag)
 }
 
-/// The edge's command line (after the image's `mcpctl edge serve`).
+/// The edge's command line (after the image's `mcpctl edge serve`). A service whose bridge
+/// listens on another port than 8080 (`container_port`) keeps its in-network address
+/// `mcp-<service>:<container_port>` behind the edge: `--in-network-port` (only then, so the layout
+/// of an edge fronting 8080 services only is what it was).
 fn command(project: &Project) -> Vec<String> {
     let e = &project.manifest.edge;
     let mut cmd = Vec::new();
@@ -129,6 +144,11 @@ fn command(project: &Project) -> Vec<String> {
             Some(p) => format!("{name}={p}"),
             None => name,
         });
+    }
+    for (name, port) in in_network_ports(project) {
+        if port != super::INTERNAL_PORT {
+            cmd.extend(["--in-network-port".into(), format!("{name}={port}")]);
+        }
     }
     cmd.extend([
         "--admin".into(),
@@ -395,63 +415,25 @@ async fn seed_routes(engine: &DockerEngine, project: &Project) -> anyhow::Result
         else {
             continue;
         };
+        let upstream = revision_upstream(s);
         admin
-            .switch_to_revision(&service, &s.container, s.release, None)
+            .switch_to_revision(&service, &upstream, s.release, None)
             .await?;
-        seeded.push(format!(
-            "{service} → {} ({})",
-            s.name(),
-            stack_upstream(&s.container)
-        ));
+        seeded.push(format!("{service} → {} ({upstream})", s.name()));
     }
     Ok(seeded)
 }
 
-/// The route is the truth about what serves a fronted service (kind `stack`): its revision is
-/// started if it is not running, and any other running revision — left by a run interrupted
-/// before its switch, or during a drain — is stopped and kept, so `plan` and `rollback` see the
-/// routed revision as serving. Routes to containers this project does not have are left alone.
+/// The route is the truth about what serves a fronted service:
+/// [`crate::rollout::reconcile::align_to_routes`] against the edge's routes now.
 pub async fn align(engine: &DockerEngine, project: &Project) -> anyhow::Result<Vec<String>> {
     let routes = admin(project).routes().await?;
     let list = engine
         .list_containers(&project.keys.project_filter(project.name()))
         .await?;
     let observed = crate::rollout::plan::observe(&list, &project.keys);
-    let mut done = Vec::new();
-    for (service, _) in fronted(project) {
-        let (Some(route), Some(o)) = (routes.routes.get(&service), observed.services.get(&service))
-        else {
-            continue;
-        };
-        if route.kind != super::routes::RouteKind::Stack {
-            continue;
-        }
-        let revisions: Vec<_> = o.serving.iter().chain(o.retained.iter()).collect();
-        let Some(routed) = revisions
-            .iter()
-            .find(|r| stack_upstream(&r.container) == route.upstream)
-        else {
-            continue;
-        };
-        if !routed.is_running() {
-            engine.start_container(&routed.container).await?;
-            done.push(format!(
-                "{service}: started {} (the edge routes to it, it was not running)",
-                routed.name()
-            ));
-        }
-        for r in revisions
-            .iter()
-            .filter(|r| r.container != routed.container && r.is_running())
-        {
-            engine.stop_container(&r.container, 10).await?;
-            done.push(format!(
-                "{service}: stopped {} (running but not routed: left by an interrupted run; kept)",
-                r.name()
-            ));
-        }
-    }
-    Ok(done)
+    crate::rollout::reconcile::align_to_routes(engine, &observed, &routes, &|s| fronts(project, s))
+        .await
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -666,6 +648,33 @@ services:
     }
 
     #[test]
+    fn a_service_on_another_container_port_keeps_its_in_network_port() {
+        let on = "edge: {enabled: true}";
+        let plain = config(&project(&manifest(on, 8501, "")), "img:1");
+        assert!(
+            !plain.cmd.iter().any(|a| a == "--in-network-port"),
+            "8080 services change nothing: {:?}",
+            plain.cmd
+        );
+        let text = manifest(on, 8501, "").replace(
+            "    port: 8501\n",
+            "    port: 8501\n    container_port: 9090\n",
+        );
+        let moved = config(&project(&text), "img:1");
+        let at = moved
+            .cmd
+            .iter()
+            .position(|a| a == "--in-network-port")
+            .expect("an in-network port");
+        assert_eq!(moved.cmd[at + 1], "alpha=9090");
+        assert_ne!(layout_hash(&plain), layout_hash(&moved));
+        assert_eq!(
+            in_network_ports(&project(&text)),
+            vec![("alpha".to_string(), 9090)]
+        );
+    }
+
+    #[test]
     fn validation_guards_the_edge_ports_and_base() {
         assert!(errors(&manifest("edge: {enabled: true}", 8501, "")).is_empty());
         let e = errors(&manifest("edge: {enabled: true}", 8500, ""));
@@ -695,6 +704,25 @@ services:
         );
         let e = errors(&no_base);
         assert!(e.iter().any(|d| d.contains("base `runtime`")), "{e:?}");
+        // In-network ports (container_port) are edge listeners too: not the admin port, not
+        // another fronted service's host port; a service's own host port may equal its own.
+        let own = manifest("edge: {enabled: true}", 9090, "").replace(
+            "    port: 9090\n",
+            "    port: 9090\n    container_port: 9090\n",
+        );
+        assert!(errors(&own).is_empty(), "{:?}", errors(&own));
+        let e = errors(&own.replace("container_port: 9090", "container_port: 8500"));
+        assert!(e.iter().any(|d| d.contains("container port 8500")), "{e:?}");
+        let beta = "  beta:\n    port: 8502\n    container_port: 9090\n    server:\n      source: {image: {ref: \"busybox:1.36\"}}\n      command: [x]\n";
+        let e = errors(&manifest("edge: {enabled: true}", 9090, beta));
+        assert!(
+            e.iter().any(|d| d.contains("in-network port for `beta`")),
+            "{e:?}"
+        );
+        assert!(
+            errors(&manifest("", 9090, beta)).is_empty(),
+            "without the edge"
+        );
         // Disabled (or absent): nothing is checked, 8500 is an ordinary port.
         assert!(errors(&manifest("", 8500, "")).is_empty());
         assert!(!project(&manifest("", 8501, "")).manifest.edge.enabled);

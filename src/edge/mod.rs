@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-/// The in-network port: `mcp-<service>:8080`, as every bridge listens.
+/// The default in-network port: `mcp-<service>:8080`, where a bridge listens unless the service
+/// sets another `container_port` (then the edge listens in-network on that port too:
+/// `--in-network-port`).
 pub const INTERNAL_PORT: u16 = 8080;
 /// Where the route file lives inside the edge container (the `<project>-edge` volume).
 pub const STATE_DIR: &str = "/var/lib/mcpctl-edge";
@@ -40,6 +42,10 @@ pub struct ServeArgs {
     /// In-network listener routing by Host `mcp-<service>` (0 = none).
     #[arg(long, default_value_t = INTERNAL_PORT)]
     pub internal_port: u16,
+    /// A service reached in-network at another port than `--internal-port` (its bridge's
+    /// `container_port`): the edge listens there too and admits `mcp-<NAME>:<PORT>` for it only.
+    #[arg(long = "in-network-port", value_name = "NAME=PORT")]
+    pub in_network_ports: Vec<String>,
     /// Admin API (answers loopback and the network gateway only).
     #[arg(long, default_value = "0.0.0.0:8500")]
     pub admin: SocketAddr,
@@ -73,11 +79,22 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        let mut in_network = Vec::new();
+        for s in &args.in_network_ports {
+            let (name, port) = s
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--in-network-port {s}: expected NAME=PORT"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--in-network-port {s}: bad port"))?;
+            in_network.push((name.to_string(), SocketAddr::new(args.listen_ip, port)));
+        }
         let edge = server::Edge::new(names, args.state_file.clone(), args.drain_timeout)?;
         let listeners = server::Listeners {
             services,
             internal: (args.internal_port != 0)
                 .then(|| SocketAddr::new(args.listen_ip, args.internal_port)),
+            in_network,
             admin: args.admin,
         };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

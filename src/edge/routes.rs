@@ -92,6 +92,18 @@ impl Upstream {
         })
     }
 
+    /// The port the upstream listens on (80 when the URL names none). For a stack revision this
+    /// is its bridge's `--listen` port, the service's `container_port`.
+    pub fn port(&self) -> u16 {
+        let authority = self.origin.trim_start_matches("http://");
+        match authority.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && !port.contains(']') => {
+                port.parse().unwrap_or(80)
+            }
+            _ => 80,
+        }
+    }
+
     /// The URL of a client's request path (`/sse`, `/messages?session_id=…`, `/mcp`).
     pub fn url(&self, path_and_query: &str) -> String {
         format!("{}{}{}", self.origin, self.prefix, path_and_query)
@@ -225,6 +237,17 @@ mod tests {
             (u.prefix.as_str(), u.url("/mcp").as_str()),
             ("", "http://p-alpha-r3:8080/mcp")
         );
+        assert_eq!(u.port(), 8080);
+        assert_eq!(
+            Upstream::parse("http://p-alpha-r3:9090").unwrap().port(),
+            9090
+        );
+        assert_eq!(
+            Upstream::parse("http://legacy/servers/x").unwrap().port(),
+            80
+        );
+        assert_eq!(Upstream::parse("http://[::1]").unwrap().port(), 80);
+        assert_eq!(Upstream::parse("http://[::1]:9000").unwrap().port(), 9000);
         assert!(Upstream::parse("https://x").is_err());
         assert!(Upstream::parse("http:///x").is_err());
         assert!(Upstream::parse("http://x/a?b").is_err());

@@ -1,7 +1,7 @@
 //! `mcpctl edge serve`: the reverse proxy inside the edge container.
 //!
-//! Listens on each service's port (published on the host) and on 8080 (Host `mcp-<service>`
-//! inside the network); forwards to the service's current upstream, streaming both ways (nothing
+//! Listens on each service's port (published on the host) and on 8080 and any other service's
+//! `container_port` (Host `mcp-<service>:<its container_port>` inside the network); forwards to the service's current upstream, streaming both ways (nothing
 //! is buffered but the first legacy SSE event, to learn the session id); a dropped client drops
 //! the upstream request. Affinity: a legacy SSE session stays on the upstream that sent its
 //! `endpoint` event, a Streamable HTTP session on the upstream that answered its `initialize` with
@@ -748,10 +748,12 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
     let mut headers = HeaderMap::new();
     copy_headers(&parts.headers, &mut headers);
     if backend.kind == RouteKind::Stack {
-        // The bridge admits loopback and its in-network name as Host (DNS-rebinding guard).
+        // The bridge admits loopback and its in-network name as Host (DNS-rebinding guard:
+        // `--allow-host mcp-<service>:<container_port>`), and the upstream names that port.
         headers.insert(
             header::HOST,
-            HeaderValue::from_str(&format!("mcp-{service}:8080")).expect("service names are ASCII"),
+            HeaderValue::from_str(&format!("mcp-{service}:{}", backend.up.port()))
+                .expect("service names are ASCII"),
         );
     }
     let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
@@ -881,11 +883,13 @@ struct Arrival<'a> {
 }
 
 /// The edge's DNS-rebinding guard, decided before anything is rewritten: for `kind: stack` the edge
-/// sends `Host: mcp-<service>:8080`, so the bridge's own Host check never sees the client's.
+/// sends `Host: mcp-<service>:<upstream port>`, so the bridge's own Host check never sees the
+/// client's.
 /// The bridge's rules (`bridge::guard`), narrowed to the port the request came in on:
 /// - Host: a loopback name (`localhost`, `*.localhost`, 127.0.0.0/8, `[::1]`) without a port or
-///   with this listener's port, or `mcp-<service>` with the in-network port (what the bridge
-///   admits with `--allow-host mcp-<service>:8080`; no manifest setting adds to it). Missing → 400.
+///   with this listener's port, or `mcp-<service>` with its in-network port (its `container_port`,
+///   8080 by default: what the bridge admits with `--allow-host mcp-<service>:<port>`; no manifest
+///   setting adds to it). Missing → 400.
 /// - Origin (when present): loopback on any port, or `http(s)://mcp-<service>:<in-network port>`
 ///   (`guard::origin_allowed`); `null` and anything else are foreign.
 fn admit(at: Arrival<'_>, host: Option<&str>, origin: Option<&str>) -> Result<(), Refusal> {
@@ -1091,11 +1095,12 @@ pub fn service_router(
     })
 }
 
-/// The in-network listener (8080, `port`): the service comes from the Host header
-/// `mcp-<service>`, which must then carry this port (the guard).
-pub fn host_router(edge: Arc<Edge>, port: u16) -> Router {
+/// An in-network listener (8080, or a service's own `container_port`; `port`): the service comes
+/// from the Host header `mcp-<service>`, which must then carry this port, and this port must be
+/// that service's in-network port (`ports`), else the guard refuses it.
+pub fn host_router(edge: Arc<Edge>, port: u16, ports: Arc<BTreeMap<String, u16>>) -> Router {
     Router::new().fallback(move |req: Request| {
-        let edge = edge.clone();
+        let (edge, ports) = (edge.clone(), ports.clone());
         async move {
             let host = req
                 .headers()
@@ -1107,7 +1112,7 @@ pub fn host_router(edge: Arc<Edge>, port: u16) -> Router {
                     let at = Arrival {
                         service: &s,
                         port,
-                        internal: Some(port),
+                        internal: (ports.get(&s) == Some(&port)).then_some(port),
                     };
                     if let Some(refused) = guard(&edge, at, &req) {
                         return refused;
@@ -1117,7 +1122,7 @@ pub fn host_router(edge: Arc<Edge>, port: u16) -> Router {
                 _ => error(
                     StatusCode::MISDIRECTED_REQUEST,
                     format!(
-                        "Host {:?} names no service of this edge (use mcp-<service>:8080)",
+                        "Host {:?} names no service of this edge (use mcp-<service>:<its container_port>, 8080 by default)",
                         host.unwrap_or_default()
                     ),
                 ),
@@ -1138,34 +1143,73 @@ pub struct Listeners {
     pub services: Vec<(String, SocketAddr)>,
     /// In-network Host routing (all services), usually 0.0.0.0:8080.
     pub internal: Option<SocketAddr>,
+    /// Services whose in-network port is not `internal`'s (their bridge's `container_port`):
+    /// `mcp-<service>` is reached at this address's port, where the edge routes by Host too.
+    pub in_network: Vec<(String, SocketAddr)>,
     pub admin: SocketAddr,
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("{what} {addr}: {e}"))
 }
 
 /// Bind every listener, then serve until the process ends. Returns when a listener fails.
 pub async fn run(edge: Arc<Edge>, l: Listeners) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    let admin = tokio::net::TcpListener::bind(l.admin)
-        .await
-        .map_err(|e| anyhow::anyhow!("admin {}: {e}", l.admin))?;
+    let admin = bind("admin", l.admin).await?;
     let app = admin_router(edge.clone()).into_make_service_with_connect_info::<SocketAddr>();
     tasks.spawn(async move { axum::serve(admin, app).await });
-    // The in-network listener first: its port is part of every service listener's guard.
-    let mut internal = None;
+    // The in-network listeners first: a service's in-network port is part of its guard.
+    let mut host_listeners = Vec::new();
+    let mut ports = BTreeMap::new();
     if let Some(addr) = l.internal {
-        let lis = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("internal {addr}: {e}"))?;
+        let lis = bind("internal", addr).await?;
         let port = lis.local_addr()?.port();
-        internal = Some(port);
-        let app = host_router(edge.clone(), port);
+        for s in &edge.services {
+            ports.insert(s.clone(), port);
+        }
+        host_listeners.push((lis, port));
+    }
+    let published: BTreeMap<u16, &str> = l
+        .services
+        .iter()
+        .map(|(s, a)| (a.port(), s.as_str()))
+        .collect();
+    for (service, addr) in &l.in_network {
+        anyhow::ensure!(
+            edge.services.contains(service),
+            "--in-network-port {service}: not a service of this edge"
+        );
+        anyhow::ensure!(addr.port() != 0, "--in-network-port {service}: port 0");
+        ports.insert(service.clone(), addr.port());
+        if host_listeners.iter().any(|(_, p)| *p == addr.port()) {
+            continue;
+        }
+        match published.get(&addr.port()) {
+            // Its own published port is its in-network port too: that listener admits
+            // `mcp-<service>:<port>` already, and sends everything to it.
+            Some(s) if s == service => continue,
+            Some(other) => anyhow::bail!(
+                "--in-network-port {service}={}: the published port of `{other}`",
+                addr.port()
+            ),
+            None => {}
+        }
+        let lis = bind(&format!("{service} in-network"), *addr).await?;
+        host_listeners.push((lis, addr.port()));
+    }
+    let ports = Arc::new(ports);
+    for (lis, port) in host_listeners {
+        let app = host_router(edge.clone(), port, ports.clone());
         let lis = lis.tap_io(nodelay);
         tasks.spawn(async move { axum::serve(lis, app).await });
     }
     for (service, addr) in l.services {
-        let lis = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("{service} {addr}: {e}"))?;
+        let lis = bind(&service, addr).await?;
         let port = lis.local_addr()?.port();
+        let internal = ports.get(&service).copied();
         let app = service_router(edge.clone(), service, port, internal);
         let lis = lis.tap_io(nodelay);
         tasks.spawn(async move { axum::serve(lis, app).await });
@@ -1465,6 +1509,97 @@ mod tests {
             revision: Some(rev),
             kind: RouteKind::Stack,
             drain_timeout_s: None,
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// A stack route's upstream gets `Host: mcp-<service>:<its port>` (what its bridge admits
+    /// with `--allow-host mcp-<service>:<container_port>`); a service with its own in-network
+    /// port is reached there by Host, and only there.
+    #[tokio::test]
+    async fn the_upstream_host_names_its_port_and_in_network_ports_are_per_service() {
+        // The upstream answers with the Host it received.
+        let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up_port = up.local_addr().unwrap().port();
+        let app = Router::new().fallback(|headers: HeaderMap| async move {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        });
+        tokio::spawn(async move { axum::serve(up, app).await });
+
+        let e = Edge::new(
+            BTreeSet::from(["alpha".to_string(), "beta".to_string()]),
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let upstream = format!("http://127.0.0.1:{up_port}");
+        e.switch("alpha", put(&upstream, 1)).unwrap();
+        e.switch("beta", put(&upstream, 1)).unwrap();
+        let (published, internal, beta_in) = (free_port(), free_port(), free_port());
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let listeners = Listeners {
+            services: vec![("alpha".into(), SocketAddr::new(ip, published))],
+            internal: Some(SocketAddr::new(ip, internal)),
+            in_network: vec![("beta".into(), SocketAddr::new(ip, beta_in))],
+            admin: SocketAddr::new(ip, 0),
+        };
+        tokio::spawn(run(e, listeners));
+
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let get = |port: u16, host: Option<String>| {
+            let http = http.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    let mut rb = http.get(format!("http://127.0.0.1:{port}/mcp"));
+                    if let Some(h) = &host {
+                        rb = rb.header(header::HOST, h);
+                    }
+                    match rb.send().await {
+                        Ok(r) => return (r.status().as_u16(), r.text().await.unwrap()),
+                        Err(e) => assert!(Instant::now() < deadline, "{port}: {e}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let want = |s: &str| (200, format!("mcp-{s}:{up_port}"));
+        // A client on the published port (its own Host, 127.0.0.1:<port>).
+        assert_eq!(get(published, None).await, want("alpha"));
+        // In-network: alpha at the default port, beta at its own.
+        assert_eq!(
+            get(internal, Some(format!("mcp-alpha:{internal}"))).await,
+            want("alpha")
+        );
+        assert_eq!(
+            get(beta_in, Some(format!("mcp-beta:{beta_in}"))).await,
+            want("beta")
+        );
+        assert_eq!(
+            get(published, Some(format!("mcp-alpha:{internal}"))).await,
+            want("alpha"),
+            "the in-network name on the published port"
+        );
+        // Each service only at its own in-network port.
+        for (port, host) in [
+            (internal, format!("mcp-beta:{internal}")),
+            (internal, format!("mcp-beta:{beta_in}")),
+            (beta_in, format!("mcp-alpha:{beta_in}")),
+            (beta_in, format!("mcp-alpha:{internal}")),
+        ] {
+            let (status, _) = get(port, Some(host.clone())).await;
+            assert_eq!(status, 403, "{host} at {port}");
         }
     }
 

@@ -230,9 +230,10 @@ fn check_head(m: &Manifest, cx: &mut Ctx) {
     check_edge(m, cx);
 }
 
-/// `edge:` — the edge listens inside its container on each service's host port, on 8080 (the
-/// in-network names) and on the admin port, so these must not collide; its image is the
-/// manifest's `runtime` base plus the mcpctl binary.
+/// `edge:` — the edge listens inside its container on each service's host port, on 8080 and each
+/// fronted service's `container_port` (the in-network names) and on the admin port, so these must
+/// not collide (a service's own port may equal its own container_port: one listener serves both);
+/// its image is the manifest's `runtime` base plus the mcpctl binary.
 fn check_edge(m: &Manifest, cx: &mut Ctx) {
     let e = &m.edge;
     if !e.enabled {
@@ -257,6 +258,42 @@ fn check_edge(m: &Manifest, cx: &mut Ctx) {
                     "give the service another host port, or move `edge.admin_port`",
                 );
             }
+        }
+    }
+    // Behind the edge a service keeps its in-network address `mcp-<service>:<container_port>`:
+    // the edge listens in-network on every fronted service's container_port too.
+    let fronted: Vec<(&String, &Service)> = m
+        .services
+        .iter()
+        .filter(|(_, s)| s.role == Role::Service && !s.stateful)
+        .collect();
+    for (name, svc) in &fronted {
+        let c = svc.container_port;
+        if c == 0 || c == e.admin_port {
+            let d = cx.error(
+                &sp(name, &["container_port"]),
+                format!("container port {c} is not usable behind the edge (the edge listens on it in-network; admin port {})", e.admin_port),
+            );
+            help(
+                d,
+                "pick another container_port (8080 by default), or move `edge.admin_port`",
+            );
+        }
+        let Some(port) = svc.port.filter(|p| *p != crate::edge::INTERNAL_PORT) else {
+            continue;
+        };
+        if let Some((other, _)) = fronted
+            .iter()
+            .find(|(o, s)| o != name && s.container_port == port)
+        {
+            let d = cx.error(
+                &sp(name, &["port"]),
+                format!("host port {port} collides with the edge's in-network port for `{other}` (its container_port)"),
+            );
+            help(
+                d,
+                format!("give the service another host port, or `{other}` another container_port"),
+            );
         }
     }
     if e.drain_timeout.is_zero() || e.drain_timeout > std::time::Duration::from_secs(3600) {
@@ -401,6 +438,7 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
             );
         }
     }
+    let mut databases: HashMap<(&str, &str), (&str, DbAccess)> = HashMap::new();
     for (key, secret) in &svc.secrets {
         let path = sp(name, &["secrets", key]);
         if !ENV_NAME.is_match(key) {
@@ -420,6 +458,33 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
         check_secret_ref(secret, &path, cx);
         if let Some(db) = &secret.database {
             check_database_ref(m, db, &path, cx);
+            // One login role has one set of privileges per database: two secrets naming the
+            // same database must agree on the access.
+            let first = databases
+                .entry((db.service.as_str(), db.name.as_str()))
+                .or_insert((key.as_str(), db.access));
+            if first.1 != db.access {
+                let mut at = path.clone();
+                at.extend([Seg::Key("database".into()), Seg::Key("access".into())]);
+                let d = cx.error(
+                    &at,
+                    format!(
+                        "database `{}` on `{}` is {} here but {} in secret `{}`",
+                        db.name,
+                        db.service,
+                        db.access.as_str(),
+                        first.1.as_str(),
+                        first.0
+                    ),
+                );
+                help(
+                    d,
+                    format!(
+                        "the service has one login role (`{}`), with one access per database: use the same `access` in both secrets",
+                        consumer_role(name)
+                    ),
+                );
+            }
         }
     }
 
@@ -652,7 +717,9 @@ fn check_secret_ref(secret: &SecretRef, path: &[Seg], cx: &mut Ctx) {
     }
 }
 
-/// A database name or role mcpctl creates: lower-case SQL identifiers, never quoted in surprise.
+/// A database name mcpctl creates. It is always quoted in the SQL the database's entrypoint runs,
+/// so SQL keywords (`user`, `order`) are fine; its owner role `<name>_owner` stays within
+/// PostgreSQL's 63-byte identifier limit.
 static SQL_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9_]{0,47}$").unwrap());
 
 fn check_database_ref(m: &Manifest, db: &DatabaseRef, path: &[Seg], cx: &mut Ctx) {
@@ -686,18 +753,44 @@ fn check_database_ref(m: &Manifest, db: &DatabaseRef, path: &[Seg], cx: &mut Ctx
             );
         }
     }
-    if !SQL_NAME.is_match(&db.name) || RESERVED_DATABASES.contains(&db.name.as_str()) {
-        let mut name = at.clone();
-        name.push(Seg::Key("name".into()));
-        let d = cx.error(
-            &name,
+    let mut name = at.clone();
+    name.push(Seg::Key("name".into()));
+    let owner = database_owner(&db.name);
+    let (message, fix) = if !SQL_NAME.is_match(&db.name) {
+        (
             format!("`{}` cannot be a database mcpctl creates", db.name),
-        );
-        help(
-            d,
-            "use lower-case letters, digits and `_` (at most 48), not postgres/template0/template1",
-        );
-    }
+            "use lower-case letters, digits and `_`, starting with a letter, at most 48 characters"
+                .to_string(),
+        )
+    } else if RESERVED_DATABASES.contains(&db.name.as_str()) {
+        (
+            format!("`{}` is one of PostgreSQL's own databases", db.name),
+            "name a database for this service, e.g. its own name; postgres, template0 and template1 are never handed to a consumer".to_string(),
+        )
+    } else if db.name.starts_with("pg_") {
+        (
+            format!(
+                "`{}` would need the owner role `{owner}`, and PostgreSQL reserves role names starting with `pg_`",
+                db.name
+            ),
+            "choose a name that does not start with `pg_`".to_string(),
+        )
+    } else if let Some(svc) = owner
+        .strip_prefix(&consumer_role(""))
+        .filter(|svc| m.services.contains_key(*svc))
+    {
+        (
+            format!(
+                "the owner role of database `{}` (`{owner}`) is also the login role of service `{svc}`",
+                db.name
+            ),
+            "choose another database name".to_string(),
+        )
+    } else {
+        return;
+    };
+    let d = cx.error(&name, message);
+    help(d, fix);
 }
 
 const RESERVED_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];

@@ -4,19 +4,24 @@
 //! 2. the new revision starts *next to* the serving one, with no fixed port and no alias (the edge
 //!    owns both; an ephemeral 127.0.0.1 port remains for the gate), and is gated there;
 //! 3. switch: `PUT /routes/<service>` on the edge — new sessions go to the new revision at once;
-//! 4. drain: sessions pinned to the previous revision keep it until they end or the drain
+//!    the upstream is `http://<container>:<container_port>` (where its bridge listens);
+//! 4. through the edge: the MCP gate again at the service's published port, as a client reaches
+//!    it (its address, so its `Host`), while the previous revision still runs untouched;
+//! 5. drain: sessions pinned to the previous revision keep it until they end or the drain
 //!    deadline (the edge then ends them), then the previous revision is stopped and kept.
 //!
 //! A failure before the switch leaves the previous revision serving and untouched (it is verified
-//! by its gate, as without the edge). A route of kind `legacy` (cutover) is left alone: the new
+//! by its gate, as without the edge). A failure through the edge puts the route back as it was,
+//! verifies the previous revision through the edge and removes the new one (exit 3, as any gate
+//! failure that was rolled back). A route of kind `legacy` (cutover) is left alone: the new
 //! revision is gated and left running for `cutover` to switch to.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::{fail_check, Executor, Outcome, Prober, Step, StepResult};
-use crate::edge::admin::{stack_upstream, AdminClient};
+use super::{client_ip, fail_check, Executor, GateConfig, Outcome, Prober, Step, StepResult};
+use crate::edge::admin::{revision_upstream, stack_upstream, AdminClient};
 use crate::edge::routes::{RouteKind, RouteView};
 use crate::engine::{Engine, PortSpec};
 use crate::rollout::plan::Revision;
@@ -28,14 +33,120 @@ pub struct EdgeSwitch {
     pub drain_timeout: Duration,
 }
 
+/// The probe through the edge may take this much longer than the pre-switch gate did.
+const THROUGH_EDGE_SLACK: Duration = Duration::from_secs(10);
+
+/// What became of a route switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwitchOutcome {
+    /// Switched, answered through the edge, the previous upstream drained.
+    Switched,
+    /// Switched, failed through the edge, and put back as it was.
+    Reverted,
+    /// Switched, failed through the edge, and the route could not be put back.
+    RevertFailed,
+}
+
+impl SwitchOutcome {
+    /// The `outcome` of the ledger's `route` entry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwitchOutcome::Switched => "switched",
+            SwitchOutcome::Reverted => "reverted",
+            SwitchOutcome::RevertFailed => "revert_failed",
+        }
+    }
+}
+
 /// What a step did at the edge, for the ledger.
 #[derive(Debug, Clone)]
 pub struct RouteSwitch {
     pub service: String,
+    /// The upstream before the switch.
     pub from: Option<String>,
+    /// The route the switch set (after a revert: the route as it was put back).
     pub route: RouteView,
     /// How long the previous upstream drained before it was stopped.
     pub drained_ms: Option<u64>,
+    /// The MCP gate through the edge after the switch (none without a published port).
+    pub through_edge: Option<crate::health::Check>,
+    pub outcome: SwitchOutcome,
+}
+
+impl RouteSwitch {
+    /// One line for the ledger's `route` entry: the switch, the probe through the edge, then the
+    /// drain or the revert.
+    pub fn detail(&self) -> String {
+        let from = self.from.as_deref().unwrap_or("(none)");
+        let revision = |r: &RouteView| r.revision.map(|n| format!("r{n}")).unwrap_or("-".into());
+        let through = self
+            .through_edge
+            .as_ref()
+            .map(|c| format!("; {}: {}", c.name, c.detail))
+            .unwrap_or_default();
+        match self.outcome {
+            SwitchOutcome::Switched => format!(
+                "edge route {from} → {} (revision {}){through}{}",
+                self.route.upstream,
+                revision(&self.route),
+                self.drained_ms
+                    .map(|d| format!("; previous upstream drained in {d} ms"))
+                    .unwrap_or_default()
+            ),
+            SwitchOutcome::Reverted => format!(
+                "edge route switched away from {from}{through}; put back to {} (revision {})",
+                self.route.upstream,
+                revision(&self.route)
+            ),
+            SwitchOutcome::RevertFailed => format!(
+                "edge route {from} → {} (revision {}){through}; could not be put back",
+                self.route.upstream,
+                revision(&self.route)
+            ),
+        }
+    }
+}
+
+/// The port the new revision's bridge listens on (the service's `container_port`).
+fn container_port(step: &Step) -> u16 {
+    step.spec
+        .port
+        .map(|p| p.container_port)
+        .unwrap_or(crate::edge::INTERNAL_PORT)
+}
+
+/// Where a client on the host reaches the service: the edge's published port on the manifest's
+/// `bind_address` (loopback when it binds every address), so the probe sends the `Host` a client
+/// sends.
+fn published_base(step: &Step) -> Option<String> {
+    let p = step.spec.port.filter(|p| p.host_port != 0)?;
+    Some(format!("http://{}:{}", client_ip(p.host_ip), p.host_port))
+}
+
+/// The through-edge probe as one check (`through-edge`, or `through-edge <failed check>`).
+fn through_edge_check(r: &crate::health::GateReport, base: &str) -> crate::health::Check {
+    match r.failure() {
+        None if r.passed => crate::health::Check {
+            name: "through-edge".into(),
+            ok: true,
+            detail: format!(
+                "answers through the edge at {base} ({} checks in {} ms)",
+                r.checks.len(),
+                r.elapsed_ms
+            ),
+        },
+        f => crate::health::Check {
+            name: match f {
+                Some(f) => format!("through-edge {}", f.name),
+                None => "through-edge".into(),
+            },
+            ok: false,
+            detail: format!(
+                "through the edge at {base}: {}",
+                f.map(|f| f.detail.as_str()).unwrap_or("failed")
+            ),
+        },
+    }
 }
 
 impl<E: Engine, P: Prober> Executor<'_, E, P> {
@@ -80,6 +191,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                 None,
             );
         }
+        crate::rollout::fault::point("revision-started");
         let pre = self
             .gate_container(
                 &spec.name,
@@ -128,9 +240,10 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             self.retain(step).await;
             return (self.ok(step, started, pre), None);
         }
+        let upstream = stack_upstream(&spec.name, container_port(step));
         let route = match edge
             .admin
-            .switch_to_revision(&step.service, &spec.name, release, Some(edge.drain_timeout))
+            .switch_to_revision(&step.service, &upstream, release, Some(edge.drain_timeout))
             .await
         {
             Ok(r) => r,
@@ -147,14 +260,44 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                 step.revision, route.upstream
             ),
         );
+        crate::rollout::fault::point("route-switched");
+        let mut switch = RouteSwitch {
+            service: step.service.clone(),
+            from: before.as_ref().map(|r| r.upstream.clone()),
+            route,
+            drained_ms: None,
+            through_edge: None,
+            outcome: SwitchOutcome::Switched,
+        };
 
-        // 4. Drain the previous upstream, then stop (keep) the previous revision.
+        // 4. Through the edge, as a client reaches it (published port, its Host), before the
+        //    previous revision loses anything: a failure puts the route back.
+        let mut pre = pre;
+        if let Some(base) = published_base(step) {
+            let through = self.probe_through_edge(step, &spec.name, &base, &pre).await;
+            let check = through_edge_check(&through, &base);
+            switch.through_edge = Some(check.clone());
+            if !through.passed {
+                let failed = (check, through);
+                return self
+                    .revert_route(step, started, &spec, edge, before.as_ref(), switch, failed)
+                    .await;
+            }
+            self.say(&step.service, &check.detail);
+            pre.checks.push(check);
+        } else {
+            self.say(
+                &step.service,
+                "no published port: not probed through the edge (in-network clients only)",
+            );
+        }
+
+        // 5. Drain the previous upstream, then stop (keep) the previous revision.
         let old_upstream = before
             .as_ref()
             .map(|r| r.upstream.clone())
-            .or_else(|| step.previous.as_ref().map(|p| stack_upstream(&p.container)));
-        let mut drained_ms = None;
-        if let Some(up) = old_upstream.filter(|u| *u != route.upstream) {
+            .or_else(|| step.previous.as_ref().map(revision_upstream));
+        if let Some(up) = old_upstream.filter(|u| *u != switch.route.upstream) {
             let progress = |line: &str| self.say(&step.service, line);
             match edge
                 .admin
@@ -167,7 +310,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                 .await
             {
                 Ok(d) => {
-                    drained_ms = Some(d.as_millis() as u64);
+                    switch.drained_ms = Some(d.as_millis() as u64);
                     self.say(
                         &step.service,
                         &format!("{up} drained in {} ms", d.as_millis()),
@@ -197,13 +340,184 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             ),
         );
         self.retain(step).await;
-        let switch = RouteSwitch {
-            service: step.service.clone(),
-            from: before.map(|r| r.upstream),
-            route,
-            drained_ms,
-        };
+        crate::rollout::fault::point("step-done");
         (self.ok(step, started, pre), Some(switch))
+    }
+
+    /// The MCP gate (initialize, tools/list and the expected tools, smoke calls) at the edge's
+    /// published port. The revision already passed it directly, so this one is bounded tighter:
+    /// the health timeout, and at most 10 s more than the pre-switch gate took — every new session
+    /// goes to the new revision meanwhile.
+    async fn probe_through_edge(
+        &self,
+        step: &Step,
+        container: &str,
+        base: &str,
+        pre: &crate::health::GateReport,
+    ) -> crate::health::GateReport {
+        let limit = step
+            .health
+            .timeout
+            .min(THROUGH_EDGE_SLACK + Duration::from_millis(pre.elapsed_ms));
+        self.say(
+            &step.service,
+            &format!("probing {} through the edge at {base}", step.revision),
+        );
+        self.prober
+            .probe(
+                container,
+                base,
+                step.transport,
+                &step.health,
+                None,
+                Instant::now() + limit,
+            )
+            .await
+    }
+
+    /// The probe through the edge failed after the switch: put the route back as it was (the
+    /// previous revision still runs: nothing was drained or stopped), verify the previous revision
+    /// answers through the edge, and remove the new one.
+    #[allow(clippy::too_many_arguments)] // the step's state at the point of the revert
+    async fn revert_route(
+        &self,
+        step: &Step,
+        started: Instant,
+        spec: &crate::engine::ContainerSpec,
+        edge: &EdgeSwitch,
+        before: Option<&RouteView>,
+        mut switch: RouteSwitch,
+        (failed, through): (crate::health::Check, crate::health::GateReport),
+    ) -> (StepResult, Option<RouteSwitch>) {
+        self.say(
+            &step.service,
+            &format!("FAILED {}: {}", failed.name, failed.detail),
+        );
+        let logs = self.tail(&spec.name).await;
+        // The replaced upstream is being removed: its sessions need no drain.
+        let drain = Some(Duration::from_secs(1));
+        let put_back = match (before, &step.previous) {
+            (Some(r), _) => Some(edge.admin.restore(&step.service, r, drain).await),
+            (None, Some(prev)) => Some(
+                edge.admin
+                    .switch_to_revision(
+                        &step.service,
+                        &revision_upstream(prev),
+                        prev.release,
+                        drain,
+                    )
+                    .await,
+            ),
+            (None, None) => None,
+        };
+        let (ok, restored) = match put_back {
+            Some(Err(e)) => {
+                // The edge still routes to the new revision: it stays (removing it would leave
+                // the route to nothing); the previous revision runs too.
+                switch.outcome = SwitchOutcome::RevertFailed;
+                (
+                    false,
+                    format!(
+                        "could not put the edge's route back ({e:#}): it still routes to {}, which was left running beside {}; fix the edge, then `mcpctl edge up` or `mcpctl rollback {}`",
+                        step.revision,
+                        step.previous.as_ref().map(Revision::name).unwrap_or("nothing".into()),
+                        step.service
+                    ),
+                )
+            }
+            None => {
+                switch.outcome = SwitchOutcome::Reverted;
+                let _ = self.engine.remove_container(&spec.name).await;
+                (
+                    true,
+                    format!(
+                        "nothing was serving before; {} was removed (the edge's route names it until the next deploy)",
+                        step.revision
+                    ),
+                )
+            }
+            Some(Ok(back)) => {
+                switch.outcome = SwitchOutcome::Reverted;
+                let _ = self.engine.remove_container(&spec.name).await;
+                self.say(
+                    &step.service,
+                    &format!("edge route put back to {}", back.upstream),
+                );
+                let verified = self.verify_restored(step).await;
+                switch.route = back;
+                verified
+            }
+        };
+        self.say(&step.service, &restored);
+        let result = StepResult {
+            service: step.service.clone(),
+            from: step.previous.as_ref().map(Revision::name),
+            to: step.revision.clone(),
+            outcome: if ok {
+                Outcome::GateFailedRestored
+            } else {
+                Outcome::RestoreFailed
+            },
+            failed: Some(failed),
+            gate: Some(through),
+            logs_tail: logs,
+            restored: Some(restored),
+            downtime_ms: None,
+            backups: vec![],
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        (result, Some(switch))
+    }
+
+    /// After the route was put back: the previous revision must answer through the edge, with the
+    /// gate it passed before.
+    async fn verify_restored(&self, step: &Step) -> (bool, String) {
+        let (Some(prev), Some(base)) = (&step.previous, published_base(step)) else {
+            return (
+                true,
+                "the edge's route is back as it was (no revision of this project to verify)".into(),
+            );
+        };
+        let gate = GateConfig::of(prev, self.keys).unwrap_or(GateConfig {
+            health: step.health.clone(),
+            transport: step.transport,
+            role: step.role,
+        });
+        let report = self
+            .prober
+            .probe(
+                &prev.container,
+                &base,
+                gate.transport,
+                &gate.health,
+                None,
+                Instant::now() + gate.health.timeout,
+            )
+            .await;
+        if report.passed {
+            (
+                true,
+                format!(
+                    "{} serves again through the edge (route put back) and passed its gate at {base} in {} ms",
+                    prev.name(),
+                    report.elapsed_ms
+                ),
+            )
+        } else {
+            let f = report
+                .failure()
+                .cloned()
+                .unwrap_or_else(|| fail_check("gate", "failed"));
+            (
+                false,
+                format!(
+                    "the edge's route was put back to {} but it fails its gate through the edge at {base}: {}: {}",
+                    prev.name(),
+                    f.name,
+                    f.detail
+                ),
+            )
+        }
     }
 
     fn ok(&self, step: &Step, started: Instant, gate: crate::health::GateReport) -> StepResult {
@@ -262,27 +576,107 @@ mod tests {
         }
     }
 
-    async fn run(e: &FakeEngine, bad: &[&str], release: u64, sw: &EdgeSwitch) -> StepResult {
+    /// Where the test step's service is published (the edge's port for it).
+    const PUBLISHED: &str = "http://127.0.0.1:8501";
+
+    /// The fake gate; a probe at the published port (through the edge) fails for the containers
+    /// in `bad_through`. Every probe is recorded with the engine's call count at that moment.
+    struct EdgeProber<'a> {
+        inner: crate::rollout::executor::tests::FakeProber<'a>,
+        bad_through: BTreeSet<String>,
+        probes: std::sync::Mutex<Vec<(String, String, usize)>>,
+    }
+
+    impl<'a> EdgeProber<'a> {
+        fn new(e: &'a FakeEngine, bad: &[&str], bad_through: &[&str]) -> Self {
+            Self {
+                inner: crate::rollout::executor::tests::FakeProber {
+                    engine: e,
+                    bad_images: BTreeSet::new(),
+                    bad_containers: bad.iter().map(|s| s.to_string()).collect(),
+                },
+                bad_through: bad_through.iter().map(|s| s.to_string()).collect(),
+                probes: Default::default(),
+            }
+        }
+
+        fn through_edge(&self) -> Vec<(String, usize)> {
+            let probes = self.probes.lock().unwrap();
+            probes
+                .iter()
+                .filter(|(_, base, _)| base == PUBLISHED)
+                .map(|(c, _, n)| (c.clone(), *n))
+                .collect()
+        }
+    }
+
+    impl Prober for EdgeProber<'_> {
+        async fn probe(
+            &self,
+            container: &str,
+            base: &str,
+            transport: crate::manifest::Transport,
+            health: &crate::manifest::Health,
+            previous: Option<&BTreeMap<String, String>>,
+            deadline: Instant,
+        ) -> crate::health::GateReport {
+            let calls = self.inner.engine.calls().len();
+            self.probes
+                .lock()
+                .unwrap()
+                .push((container.into(), base.into(), calls));
+            if base == PUBLISHED && self.bad_through.contains(container) {
+                return crate::health::GateReport::default().fail(
+                    "initialize",
+                    "HTTP 403 Forbidden: foreign Host",
+                    Instant::now(),
+                );
+            }
+            self.inner
+                .probe(container, base, transport, health, previous, deadline)
+                .await
+        }
+    }
+
+    async fn serving(e: &FakeEngine) -> Option<Revision> {
+        let list = e.list_containers("com.mcp.project=p").await.unwrap();
+        observe(&list, &Keys::new("com.mcp"))
+            .services
+            .get("alpha")
+            .and_then(|o| o.serving.clone())
+    }
+
+    async fn run_step(
+        e: &FakeEngine,
+        prober: &EdgeProber<'_>,
+        step: Step,
+        sw: &EdgeSwitch,
+    ) -> (StepResult, Option<RouteSwitch>) {
         let k = Keys::new("com.mcp");
-        let prober = crate::rollout::executor::tests::FakeProber {
-            engine: e,
-            bad_images: BTreeSet::new(),
-            bad_containers: bad.iter().map(|s| s.to_string()).collect(),
-        };
         let exec = Executor {
             engine: e,
-            prober: &prober,
+            prober,
             keys: &k,
             project: "p",
             progress: &|_| {},
             interrupted: Arc::new(AtomicBool::new(false)),
         };
-        let list = e.list_containers("com.mcp.project=p").await.unwrap();
-        let prev = observe(&list, &k)
-            .services
-            .get("alpha")
-            .and_then(|o| o.serving.clone());
-        exec.run_step_edge(&step(release, prev), None, sw).await.0
+        exec.run_step_edge(&step, None, sw).await
+    }
+
+    async fn run(e: &FakeEngine, bad: &[&str], release: u64, sw: &EdgeSwitch) -> StepResult {
+        let prober = EdgeProber::new(e, bad, &[]);
+        let s = step(release, serving(e).await);
+        run_step(e, &prober, s, sw).await.0
+    }
+
+    fn running(e: &FakeEngine, name: &str) -> bool {
+        e.state
+            .lock()
+            .unwrap()
+            .containers
+            .get(name)
+            .is_some_and(|c| c.state == crate::engine::RunState::Running)
     }
 
     #[tokio::test]
@@ -348,5 +742,143 @@ mod tests {
                 crate::engine::RunState::Running
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_switched_route_is_probed_through_the_edge_before_the_old_revision_stops() {
+        let e = FakeEngine::new();
+        e.add_image("img", BTreeMap::new());
+        let sw = edge().await;
+        assert_eq!(run(&e, &[], 1, &sw).await.outcome, Outcome::Ok);
+        let prober = EdgeProber::new(&e, &[], &[]);
+        let (r, switch) = run_step(&e, &prober, step(2, serving(&e).await), &sw).await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        let calls = e.calls();
+        let stop = calls
+            .iter()
+            .position(|c| c == "stop p-alpha-r1")
+            .expect("r1 stopped");
+        let through = prober.through_edge();
+        assert_eq!(through.len(), 1, "one probe through the edge: {through:?}");
+        assert_eq!(through[0].0, "p-alpha-r2");
+        assert!(through[0].1 <= stop, "probed before r1 stopped: {calls:?}");
+        let gate = r.gate.unwrap();
+        assert!(
+            gate.checks.iter().any(|c| c.name == "through-edge" && c.ok),
+            "{gate:?}"
+        );
+        let switch = switch.expect("a route switch");
+        assert_eq!(switch.outcome, SwitchOutcome::Switched);
+        assert!(switch.through_edge.as_ref().is_some_and(|c| c.ok));
+        assert!(
+            switch.detail().contains("→ http://p-alpha-r2:8080 (revision r2); through-edge: answers through the edge at http://127.0.0.1:8501"),
+            "{}",
+            switch.detail()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_through_the_edge_puts_the_route_back_and_removes_the_new_revision() {
+        for (bad_through, want) in [
+            (vec!["p-alpha-r2"], Outcome::GateFailedRestored),
+            (vec!["p-alpha-r2", "p-alpha-r1"], Outcome::RestoreFailed),
+        ] {
+            let e = FakeEngine::new();
+            e.add_image("img", BTreeMap::new());
+            let sw = edge().await;
+            assert_eq!(run(&e, &[], 1, &sw).await.outcome, Outcome::Ok);
+            let before = e.calls().len();
+            let prober = EdgeProber::new(&e, &[], &bad_through);
+            let (r, switch) = run_step(&e, &prober, step(2, serving(&e).await), &sw).await;
+            assert_eq!(r.outcome, want, "{r:?}");
+            let failed = r.failed.as_ref().unwrap();
+            assert_eq!(failed.name, "through-edge initialize", "{r:?}");
+            assert!(
+                failed.detail.contains("http://127.0.0.1:8501"),
+                "{failed:?}"
+            );
+            let restored = r.restored.as_deref().unwrap();
+            match want {
+                Outcome::GateFailedRestored => {
+                    assert!(
+                        restored.contains("serves again through the edge"),
+                        "{restored}"
+                    )
+                }
+                _ => assert!(
+                    restored.contains("fails its gate through the edge"),
+                    "{restored}"
+                ),
+            }
+            // The route is r1's again (the edge's truth), r2 is gone, r1 never stopped.
+            let route = sw.admin.route("alpha").await.unwrap().unwrap();
+            assert_eq!(
+                (route.upstream.as_str(), route.revision),
+                ("http://p-alpha-r1:8080", Some(1))
+            );
+            assert!(!e
+                .state
+                .lock()
+                .unwrap()
+                .containers
+                .contains_key("p-alpha-r2"));
+            assert!(running(&e, "p-alpha-r1"));
+            let later = e.calls()[before..].to_vec();
+            assert!(!later.iter().any(|c| c == "stop p-alpha-r1"), "{later:?}");
+            // r2 was probed through the edge, then r1 (after the route was put back).
+            let through: Vec<String> = prober.through_edge().into_iter().map(|p| p.0).collect();
+            assert_eq!(through, vec!["p-alpha-r2", "p-alpha-r1"]);
+            // The ledger's route line says what happened.
+            let switch = switch.expect("the switch and its revert are recorded");
+            assert_eq!(switch.outcome, SwitchOutcome::Reverted);
+            assert_eq!(switch.outcome.as_str(), "reverted");
+            assert_eq!(switch.from.as_deref(), Some("http://p-alpha-r1:8080"));
+            assert_eq!(switch.route.upstream, "http://p-alpha-r1:8080");
+            let d = switch.detail();
+            assert!(
+                d.contains(
+                    "through-edge initialize: through the edge at http://127.0.0.1:8501: HTTP 403"
+                ) && d.contains("put back to http://p-alpha-r1:8080 (revision r1)"),
+                "{d}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_deploy_that_fails_through_the_edge_is_removed() {
+        let e = FakeEngine::new();
+        e.add_image("img", BTreeMap::new());
+        let sw = edge().await;
+        let prober = EdgeProber::new(&e, &[], &["p-alpha-r1"]);
+        let (r, switch) = run_step(&e, &prober, step(1, None), &sw).await;
+        assert_eq!(r.outcome, Outcome::GateFailedRestored, "{r:?}");
+        assert!(r.restored.unwrap().contains("nothing was serving before"));
+        assert!(e.state.lock().unwrap().containers.is_empty());
+        assert_eq!(switch.unwrap().outcome, SwitchOutcome::Reverted);
+    }
+
+    #[tokio::test]
+    async fn the_upstream_is_the_revisions_container_port() {
+        let e = FakeEngine::new();
+        e.add_image("img", BTreeMap::new());
+        let sw = edge().await;
+        let at_9090 = |mut s: Step| {
+            s.spec.port.as_mut().unwrap().container_port = 9090;
+            s
+        };
+        let prober = EdgeProber::new(&e, &[], &[]);
+        let (r, _) = run_step(&e, &prober, at_9090(step(1, None)), &sw).await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        let route = sw.admin.route("alpha").await.unwrap().unwrap();
+        assert_eq!(route.upstream, "http://p-alpha-r1:9090");
+        // The next switch finds the previous upstream at its port (recorded config), and drains it.
+        let prev = serving(&e).await.unwrap();
+        assert_eq!(revision_upstream(&prev), "http://p-alpha-r1:9090");
+        let (r, switch) = run_step(&e, &prober, at_9090(step(2, Some(prev))), &sw).await;
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        let switch = switch.unwrap();
+        assert_eq!(switch.from.as_deref(), Some("http://p-alpha-r1:9090"));
+        assert_eq!(switch.route.upstream, "http://p-alpha-r2:9090");
+        assert!(switch.drained_ms.is_some(), "{switch:?}");
     }
 }
