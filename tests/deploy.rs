@@ -695,9 +695,23 @@ services:
         .unwrap();
     assert_eq!(code(&out), 0, "{}", show(&out));
 
-    // The host file: 0400, owned by the container user, holding the value.
+    // The host file (one per value, `NAME@<hmac>`): 0400, owned by the container user, holding
+    // the value.
     use std::os::unix::fs::MetadataExt;
-    let file = s.state().join("secrets/alpha/API_TOKEN");
+    let files: Vec<_> = std::fs::read_dir(s.state().join("secrets/alpha"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = files[0].clone();
+    assert!(
+        file.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("API_TOKEN@"),
+        "{file:?}"
+    );
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!((meta.mode() & 0o777, meta.uid()), (0o400, 10001));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), value);
@@ -814,4 +828,196 @@ fn ctrl_c_during_the_gate_removes_the_candidate_and_exits_130() {
     assert_eq!(s.nonce(Transport::Http), "A");
     let hist = text(&s.mcpctl(&["--output", "json", "history"]).stdout);
     assert!(hist.contains("\"outcome\":\"interrupted\""), "{hist}");
+}
+
+/// Ask the serving revision over MCP what its server sees in environment variable `name` (the
+/// bridge exports each `/run/secrets/NAME` file into it).
+fn server_env(stack: &Stack, name: &str) -> String {
+    let base = format!("http://127.0.0.1:{}", stack.port);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut s =
+            mcpctl::health::Session::connect(&base, Transport::Http, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("MCP connect to {base}: {e}"));
+        let r = s
+            .call_tool("getenv", serde_json::json!({"name": name}))
+            .await
+            .expect("getenv");
+        s.close().await;
+        assert!(!r.is_error, "getenv failed: {}", r.text);
+        r.text
+    })
+}
+
+#[test]
+fn rollback_across_a_secret_change_mounts_the_value_the_revision_was_deployed_with() {
+    if !common::docker_available("deploy_secret_rollback") {
+        return;
+    }
+    let s = Stack::new("srb");
+    let runtime = common::runtime_image();
+    let var = format!("MCPCTL_TEST_SECRET_{}", s.project.to_uppercase());
+    let manifest = format!(
+        r#"version: 1
+project: {project}
+retain_revisions: 3
+services:
+  alpha:
+    port: {port}
+    transport: http
+    server:
+      source: {{image: {{ref: "{runtime}"}}}}
+      command: [/usr/local/bin/mcp-testserver, --nonce, Z]
+    secrets:
+      API_TOKEN: {{from_env: {var}}}
+    health: {{start_period: 1s, interval: 1s, timeout: 5s, expect_tools: {{include: [echo]}}}}
+"#,
+        project = s.project,
+        port = s.port,
+    );
+    std::fs::write(s.dir.path().join("services.yaml"), manifest).unwrap();
+    let with = |value: &str, args: &[&str]| s.command(args).env(&var, value).output().unwrap();
+    let hmac_label = |release: u64| {
+        common::must(Command::new("docker").args([
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"com.mcp.secrets-hmac\"}}",
+            &format!("{}-alpha-r{release}", s.project),
+        ]))
+        .trim()
+        .to_string()
+    };
+
+    // v1, then v2: a rotation is an update; each revision sees its own value.
+    let out = with("value-one", &["--yes", "deploy"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let r1 = release_of(&s);
+    assert_eq!(server_env(&s, "API_TOKEN"), "value-one");
+    let out = with("value-two", &["--yes", "deploy"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let r2 = release_of(&s);
+    assert!(r2 > r1);
+    assert_eq!(server_env(&s, "API_TOKEN"), "value-two");
+    assert_ne!(hmac_label(r1), hmac_label(r2));
+
+    // Rollback (the shell still holds v2): r1 is restored with v1, and its label says so.
+    let out = with("value-two", &["--yes", "rollback", "alpha"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let r3 = release_of(&s);
+    assert!(r3 > r2, "a rollback is a release of its own");
+    assert_eq!(
+        server_env(&s, "API_TOKEN"),
+        "value-one",
+        "the restored revision mounts the value it was deployed with"
+    );
+    assert_eq!(hmac_label(r3), hmac_label(r1));
+
+    // State directory lost (values and install key): going back to r2 cannot know v2 was its
+    // value, so it refuses, naming the secret and the re-key step; nothing changes.
+    std::fs::remove_dir_all(s.state()).unwrap();
+    let out = with("value-two", &["--yes", "rollback", "alpha"]);
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    let err = text(&out.stderr);
+    for want in ["secret `API_TOKEN`", "is gone", "--current-secrets"] {
+        assert!(err.contains(want), "missing `{want}`: {}", show(&out));
+    }
+    assert_eq!(release_of(&s), r3);
+    assert_eq!(server_env(&s, "API_TOKEN"), "value-one");
+
+    // Re-key: r2's config with the current value; the label records the new fingerprint.
+    let out = with(
+        "value-two",
+        &["--yes", "rollback", "alpha", "--current-secrets"],
+    );
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let r4 = release_of(&s);
+    assert!(r4 > r3);
+    assert_eq!(server_env(&s, "API_TOKEN"), "value-two");
+    assert!(
+        text(&out.stderr).contains("mounting the current one"),
+        "{}",
+        show(&out)
+    );
+    assert_ne!(
+        hmac_label(r4),
+        hmac_label(r2),
+        "fingerprints under the new key"
+    );
+    let all = format!("{}{}", show(&out), hmac_label(r4));
+    assert!(!all.contains("value-two"), "the value is never shown");
+}
+
+#[test]
+fn concurrent_starts_on_a_stale_lock_take_it_over_exactly_once() {
+    if !common::docker_available("deploy_lock_race") {
+        return;
+    }
+    let s = Stack::new("lkr");
+    s.revision(&["--nonce", "A"], "http", SMOKE, 5);
+    let out = s.mcpctl(&["--yes", "deploy"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+
+    // A lock left by a run of this host that is gone (a pid above any pid_max), written by the
+    // code mcpctl takes the lock with.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys = mcpctl::engine::labels::Keys::new("com.mcp");
+    let engine = rt
+        .block_on(mcpctl::engine::docker::DockerEngine::connect())
+        .unwrap();
+    let dead = mcpctl::rollout::lock::LockInfo {
+        pid: 999_999_999,
+        ..mcpctl::rollout::lock::LockInfo::current("deploy (killed)", None)
+    };
+    rt.block_on(mcpctl::rollout::lock::acquire(
+        &engine, &keys, &s.project, &dead, false,
+    ))
+    .unwrap()
+    .expect("the lock is free");
+    assert_eq!(s.containers("name=-lock").len(), 1);
+
+    // Four runs at once: each sees the stale lock; exactly one takes it over (and reconciles);
+    // the others find it held (exit 5) or, once released, nothing to do (exit 0).
+    let runs: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            s.command(&["--yes", "deploy"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("mcpctl starts")
+        })
+        .collect();
+    let outs: Vec<Output> = runs
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("mcpctl ends"))
+        .collect();
+    let all = outs.iter().map(show).collect::<Vec<_>>().join("\n---\n");
+    for out in &outs {
+        assert!(
+            [0, 5].contains(&code(out)),
+            "every run succeeds or finds the lock held:\n{all}"
+        );
+    }
+    let took_over = outs
+        .iter()
+        .filter(|o| text(&o.stderr).contains("taking over from a run that is gone"))
+        .count();
+    assert_eq!(took_over, 1, "exactly one run takes the lock over:\n{all}");
+    assert!(
+        s.containers("name=-lock").is_empty(),
+        "no lock (nor set-aside lock) is left:\n{all}"
+    );
+    assert_eq!(
+        s.containers("label=com.mcp.service=alpha").len(),
+        1,
+        "one revision of alpha:\n{all}"
+    );
+    assert_eq!(release_of(&s), 1, "the first release still serves");
+    assert_eq!(s.nonce(Transport::Http), "A");
 }

@@ -4,7 +4,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::deploy::{build_if_needed, connect, open_project_for, runtime};
+use super::common::{build_if_needed, connect, open_project_for, runtime};
 use crate::engine::context::DigestCache;
 use crate::error::ExitCode;
 use crate::output;

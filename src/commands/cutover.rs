@@ -196,14 +196,14 @@ async fn locked(
     command: &str,
     work: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
 ) -> anyhow::Result<ExitCode> {
-    use crate::commands::deploy::{connect, open_project, take_lock};
+    use crate::commands::common::{connect, open_project, release_lock, take_lock};
     let project = open_project(settings)?;
     let engine = connect().await?;
     let ledger = Ledger::new(&project.state_dir);
     let me = crate::rollout::lock::LockInfo::current(command, None);
-    take_lock(&engine, &project, settings, &me, false, &ledger).await?;
+    let held = take_lock(&engine, &project, settings, &me, false, &ledger).await?;
     let result = work.await;
-    crate::rollout::lock::release(&engine, project.name()).await;
+    release_lock(&engine, &project, &held).await;
     result
 }
 
@@ -1184,7 +1184,7 @@ async fn retire_cmd(
         )
         .into());
     }
-    super::deploy::confirm(
+    super::common::confirm(
         settings,
         &format!(
             "Stop the old proxy ({}) serving {}? Revert will no longer be possible",

@@ -5,7 +5,9 @@
 use clap::Args;
 use serde_json::json;
 
-use super::deploy::{confirm, connect, open_project, progress_printer, runtime, take_lock};
+use super::common::{
+    confirm, connect, open_project, progress_printer, release_lock, runtime, take_lock,
+};
 use crate::cli::OutputFormat;
 use crate::engine::Engine;
 use crate::error::ExitCode;
@@ -44,7 +46,7 @@ pub fn run(settings: &Settings, args: &DownArgs) -> anyhow::Result<ExitCode> {
         confirm(settings, &what)?;
         let ledger = Ledger::new(&project.state_dir);
         let me = LockInfo::current(if args.volumes { "down --volumes" } else { "down" }, args.message.as_deref());
-        take_lock(&engine, &project, settings, &me, args.force_unlock, &ledger).await?;
+        let held = take_lock(&engine, &project, settings, &me, args.force_unlock, &ledger).await?;
         let say = progress_printer(settings);
         let result = async {
             for c in &containers {
@@ -62,7 +64,7 @@ pub fn run(settings: &Settings, args: &DownArgs) -> anyhow::Result<ExitCode> {
             anyhow::Ok(())
         }
         .await;
-        lock::release(&engine, project.name()).await;
+        release_lock(&engine, &project, &held).await;
         result?;
         ledger.append(&Entry {
             ts: now_rfc3339(),

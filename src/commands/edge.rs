@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::deploy::{confirm, connect, open_project, progress_printer, runtime};
+use super::common::{confirm, connect, open_project, progress_printer, runtime};
 use crate::cli::OutputFormat;
 use crate::edge::container;
 use crate::error::{CommandError, ExitCode};
@@ -192,52 +192,4 @@ pub(crate) async fn prepare_edge(
         admin: container::admin(project),
         drain_timeout: project.manifest.edge.drain_timeout,
     }))
-}
-
-/// One step: through the edge when it fronts the service (the route switch is recorded in the
-/// ledger as its own `route` entry), else the classic switch.
-#[allow(clippy::too_many_arguments)] // the step, where it switches, and what the ledger records
-pub(crate) async fn run_step<E: crate::engine::Engine, P: crate::rollout::executor::Prober>(
-    exec: &crate::rollout::executor::Executor<'_, E, P>,
-    edge: Option<&EdgeSwitch>,
-    project: &crate::rollout::Project,
-    step: &crate::rollout::executor::Step,
-    previous_tools: Option<&std::collections::BTreeMap<String, String>>,
-    ledger: &Ledger,
-    (me, command, release): (&LockInfo, &str, u64),
-) -> anyhow::Result<crate::rollout::executor::StepResult> {
-    let Some(edge) = edge.filter(|_| container::fronts(project, &step.service)) else {
-        return Ok(exec.run_step(step, previous_tools).await);
-    };
-    let (r, switch) = exec.run_step_edge(step, previous_tools, edge).await;
-    if let Some(s) = switch {
-        ledger.append(&Entry {
-            ts: now_rfc3339(),
-            event: "route".into(),
-            release,
-            command: command.into(),
-            who: me.who.clone(),
-            host: me.host.clone(),
-            pid: me.pid,
-            service: Some(s.service.clone()),
-            from: s.from.clone(),
-            to: Some(s.route.upstream.clone()),
-            outcome: "switched".into(),
-            detail: Some(format!(
-                "edge route {} → {} (revision {}){}",
-                s.from.as_deref().unwrap_or("(none)"),
-                s.route.upstream,
-                s.route
-                    .revision
-                    .map(|n| format!("r{n}"))
-                    .unwrap_or("-".into()),
-                s.drained_ms
-                    .map(|d| format!("; previous upstream drained in {d} ms"))
-                    .unwrap_or_default()
-            )),
-            duration_ms: r.duration_ms,
-            ..Default::default()
-        })?;
-    }
-    Ok(r)
 }

@@ -4,7 +4,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::deploy::{connect, observe, open_project, runtime};
+use super::common::{connect, observe, open_project, runtime};
 use crate::cli::OutputFormat;
 use crate::error::ExitCode;
 use crate::output;

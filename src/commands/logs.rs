@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use super::deploy::{connect, observe, open_project, runtime};
+use super::common::{connect, observe, open_project, runtime};
 use crate::engine::Engine;
 use crate::error::{CommandError, ExitCode};
 use crate::output;

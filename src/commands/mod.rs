@@ -2,6 +2,7 @@
 
 pub mod bases;
 pub mod build;
+mod common;
 pub mod cutover;
 pub mod deploy;
 pub mod down;

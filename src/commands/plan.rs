@@ -4,7 +4,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::deploy::{connect, observe, open_project_for, plan_rows, runtime};
+use super::common::{connect, observe, open_project_for, plan_rows, runtime};
 use crate::cli::OutputFormat;
 use crate::engine::context::DigestCache;
 use crate::error::ExitCode;

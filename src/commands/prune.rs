@@ -7,15 +7,15 @@ use std::collections::BTreeSet;
 use clap::Args;
 use serde_json::json;
 
-use super::deploy::{
-    confirm, connect, observe, open_project, progress_printer, runtime, take_lock,
+use super::common::{
+    confirm, connect, observe, open_project, progress_printer, release_lock, runtime, take_lock,
 };
 use crate::cli::OutputFormat;
 use crate::engine::Engine;
 use crate::error::ExitCode;
 use crate::output;
 use crate::rollout::ledger::Ledger;
-use crate::rollout::lock::{self, LockInfo};
+use crate::rollout::lock::LockInfo;
 use crate::settings::Settings;
 
 #[derive(Args, Debug)]
@@ -51,7 +51,7 @@ pub fn run(settings: &Settings, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         )?;
         let ledger = Ledger::new(&project.state_dir);
         let me = LockInfo::current("prune", None);
-        take_lock(&engine, &project, settings, &me, args.force_unlock, &ledger).await?;
+        let held = take_lock(&engine, &project, settings, &me, args.force_unlock, &ledger).await?;
         let say = progress_printer(settings);
         let result = async {
             for c in &old {
@@ -88,7 +88,7 @@ pub fn run(settings: &Settings, args: &PruneArgs) -> anyhow::Result<ExitCode> {
             anyhow::Ok(removed)
         }
         .await;
-        lock::release(&engine, project.name()).await;
+        release_lock(&engine, &project, &held).await;
         let removed = result?;
         match settings.output {
             OutputFormat::Json => output::json_line(&json!({"revisions": old, "images": removed})),

@@ -3,23 +3,21 @@
 //! release N; without it, one service goes back one revision, or (no SERVICE) every service goes
 //! back to the release before the latest. A rollback is a release of its own.
 
-use std::sync::atomic::Ordering;
-
 use clap::Args;
 use serde_json::json;
 
-use super::deploy::{
-    confirm, connect, finish, observe, open_project, prepare, progress_printer, runtime,
-    step_entry, take_lock, watch_ctrl_c,
+use super::common::{
+    confirm, connect, finish, observe, open_project, progress_printer, release_lock, runtime,
+    take_lock,
 };
-use crate::engine::{ContainerSpec, Engine};
+use crate::engine::Engine;
 use crate::error::{CommandError, ExitCode};
-use crate::manifest::{Role, Transport};
-use crate::rollout::executor::{Executor, GateConfig, McpProber, Outcome, Step};
-use crate::rollout::ledger::{now_rfc3339, Entry, Ledger};
-use crate::rollout::lock::{self, LockInfo};
-use crate::rollout::plan::{Observed, Revision};
-use crate::rollout::{revision_name, secrets, Project};
+use crate::manifest::Role;
+use crate::rollout::executor::{Executor, GateConfig, McpProber, StepResult};
+use crate::rollout::ledger::Ledger;
+use crate::rollout::lock::LockInfo;
+use crate::rollout::plan::{self, Revision};
+use crate::rollout::{release, secrets, Project};
 use crate::settings::Settings;
 
 #[derive(Args, Debug)]
@@ -35,46 +33,10 @@ pub struct RollbackArgs {
     /// Remove a lock left by another run first.
     #[arg(long)]
     pub force_unlock: bool,
-}
-
-/// The revision of each service to restore, from labels alone.
-pub fn targets(
-    observed: &Observed,
-    service: Option<&str>,
-    to: Option<u64>,
-) -> Vec<(String, Revision, Option<Revision>)> {
-    let latest = observed
-        .services
-        .values()
-        .filter_map(|o| o.serving.as_ref())
-        .map(|s| s.release)
-        .max()
-        .unwrap_or(0);
-    let mut out = Vec::new();
-    for (name, o) in &observed.services {
-        if service.is_some_and(|s| s != name) {
-            continue;
-        }
-        let serving = o.serving.clone();
-        let all = o.serving.iter().chain(o.retained.iter());
-        let target = match (to, service) {
-            (Some(n), _) => all.filter(|r| r.release <= n).max_by_key(|r| r.release),
-            (None, Some(_)) => {
-                let cur = serving.as_ref().map(|s| s.release).unwrap_or(u64::MAX);
-                o.retained
-                    .iter()
-                    .filter(|r| r.release < cur)
-                    .max_by_key(|r| r.release)
-            }
-            (None, None) => all.filter(|r| r.release < latest).max_by_key(|r| r.release),
-        };
-        if let Some(t) = target {
-            if serving.as_ref().map(|s| &s.container) != Some(&t.container) {
-                out.push((name.clone(), t.clone(), serving));
-            }
-        }
-    }
-    out
+    /// Re-key: where a secret value a revision was deployed with is gone (state directory lost
+    /// or pruned), mount the current value instead of refusing.
+    #[arg(long)]
+    pub current_secrets: bool,
 }
 
 pub fn run(settings: &Settings, args: &RollbackArgs) -> anyhow::Result<ExitCode> {
@@ -108,26 +70,30 @@ async fn rollback(
             .into());
         }
     }
-    let planned = targets(&observed, args.service.as_deref(), args.to);
+    let planned = plan::rollback_targets(&observed, args.service.as_deref(), args.to);
     if planned.is_empty() {
         crate::output::human(settings, "nothing to roll back: the requested revisions are already serving (or none is retained)");
         return Ok(ExitCode::Ok);
     }
     let what: Vec<String> = planned
         .iter()
-        .map(|(s, t, cur)| {
+        .map(|t| {
             format!(
-                "{s} {} → {}",
-                cur.as_ref().map(Revision::name).unwrap_or("(none)".into()),
-                t.name()
+                "{} {} → {}",
+                t.service,
+                t.current
+                    .as_ref()
+                    .map(Revision::name)
+                    .unwrap_or("(none)".into()),
+                t.target.name()
             )
         })
         .collect();
     confirm(settings, &format!("roll back: {}?", what.join(", ")))?;
-    take_lock(&engine, project, settings, &me, args.force_unlock, &ledger).await?;
-    let interrupted = watch_ctrl_c();
+    let held = take_lock(&engine, project, settings, &me, args.force_unlock, &ledger).await?;
+    let interrupted = release::watch_signals();
     let r = apply(settings, args, project, &engine, &ledger, &me, interrupted).await;
-    lock::release(&engine, project.name()).await;
+    release_lock(&engine, project, &held).await;
     let (release, results) = r?;
     finish(settings, "rollback", release, &results, json!(null))
 }
@@ -140,12 +106,41 @@ async fn apply(
     ledger: &Ledger,
     me: &LockInfo,
     interrupted: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> anyhow::Result<(u64, Vec<crate::rollout::executor::StepResult>)> {
+) -> anyhow::Result<(u64, Vec<StepResult>)> {
     let say = progress_printer(settings);
+    // Re-read under the lock: a reconcile may have changed what serves.
     let observed = observe(engine, project).await?;
-    let planned = targets(&observed, args.service.as_deref(), args.to);
-    let release = observed.max_release.max(ledger.max_release()) + 1;
-    let started = std::time::Instant::now();
+    let release = release::next_release(observed.max_release, ledger);
+    let mut steps = Vec::new();
+    for t in plan::rollback_targets(&observed, args.service.as_deref(), args.to) {
+        if engine.image_id(&t.target.image).await?.is_none() {
+            return Err(anyhow::anyhow!(
+                "{}: the image {} of {} is gone (pruned?); restore needs a rebuild: check out that manifest and `mcpctl deploy`",
+                t.service,
+                t.target.image,
+                t.target.name()
+            ));
+        }
+        let (mounts, resolved) = secret_mounts(project, &t, args.current_secrets)?;
+        let mut p = plan::restore_step(project, release, &t, mounts.binds, resolved)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        // The fingerprints of the values it mounts (not the recorded ones where re-keyed).
+        p.step
+            .spec
+            .labels
+            .insert(project.keys.secrets_hmac(), mounts.label);
+        for name in &mounts.rekeyed {
+            say(&format!("{}: secret {name}: the recorded value is gone; mounting the current one (--current-secrets)", t.service));
+        }
+        say(&format!(
+            "{}: restoring {} (recorded config, image {}) as {}",
+            t.service,
+            t.target.name(),
+            p.step.spec.image,
+            p.step.revision
+        ));
+        steps.push(p);
+    }
     let edge = super::edge::prepare_edge(engine, project, &say).await?;
     let exec = Executor {
         engine,
@@ -153,143 +148,58 @@ async fn apply(
         keys: &project.keys,
         project: project.name(),
         progress: &say,
-        interrupted: interrupted.clone(),
+        interrupted,
     };
-    let mut results = Vec::new();
-    let mut services = Vec::new();
-    for (service, target, current) in planned {
-        services.push(service.clone());
-        let Some(recorded) = target.spec.clone() else {
-            return Err(anyhow::anyhow!(
-                "{service}: {} carries no recorded config (label {}); it cannot be restored",
-                target.name(),
-                project.keys.spec()
-            ));
-        };
-        if engine.image_id(&recorded.image).await?.is_none() {
-            return Err(anyhow::anyhow!(
-                "{service}: the image {} of {} is gone (pruned?); restore needs a rebuild: check out that manifest and `mcpctl deploy`",
-                recorded.image,
-                target.name()
-            ));
-        }
-        let gate = GateConfig::of(&target, &project.keys);
-        let (role, health, transport) = match (&gate, project.manifest.services.get(&service)) {
-            (Some(g), _) => (g.role, g.health.clone(), g.transport),
-            (None, Some(svc)) => (
-                svc.role,
-                svc.health.clone(),
-                svc.transport.unwrap_or(project.manifest.litellm.transport),
-            ),
-            (None, None) => (Role::Service, Default::default(), Transport::Sse),
-        };
-        // Secrets are files in the state directory, which may be gone: resolve them again.
-        let resolved = match project.manifest.services.get(&service) {
-            Some(_) => {
-                let key = secrets::install_key(&project.state_dir)
-                    .map_err(|e| CommandError::usage(e.to_string()))?;
-                secrets::resolve(&project.manifest, &service, &project.manifest_dir, &key)
-                    .map_err(|e| CommandError::usage(e.to_string()))?
-            }
-            None => vec![],
-        };
-        let needed: Vec<String> = recorded
-            .binds
-            .iter()
-            .filter(|b| b.target.starts_with("/run/secrets/"))
-            .map(|b| b.target["/run/secrets/".len()..].to_string())
-            .collect();
-        for n in &needed {
-            if !resolved.iter().any(|r| &r.name == n) {
-                return Err(CommandError::usage(format!(
-                    "{service}: {} needs secret `{n}`, which the manifest no longer provides",
-                    target.name()
-                ))
-                .into());
-            }
-        }
-        prepare(engine, project, &service, role, &resolved).await?;
-        // Rebind to this state directory (it may have moved), keep the rest as recorded.
-        let mut spec: ContainerSpec = recorded;
-        let fresh = secrets::binds(&project.state_dir, &service, &resolved);
-        spec.binds
-            .retain(|b| !b.target.starts_with("/run/secrets/"));
-        spec.binds.extend(
-            fresh
-                .into_iter()
-                .filter(|b| needed.iter().any(|n| b.target.ends_with(&format!("/{n}")))),
-        );
-        spec.name = project.container_name(&service, release);
-        spec.labels = target.labels.clone();
-        spec.labels.remove(&project.keys.spec());
-        spec.labels.remove(&project.keys.gate());
-        spec.labels.remove(&project.keys.phase());
-        spec.labels
-            .insert(project.keys.release(), release.to_string());
-        let step = Step {
-            service: service.clone(),
-            spec,
-            revision: revision_name(release, &target.config_hash),
-            health,
-            transport,
-            role,
-            stateful: project
-                .manifest
-                .services
-                .get(&service)
-                .is_some_and(|s| s.stateful),
-            previous: current,
-            retain: project.manifest.retain_revisions,
-            backup_dir: Some(project.state_dir.join("backups").join(&service)),
-        };
-        say(&format!(
-            "{service}: restoring {} (recorded config, image {}) as {}",
-            target.name(),
-            step.spec.image,
-            step.revision
-        ));
-        let r = super::edge::run_step(
-            &exec,
-            edge.as_ref(),
-            project,
-            &step,
-            None,
-            ledger,
-            (me, "rollback", release),
-        )
-        .await?;
-        let mut entry = step_entry(me, "rollback", release, &r, args.message.as_deref());
-        entry.detail = Some(format!(
-            "restores {}{}",
-            target.name(),
-            entry.detail.map(|d| format!("; {d}")).unwrap_or_default()
-        ));
-        ledger.append(&entry)?;
-        let stop = r.outcome != Outcome::Ok;
-        results.push(r);
-        if stop || interrupted.load(Ordering::SeqCst) {
-            break;
-        }
-    }
-    let outcome = results
-        .iter()
-        .map(|r| r.outcome)
-        .find(|o| *o != Outcome::Ok)
-        .unwrap_or(Outcome::Ok);
-    ledger.append(&Entry {
-        ts: now_rfc3339(),
-        event: "release".into(),
-        release,
-        command: "rollback".into(),
-        who: me.who.clone(),
-        host: me.host.clone(),
-        pid: me.pid,
-        message: args.message.clone(),
-        outcome: outcome.as_str().into(),
+    let who = release::Run {
+        ledger,
+        me,
+        command: "rollback",
+        message: args.message.as_deref(),
         detail: args.to.map(|n| format!("to the state after release {n}")),
-        duration_ms: started.elapsed().as_millis() as u64,
-        services,
-        ..Default::default()
-    })?;
-    Ok((release, results))
+    };
+    let done = release::run(
+        &exec,
+        edge.as_ref(),
+        project,
+        &who,
+        release,
+        &steps,
+        &release::NoHooks,
+    )
+    .await?;
+    Ok((release, done.results))
+}
+
+/// The secret mounts of the revision to restore (the values it was deployed with: see
+/// [`secrets::Restore`]) with the label that records them, and the current values (written too).
+fn secret_mounts(
+    project: &Project,
+    t: &plan::RollbackTarget,
+    use_current: bool,
+) -> anyhow::Result<(secrets::Restored, Vec<secrets::Resolved>)> {
+    let service = &t.service;
+    let recorded = t.target.spec.as_ref().map_or(&[][..], |s| &s.binds[..]);
+    let usage = |e: anyhow::Error| CommandError::usage(format!("{e:#}"));
+    let key = secrets::install_key(&project.state_dir).map_err(usage)?;
+    let svc = project.manifest.services.get(service);
+    let current = match svc {
+        Some(_) => secrets::resolve(&project.manifest, service, &project.manifest_dir, &key),
+        None => Ok(vec![]),
+    };
+    let role = GateConfig::of(&t.target, &project.keys)
+        .map(|g| g.role)
+        .or(svc.map(|s| s.role))
+        .unwrap_or(Role::Service);
+    let restored = secrets::Restore {
+        state_dir: &project.state_dir,
+        service,
+        revision: &t.target.name(),
+        role,
+        key: &key,
+        current: current.as_deref().map_err(|e| format!("{e:#}")),
+        use_current,
+    }
+    .binds(recorded, &t.target.secrets_label)
+    .map_err(usage)?;
+    Ok((restored, current.unwrap_or_default()))
 }

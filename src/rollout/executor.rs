@@ -445,6 +445,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                     .await,
             ));
         }
+        super::fault::point("candidate-started");
         let report = self
             .gate_container(
                 &cand.name,
@@ -456,6 +457,12 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                 true,
             )
             .await;
+        // A signal that arrived while the gate passed still stops before the switch.
+        let report = if report.passed && self.interrupted.load(Ordering::SeqCst) {
+            report.fail("interrupted", "signal during the gate", started)
+        } else {
+            report
+        };
         if !report.passed {
             let logs = self.tail(&cand.name).await;
             let _ = self.engine.remove_container(&cand.name).await;
@@ -499,6 +506,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             ),
         );
         let _ = self.engine.remove_container(&cand.name).await;
+        super::fault::point("candidate-passed");
         Ok(report)
     }
 
@@ -542,6 +550,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                     )
                     .await;
             }
+            super::fault::point("previous-stopped");
         }
         let _ = self.engine.remove_container(&spec.name).await;
         if let Err((_, error, logs)) = self.launch(&spec).await {
@@ -555,6 +564,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                 )
                 .await;
         }
+        super::fault::point("revision-started");
 
         // 3. Post-switch analysis: the gate again, on the real port, without a restart.
         let post = self
@@ -595,6 +605,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             ),
         );
         self.retain(step).await;
+        super::fault::point("step-done");
         StepResult {
             service: step.service.clone(),
             from,
@@ -636,6 +647,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                 .failed(step, started, fail_check("stop", e.to_string()), None, None)
                 .await;
         }
+        super::fault::point("previous-stopped");
         // Automatic backup of every named volume, from the stopped (cleanly shut down) container.
         let mut backups = Vec::new();
         if let Some(dir) = &step.backup_dir {
@@ -688,6 +700,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             r.backups = backups;
             return r;
         }
+        super::fault::point("revision-started");
         let report = self
             .gate_container(
                 &spec.name,
@@ -717,6 +730,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             &format!("serving {} after {downtime} ms of downtime", step.revision),
         );
         self.retain(step).await;
+        super::fault::point("step-done");
         StepResult {
             service: step.service.clone(),
             from: Some(prev.name()),
@@ -1039,7 +1053,7 @@ pub(crate) mod tests {
             progress: &|_| {},
             interrupted: Arc::new(AtomicBool::new(false)),
         };
-        let done = super::super::reconcile::reconcile(&exec, None)
+        let done = super::super::reconcile::reconcile(&exec, Some("1970-01-01T00:00:00Z"), None)
             .await
             .unwrap();
         assert_eq!(done.len(), 2, "{done:?}");

@@ -9,10 +9,12 @@
 pub mod desired;
 pub mod executor;
 pub mod exporter;
+pub mod fault;
 pub mod ledger;
 pub mod lock;
 pub mod plan;
 pub mod reconcile;
+pub mod release;
 pub mod secrets;
 
 use std::path::PathBuf;

@@ -1,14 +1,20 @@
 //! The plan: desired vs observed per service, as plain data (create / update with what changed /
 //! unchanged / orphaned). Pure: no engine, no files — [`observe`] turns a container list into
-//! [`Observed`], [`diff`] compares. Printable as a table or JSON and tested on its own.
+//! [`Observed`], [`diff`] compares. Printable as a table or JSON and tested on its own. The
+//! steps of a release are planned here too: [`deploy_steps`] from the diff, [`rollback_targets`]
+//! and [`restore_step`] from labels.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::desired::DesiredSummary;
+use super::desired::{Desired, DesiredSummary};
+use super::executor::{GateConfig, Step};
+use super::release::Planned;
+use super::Project;
 use crate::engine::labels::Keys;
 use crate::engine::{ContainerInfo, ContainerSpec, RunState};
+use crate::manifest::{Role, Transport};
 
 /// One revision of a service, read back from its container's labels.
 #[derive(Debug, Clone, Serialize)]
@@ -327,6 +333,161 @@ pub fn diff(desired: &[DesiredSummary], observed: &Observed) -> Plan {
     Plan { actions }
 }
 
+/// Deploy: one step per changed action that `wanted` selects, in plan (dependency) order, as
+/// release `release`. `previous_tools`: the tools a service's last gate saw (from the ledger).
+pub fn deploy_steps(
+    project: &Project,
+    release: u64,
+    plan: &Plan,
+    desired: &[Desired],
+    observed: &Observed,
+    wanted: impl Fn(&str) -> bool,
+    previous_tools: impl Fn(&str) -> Option<BTreeMap<String, String>>,
+) -> Vec<Planned> {
+    plan.changed()
+        .filter(|a| wanted(&a.service))
+        .filter_map(|a| {
+            let d = desired.iter().find(|d| d.summary.service == a.service)?;
+            let mut spec = d.summary.spec.clone();
+            spec.name = project.container_name(&a.service, release);
+            spec.labels
+                .insert(project.keys.release(), release.to_string());
+            Some(Planned {
+                step: Step {
+                    service: a.service.clone(),
+                    spec,
+                    revision: super::revision_name(release, &d.summary.config_hash),
+                    health: d.health.clone(),
+                    transport: d.transport,
+                    role: d.role,
+                    stateful: d.stateful,
+                    previous: observed
+                        .services
+                        .get(&a.service)
+                        .and_then(|o| o.serving.clone()),
+                    retain: project.manifest.retain_revisions,
+                    backup_dir: Some(project.state_dir.join("backups").join(&a.service)),
+                },
+                secrets: d.secrets.clone(),
+                previous_tools: previous_tools(&a.service),
+                note: None,
+            })
+        })
+        .collect()
+}
+
+/// One service to roll back: the revision to restore and the one serving now.
+#[derive(Debug, Clone)]
+pub struct RollbackTarget {
+    pub service: String,
+    pub target: Revision,
+    pub current: Option<Revision>,
+}
+
+/// Rollback's choice, from labels alone. `to: Some(N)`: the state after release N (each service's
+/// newest revision at or before N). Else with `service`: that service one revision back (the
+/// newest retained revision older than the serving one). Else: every service back to its newest
+/// revision before the latest release. A service whose target already serves is left out.
+pub fn rollback_targets(
+    observed: &Observed,
+    service: Option<&str>,
+    to: Option<u64>,
+) -> Vec<RollbackTarget> {
+    let latest = observed
+        .services
+        .values()
+        .filter_map(|o| o.serving.as_ref())
+        .map(|s| s.release)
+        .max()
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for (name, o) in &observed.services {
+        if service.is_some_and(|s| s != name) {
+            continue;
+        }
+        let all = o.serving.iter().chain(o.retained.iter());
+        let target = match (to, service) {
+            (Some(n), _) => all.filter(|r| r.release <= n).max_by_key(|r| r.release),
+            (None, Some(_)) => {
+                let cur = o.serving.as_ref().map(|s| s.release).unwrap_or(u64::MAX);
+                o.retained
+                    .iter()
+                    .filter(|r| r.release < cur)
+                    .max_by_key(|r| r.release)
+            }
+            (None, None) => all.filter(|r| r.release < latest).max_by_key(|r| r.release),
+        };
+        if let Some(t) = target {
+            if o.serving.as_ref().map(|s| &s.container) != Some(&t.container) {
+                out.push(RollbackTarget {
+                    service: name.clone(),
+                    target: t.clone(),
+                    current: o.serving.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Restore `t.target` as release `release`: its recorded config (the `<p>.spec` label), its
+/// recorded gate, the secret mounts the caller resolved for the values it was deployed with
+/// (`secret_binds`, replacing the recorded ones), under a new name and release number.
+/// `Err`: why it cannot be restored (nothing recorded).
+pub fn restore_step(
+    project: &Project,
+    release: u64,
+    t: &RollbackTarget,
+    secret_binds: Vec<crate::engine::Bind>,
+    secrets: Vec<super::secrets::Resolved>,
+) -> Result<Planned, String> {
+    let keys = &project.keys;
+    let Some(mut spec) = t.target.spec.clone() else {
+        return Err(format!(
+            "{}: {} carries no recorded config (label {}); it cannot be restored",
+            t.service,
+            t.target.name(),
+            keys.spec()
+        ));
+    };
+    let svc = project.manifest.services.get(&t.service);
+    let (role, health, transport) = match (GateConfig::of(&t.target, keys), svc) {
+        (Some(g), _) => (g.role, g.health, g.transport),
+        (None, Some(svc)) => (
+            svc.role,
+            svc.health.clone(),
+            svc.transport.unwrap_or(project.manifest.litellm.transport),
+        ),
+        (None, None) => (Role::Service, Default::default(), Transport::Sse),
+    };
+    spec.binds
+        .retain(|b| !b.target.starts_with("/run/secrets/"));
+    spec.binds.extend(secret_binds);
+    spec.name = project.container_name(&t.service, release);
+    spec.labels = t.target.labels.clone();
+    for k in [keys.spec(), keys.gate(), keys.phase()] {
+        spec.labels.remove(&k);
+    }
+    spec.labels.insert(keys.release(), release.to_string());
+    Ok(Planned {
+        step: Step {
+            service: t.service.clone(),
+            spec,
+            revision: super::revision_name(release, &t.target.config_hash),
+            health,
+            transport,
+            role,
+            stateful: svc.is_some_and(|s| s.stateful),
+            previous: t.current.clone(),
+            retain: project.manifest.retain_revisions,
+            backup_dir: Some(project.state_dir.join("backups").join(&t.service)),
+        },
+        secrets,
+        previous_tools: None,
+        note: Some(format!("restores {}", t.target.name())),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,5 +650,91 @@ mod tests {
         );
         assert_eq!(o.candidates.len(), 1);
         assert_eq!(obs.max_release, 3);
+    }
+
+    fn history() -> Observed {
+        // alpha: r1, r2 stopped, r4 serving; beta: r3 serving, r1 stopped.
+        let a = desired("alpha", "p/alpha:1", 64 << 20, "");
+        let b = desired("beta", "p/beta:1", 64 << 20, "");
+        observe(
+            &[
+                container("alpha", 1, &a, RunState::Exited),
+                container("alpha", 2, &a, RunState::Exited),
+                container("alpha", 4, &a, RunState::Running),
+                container("beta", 1, &b, RunState::Exited),
+                container("beta", 3, &b, RunState::Running),
+            ],
+            &keys(),
+        )
+    }
+
+    fn chosen(t: &[RollbackTarget]) -> Vec<String> {
+        t.iter()
+            .map(|t| format!("{} r{}", t.service, t.target.release))
+            .collect()
+    }
+
+    #[test]
+    fn rollback_targets_follow_the_three_rules() {
+        let o = history();
+        // One service, one revision back.
+        assert_eq!(
+            chosen(&rollback_targets(&o, Some("alpha"), None)),
+            ["alpha r2"]
+        );
+        // Every service back to before the latest release (4): beta r3 already serves.
+        assert_eq!(chosen(&rollback_targets(&o, None, None)), ["alpha r2"]);
+        // The state after release 1: both go back to r1.
+        assert_eq!(
+            chosen(&rollback_targets(&o, None, Some(1))),
+            ["alpha r1", "beta r1"]
+        );
+        // After release 3: alpha r2, beta r3 serves already (left out).
+        assert_eq!(chosen(&rollback_targets(&o, None, Some(3))), ["alpha r2"]);
+        // Nothing retained before the serving one.
+        assert!(rollback_targets(&o, Some("beta"), Some(0)).is_empty());
+        let t = &rollback_targets(&o, Some("alpha"), None)[0];
+        assert_eq!(t.current.as_ref().map(|c| c.release), Some(4));
+    }
+
+    fn project() -> Project {
+        let text = "version: 1\nproject: p\nretain_revisions: 4\nservices:\n  alpha:\n    port: 8501\n    server: {source: {image: {ref: \"x:1\"}}, command: [x]}\n";
+        let (m, _) = crate::manifest::load_str(text, "services.yaml").expect("manifest");
+        Project::new(m, std::path::Path::new("services.yaml"), "/tmp/s".into()).unwrap()
+    }
+
+    #[test]
+    fn a_restore_step_keeps_the_recorded_config_under_a_new_name_and_release() {
+        let o = history();
+        let t = &rollback_targets(&o, Some("alpha"), None)[0];
+        let secret = crate::engine::Bind {
+            source: "/tmp/s/secrets/alpha/token".into(),
+            target: "/run/secrets/token".into(),
+            read_only: true,
+        };
+        let p = restore_step(&project(), 9, t, vec![secret.clone()], vec![]).unwrap();
+        let k = keys();
+        assert_eq!(p.step.spec.name, "p-alpha-r9");
+        assert_eq!(p.step.spec.labels[&k.release()], "9");
+        assert!(
+            !p.step.spec.labels.contains_key(&k.spec()),
+            "recorded again by the executor"
+        );
+        assert_eq!(p.step.spec.image, "p/alpha:1");
+        assert_eq!(p.step.spec.binds, vec![secret]);
+        assert_eq!(p.step.previous.as_ref().map(|r| r.release), Some(4));
+        assert_eq!(p.step.retain, 4);
+        assert!(p.step.revision.starts_with("r9-"));
+        assert_eq!(
+            p.note.as_deref(),
+            Some(t.target.name().as_str())
+                .map(|n| format!("restores {n}"))
+                .as_deref()
+        );
+        // Nothing recorded: refused with the reason.
+        let mut bare = t.clone();
+        bare.target.spec = None;
+        let e = restore_step(&project(), 9, &bare, vec![], vec![]).unwrap_err();
+        assert!(e.contains("carries no recorded config"), "{e}");
     }
 }
