@@ -52,11 +52,8 @@ pub struct GlobalArgs {
     pub quiet: bool,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
-    Human,
-    Json,
-}
+// Lives in `output` (settings and output use it); here for the flag.
+use crate::output::OutputFormat;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -65,10 +62,10 @@ pub enum Command {
     /// Render Dockerfiles, docker-compose.yml and the LiteLLM config into a directory.
     Render(RenderArgs),
     /// Serve a stdio MCP server over legacy SSE and Streamable HTTP (runs inside every container).
-    Bridge(crate::bridge::BridgeArgs),
+    Bridge(crate::commands::bridge::BridgeArgs),
     /// Serve a read-only view of the project's containers and their `mcp_container_*` metrics
     /// (runs in the stack's exporter container; the only holder of the Docker socket).
-    DockerProxy(crate::dockerproxy::DockerProxyArgs),
+    DockerProxy(crate::commands::docker_proxy::DockerProxyArgs),
     /// Build missing service images (tag = content hash of the build context and base image).
     Build(crate::commands::build::BuildArgs),
     /// Desired vs running, per service: create / update (what changed) / unchanged / orphaned.
@@ -111,5 +108,29 @@ pub struct RenderArgs {
     pub check: bool,
     /// Render only this kind of artifact.
     #[arg(long, value_enum)]
-    pub only: Option<crate::render::ArtifactKind>,
+    pub only: Option<ArtifactArg>,
+}
+
+/// `--only`: the kinds of artifact `render` writes ([`crate::render::ArtifactKind`]).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArtifactArg {
+    /// One Dockerfile (and entrypoint files) per service: services/<name>/.
+    Dockerfiles,
+    /// docker-compose.yml, an export for users without mcpctl.
+    Compose,
+    /// litellm/config.yaml with a top-level `mcp_servers`.
+    Litellm,
+    /// Prometheus config and rules, Grafana provisioning and dashboard, Promtail and Alloy configs.
+    Observability,
+}
+
+impl From<ArtifactArg> for crate::render::ArtifactKind {
+    fn from(a: ArtifactArg) -> Self {
+        match a {
+            ArtifactArg::Dockerfiles => Self::Dockerfiles,
+            ArtifactArg::Compose => Self::Compose,
+            ArtifactArg::Litellm => Self::Litellm,
+            ArtifactArg::Observability => Self::Observability,
+        }
+    }
 }

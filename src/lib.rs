@@ -12,6 +12,8 @@ pub mod error;
 pub mod health;
 pub mod images;
 pub mod manifest;
+pub mod mcp;
+pub mod metrics;
 pub mod output;
 pub mod render;
 pub mod rollout;

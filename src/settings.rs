@@ -3,7 +3,8 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{GlobalArgs, OutputFormat};
+use crate::cli::GlobalArgs;
+use crate::output::OutputFormat;
 
 #[derive(Debug, Clone)]
 pub struct Settings {

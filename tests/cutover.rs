@@ -260,7 +260,7 @@ async fn old_proxy_latency(host: &str, port: u16, name: &str, per_call: bool) ->
         let started = Instant::now();
         if per_call || warm.is_none() {
             warm = Some(
-                mcpctl::health::Session::connect(&base, t, timeout)
+                mcpctl::mcp::Session::connect(&base, t, timeout)
                     .await
                     .unwrap(),
             );

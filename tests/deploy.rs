@@ -98,7 +98,7 @@ services:
             .build()
             .unwrap();
         rt.block_on(async {
-            let mut s = mcpctl::health::Session::connect(&base, transport, Duration::from_secs(5))
+            let mut s = mcpctl::mcp::Session::connect(&base, transport, Duration::from_secs(5))
                 .await
                 .unwrap_or_else(|e| panic!("MCP connect to {base}: {e}"));
             let r = s
@@ -839,10 +839,9 @@ fn server_env(stack: &Stack, name: &str) -> String {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut s =
-            mcpctl::health::Session::connect(&base, Transport::Http, Duration::from_secs(5))
-                .await
-                .unwrap_or_else(|e| panic!("MCP connect to {base}: {e}"));
+        let mut s = mcpctl::mcp::Session::connect(&base, Transport::Http, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("MCP connect to {base}: {e}"));
         let r = s
             .call_tool("getenv", serde_json::json!({"name": name}))
             .await

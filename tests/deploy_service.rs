@@ -128,7 +128,7 @@ fn fetch_is_vendored_built_offline_deployed_through_the_gate_and_answers() {
         .unwrap();
     rt.block_on(async {
         let base = format!("http://127.0.0.1:{port}");
-        let mut s = mcpctl::health::client::Session::connect(
+        let mut s = mcpctl::mcp::Session::connect(
             &base,
             mcpctl::manifest::Transport::Sse,
             Duration::from_secs(20),

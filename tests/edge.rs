@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::{text, unique_project, Cleanup};
 use futures::StreamExt;
-use mcpctl::health::client::SseParser;
 use mcpctl::manifest::Transport;
+use mcpctl::mcp::sse::SseParser;
 use serde_json::{json, Value};
 
 struct Stack {
@@ -129,7 +129,7 @@ fn show(out: &Output) -> String {
 
 /// echo's nonce from a fresh session.
 async fn nonce(base: &str, transport: Transport) -> Result<String, String> {
-    let mut s = mcpctl::health::Session::connect(base, transport, Duration::from_secs(5))
+    let mut s = mcpctl::mcp::Session::connect(base, transport, Duration::from_secs(5))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let r = s
@@ -179,7 +179,7 @@ impl Legacy {
                     None => break Ok(()),
                     Some(Err(e)) => break Err(e.to_string()),
                     Some(Ok(chunk)) => {
-                        for ev in parser.push(&String::from_utf8_lossy(&chunk)) {
+                        for ev in parser.push(&chunk).expect("a decodable event stream") {
                             if ev.event.as_deref() == Some("endpoint") {
                                 if let Some(t) = ep_tx.take() {
                                     let _ = t.send(ev.data);
@@ -283,8 +283,7 @@ async fn load(base: String, stop: Arc<AtomicBool>, stats: Arc<Load>, worker: usi
         if worker == 0 {
             record(nonce(&base, Transport::Http).await);
         } else {
-            match mcpctl::health::Session::connect(&base, Transport::Sse, Duration::from_secs(5))
-                .await
+            match mcpctl::mcp::Session::connect(&base, Transport::Sse, Duration::from_secs(5)).await
             {
                 Err(e) => record(Err(format!("sse connect: {e}"))),
                 Ok(mut s) => {

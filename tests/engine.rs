@@ -10,8 +10,8 @@ use std::time::Duration;
 use mcpctl::engine::context::BuildContext;
 use mcpctl::engine::docker::DockerEngine;
 use mcpctl::engine::{Engine, EngineError};
-use mcpctl::health::Session;
 use mcpctl::manifest::{Health, Transport};
+use mcpctl::mcp::Session;
 
 /// A bridge on 127.0.0.1 (port chosen by the OS, read from its log), killed when dropped; its
 /// log is in a directory kept when the test fails.
@@ -244,7 +244,7 @@ fn client_sends_the_bearer_token_when_given_one() {
             // Without the token: 401 (retry while the bridge starts listening).
             loop {
                 match Session::connect(&base, transport, Duration::from_secs(5)).await {
-                    Err(mcpctl::health::McpError::Http { status, .. }) => {
+                    Err(mcpctl::mcp::McpError::Http { status, .. }) => {
                         assert_eq!(status, 401, "{transport:?}\n{}", b.tail());
                         break;
                     }
@@ -257,7 +257,7 @@ fn client_sends_the_bearer_token_when_given_one() {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let opts = mcpctl::health::Options {
+            let opts = mcpctl::mcp::Options {
                 timeout: Duration::from_secs(5),
                 bearer_token: Some("tok-123".into()),
             };

@@ -144,7 +144,7 @@ retain_revisions: 50
             .unwrap();
         rt.block_on(async {
             let mut s =
-                mcpctl::health::Session::connect(&base, Transport::Http, Duration::from_secs(5))
+                mcpctl::mcp::Session::connect(&base, Transport::Http, Duration::from_secs(5))
                     .await
                     .map_err(|e| format!("MCP connect to {base}: {e}"))?;
             let r = s

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use common::{docker_available, free_port, mcpctl, must, repo_root, text};
-use mcpctl::health::client::Session;
 use mcpctl::manifest::{Manifest, Role, Transport};
+use mcpctl::mcp::Session;
 use serde_json::{json, Value};
 
 const PROJECT: &str = "mcpstack";

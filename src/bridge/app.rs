@@ -24,12 +24,11 @@ use super::upstream::{
     CallError, CallHandle, Delivery, Route, SessionId, Sink, Status, ToolSchemas, Upstream,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionModel {
     /// One warm child for every session (stateless servers).
     Shared,
     /// One child per session (servers with per-client state).
-    #[value(name = "per_session", alias = "per-session")]
     PerSession,
 }
 

@@ -6,33 +6,29 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use clap::Args;
 use serde_json::{json, Value};
 
-#[derive(Args, Debug)]
-pub struct HealthcheckArgs {
+/// What to probe (`mcpctl bridge healthcheck`'s flags: `crate::commands::bridge::HealthcheckArgs`).
+#[derive(Debug)]
+pub struct Probe {
     /// The bridge's port on 127.0.0.1.
-    #[arg(long, env = "MCPCTL_BRIDGE_PORT", default_value_t = 8080)]
     pub port: u16,
     /// Also run an MCP initialize + tools/list round trip.
-    #[arg(long)]
     pub mcp: bool,
-    /// The bridge's bearer-token file (for --mcp); default: MCPCTL_BRIDGE_TOKEN_FILE, else the
-    /// deprecated MCPCTL_BRIDGE_TOKEN.
-    #[arg(long, env = "MCPCTL_BRIDGE_TOKEN_FILE", value_name = "PATH")]
+    /// The bridge's bearer-token file (for `mcp`); None: the deprecated MCPCTL_BRIDGE_TOKEN.
     pub token_file: Option<std::path::PathBuf>,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
-pub fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
+pub fn run(args: Probe) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(check(&args))
 }
 
-async fn check(args: &HealthcheckArgs) -> anyhow::Result<()> {
+async fn check(args: &Probe) -> anyhow::Result<()> {
     let base = format!("http://127.0.0.1:{}", args.port);
     let client = reqwest::Client::builder()
         .timeout(TIMEOUT)

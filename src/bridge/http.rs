@@ -298,11 +298,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     };
     set(&app.stats.inflight_bytes, app.budget.in_use());
     set(&app.stats.inflight_budget, app.budget.total());
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.stats.render(ready),
-    )
-        .into_response()
+    crate::metrics::response(&app.stats.registry(ready))
 }
 
 /// A session that could not be opened (cap reached, draining, child cannot start): 503 with

@@ -1,17 +1,23 @@
-//! The bridge's metrics: counters kept on the hot path and their Prometheus text exposition.
+//! The bridge's metrics: counters kept on the hot path, exposed through `crate::metrics`
+//! (prometheus-client's text encoder) by a scrape-time collector.
 //!
 //! Names, types, labels, buckets and enumerations are docs/contracts.md "Metrics (bridge)" exactly.
 //! Plain atomics for the fixed series; one small mutex-guarded map for the per-(method, tool)
 //! request series. Label values are bounded: `method` by the MCP method names below (others become
 //! `other`), `tool` by the child's own tools/list (others become `other`; empty for non-tool
-//! methods), so no client can create series at will. Rendered by hand: the exposition format is a
-//! few lines of text and a metrics crate would cost more build time and RSS than it saves.
+//! methods), so no client can create series at will.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -304,282 +310,207 @@ impl Stats {
         }
     }
 
-    /// Prometheus text exposition (format 0.0.4) of every metric in docs/contracts.md.
-    pub fn render(&self, ready: bool) -> String {
-        let mut s = String::with_capacity(8 * 1024);
+    /// The registry a scrape encodes (`crate::metrics::response`): every metric in
+    /// docs/contracts.md "Metrics (bridge)", read from these counters when encoded.
+    pub fn registry(self: &Arc<Self>, ready: bool) -> Registry {
+        let mut r = Registry::default();
+        r.register_collector(Box::new(Scrape {
+            stats: self.clone(),
+            ready,
+        }));
+        r
+    }
+}
+
+/// The bridge's series at scrape time. A collector rather than prometheus-client metric types:
+/// the counters are plain atomics that the whole bridge updates on its hot path (no extra lock
+/// or allocation per request), the request table keeps the contract's buckets itself, and the
+/// readiness and in-flight-byte gauges are values of the moment.
+#[derive(Debug)]
+struct Scrape {
+    stats: Arc<Stats>,
+    ready: bool,
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        use metrics::{counter, counters, gauge, gauges};
+        let st = &*self.stats;
+        let e = &mut enc;
         let g = |v: &AtomicI64| v.load(Ordering::Relaxed);
         let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        let head = |s: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
 
-        head(
-            &mut s,
+        gauges(
+            e,
             "mcp_bridge_sessions_active",
-            "gauge",
             "Open MCP sessions.",
-        );
-        for t in Transport::ALL {
-            let _ = writeln!(
-                s,
-                "mcp_bridge_sessions_active{{transport=\"{}\"}} {}",
-                t.label(),
-                g(&self.sessions_active[t.idx()])
-            );
-        }
-        head(
-            &mut s,
+            Transport::ALL.map(|t| ([("transport", t.label())], g(&st.sessions_active[t.idx()]))),
+        )?;
+        counters(
+            e,
             "mcp_bridge_sessions_opened_total",
-            "counter",
             "MCP sessions opened.",
-        );
-        for t in Transport::ALL {
-            let _ = writeln!(
-                s,
-                "mcp_bridge_sessions_opened_total{{transport=\"{}\"}} {}",
-                t.label(),
-                c(&self.sessions_opened[t.idx()])
-            );
-        }
-        head(
-            &mut s,
+            Transport::ALL.map(|t| ([("transport", t.label())], c(&st.sessions_opened[t.idx()]))),
+        )?;
+        counters(
+            e,
             "mcp_bridge_sessions_closed_total",
-            "counter",
             "MCP sessions closed, by reason.",
-        );
-        for t in Transport::ALL {
-            for r in CloseReason::ALL {
-                let _ = writeln!(
-                    s,
-                    "mcp_bridge_sessions_closed_total{{transport=\"{}\",reason=\"{}\"}} {}",
-                    t.label(),
-                    r.label(),
-                    c(&self.sessions_closed[t.idx()][r as usize])
-                );
-            }
-        }
-        head(
-            &mut s,
+            Transport::ALL.into_iter().flat_map(|t| {
+                CloseReason::ALL.map(|r| {
+                    (
+                        [("transport", t.label()), ("reason", r.label())],
+                        c(&st.sessions_closed[t.idx()][r as usize]),
+                    )
+                })
+            }),
+        )?;
+        gauge(
+            e,
             "mcp_bridge_session_oldest_seconds",
-            "gauge",
             "Age of the oldest open session.",
-        );
-        let _ = writeln!(
-            s,
-            "mcp_bridge_session_oldest_seconds {:.3}",
-            c(&self.session_oldest_ms) as f64 / 1000.0
-        );
+            c(&st.session_oldest_ms) as f64 / 1000.0,
+        )?;
 
         let series: Vec<((&'static str, String), Series)> = {
-            let r = self.requests();
+            let r = st.requests();
             r.0.series
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         };
-        let labels = |m: &str, t: &str| format!("method=\"{m}\",tool=\"{}\"", escape(t));
-        head(&mut s, "mcp_bridge_requests_total", "counter", "JSON-RPC requests received (and HTTP requests refused before parsing, method \"other\").");
-        for ((m, t), v) in &series {
-            let _ = writeln!(
-                s,
-                "mcp_bridge_requests_total{{{}}} {}",
-                labels(m, t),
-                v.count
-            );
+        fn labels<'a>(m: &'a str, t: &'a str) -> [(&'static str, &'a str); 2] {
+            [("method", m), ("tool", t)]
         }
-        head(
-            &mut s,
+        counters(
+            e,
+            "mcp_bridge_requests_total",
+            "JSON-RPC requests received (and HTTP requests refused before parsing, method \"other\").",
+            series.iter().map(|((m, t), v)| (labels(m, t), v.count)),
+        )?;
+        counters(
+            e,
             "mcp_bridge_request_errors_total",
-            "counter",
             "Requests that failed, by error type.",
-        );
-        for ((m, t), v) in &series {
-            for e in ErrorType::ALL {
-                let _ = writeln!(
-                    s,
-                    "mcp_bridge_request_errors_total{{{},error_type=\"{}\"}} {}",
-                    labels(m, t),
-                    e.label(),
-                    v.errors[e as usize]
-                );
-            }
-        }
-        head(
-            &mut s,
+            series.iter().flat_map(|((m, t), v)| {
+                ErrorType::ALL.map(|err| {
+                    (
+                        [
+                            ("method", *m),
+                            ("tool", t.as_str()),
+                            ("error_type", err.label()),
+                        ],
+                        v.errors[err as usize],
+                    )
+                })
+            }),
+        )?;
+        let mut h = e.encode_descriptor(
             "mcp_bridge_request_duration_seconds",
-            "histogram",
             "Time from receiving a request to its response.",
-        );
+            None,
+            MetricType::Histogram,
+        )?;
         for ((m, t), v) in &series {
-            let l = labels(m, t);
-            let mut cum = 0;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                cum += v.buckets[i];
-                let _ = writeln!(
-                    s,
-                    "mcp_bridge_request_duration_seconds_bucket{{{l},le=\"{b}\"}} {cum}"
-                );
-            }
-            let _ = writeln!(
-                s,
-                "mcp_bridge_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}",
-                v.count
-            );
-            let _ = writeln!(
-                s,
-                "mcp_bridge_request_duration_seconds_sum{{{l}}} {}",
-                v.sum
-            );
-            let _ = writeln!(
-                s,
-                "mcp_bridge_request_duration_seconds_count{{{l}}} {}",
-                v.count
-            );
+            let buckets: Vec<(f64, u64)> = BUCKETS.into_iter().zip(v.buckets).collect();
+            h.encode_family(&labels(m, t))?
+                .encode_histogram::<NoLabelSet>(v.sum, v.count, &buckets, None)?;
         }
 
-        let gauge = |s: &mut String, name: &str, help: &str, v: i64| {
-            head(s, name, "gauge", help);
-            let _ = writeln!(s, "{name} {v}");
-        };
         gauge(
-            &mut s,
+            e,
             "mcp_bridge_requests_in_flight",
             "Requests forwarded to the child and not answered yet.",
-            g(&self.requests_in_flight),
-        );
+            g(&st.requests_in_flight),
+        )?;
         gauge(
-            &mut s,
+            e,
             "mcp_bridge_ready",
             "1 when /readyz would answer 200.",
-            i64::from(ready),
-        );
-        gauge(&mut s, "mcp_bridge_child_up", "1 when the (shared) child has completed its handshake and runs; per-session: the last spawn probe succeeded.", g(&self.child_up));
+            i64::from(self.ready),
+        )?;
+        gauge(e, "mcp_bridge_child_up", "1 when the (shared) child has completed its handshake and runs; per-session: the last spawn probe succeeded.", g(&st.child_up))?;
         gauge(
-            &mut s,
+            e,
             "mcp_bridge_child_processes",
             "Child processes running now.",
-            g(&self.child_processes).max(0),
-        );
-        head(
-            &mut s,
+            g(&st.child_processes).max(0),
+        )?;
+        counters(
+            e,
             "mcp_bridge_child_restarts_total",
-            "counter",
             "Restarts of the shared child, by reason.",
-        );
-        for r in RestartReason::ALL {
-            let _ = writeln!(
-                s,
-                "mcp_bridge_child_restarts_total{{reason=\"{}\"}} {}",
-                r.label(),
-                c(&self.child_restarts[r as usize])
-            );
-        }
-        head(
-            &mut s,
+            RestartReason::ALL
+                .map(|r| ([("reason", r.label())], c(&st.child_restarts[r as usize]))),
+        )?;
+        counter(
+            e,
             "mcp_bridge_sessions_refused_total",
-            "counter",
             "New sessions refused because the bridge held --max-sessions already.",
-        );
-        let _ = writeln!(
-            s,
-            "mcp_bridge_sessions_refused_total {}",
-            c(&self.sessions_refused)
-        );
-        head(
-            &mut s,
+            c(&st.sessions_refused),
+        )?;
+        counter(
+            e,
             "mcp_bridge_slow_consumer_closes_total",
-            "counter",
             "Sessions closed because their client stopped reading its event stream.",
-        );
-        let _ = writeln!(
-            s,
-            "mcp_bridge_slow_consumer_closes_total {}",
-            c(&self.slow_consumers)
-        );
+            c(&st.slow_consumers),
+        )?;
         gauge(
-            &mut s,
+            e,
             "mcp_bridge_inflight_bytes",
             "Bytes held by requests in flight (bodies and parsed trees), against the budget.",
-            g(&self.inflight_bytes),
-        );
+            g(&st.inflight_bytes),
+        )?;
         gauge(
-            &mut s,
+            e,
             "mcp_bridge_inflight_budget_bytes",
             "The in-flight byte budget (--max-inflight-bytes).",
-            g(&self.inflight_budget),
-        );
-        head(
-            &mut s,
+            g(&st.inflight_budget),
+        )?;
+        counter(
+            e,
             "mcp_bridge_keepalive_sent_total",
-            "counter",
             "SSE keepalive comments sent.",
-        );
-        let _ = writeln!(
-            s,
-            "mcp_bridge_keepalive_sent_total {}",
-            c(&self.keepalive_sent)
-        );
+            c(&st.keepalive_sent),
+        )?;
         gauge(
-            &mut s,
+            e,
             "mcp_bridge_tools_advertised",
             "Tools in the child's tools/list.",
-            g(&self.tools_advertised),
-        );
-        head(
-            &mut s,
+            g(&st.tools_advertised),
+        )?;
+        gauges(
+            e,
             "mcp_bridge_build_info",
-            "gauge",
             "Always 1; the bridge's version.",
-        );
-        let _ = writeln!(
-            s,
-            "mcp_bridge_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
+            [([("version", env!("CARGO_PKG_VERSION"))], 1)],
+        )?;
         gauge(
-            &mut s,
+            e,
             "process_resident_memory_bytes",
             "Resident memory of the bridge process (children excluded).",
-            resident_bytes(),
-        );
+            metrics::resident_memory_bytes().unwrap_or(0),
+        )?;
         gauge(
-            &mut s,
+            e,
             "process_open_fds",
             "Open file descriptors of the bridge process.",
-            open_fds(),
-        );
-        s
+            metrics::open_fds().unwrap_or(0),
+        )
     }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn resident_bytes() -> i64 {
-    // /proc/self/statm: size resident shared ... in pages.
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * if page > 0 { page } else { 4096 }
-}
-
-fn open_fds() -> i64 {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as i64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn text(st: &Arc<Stats>, ready: bool) -> String {
+        metrics::encode(&st.registry(ready)).unwrap()
+    }
+
     #[test]
     fn tool_labels_are_bounded_by_the_tools_list_and_counts_are_exact() {
-        let st = Stats::default();
+        let st = Arc::new(Stats::default());
         st.set_tools(["echo", "big"]);
         assert_eq!(st.tool_label("echo"), "echo");
         assert_eq!(st.tool_label("made-up"), OTHER);
@@ -593,7 +524,7 @@ mod tests {
             Some(ErrorType::Jsonrpc),
         );
         st.record("tools/call", "echo", Duration::from_secs(20), None);
-        let text = st.render(true);
+        let text = text(&st, true);
         assert!(text.contains("mcp_bridge_requests_total{method=\"tools/call\",tool=\"echo\"} 3\n"));
         assert!(text.contains("mcp_bridge_requests_total{method=\"tools/call\",tool=\"big\"} 0\n"));
         assert!(text.contains(
@@ -613,5 +544,130 @@ mod tests {
         ));
         assert!(text.contains("mcp_bridge_tools_advertised 2\n"));
         assert!(text.contains("mcp_bridge_child_restarts_total{reason=\"exited\"} 0\n"));
+    }
+
+    /// docs/contracts.md "Metrics (bridge)": name, type, label names.
+    const CONTRACT: &[(&str, &str, &[&str])] = &[
+        ("mcp_bridge_sessions_active", "gauge", &["transport"]),
+        (
+            "mcp_bridge_sessions_opened_total",
+            "counter",
+            &["transport"],
+        ),
+        (
+            "mcp_bridge_sessions_closed_total",
+            "counter",
+            &["transport", "reason"],
+        ),
+        ("mcp_bridge_session_oldest_seconds", "gauge", &[]),
+        ("mcp_bridge_requests_total", "counter", &["method", "tool"]),
+        (
+            "mcp_bridge_request_errors_total",
+            "counter",
+            &["method", "tool", "error_type"],
+        ),
+        (
+            "mcp_bridge_request_duration_seconds",
+            "histogram",
+            &["method", "tool"],
+        ),
+        ("mcp_bridge_requests_in_flight", "gauge", &[]),
+        ("mcp_bridge_ready", "gauge", &[]),
+        ("mcp_bridge_child_up", "gauge", &[]),
+        ("mcp_bridge_child_processes", "gauge", &[]),
+        ("mcp_bridge_child_restarts_total", "counter", &["reason"]),
+        ("mcp_bridge_keepalive_sent_total", "counter", &[]),
+        ("mcp_bridge_sessions_refused_total", "counter", &[]),
+        ("mcp_bridge_slow_consumer_closes_total", "counter", &[]),
+        ("mcp_bridge_inflight_bytes", "gauge", &[]),
+        ("mcp_bridge_inflight_budget_bytes", "gauge", &[]),
+        ("mcp_bridge_tools_advertised", "gauge", &[]),
+        ("mcp_bridge_build_info", "gauge", &["version"]),
+        ("process_resident_memory_bytes", "gauge", &[]),
+        ("process_open_fds", "gauge", &[]),
+    ];
+
+    #[test]
+    fn exposition_parses_and_carries_every_contract_metric() {
+        let st = Arc::new(Stats::default());
+        st.set_tools(["echo"]);
+        st.session_opened(Transport::Sse);
+        st.session_closed(Transport::Sse, CloseReason::IdleExpired);
+        st.record("tools/call", "echo", Duration::from_millis(7), None);
+        st.record(
+            OTHER,
+            "",
+            Duration::from_millis(1),
+            Some(ErrorType::BadRequest),
+        );
+        st.child_restarted(RestartReason::Hung);
+        let text = text(&st, true);
+        let families = metrics::parse::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        for (name, kind, labels) in CONTRACT {
+            let f = families
+                .get(*name)
+                .unwrap_or_else(|| panic!("{name} missing in\n{text}"));
+            assert_eq!(f.kind, *kind, "{name}");
+            assert!(f.help.is_some(), "{name} has HELP");
+            assert!(!f.samples.is_empty(), "{name} has samples");
+            for s in &f.samples {
+                let mut have: Vec<&str> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
+                have.retain(|k| *k != "le");
+                assert_eq!(have, *labels, "{name}: {s:?}");
+            }
+        }
+        assert_eq!(families.len(), CONTRACT.len(), "{:?}", families.keys());
+        // Enumerations are pre-initialised: 2 transports × 6 reasons, 9 error types per series.
+        assert_eq!(
+            families["mcp_bridge_sessions_closed_total"].samples.len(),
+            12
+        );
+        let series = families["mcp_bridge_requests_total"].samples.len();
+        assert_eq!(series, 3, "tools/call echo, tools/call other, other");
+        assert_eq!(
+            families["mcp_bridge_request_errors_total"].samples.len(),
+            9 * series
+        );
+        assert_eq!(
+            families["mcp_bridge_request_duration_seconds"]
+                .samples
+                .len(),
+            (BUCKETS.len() + 3) * series
+        );
+        let h = &families["mcp_bridge_request_duration_seconds"].samples;
+        let count = |suffix: &str| h.iter().filter(|s| s.name.ends_with(suffix)).count();
+        assert_eq!((count("_sum"), count("_count")), (series, series));
+        assert!(text.contains(
+            "mcp_bridge_sessions_closed_total{transport=\"sse\",reason=\"idle_expired\"} 1\n"
+        ));
+        assert!(text.contains("mcp_bridge_child_restarts_total{reason=\"hung\"} 1\n"));
+        assert!(text.contains("mcp_bridge_ready 1\n"));
+        assert!(text.contains(&format!(
+            "mcp_bridge_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        let rss = &families["process_resident_memory_bytes"].samples[0];
+        assert!(rss.value > 0.0 && rss.value.fract() == 0.0, "{rss:?}");
+    }
+
+    #[test]
+    fn tool_names_are_escaped_by_the_encoder() {
+        let st = Arc::new(Stats::default());
+        let odd = "line\nbreak \"quoted\" back\\slash";
+        st.set_tools([odd]);
+        let label = st.tool_label(odd);
+        st.record("tools/call", &label, Duration::from_millis(1), None);
+        let text = text(&st, false);
+        assert!(
+            text.contains(
+                "mcp_bridge_requests_total{method=\"tools/call\",tool=\"line\\nbreak \\\"quoted\\\" back\\\\slash\"} 1\n"
+            ),
+            "{text}"
+        );
+        let families = metrics::parse::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(families["mcp_bridge_requests_total"]
+            .samples
+            .iter()
+            .any(|s| s.label("tool") == Some(odd) && s.value == 1.0));
     }
 }

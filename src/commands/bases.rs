@@ -1,12 +1,13 @@
 //! `mcpctl bases [list|build [NAME...]]`: the manifest's base images, built locally (no registry).
 
 use clap::{Args, Subcommand};
+use serde::Serialize;
 
-use crate::cli::OutputFormat;
 use crate::error::ExitCode;
 use crate::images::bases;
+use crate::manifest;
+use crate::output::{self, progress::Bar, Render};
 use crate::settings::Settings;
-use crate::{manifest, output};
 
 #[derive(Args, Debug)]
 pub struct BasesArgs {
@@ -39,70 +40,86 @@ fn mb(bytes: Option<u64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// `bases list`.
+#[derive(Serialize)]
+struct Listed {
+    bases: Vec<bases::BaseStatus>,
+}
+
+impl Render for Listed {
+    fn human(&self) -> String {
+        let rows = self
+            .bases
+            .iter()
+            .map(|s| {
+                vec![
+                    s.spec.name.clone(),
+                    s.spec.reference.clone(),
+                    s.spec
+                        .hash_tag
+                        .clone()
+                        .unwrap_or_else(|| "(upstream image)".into()),
+                    match (s.built, s.current) {
+                        (true, true) => "built".into(),
+                        (true, false) => "built (reference not tagged)".into(),
+                        _ => "missing".into(),
+                    },
+                    mb(s.size_bytes),
+                ]
+            })
+            .collect();
+        output::table(&["BASE", "REFERENCE", "RECIPE TAG", "STATE", "SIZE"], rows)
+    }
+}
+
+/// `bases build`.
+#[derive(Serialize)]
+struct Built {
+    built: Vec<bases::Built>,
+}
+
+impl Render for Built {
+    fn human(&self) -> String {
+        let rows = self
+            .built
+            .iter()
+            .map(|b| {
+                vec![
+                    b.name.clone(),
+                    b.reference.clone(),
+                    if b.built_now {
+                        format!("built in {:.0} s", b.seconds)
+                    } else {
+                        "cached".into()
+                    },
+                    mb(b.size_bytes),
+                ]
+            })
+            .collect();
+        output::table(&["BASE", "REFERENCE", "RESULT", "SIZE"], rows)
+    }
+}
+
 pub fn run(settings: &Settings, args: &BasesArgs) -> anyhow::Result<ExitCode> {
     let loaded = manifest::load_checked(settings)?;
     let m = &loaded.manifest;
     match &args.action {
         None | Some(BasesAction::List) => {
-            let st = bases::status(bases::specs(m, &[])?);
-            match settings.output {
-                OutputFormat::Json => output::json_line(&serde_json::json!({ "bases": st })),
-                OutputFormat::Human => {
-                    let rows = st
-                        .iter()
-                        .map(|s| {
-                            vec![
-                                s.spec.name.clone(),
-                                s.spec.reference.clone(),
-                                s.spec
-                                    .hash_tag
-                                    .clone()
-                                    .unwrap_or_else(|| "(upstream image)".into()),
-                                match (s.built, s.current) {
-                                    (true, true) => "built".into(),
-                                    (true, false) => "built (reference not tagged)".into(),
-                                    _ => "missing".into(),
-                                },
-                                mb(s.size_bytes),
-                            ]
-                        })
-                        .collect();
-                    output::human(
-                        settings,
-                        &output::table(&["BASE", "REFERENCE", "RECIPE TAG", "STATE", "SIZE"], rows),
-                    );
-                }
-            }
-            Ok(ExitCode::Ok)
+            let bases = bases::status(bases::specs(m, &[])?);
+            output::emit(settings, &Listed { bases })?;
         }
         Some(BasesAction::Build(b)) => {
             let specs = bases::specs(m, &b.names)?;
-            let built = bases::build(&specs, b.jobs)?;
-            match settings.output {
-                OutputFormat::Json => output::json_line(&serde_json::json!({ "built": built })),
-                OutputFormat::Human => {
-                    let rows = built
-                        .iter()
-                        .map(|b| {
-                            vec![
-                                b.name.clone(),
-                                b.reference.clone(),
-                                if b.built_now {
-                                    format!("built in {:.0} s", b.seconds)
-                                } else {
-                                    "cached".into()
-                                },
-                                mb(b.size_bytes),
-                            ]
-                        })
-                        .collect();
-                    output::human(
-                        settings,
-                        &output::table(&["BASE", "REFERENCE", "RESULT", "SIZE"], rows),
-                    );
-                }
-            }
-            Ok(ExitCode::Ok)
+            let local = specs.iter().filter(|s| s.hash_tag.is_some()).count();
+            let bar = Bar::steps(local as u64, "bases");
+            let built = bases::build(&specs, b.jobs, &|step| match step {
+                bases::Step::Minbase(suite) => bar.set_message(format!("minbase {suite}")),
+                bases::Step::Base(name) => bar.set_message(name.to_string()),
+                bases::Step::Done(_) => bar.inc(1),
+            })?;
+            drop(bar);
+            output::emit(settings, &Built { built })?;
         }
     }
+    Ok(ExitCode::Ok)
 }

@@ -1,22 +1,21 @@
-//! What every command that drives the engine shares: open the project, connect, confirm, take
+//! What every command that drives the engine shares: open the project, connect, take
 //! the lock (and reconcile under it), observe, build an image, report a release. Commands parse,
 //! confirm and print; the rollout engine (`crate::rollout`) decides and acts.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use serde_json::json;
+use serde::Serialize;
 
-use crate::cli::OutputFormat;
 use crate::engine::docker::DockerEngine;
 use crate::engine::{Engine, EngineError};
 use crate::error::{CommandError, ExitCode};
-use crate::output;
+use crate::output::{self, progress::Bar};
 use crate::rollout::desired::Desired;
 use crate::rollout::executor::{Executor, McpProber, Outcome, StepResult};
 use crate::rollout::ledger::{now_rfc3339, Entry, Ledger};
 use crate::rollout::lock::{self, Held, LockInfo};
-use crate::rollout::plan::{self, Observed, Plan};
+use crate::rollout::plan::{self, Action, Observed};
 use crate::rollout::reconcile::{self, EdgeRoutes};
 use crate::rollout::Project;
 use crate::settings::Settings;
@@ -58,36 +57,6 @@ pub(crate) async fn connect() -> anyhow::Result<DockerEngine> {
     DockerEngine::connect().await.map_err(anyhow::Error::new)
 }
 
-pub(crate) fn progress_printer(settings: &Settings) -> impl Fn(&str) + '_ {
-    move |line: &str| {
-        if !settings.quiet {
-            output::diagnostic(line);
-        }
-    }
-}
-
-/// Ask for confirmation, or refuse without a TTY and `--yes`.
-pub(crate) fn confirm(settings: &Settings, question: &str) -> anyhow::Result<()> {
-    if settings.yes {
-        return Ok(());
-    }
-    if !settings.interactive {
-        return Err(CommandError::usage(format!(
-            "{question}: refusing without confirmation (no terminal to ask on); pass --yes"
-        ))
-        .into());
-    }
-    let ok = dialoguer::Confirm::new()
-        .with_prompt(question)
-        .default(false)
-        .interact()?;
-    if ok {
-        Ok(())
-    } else {
-        Err(CommandError::usage("cancelled; nothing was changed").into())
-    }
-}
-
 pub(crate) async fn observe<E: Engine>(engine: &E, project: &Project) -> anyhow::Result<Observed> {
     let list = engine
         .list_containers(&project.keys.project_filter(project.name()))
@@ -95,9 +64,10 @@ pub(crate) async fn observe<E: Engine>(engine: &E, project: &Project) -> anyhow:
     Ok(plan::observe(&list, &project.keys))
 }
 
-pub(crate) fn plan_rows(plan: &Plan) -> Vec<Vec<String>> {
-    plan.actions
-        .iter()
+/// The plan table's rows (SERVICE, ACTION, FROM, IMAGE, CHANGES).
+pub(crate) fn plan_rows<'a>(actions: impl IntoIterator<Item = &'a Action>) -> Vec<Vec<String>> {
+    actions
+        .into_iter()
         .map(|a| {
             let mut changes = a.changes.join("; ");
             if let Some(b) = &a.blocked {
@@ -125,6 +95,14 @@ pub(crate) fn plan_rows(plan: &Plan) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// One line of an image build's log (`--output json` streams them as events).
+#[derive(Serialize)]
+struct BuildLine<'a> {
+    event: &'static str,
+    service: &'a str,
+    line: &'a str,
+}
+
 /// Build an image if it is missing; log lines go to JSON lines or a spinner; the tail is shown on failure.
 pub(crate) async fn build_if_needed<E: Engine>(
     engine: &E,
@@ -141,37 +119,29 @@ pub(crate) async fn build_if_needed<E: Engine>(
     check_free_disk()?;
     let service = d.summary.service.clone();
     let started = std::time::Instant::now();
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && settings.output == OutputFormat::Human
-        && !settings.quiet;
-    let bar = tty.then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_prefix(format!("build {service}"));
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {prefix}: {wide_msg}")
-                .expect("static template"),
-        );
-        b.enable_steady_tick(std::time::Duration::from_millis(120));
-        b
-    });
-    let json = settings.output == OutputFormat::Json;
+    let bar = Bar::spinner(format!("build {service}"));
     let mut on_line = |line: &str| {
-        if let Some(b) = &bar {
-            b.set_message(line.to_string());
-        } else if json {
-            output::json_line(&json!({"event": "build", "service": service, "line": line}));
+        if bar.is_visible() {
+            bar.set_message(line.to_string());
+        } else {
+            output::event(
+                settings,
+                &BuildLine {
+                    event: "build",
+                    service: &service,
+                    line,
+                },
+            );
         }
     };
     let tar = d.context.to_tar()?;
     let r = engine
         .build_image(tar, &d.summary.image, &d.image_labels, &mut on_line)
         .await;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    drop(bar);
     match r {
         Ok(_) => {
-            progress_printer(settings)(&format!(
+            output::say(settings)(&format!(
                 "{service}: built {} in {:.1} s",
                 d.summary.image,
                 started.elapsed().as_secs_f64()
@@ -200,15 +170,10 @@ const MIN_FREE_BYTES: u64 = 2 << 30;
 
 fn check_free_disk() -> anyhow::Result<()> {
     let root = std::env::var("MCPCTL_DOCKER_ROOT").unwrap_or_else(|_| "/var/lib/docker".into());
-    let Ok(c) = std::ffi::CString::new(root.clone()) else {
-        return Ok(());
-    };
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a zeroed out-parameter of the right type.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+    let Ok(st) = nix::sys::statvfs::statvfs(root.as_str()) else {
         return Ok(()); // not visible from here (remote engine): the engine reports its own errors
-    }
-    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    };
+    let free = st.blocks_available() * st.fragment_size();
     if free < MIN_FREE_BYTES {
         return Err(anyhow::anyhow!(
             "only {} MiB free under {root}; free space first (`mcpctl prune`, `docker image prune`) — building now could fill the disk the running services need",
@@ -218,64 +183,85 @@ fn check_free_disk() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `deploy` and `rollback` report: every step's result and the worst outcome.
+#[derive(Serialize)]
+pub(crate) struct ReleaseReport<'a> {
+    command: &'a str,
+    release: u64,
+    steps: &'a [StepResult],
+    /// Always null: kept so the JSON shape stays what scripts read.
+    extra: (),
+    outcome: &'static str,
+}
+
+impl output::Render for ReleaseReport<'_> {
+    fn human(&self) -> String {
+        self.steps
+            .iter()
+            .map(step_line)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn step_line(r: &StepResult) -> String {
+    match r.outcome {
+        Outcome::Ok => {
+            format!(
+                "{}: {} → {} ok in {:.1} s{}",
+                r.service,
+                r.from.as_deref().unwrap_or("(none)"),
+                r.to,
+                r.duration_ms as f64 / 1000.0,
+                r.downtime_ms
+                    .map(|d| format!(" (downtime {d} ms)"))
+                    .unwrap_or_default()
+            ) + &r
+                .backups
+                .iter()
+                .map(|b| format!("\n  backup: {b}"))
+                .collect::<String>()
+        }
+        _ => {
+            let mut s = format!("{}: {} FAILED ({})", r.service, r.to, r.outcome.as_str());
+            if let Some(c) = &r.failed {
+                s.push_str(&format!("\n  failed check: {}: {}", c.name, c.detail));
+            }
+            if let Some(x) = &r.restored {
+                s.push_str(&format!("\n  restored: {x}"));
+            }
+            if let Some(t) = &r.logs_tail {
+                s.push_str("\n  container log (last lines):");
+                for l in t.lines() {
+                    s.push_str(&format!("\n    | {l}"));
+                }
+            }
+            s
+        }
+    }
+}
+
 /// Report the run and map it to the exit code.
 pub(crate) fn finish(
     settings: &Settings,
     command: &str,
     release: u64,
     results: &[StepResult],
-    extra: serde_json::Value,
 ) -> anyhow::Result<ExitCode> {
     let worst = results
         .iter()
         .map(|r| r.outcome)
         .find(|o| *o != Outcome::Ok);
-    match settings.output {
-        OutputFormat::Json => output::json_line(&json!({
-            "command": command, "release": release, "steps": results, "extra": extra,
-            "outcome": worst.map(Outcome::as_str).unwrap_or("ok"),
-        })),
-        OutputFormat::Human => {
-            for r in results {
-                let line = match r.outcome {
-                    Outcome::Ok => {
-                        format!(
-                            "{}: {} → {} ok in {:.1} s{}",
-                            r.service,
-                            r.from.as_deref().unwrap_or("(none)"),
-                            r.to,
-                            r.duration_ms as f64 / 1000.0,
-                            r.downtime_ms
-                                .map(|d| format!(" (downtime {d} ms)"))
-                                .unwrap_or_default()
-                        ) + &r
-                            .backups
-                            .iter()
-                            .map(|b| format!("\n  backup: {b}"))
-                            .collect::<String>()
-                    }
-                    _ => {
-                        let mut s =
-                            format!("{}: {} FAILED ({})", r.service, r.to, r.outcome.as_str());
-                        if let Some(c) = &r.failed {
-                            s.push_str(&format!("\n  failed check: {}: {}", c.name, c.detail));
-                        }
-                        if let Some(x) = &r.restored {
-                            s.push_str(&format!("\n  restored: {x}"));
-                        }
-                        if let Some(t) = &r.logs_tail {
-                            s.push_str("\n  container log (last lines):");
-                            for l in t.lines() {
-                                s.push_str(&format!("\n    | {l}"));
-                            }
-                        }
-                        s
-                    }
-                };
-                output::human(settings, &line);
-            }
-        }
-    }
+    output::emit(
+        settings,
+        &ReleaseReport {
+            command,
+            release,
+            steps: results,
+            extra: (),
+            outcome: worst.map(Outcome::as_str).unwrap_or("ok"),
+        },
+    )?;
     Ok(match worst {
         None => ExitCode::Ok,
         Some(Outcome::GateFailedRestored) => {
@@ -331,7 +317,7 @@ async fn reconcile_under_lock(
     held: &Held,
     ledger: &Ledger,
 ) -> anyhow::Result<()> {
-    let say = progress_printer(settings);
+    let say = output::say(settings);
     if let Some(prev) = &held.took_over {
         say(&format!(
             "lock: taking over from a run that is gone ({})",
@@ -417,4 +403,61 @@ fn reconcile_entry(me: &LockInfo) -> Entry {
 /// Release the lock this run holds (never another run's).
 pub(crate) async fn release_lock(engine: &DockerEngine, project: &Project, held: &Held) {
     lock::release(engine, project.name(), held).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::Render;
+
+    fn step(service: &str, outcome: Outcome) -> StepResult {
+        StepResult {
+            service: service.into(),
+            from: Some("r1".into()),
+            to: "r2".into(),
+            outcome,
+            failed: None,
+            gate: None,
+            logs_tail: None,
+            restored: None,
+            downtime_ms: None,
+            backups: vec![],
+            duration_ms: 1500,
+        }
+    }
+
+    #[test]
+    fn a_release_report_keeps_its_json_shape_and_reads_per_step() {
+        let mut failed = step("beta", Outcome::GateFailedRestored);
+        failed.failed = Some(crate::health::Check {
+            name: "tools/list".into(),
+            ok: false,
+            detail: "timeout".into(),
+        });
+        failed.restored = Some("r1 (verified)".into());
+        failed.logs_tail = Some("boom\n".into());
+        let mut ok = step("alpha", Outcome::Ok);
+        ok.backups = vec!["alpha.sql".into()];
+        let steps = vec![ok, failed];
+        let r = ReleaseReport {
+            command: "deploy",
+            release: 4,
+            steps: &steps,
+            extra: (),
+            outcome: "gate_failed_restored",
+        };
+        let json = r.json_lines().unwrap();
+        assert_eq!(json.len(), 1);
+        let v: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["command", "release", "steps", "extra", "outcome"]);
+        assert!(v["extra"].is_null());
+        assert_eq!(v["steps"][1]["outcome"], "gate_failed_restored");
+        assert_eq!(
+            r.human(),
+            "alpha: r1 → r2 ok in 1.5 s\n  backup: alpha.sql\n\
+             beta: r2 FAILED (gate_failed_restored)\n  failed check: tools/list: timeout\n  \
+             restored: r1 (verified)\n  container log (last lines):\n    | boom"
+        );
+    }
 }

@@ -7,17 +7,16 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::Args;
-use serde_json::json;
+use serde::Serialize;
 
 use super::common::{
-    build_if_needed, confirm, connect, finish, observe, open_project_for, plan_rows,
-    progress_printer, release_lock, runtime, take_lock,
+    build_if_needed, connect, finish, observe, open_project_for, plan_rows, release_lock, runtime,
+    take_lock,
 };
-use crate::cli::OutputFormat;
 use crate::engine::context::DigestCache;
 use crate::engine::docker::DockerEngine;
 use crate::error::{CommandError, ExitCode};
-use crate::output;
+use crate::output::{self, confirm, progress::Bar, Render};
 use crate::rollout::desired::{self, Desired};
 use crate::rollout::executor::{Executor, McpProber, Outcome, StepResult};
 use crate::rollout::ledger::Ledger;
@@ -129,7 +128,7 @@ async fn deploy(
     }
 
     if args.dry_run {
-        print_plan(settings, args, &plan, "dry run: nothing was changed");
+        print_plan(settings, args, &plan, "dry run: nothing was changed")?;
         return Ok(ExitCode::Ok);
     }
     // A run killed earlier may have left a stale lock and a stack that is not what `plan` shows
@@ -139,7 +138,7 @@ async fn deploy(
         .await?
         .is_some_and(|h| h.is_stale() || args.force_unlock);
     if changed.is_empty() && !stale {
-        print_plan(settings, args, &plan, "nothing to deploy");
+        print_plan(settings, args, &plan, "nothing to deploy")?;
         return Ok(ExitCode::Ok);
     }
     if !changed.is_empty() {
@@ -161,9 +160,9 @@ async fn deploy(
     .await;
     release_lock(&engine, project, &held).await;
     match result? {
-        Ok((release, results)) => finish(settings, "deploy", release, &results, json!(null)),
+        Ok((release, results)) => finish(settings, "deploy", release, &results),
         Err(plan) => {
-            print_plan(settings, args, &plan, "nothing to deploy");
+            print_plan(settings, args, &plan, "nothing to deploy")?;
             Ok(ExitCode::Ok)
         }
     }
@@ -174,29 +173,48 @@ fn confirm_question<'a>(changed: impl Iterator<Item = &'a plan::Action>) -> Stri
     format!("deploy {} service(s): {}?", names.len(), names.join(", "))
 }
 
-fn print_plan(settings: &Settings, args: &DeployArgs, plan: &Plan, note: &str) {
-    let wanted = |s: &str| args.services.is_empty() || args.services.iter().any(|x| x == s);
-    match settings.output {
-        OutputFormat::Json => output::json_line(&json!({"dry_run": args.dry_run, "plan": plan})),
-        OutputFormat::Human => {
-            let relevant = Plan {
-                actions: plan
-                    .actions
-                    .iter()
-                    .filter(|a| wanted(&a.service))
-                    .cloned()
-                    .collect(),
-            };
-            output::human(
-                settings,
-                &output::table(
-                    &["SERVICE", "ACTION", "FROM", "IMAGE", "CHANGES"],
-                    plan_rows(&relevant),
-                ),
-            );
-            output::human(settings, note);
-        }
+/// The plan deploy would apply (a dry run, or nothing to do).
+#[derive(Serialize)]
+struct PlanReport<'a> {
+    dry_run: bool,
+    plan: &'a Plan,
+    /// The services asked for (empty: all); the table shows only those.
+    #[serde(skip)]
+    services: &'a [String],
+    #[serde(skip)]
+    note: &'a str,
+}
+
+impl Render for PlanReport<'_> {
+    fn human(&self) -> String {
+        let wanted = |s: &str| self.services.is_empty() || self.services.iter().any(|x| x == s);
+        let relevant = self.plan.actions.iter().filter(|a| wanted(&a.service));
+        format!(
+            "{}\n{}",
+            output::table(
+                &["SERVICE", "ACTION", "FROM", "IMAGE", "CHANGES"],
+                plan_rows(relevant),
+            ),
+            self.note
+        )
     }
+}
+
+fn print_plan(
+    settings: &Settings,
+    args: &DeployArgs,
+    plan: &Plan,
+    note: &str,
+) -> anyhow::Result<()> {
+    output::emit(
+        settings,
+        &PlanReport {
+            dry_run: args.dry_run,
+            plan,
+            services: &args.services,
+            note,
+        },
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -215,7 +233,7 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<(Vec<Desired>, Observed, Plan)>>,
 {
-    let say = progress_printer(settings);
+    let say = output::say(settings);
     // Re-plan under the lock: a reconcile or another run may have changed things.
     let (desired, observed, plan) = compute_plan().await?;
     let wanted = |s: &str| args.services.is_empty() || args.services.iter().any(|x| x == s);
@@ -281,8 +299,11 @@ where
         engine,
         settings,
         desired: &desired,
+        bar: Bar::steps(steps.len() as u64, "deploy"),
+        started: std::cell::Cell::new(0),
     };
     let done = release::run(&exec, edge.as_ref(), project, &who, release, &steps, &hooks).await?;
+    drop(hooks);
     for r in &done.results {
         if let Some(drift) = r
             .gate
@@ -312,15 +333,22 @@ where
     Ok(Ok((release, done.results)))
 }
 
-/// Deploy's hook: build the step's image if it is missing (a spinner on a TTY).
+/// Deploy's hook: move the bar to the step, and build the step's image if it is missing (a
+/// spinner on a TTY).
 struct Build<'a> {
     engine: &'a DockerEngine,
     settings: &'a Settings,
     desired: &'a [Desired],
+    bar: Bar,
+    /// Steps started so far (the bar's position: the steps before this one are done).
+    started: std::cell::Cell<u64>,
 }
 
 impl release::Hooks for Build<'_> {
     async fn before_step(&self, p: &release::Planned) -> anyhow::Result<()> {
+        self.bar.set_position(self.started.get());
+        self.started.set(self.started.get() + 1);
+        self.bar.set_message(p.step.service.clone());
         let d = self
             .desired
             .iter()

@@ -3,15 +3,12 @@
 //! (`mcpctl prune` removes those no revision uses).
 
 use clap::Args;
-use serde_json::json;
+use serde::Serialize;
 
-use super::common::{
-    confirm, connect, open_project, progress_printer, release_lock, runtime, take_lock,
-};
-use crate::cli::OutputFormat;
+use super::common::{connect, open_project, release_lock, runtime, take_lock};
 use crate::engine::Engine;
 use crate::error::ExitCode;
-use crate::output;
+use crate::output::{self, confirm, Render};
 use crate::rollout::ledger::{now_rfc3339, Entry, Ledger};
 use crate::rollout::lock::{self, LockInfo};
 use crate::settings::Settings;
@@ -29,25 +26,76 @@ pub struct DownArgs {
     pub force_unlock: bool,
 }
 
+#[derive(Serialize)]
+struct Report<'a> {
+    containers: Vec<String>,
+    volumes: Vec<String>,
+    #[serde(skip)]
+    project: &'a str,
+    /// `--volumes` was given.
+    #[serde(skip)]
+    with_volumes: bool,
+}
+
+impl Render for Report<'_> {
+    fn human(&self) -> String {
+        format!(
+            "project `{}` is down ({} containers removed{}); images are kept for a later deploy",
+            self.project,
+            self.containers.len(),
+            if self.with_volumes {
+                format!(", {} volumes removed", self.volumes.len())
+            } else {
+                ", volumes kept".into()
+            }
+        )
+    }
+}
+
 pub fn run(settings: &Settings, args: &DownArgs) -> anyhow::Result<ExitCode> {
     let project = open_project(settings)?;
     runtime()?.block_on(async {
         let engine = connect().await?;
         let filter = project.keys.project_filter(project.name());
         let lock_name = lock::lock_name(project.name());
-        let containers: Vec<String> = engine.list_containers(&filter).await?.into_iter().map(|c| c.name).filter(|n| n != &lock_name).collect();
-        let volumes = if args.volumes { engine.list_volumes(&filter).await? } else { vec![] };
+        let containers: Vec<String> = engine
+            .list_containers(&filter)
+            .await?
+            .into_iter()
+            .map(|c| c.name)
+            .filter(|n| n != &lock_name)
+            .collect();
+        let volumes = if args.volumes {
+            engine.list_volumes(&filter).await?
+        } else {
+            vec![]
+        };
         let what = format!(
             "remove {} container(s) and the network of project `{}`{}",
             containers.len(),
             project.name(),
-            if args.volumes { format!(" AND {} volume(s) with their data ({})", volumes.len(), volumes.join(", ")) } else { String::new() }
+            if args.volumes {
+                format!(
+                    " AND {} volume(s) with their data ({})",
+                    volumes.len(),
+                    volumes.join(", ")
+                )
+            } else {
+                String::new()
+            }
         );
         confirm(settings, &what)?;
         let ledger = Ledger::new(&project.state_dir);
-        let me = LockInfo::current(if args.volumes { "down --volumes" } else { "down" }, args.message.as_deref());
+        let me = LockInfo::current(
+            if args.volumes {
+                "down --volumes"
+            } else {
+                "down"
+            },
+            args.message.as_deref(),
+        );
         let held = take_lock(&engine, &project, settings, &me, args.force_unlock, &ledger).await?;
-        let say = progress_printer(settings);
+        let say = output::say(settings);
         let result = async {
             for c in &containers {
                 engine.remove_container(c).await?;
@@ -75,21 +123,22 @@ pub fn run(settings: &Settings, args: &DownArgs) -> anyhow::Result<ExitCode> {
             pid: me.pid,
             message: args.message.clone(),
             outcome: "ok".into(),
-            detail: Some(format!("{} containers, {} volumes removed", containers.len(), volumes.len())),
+            detail: Some(format!(
+                "{} containers, {} volumes removed",
+                containers.len(),
+                volumes.len()
+            )),
             ..Default::default()
         })?;
-        match settings.output {
-            OutputFormat::Json => output::json_line(&json!({"containers": containers, "volumes": volumes})),
-            OutputFormat::Human => output::human(
-                settings,
-                &format!(
-                    "project `{}` is down ({} containers removed{}); images are kept for a later deploy",
-                    project.name(),
-                    containers.len(),
-                    if args.volumes { format!(", {} volumes removed", volumes.len()) } else { ", volumes kept".into() }
-                ),
-            ),
-        }
+        output::emit(
+            settings,
+            &Report {
+                containers,
+                volumes,
+                project: project.name(),
+                with_volumes: args.volumes,
+            },
+        )?;
         Ok(ExitCode::Ok)
     })
 }

@@ -1,14 +1,19 @@
 //! `mcpctl edge serve|up|status|replace`: the stack's edge (src/edge/). `serve` runs inside the
 //! edge container; the others drive it from the host.
 
-use clap::{Args, Subcommand};
-use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use super::common::{confirm, connect, open_project, progress_printer, runtime};
-use crate::cli::OutputFormat;
-use crate::edge::container;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::common::{connect, open_project, runtime};
+use crate::edge::container::{self, ReplaceReport, UpReport};
+use crate::edge::routes::RouteView;
 use crate::error::{CommandError, ExitCode};
-use crate::output;
+use crate::output::{self, confirm, Render};
 use crate::rollout::executor::EdgeSwitch;
 use crate::rollout::ledger::{now_rfc3339, Entry, Ledger};
 use crate::rollout::lock::LockInfo;
@@ -23,7 +28,7 @@ pub struct EdgeArgs {
 #[derive(Subcommand, Debug)]
 pub enum EdgeCommand {
     /// Run the edge proxy (the edge container's command; not for the host).
-    Serve(crate::edge::ServeArgs),
+    Serve(ServeArgs),
     /// Create or start the project's edge (idempotent) and route services that have none yet.
     Up,
     /// Routes: which upstream serves each service, and what still drains.
@@ -32,12 +37,120 @@ pub enum EdgeCommand {
     Replace,
 }
 
+/// `mcpctl edge serve` (the edge container's command).
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// A service and the port the edge listens on for it (published on the host as the same
+    /// number); `NAME` alone for a service reachable only in-network.
+    #[arg(long = "service", value_name = "NAME[=PORT]")]
+    pub services: Vec<String>,
+    /// Address the service and in-network listeners bind to.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_ip: IpAddr,
+    /// In-network listener routing by Host `mcp-<service>` (0 = none).
+    #[arg(long, default_value_t = crate::edge::INTERNAL_PORT)]
+    pub internal_port: u16,
+    /// A service reached in-network at another port than `--internal-port` (its bridge's
+    /// `container_port`): the edge listens there too and admits `mcp-<NAME>:<PORT>` for it only.
+    #[arg(long = "in-network-port", value_name = "NAME=PORT")]
+    pub in_network_ports: Vec<String>,
+    /// Admin API (answers loopback and the network gateway only).
+    #[arg(long, default_value = "0.0.0.0:8500")]
+    pub admin: SocketAddr,
+    /// Route file (reloaded at start, rewritten on every switch).
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
+    /// Default time a replaced upstream keeps its sessions.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+impl From<ServeArgs> for crate::edge::ServeConfig {
+    fn from(a: ServeArgs) -> Self {
+        Self {
+            services: a.services,
+            listen_ip: a.listen_ip,
+            internal_port: a.internal_port,
+            in_network_ports: a.in_network_ports,
+            admin: a.admin,
+            state_file: a.state_file,
+            drain_timeout: a.drain_timeout,
+        }
+    }
+}
+
 pub fn run(settings: &Settings, args: EdgeArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        EdgeCommand::Serve(a) => crate::edge::serve(a).map(|()| ExitCode::Ok),
+        EdgeCommand::Serve(a) => crate::edge::serve(a.into()).map(|()| ExitCode::Ok),
         EdgeCommand::Up => up(settings),
         EdgeCommand::Status => status(settings),
         EdgeCommand::Replace => replace(settings),
+    }
+}
+
+impl Render for UpReport {
+    fn human(&self) -> String {
+        format!("edge {}: {} ({})", self.container, self.action, self.image)
+    }
+}
+
+impl Render for ReplaceReport {
+    fn human(&self) -> String {
+        format!(
+            "edge {} replaced ({}): gap {} ms on {} ({} of {} probes failed)",
+            self.container, self.image, self.gap_ms, self.probed, self.failed_probes, self.probes
+        )
+    }
+}
+
+/// `edge status`: the container as described, and its routes.
+#[derive(Serialize)]
+struct Status {
+    edge: BTreeMap<String, serde_json::Value>,
+    routes: BTreeMap<String, RouteView>,
+}
+
+impl Render for Status {
+    fn human(&self) -> String {
+        let rows = self
+            .routes
+            .iter()
+            .map(|(s, r)| {
+                vec![
+                    s.clone(),
+                    format!("{:?}", r.kind).to_lowercase(),
+                    r.revision.map(|n| format!("r{n}")).unwrap_or("-".into()),
+                    r.upstream.clone(),
+                    r.since.clone(),
+                    r.draining
+                        .iter()
+                        .map(|d| {
+                            format!(
+                                "{} ({} sessions, until {})",
+                                d.upstream, d.sessions, d.deadline
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ]
+            })
+            .collect();
+        let desc = &self.edge;
+        let text = |k: &str| desc.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        let mem = desc
+            .get("memory_used_bytes")
+            .and_then(|v| v.as_u64())
+            .map(|b| format!(", memory used {:.1} MiB", b as f64 / (1u64 << 20) as f64))
+            .unwrap_or_default();
+        format!(
+            "edge {}: {}{mem}\n{}",
+            text("container"),
+            text("state"),
+            output::table(
+                &["SERVICE", "KIND", "REVISION", "UPSTREAM", "SINCE", "DRAINING"],
+                rows
+            )
+        )
     }
 }
 
@@ -57,15 +170,9 @@ fn up(settings: &Settings) -> anyhow::Result<ExitCode> {
     require_enabled(&project)?;
     runtime()?.block_on(async {
         let engine = connect().await?;
-        let say = progress_printer(settings);
+        let say = output::say(settings);
         let r = container::up(&engine, &project, &say).await?;
-        match settings.output {
-            OutputFormat::Json => output::json_line(&json!(r)),
-            OutputFormat::Human => output::human(
-                settings,
-                &format!("edge {}: {} ({})", r.container, r.action, r.image),
-            ),
-        }
+        output::emit(settings, &r)?;
         Ok(ExitCode::Ok)
     })
 }
@@ -77,53 +184,13 @@ fn status(settings: &Settings) -> anyhow::Result<ExitCode> {
         let engine = connect().await?;
         let desc = container::describe(&engine, &project).await?;
         let routes = container::admin(&project).routes().await?;
-        match settings.output {
-            OutputFormat::Json => {
-                output::json_line(&json!({"edge": desc, "routes": routes.routes}))
-            }
-            OutputFormat::Human => {
-                let rows = routes
-                    .routes
-                    .iter()
-                    .map(|(s, r)| {
-                        vec![
-                            s.clone(),
-                            format!("{:?}", r.kind).to_lowercase(),
-                            r.revision.map(|n| format!("r{n}")).unwrap_or("-".into()),
-                            r.upstream.clone(),
-                            r.since.clone(),
-                            r.draining
-                                .iter()
-                                .map(|d| {
-                                    format!(
-                                        "{} ({} sessions, until {})",
-                                        d.upstream, d.sessions, d.deadline
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                                .join("; "),
-                        ]
-                    })
-                    .collect();
-                let mem = desc
-                    .get("memory_used_bytes")
-                    .and_then(|v| v.as_u64())
-                    .map(|b| format!(", memory used {:.1} MiB", b as f64 / (1u64 << 20) as f64))
-                    .unwrap_or_default();
-                output::human(
-                    settings,
-                    &format!(
-                        "edge {}: {}{mem}\n{}",
-                        desc["container"].as_str().unwrap_or_default(),
-                        desc["state"].as_str().unwrap_or_default(),
-                        output::table(
-                            &["SERVICE", "KIND", "REVISION", "UPSTREAM", "SINCE", "DRAINING"],
-                            rows
-                        )
-                    ),
-                );
-            }
-        }
+        output::emit(
+            settings,
+            &Status {
+                edge: desc,
+                routes: routes.routes,
+            },
+        )?;
         Ok(ExitCode::Ok)
     })
 }
@@ -137,7 +204,7 @@ fn replace(settings: &Settings) -> anyhow::Result<ExitCode> {
     )?;
     runtime()?.block_on(async {
         let engine = connect().await?;
-        let say = progress_printer(settings);
+        let say = output::say(settings);
         let started = std::time::Instant::now();
         let r = container::replace(&engine, &project, &say).await?;
         let me = LockInfo::current("edge replace", None);
@@ -156,16 +223,7 @@ fn replace(settings: &Settings) -> anyhow::Result<ExitCode> {
             duration_ms: started.elapsed().as_millis() as u64,
             ..Default::default()
         })?;
-        match settings.output {
-            OutputFormat::Json => output::json_line(&json!(r)),
-            OutputFormat::Human => output::human(
-                settings,
-                &format!(
-                    "edge {} replaced ({}): gap {} ms on {} ({} of {} probes failed)",
-                    r.container, r.image, r.gap_ms, r.probed, r.failed_probes, r.probes
-                ),
-            ),
-        }
+        output::emit(settings, &r)?;
         Ok(ExitCode::Ok)
     })
 }

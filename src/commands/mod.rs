@@ -1,10 +1,12 @@
 //! One module per verb. Commands are thin: resolve inputs, call the domain, report through `output`.
 
 pub mod bases;
+pub mod bridge;
 pub mod build;
 mod common;
 pub mod cutover;
 pub mod deploy;
+pub mod docker_proxy;
 pub mod down;
 pub mod edge;
 pub mod history;
@@ -26,8 +28,8 @@ pub fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<ExitCod
     match command {
         Command::Validate => validate::run(settings),
         Command::Render(args) => render::run(settings, &args),
-        Command::Bridge(args) => crate::bridge::run(args).map(|()| ExitCode::Ok),
-        Command::DockerProxy(args) => crate::dockerproxy::run(args).map(|()| ExitCode::Ok),
+        Command::Bridge(args) => bridge::run(args),
+        Command::DockerProxy(args) => docker_proxy::run(args),
         Command::Build(args) => build::run(settings, &args),
         Command::Plan(args) => plan::run(settings, &args),
         Command::Deploy(args) => deploy::run(settings, &args),

@@ -2,13 +2,12 @@
 //! unchanged / orphaned. Reads only; it may create the install key (first use) and the digest cache.
 
 use clap::Args;
-use serde_json::json;
+use serde::Serialize;
 
 use super::common::{connect, observe, open_project_for, plan_rows, runtime};
-use crate::cli::OutputFormat;
 use crate::engine::context::DigestCache;
 use crate::error::ExitCode;
-use crate::output;
+use crate::output::{self, Render};
 use crate::rollout::{desired, plan};
 use crate::settings::Settings;
 
@@ -16,6 +15,27 @@ use crate::settings::Settings;
 pub struct PlanArgs {
     /// Only these services (default: all).
     pub services: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    project: &'a str,
+    /// `actions`, flattened: `{"project": …, "actions": […]}`.
+    #[serde(flatten)]
+    plan: plan::Plan,
+}
+
+impl Render for Report<'_> {
+    fn human(&self) -> String {
+        let changed = self.plan.changed().count();
+        format!(
+            "{}\n{changed} to deploy; `mcpctl deploy` applies this plan",
+            output::table(
+                &["SERVICE", "ACTION", "FROM", "IMAGE", "CHANGES"],
+                plan_rows(&self.plan.actions),
+            ),
+        )
+    }
 }
 
 pub fn run(settings: &Settings, args: &PlanArgs) -> anyhow::Result<ExitCode> {
@@ -35,25 +55,13 @@ pub fn run(settings: &Settings, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         if !args.services.is_empty() {
             p.actions.retain(|a| args.services.contains(&a.service));
         }
-        match settings.output {
-            OutputFormat::Json => {
-                output::json_line(&json!({"project": project.name(), "actions": p.actions}))
-            }
-            OutputFormat::Human => {
-                output::human(
-                    settings,
-                    &output::table(
-                        &["SERVICE", "ACTION", "FROM", "IMAGE", "CHANGES"],
-                        plan_rows(&p),
-                    ),
-                );
-                let n = p.changed().count();
-                output::human(
-                    settings,
-                    &format!("{n} to deploy; `mcpctl deploy` applies this plan"),
-                );
-            }
-        }
+        output::emit(
+            settings,
+            &Report {
+                project: project.name(),
+                plan: p,
+            },
+        )?;
         Ok(ExitCode::Ok)
     })
 }

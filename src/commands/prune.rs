@@ -5,15 +5,12 @@
 use std::collections::BTreeSet;
 
 use clap::Args;
-use serde_json::json;
+use serde::Serialize;
 
-use super::common::{
-    confirm, connect, observe, open_project, progress_printer, release_lock, runtime, take_lock,
-};
-use crate::cli::OutputFormat;
+use super::common::{connect, observe, open_project, release_lock, runtime, take_lock};
 use crate::engine::Engine;
 use crate::error::ExitCode;
-use crate::output;
+use crate::output::{self, confirm, Render};
 use crate::rollout::ledger::Ledger;
 use crate::rollout::lock::LockInfo;
 use crate::settings::Settings;
@@ -23,6 +20,22 @@ pub struct PruneArgs {
     /// Remove a lock left by another run first.
     #[arg(long)]
     pub force_unlock: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    revisions: Vec<String>,
+    images: Vec<String>,
+}
+
+impl Render for Report {
+    fn human(&self) -> String {
+        format!(
+            "pruned {} revision(s) and {} image(s)",
+            self.revisions.len(),
+            self.images.len()
+        )
+    }
 }
 
 pub fn run(settings: &Settings, args: &PruneArgs) -> anyhow::Result<ExitCode> {
@@ -52,7 +65,7 @@ pub fn run(settings: &Settings, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         let ledger = Ledger::new(&project.state_dir);
         let me = LockInfo::current("prune", None);
         let held = take_lock(&engine, &project, settings, &me, args.force_unlock, &ledger).await?;
-        let say = progress_printer(settings);
+        let say = output::say(settings);
         let result = async {
             for c in &old {
                 engine.remove_container(c).await?;
@@ -90,17 +103,13 @@ pub fn run(settings: &Settings, args: &PruneArgs) -> anyhow::Result<ExitCode> {
         .await;
         release_lock(&engine, &project, &held).await;
         let removed = result?;
-        match settings.output {
-            OutputFormat::Json => output::json_line(&json!({"revisions": old, "images": removed})),
-            OutputFormat::Human => output::human(
-                settings,
-                &format!(
-                    "pruned {} revision(s) and {} image(s)",
-                    old.len(),
-                    removed.len()
-                ),
-            ),
-        }
+        output::emit(
+            settings,
+            &Report {
+                revisions: old,
+                images: removed,
+            },
+        )?;
         Ok(ExitCode::Ok)
     })
 }

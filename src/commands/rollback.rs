@@ -4,15 +4,12 @@
 //! back to the release before the latest. A rollback is a release of its own.
 
 use clap::Args;
-use serde_json::json;
 
-use super::common::{
-    confirm, connect, finish, observe, open_project, progress_printer, release_lock, runtime,
-    take_lock,
-};
+use super::common::{connect, finish, observe, open_project, release_lock, runtime, take_lock};
 use crate::engine::Engine;
 use crate::error::{CommandError, ExitCode};
 use crate::manifest::Role;
+use crate::output::{self, confirm};
 use crate::rollout::executor::{Executor, GateConfig, McpProber, StepResult};
 use crate::rollout::ledger::Ledger;
 use crate::rollout::lock::LockInfo;
@@ -72,7 +69,7 @@ async fn rollback(
     }
     let planned = plan::rollback_targets(&observed, args.service.as_deref(), args.to);
     if planned.is_empty() {
-        crate::output::human(settings, "nothing to roll back: the requested revisions are already serving (or none is retained)");
+        output::human(settings, "nothing to roll back: the requested revisions are already serving (or none is retained)");
         return Ok(ExitCode::Ok);
     }
     let what: Vec<String> = planned
@@ -95,7 +92,7 @@ async fn rollback(
     let r = apply(settings, args, project, &engine, &ledger, &me, interrupted).await;
     release_lock(&engine, project, &held).await;
     let (release, results) = r?;
-    finish(settings, "rollback", release, &results, json!(null))
+    finish(settings, "rollback", release, &results)
 }
 
 async fn apply(
@@ -107,7 +104,7 @@ async fn apply(
     me: &LockInfo,
     interrupted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<(u64, Vec<StepResult>)> {
-    let say = progress_printer(settings);
+    let say = output::say(settings);
     // Re-read under the lock: a reconcile may have changed what serves.
     let observed = observe(engine, project).await?;
     let release = release::next_release(observed.max_release, ledger);

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use serde::Serialize;
 
-use crate::cli::OutputFormat;
 use crate::engine::docker::DockerEngine;
 use crate::error::{CommandError, ExitCode};
-use crate::output;
+use crate::output::{self, progress::Bar, Render};
 use crate::settings::Settings;
 use crate::soak::driver::{self, Checkpoint, Ending, Progress, RunContext, State};
 use crate::soak::report::{self, Status};
@@ -160,6 +160,51 @@ fn progress_text(p: &Progress) -> String {
     )
 }
 
+/// The soak report (its JSON is the report itself) and where its files were written.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Summary<'a> {
+    report: &'a report::Report,
+    #[serde(skip)]
+    files: Vec<PathBuf>,
+}
+
+impl Render for Summary<'_> {
+    fn human(&self) -> String {
+        let report = self.report;
+        let rows = report
+            .slos
+            .iter()
+            .map(|s| {
+                vec![
+                    s.slo.clone(),
+                    s.service.clone().unwrap_or_else(|| "stack".into()),
+                    s.target.clone(),
+                    s.actual.clone(),
+                    match s.status {
+                        Status::Pass => "pass".into(),
+                        Status::Fail => "FAIL".into(),
+                        Status::NotMeasured => "not measured".into(),
+                    },
+                ]
+            })
+            .collect();
+        let t = &report.totals;
+        format!(
+            "{}\n\n{} calls in {:.0} s, {} errors; report: {}",
+            output::table(&["SLO", "SERVICE", "TARGET", "MEASURED", "RESULT"], rows),
+            t.calls,
+            report.elapsed_s,
+            t.errors,
+            self.files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+}
+
 pub fn run(settings: &Settings, args: &SoakArgs) -> anyhow::Result<ExitCode> {
     let loaded = crate::manifest::load_checked(settings)?;
     let manifest = loaded.manifest;
@@ -229,18 +274,8 @@ pub fn run(settings: &Settings, args: &SoakArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && settings.output == OutputFormat::Human
-        && !settings.quiet;
-    let bar = tty.then(|| {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} soak {prefix}: {wide_msg}")
-                .expect("static template"),
-        );
-        b.set_prefix(ckpt.project.clone());
-        b
-    });
+    // The run's whole length (a resumed run's bar starts where the checkpoint left it).
+    let bar = Bar::seconds(ckpt.options.duration, format!("soak {}", ckpt.project));
     let label_prefix = manifest.label_prefix.clone();
     let project = manifest.project.clone();
     let chaos = ckpt.options.chaos;
@@ -273,9 +308,9 @@ pub fn run(settings: &Settings, args: &SoakArgs) -> anyhow::Result<ExitCode> {
         );
         let mut last_log = std::time::Instant::now();
         let mut on_progress = |p: &Progress| {
-            if let Some(b) = &bar {
-                b.set_message(progress_text(p));
-                b.tick();
+            if bar.is_visible() {
+                bar.set_position(p.elapsed.as_secs());
+                bar.set_message(progress_text(p));
             } else if last_log.elapsed() >= Duration::from_secs(60) {
                 // No terminal (nohup, CI): a log line a minute instead of a live line.
                 last_log = std::time::Instant::now();
@@ -294,53 +329,17 @@ pub fn run(settings: &Settings, args: &SoakArgs) -> anyhow::Result<ExitCode> {
         )
         .await
     });
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    drop(bar);
     let (ckpt, ending) = ran?;
     let report = report::build(&ckpt, Targets::seed(manifest.memory_budget.0));
     let files = report.write(&ckpt.report_dir)?;
-    match settings.output {
-        OutputFormat::Json => output::json_line(&serde_json::to_value(&report)?),
-        OutputFormat::Human => {
-            let rows = report
-                .slos
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.slo.clone(),
-                        s.service.clone().unwrap_or_else(|| "stack".into()),
-                        s.target.clone(),
-                        s.actual.clone(),
-                        match s.status {
-                            Status::Pass => "pass".into(),
-                            Status::Fail => "FAIL".into(),
-                            Status::NotMeasured => "not measured".into(),
-                        },
-                    ]
-                })
-                .collect();
-            output::human(
-                settings,
-                &output::table(&["SLO", "SERVICE", "TARGET", "MEASURED", "RESULT"], rows),
-            );
-            let t = &report.totals;
-            output::human(
-                settings,
-                &format!(
-                    "\n{} calls in {:.0} s, {} errors; report: {}",
-                    t.calls,
-                    report.elapsed_s,
-                    t.errors,
-                    files
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            );
-        }
-    }
+    output::emit(
+        settings,
+        &Summary {
+            report: &report,
+            files,
+        },
+    )?;
     if ending == Ending::Interrupted {
         output::diagnostic(&format!(
             "interrupted: the report covers the {:.0} s that ran; continue with `mcpctl soak --resume`",

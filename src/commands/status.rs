@@ -2,13 +2,12 @@
 //! revision, image, state, gate, uptime, restarts, tools, port, memory used/limit.
 
 use clap::Args;
-use serde_json::json;
+use serde::Serialize;
 
 use super::common::{connect, observe, open_project, runtime};
-use crate::cli::OutputFormat;
 use crate::engine::Engine;
 use crate::error::ExitCode;
-use crate::output;
+use crate::output::{self, Render};
 use crate::rollout::ledger::Ledger;
 use crate::settings::Settings;
 
@@ -27,6 +26,92 @@ fn mb(b: u64) -> String {
     format!("{:.0}M", b as f64 / (1 << 20) as f64)
 }
 
+/// The last gate a service went through (the ledger's last step for it).
+#[derive(Serialize)]
+struct Gate {
+    outcome: String,
+    at: String,
+    release: u64,
+}
+
+/// One service: what runs and how it is doing.
+#[derive(Serialize)]
+struct ServiceStatus {
+    service: String,
+    revision: Option<String>,
+    container: Option<String>,
+    image: Option<String>,
+    state: String,
+    docker_health: Option<String>,
+    gate: Option<Gate>,
+    uptime_s: Option<u64>,
+    restarts: i64,
+    tools: Option<usize>,
+    port: Option<u16>,
+    memory_used: Option<u64>,
+    memory_limit: Option<u64>,
+    retained: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    project: &'a str,
+    services: Vec<ServiceStatus>,
+}
+
+impl Render for Report<'_> {
+    fn human(&self) -> String {
+        let rows = self
+            .services
+            .iter()
+            .map(|s| {
+                vec![
+                    s.service.clone(),
+                    s.revision.clone().unwrap_or("-".into()),
+                    s.state.clone()
+                        + &s.docker_health
+                            .as_ref()
+                            .map(|h| format!(" ({h})"))
+                            .unwrap_or_default(),
+                    s.gate
+                        .as_ref()
+                        .map(|g| format!("{} ({})", g.outcome, g.at))
+                        .unwrap_or("-".into()),
+                    s.uptime_s
+                        .map(|s| {
+                            humantime::format_duration(std::time::Duration::from_secs(s))
+                                .to_string()
+                        })
+                        .unwrap_or("-".into()),
+                    s.restarts.to_string(),
+                    s.tools.map(|t| t.to_string()).unwrap_or("-".into()),
+                    s.port.map(|p| p.to_string()).unwrap_or("-".into()),
+                    s.memory_used
+                        .zip(s.memory_limit)
+                        .map(|(u, l)| format!("{}/{}", mb(u), mb(l)))
+                        .unwrap_or("-".into()),
+                    s.image.clone().unwrap_or("-".into()),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "SERVICE",
+                "REVISION",
+                "STATE",
+                "LAST GATE",
+                "UPTIME",
+                "RESTARTS",
+                "TOOLS",
+                "PORT",
+                "MEMORY",
+                "IMAGE",
+            ],
+            rows,
+        )
+    }
+}
+
 pub fn run(settings: &Settings, _args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let project = open_project(settings)?;
     let ledger = Ledger::new(&project.state_dir);
@@ -43,21 +128,30 @@ pub fn run(settings: &Settings, _args: &StatusArgs) -> anyhow::Result<ExitCode> 
         // One stats sample takes the engine about a second: take them all at once.
         let serving_containers: Vec<String> = names
             .iter()
-            .filter_map(|n| observed.services.get(n)?.serving.as_ref().map(|s| s.container.clone()))
+            .filter_map(|n| {
+                observed
+                    .services
+                    .get(n)?
+                    .serving
+                    .as_ref()
+                    .map(|s| s.container.clone())
+            })
             .collect();
-        let samples = futures::future::join_all(serving_containers.iter().map(|c| engine.memory(c))).await;
+        let samples =
+            futures::future::join_all(serving_containers.iter().map(|c| engine.memory(c))).await;
         let memory: std::collections::HashMap<&str, (u64, u64)> = serving_containers
             .iter()
             .zip(samples)
             .filter_map(|(c, m)| Some((c.as_str(), m.ok().flatten()?)))
             .collect();
-        let mut rows = Vec::new();
-        let mut objs = Vec::new();
+        let mut services = Vec::new();
         for name in names {
             let o = observed.services.get(&name);
             let serving = o.and_then(|o| o.serving.as_ref());
-            let last = entries.iter().rev().find(|e| e.event == "step" && e.service.as_deref() == Some(name.as_str()));
-            let gate = last.map(|e| format!("{} ({})", e.outcome, e.ts)).unwrap_or("-".into());
+            let last = entries
+                .iter()
+                .rev()
+                .find(|e| e.event == "step" && e.service.as_deref() == Some(name.as_str()));
             let tools = entries
                 .iter()
                 .rev()
@@ -69,13 +163,24 @@ pub fn run(settings: &Settings, _args: &StatusArgs) -> anyhow::Result<ExitCode> 
                     let m = memory.get(s.container.as_str()).copied();
                     (
                         format!("{:?}", s.state).to_lowercase(),
-                        d.as_ref().and_then(|d| d.started_at.as_deref().and_then(uptime)),
+                        d.as_ref()
+                            .and_then(|d| d.started_at.as_deref().and_then(uptime)),
                         d.as_ref().map(|d| d.restart_count).unwrap_or(0),
                         m,
                         d.and_then(|d| d.health),
                     )
                 }
-                None => (if o.is_some() { "stopped".into() } else { "not deployed".into() }, None, 0, None, None),
+                None => (
+                    if o.is_some() {
+                        "stopped".into()
+                    } else {
+                        "not deployed".into()
+                    },
+                    None,
+                    0,
+                    None,
+                    None,
+                ),
             };
             // Behind the edge the service's port is the edge's; the revision's own is ephemeral.
             let port = if crate::edge::container::fronts(&project, &name) {
@@ -83,42 +188,36 @@ pub fn run(settings: &Settings, _args: &StatusArgs) -> anyhow::Result<ExitCode> 
             } else {
                 serving.and_then(|s| s.ports.values().next().copied())
             };
-            rows.push(vec![
-                name.clone(),
-                serving.map(|s| s.name()).unwrap_or("-".into()),
-                state.clone() + &health.as_ref().map(|h| format!(" ({h})")).unwrap_or_default(),
-                gate.clone(),
-                up.map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string()).unwrap_or("-".into()),
-                restarts.to_string(),
-                tools.map(|t| t.to_string()).unwrap_or("-".into()),
-                port.map(|p| p.to_string()).unwrap_or("-".into()),
-                mem.map(|(u, l)| format!("{}/{}", mb(u), mb(l))).unwrap_or("-".into()),
-                serving.map(|s| s.image.clone()).unwrap_or("-".into()),
-            ]);
-            objs.push(json!({
-                "service": name,
-                "revision": serving.map(|s| s.name()),
-                "container": serving.map(|s| s.container.clone()),
-                "image": serving.map(|s| s.image.clone()),
-                "state": state,
-                "docker_health": health,
-                "gate": last.map(|e| json!({"outcome": e.outcome, "at": e.ts, "release": e.release})),
-                "uptime_s": up,
-                "restarts": restarts,
-                "tools": tools,
-                "port": port,
-                "memory_used": mem.map(|m| m.0),
-                "memory_limit": mem.map(|m| m.1),
-                "retained": o.map(|o| o.retained.iter().map(|r| r.name()).collect::<Vec<_>>()).unwrap_or_default(),
-            }));
+            services.push(ServiceStatus {
+                service: name,
+                revision: serving.map(|s| s.name()),
+                container: serving.map(|s| s.container.clone()),
+                image: serving.map(|s| s.image.clone()),
+                state,
+                docker_health: health,
+                gate: last.map(|e| Gate {
+                    outcome: e.outcome.clone(),
+                    at: e.ts.clone(),
+                    release: e.release,
+                }),
+                uptime_s: up,
+                restarts,
+                tools,
+                port,
+                memory_used: mem.map(|m| m.0),
+                memory_limit: mem.map(|m| m.1),
+                retained: o
+                    .map(|o| o.retained.iter().map(|r| r.name()).collect())
+                    .unwrap_or_default(),
+            });
         }
-        match settings.output {
-            OutputFormat::Json => output::json_line(&json!({"project": project.name(), "services": objs})),
-            OutputFormat::Human => output::human(
-                settings,
-                &output::table(&["SERVICE", "REVISION", "STATE", "LAST GATE", "UPTIME", "RESTARTS", "TOOLS", "PORT", "MEMORY", "IMAGE"], rows),
-            ),
-        }
+        output::emit(
+            settings,
+            &Report {
+                project: project.name(),
+                services,
+            },
+        )?;
         Ok(ExitCode::Ok)
     })
 }

@@ -2,17 +2,50 @@
 //! builds install — into `<state>/vendor/<service>/<lock-hash>/`, hashes checked.
 
 use clap::Args;
+use serde::Serialize;
 
-use crate::cli::OutputFormat;
 use crate::error::ExitCode;
 use crate::images::vendor;
+use crate::manifest;
+use crate::output::{self, progress::Bar, Render};
 use crate::settings::Settings;
-use crate::{manifest, output};
 
 #[derive(Args, Debug)]
 pub struct VendorArgs {
     /// Services to vendor (default: every PyPI or npm service built in offline mode).
     pub services: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    vendored: Vec<vendor::Vendored>,
+    /// Each service's runtime, for the table ("CPython 3.11").
+    #[serde(skip)]
+    runtimes: Vec<String>,
+}
+
+impl Render for Report {
+    fn human(&self) -> String {
+        let rows = self
+            .vendored
+            .iter()
+            .zip(&self.runtimes)
+            .map(|(d, runtime)| {
+                vec![
+                    d.service.clone(),
+                    runtime.clone(),
+                    if d.fetched_now {
+                        format!("fetched in {:.0} s", d.seconds)
+                    } else {
+                        "up to date".into()
+                    },
+                    format!("{} MB", d.bytes / 1_000_000),
+                    d.dir.display().to_string(),
+                ]
+            })
+            .collect();
+        output::table(&["SERVICE", "RUNTIME", "RESULT", "SIZE", "DIRECTORY"], rows)
+    }
 }
 
 pub fn run(settings: &Settings, args: &VendorArgs) -> anyhow::Result<ExitCode> {
@@ -49,13 +82,18 @@ pub fn run(settings: &Settings, args: &VendorArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // Services are independent (each has its own directory): fetch them in parallel.
+    let bar = Bar::steps(specs.len() as u64, "vendor");
     let results: Vec<anyhow::Result<vendor::Vendored>> = std::thread::scope(|scope| {
+        let bar = &bar;
         let handles: Vec<_> = specs
             .iter()
             .map(|s| {
                 scope.spawn(move || {
                     tracing::info!(service = %s.service, dir = %s.dir.display(), "vendoring");
-                    vendor::vendor(s)
+                    let r = vendor::vendor(s);
+                    bar.inc(1);
+                    bar.set_message(format!("{} done", s.service));
+                    r
                 })
             })
             .collect();
@@ -64,6 +102,7 @@ pub fn run(settings: &Settings, args: &VendorArgs) -> anyhow::Result<ExitCode> {
             .map(|h| h.join().expect("vendor thread"))
             .collect()
     });
+    drop(bar);
     let mut done = Vec::new();
     let mut errors = Vec::new();
     for (s, r) in specs.iter().zip(results) {
@@ -78,34 +117,19 @@ pub fn run(settings: &Settings, args: &VendorArgs) -> anyhow::Result<ExitCode> {
             errors.join("\n  ")
         );
     }
-    match settings.output {
-        OutputFormat::Json => output::json_line(&serde_json::json!({ "vendored": done })),
-        OutputFormat::Human => {
-            let rows = done
-                .iter()
-                .zip(&specs)
-                .map(|(d, s)| {
-                    vec![
-                        d.service.clone(),
-                        match &s.runtime {
-                            vendor::Runtime::Python { version } => format!("CPython {version}"),
-                            vendor::Runtime::Node { version } => format!("Node {version}"),
-                        },
-                        if d.fetched_now {
-                            format!("fetched in {:.0} s", d.seconds)
-                        } else {
-                            "up to date".into()
-                        },
-                        format!("{} MB", d.bytes / 1_000_000),
-                        d.dir.display().to_string(),
-                    ]
-                })
-                .collect();
-            output::human(
-                settings,
-                &output::table(&["SERVICE", "RUNTIME", "RESULT", "SIZE", "DIRECTORY"], rows),
-            );
-        }
-    }
+    let runtimes = specs
+        .iter()
+        .map(|s| match &s.runtime {
+            vendor::Runtime::Python { version } => format!("CPython {version}"),
+            vendor::Runtime::Node { version } => format!("Node {version}"),
+        })
+        .collect();
+    output::emit(
+        settings,
+        &Report {
+            vendored: done,
+            runtimes,
+        },
+    )?;
     Ok(ExitCode::Ok)
 }

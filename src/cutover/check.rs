@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use super::compare::{self, excerpt, Difference, Side, SmokeOutcome};
 use super::latency::{self, Figures};
 use super::litellm::{LiteLlm, RestCall};
-use crate::health::client::{McpError, Session, Transport};
 use crate::manifest::SmokeStep;
+use crate::mcp::{McpError, Session, Transport};
 
 /// The tool name used to provoke "unknown tool" (no server lists it).
 pub const UNKNOWN_TOOL: &str = "mcpctl_cutover_no_such_tool";

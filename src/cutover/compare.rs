@@ -1,15 +1,15 @@
 //! Old vs new for one service: what each side lists (tool names, per-tool input-schema hashes) and
 //! what its smoke steps return, then the differences between the two. Probing talks MCP through
-//! [`crate::health::client`]; [`differences`] is pure and unit-tested.
+//! [`crate::mcp`]; [`differences`] is pure and unit-tested.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::health::client::{Session, Transport};
 use crate::health::gate::schema_digest;
 use crate::manifest::SmokeStep;
+use crate::mcp::{Session, Transport};
 
 /// One smoke step's outcome on one side.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -26,7 +26,7 @@ impl SmokeOutcome {
     /// Judge one call of `step` that started at `started`.
     pub fn of(
         step: &SmokeStep,
-        result: Result<crate::health::client::ToolResult, crate::health::client::McpError>,
+        result: Result<crate::mcp::ToolResult, crate::mcp::McpError>,
         started: Instant,
     ) -> Self {
         let ms = started.elapsed().as_secs_f64() * 1e3;

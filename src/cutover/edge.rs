@@ -1,108 +1,30 @@
-//! HTTP client of the edge's loopback admin API (issue #7; docs/contracts.md "Edge"):
-//! `GET /routes` → `{"routes": {"<service>": Route}}`, `PUT /routes/<service>` with a [`RoutePut`].
-//! Kept here, not in `src/edge/`, so cutover depends only on the wire contract.
+//! The edge as cutover uses it (issue #7; docs/contracts.md "Edge"): its loopback admin API through
+//! the edge's own client and route model ([`crate::edge::admin::AdminClient`],
+//! [`crate::edge::routes`]) — `GET /routes`, `PUT /routes/<service>` — and the upstream URLs cutover
+//! routes to. Switching a service is one route change there, so LiteLLM keeps pointing at
+//! `mcp-<service>` and never restarts. Owns no wire types: the edge defines them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::Context;
-use serde::{Deserialize, Serialize};
+use anyhow::Context as _;
 
-/// Which side a route sends new sessions to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RouteKind {
-    Stack,
-    Legacy,
+pub use crate::edge::admin::AdminClient;
+pub use crate::edge::routes::{PutRoute, RouteKind, RouteView};
+
+/// A client of the admin API at `base` whose requests give up after `timeout`.
+pub fn admin(base: &str, timeout: Duration) -> AdminClient {
+    AdminClient::with_timeout(base, timeout)
 }
 
-impl RouteKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteKind::Stack => "stack",
-            RouteKind::Legacy => "legacy",
-        }
-    }
-}
-
-/// One service's route as `GET /routes` reports it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Route {
-    pub upstream: String,
-    #[serde(default)]
-    pub revision: Option<u64>,
-    pub kind: RouteKind,
-    #[serde(default)]
-    pub since: Option<String>,
-    #[serde(default)]
-    pub draining: Vec<serde_json::Value>,
-}
-
-/// The body of `PUT /routes/<service>`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RoutePut {
-    pub upstream: String,
-    pub revision: Option<u64>,
-    pub kind: RouteKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drain_timeout_s: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct Routes {
-    routes: BTreeMap<String, Route>,
-}
-
-pub struct EdgeAdmin {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl EdgeAdmin {
-    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
-        Ok(Self {
-            base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(timeout)
-                .build()?,
-        })
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    pub async fn routes(&self) -> anyhow::Result<BTreeMap<String, Route>> {
-        let url = format!("{}/routes", self.base);
-        let resp = self.http.get(&url).send().await.with_context(|| {
-            format!(
-                "the edge admin API at {url} does not answer (is the edge running? --edge-admin)"
-            )
-        })?;
-        let status = resp.status();
-        let body = resp.text().await?;
-        anyhow::ensure!(status.is_success(), "GET {url}: HTTP {status}: {body}");
-        let r: Routes = serde_json::from_str(&body)
-            .with_context(|| format!("GET {url}: not a routes document: {body}"))?;
-        Ok(r.routes)
-    }
-
-    /// Point `service` at `put`; returns the route the edge reports afterwards (if it echoes one).
-    pub async fn put_route(&self, service: &str, put: &RoutePut) -> anyhow::Result<()> {
-        let url = format!("{}/routes/{service}", self.base);
-        let resp = self
-            .http
-            .put(&url)
-            .json(put)
-            .send()
-            .await
-            .with_context(|| format!("PUT {url}"))?;
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        anyhow::ensure!(status.is_success(), "PUT {url}: HTTP {status}: {body}");
-        Ok(())
-    }
+/// `GET /routes` as a map by service; an error names the address and the flag that sets it.
+pub async fn routes(admin: &AdminClient) -> anyhow::Result<BTreeMap<String, RouteView>> {
+    admin.routes().await.map(|r| r.routes).with_context(|| {
+        format!(
+            "the edge admin API at {}/routes (is the edge running? --edge-admin)",
+            admin.base()
+        )
+    })
 }
 
 /// How the edge container reaches a legacy endpoint the manifest gives as the host sees it:
@@ -160,14 +82,9 @@ mod tests {
     }
 
     #[test]
-    fn route_documents_parse_and_puts_serialize_as_the_contract_says() {
-        let r: Routes = serde_json::from_str(
-            r#"{"routes": {"alpha": {"upstream": "http://p-alpha-r3:8080", "revision": 3,
-                "kind": "stack", "since": "2026-11-25T00:00:00Z", "draining": []}}}"#,
-        )
-        .unwrap();
-        assert_eq!(r.routes["alpha"].kind, RouteKind::Stack);
-        let put = RoutePut {
+    fn a_legacy_put_serializes_as_the_contract_says() {
+        // What cutover sends to route a service back to the old proxy: a null revision.
+        let put = PutRoute {
             upstream: "http://host.docker.internal:9000/servers/alpha".into(),
             revision: None,
             kind: RouteKind::Legacy,

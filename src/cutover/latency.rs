@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::litellm::LiteLlm;
-use crate::health::client::{Session, Transport};
+use crate::mcp::{Session, Transport};
 
 /// Percentiles of one series of calls, in milliseconds.
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]

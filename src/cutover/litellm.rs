@@ -17,7 +17,10 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::health::client::{Options, Session, Transport};
+use super::scope::Scope;
+use crate::error::CommandError;
+use crate::manifest::Manifest;
+use crate::mcp::{Options, Session, Transport};
 
 /// What one REST tool call returned.
 #[derive(Debug, Clone, Serialize)]
@@ -232,6 +235,82 @@ pub fn default_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/mcpctl"));
     cache.join("venv-litellm/bin/litellm")
+}
+
+/// The litellm/config.yaml `mcpctl render` writes for `manifest`, byte for byte.
+pub fn rendered_config(manifest: &Manifest) -> anyhow::Result<String> {
+    let artifacts = crate::render::render(manifest, Some(crate::render::ArtifactKind::Litellm))?;
+    artifacts
+        .into_iter()
+        .find(|a| a.path.ends_with("config.yaml"))
+        .map(|a| a.contents)
+        .ok_or_else(|| anyhow::anyhow!("render produced no litellm/config.yaml"))
+}
+
+/// A port on 127.0.0.1 nothing listens on right now (4000 if none can be found).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(4000)
+}
+
+/// Where a LiteLLM mcpctl starts keeps its config and log.
+pub fn run_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("cutover").join("litellm")
+}
+
+/// LiteLLM's master key, required to start one: its value, or a usage error naming the variable.
+pub fn required_key(env_name: &str, value: Option<String>) -> Result<String, CommandError> {
+    value.ok_or_else(|| {
+        CommandError::usage(format!(
+            "LiteLLM's master key is not set ({env_name}): export it or fix litellm.master_key"
+        ))
+    })
+}
+
+/// `cutover litellm`: start LiteLLM on 127.0.0.1:`port` with the rendered config and wait (up to
+/// 180 s) until it answers; how long that took.
+pub async fn start_rendered(
+    scope: &Scope,
+    bin: Option<PathBuf>,
+    port: u16,
+) -> anyhow::Result<(Launched, Duration)> {
+    let (key_env, key) = scope.master_key();
+    let key = required_key(&key_env, key)?;
+    let config = rendered_config(&scope.manifest)?;
+    let bin = bin.unwrap_or_else(default_bin);
+    let mut l = launch(
+        &bin,
+        &config,
+        &run_dir(&scope.state_dir),
+        port,
+        &key_env,
+        &key,
+    )?;
+    let client = LiteLlm::new(&l.url, Some(key), Duration::from_secs(5))?;
+    let took = client
+        .wait_alive(Duration::from_secs(180), || l.check_running())
+        .await?;
+    Ok((l, took))
+}
+
+/// Keep a started LiteLLM until Ctrl-C or SIGTERM, then stop it; an error if it exits first.
+pub async fn serve_until_signal(mut l: Launched) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let Err(e) = l.check_running() {
+                    return Err(anyhow::anyhow!(e));
+                }
+            }
+        }
+    }
+    l.stop();
+    Ok(())
 }
 
 /// Write `config` (the rendered litellm/config.yaml, unchanged) into `dir` and start LiteLLM on

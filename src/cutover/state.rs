@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::edge::RouteKind;
+use crate::edge::routes::{RouteKind, RouteView};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CutoverState {
@@ -119,6 +119,22 @@ impl CutoverState {
             s.stack_revision = revision;
         }
     }
+
+    /// Follow where the edge routes `service` (the edge is the truth about where traffic goes):
+    /// its side, and the stack route to return to when it is the stack.
+    pub fn follow_edge(&mut self, service: &str, route: &RouteView, now: &str) {
+        self.set_active(service, route.kind, now);
+        if route.kind == RouteKind::Stack {
+            self.remember_stack(service, &route.upstream, route.revision);
+        }
+    }
+
+    /// The stack route last seen or set for `service`: (upstream, revision).
+    pub fn recorded_stack(&self, service: &str) -> Option<(String, Option<u64>)> {
+        self.services
+            .get(service)
+            .and_then(|s| s.stack_upstream.clone().map(|u| (u, s.stack_revision)))
+    }
 }
 
 /// Whether every named service has been on the stack for at least `clean_period` at `now`
@@ -184,6 +200,43 @@ mod tests {
             1
         );
         assert!(not_clean(&s, &names[..1], Duration::from_secs(60), SystemTime::now()).is_empty());
+    }
+
+    #[test]
+    fn the_state_follows_the_edge_and_remembers_only_stack_routes() {
+        let route = |kind, upstream: &str, revision| RouteView {
+            upstream: upstream.into(),
+            revision,
+            kind,
+            since: "2026-11-25T00:00:00Z".into(),
+            draining: vec![],
+        };
+        let mut s = CutoverState::default();
+        s.follow_edge(
+            "a",
+            &route(RouteKind::Stack, "http://p-a-r2:8080", Some(2)),
+            "t1",
+        );
+        assert_eq!(
+            s.recorded_stack("a"),
+            Some(("http://p-a-r2:8080".to_string(), Some(2)))
+        );
+        s.follow_edge(
+            "a",
+            &route(RouteKind::Legacy, "http://host.docker.internal:9000", None),
+            "t2",
+        );
+        let a = &s.services["a"];
+        assert_eq!(
+            (a.active, a.since.as_str(), a.switches),
+            (RouteKind::Legacy, "t2", 1)
+        );
+        // Routed to the old proxy, the stack route to return to is kept.
+        assert_eq!(
+            s.recorded_stack("a"),
+            Some(("http://p-a-r2:8080".to_string(), Some(2)))
+        );
+        assert_eq!(s.recorded_stack("b"), None);
     }
 
     #[test]

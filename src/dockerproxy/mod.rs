@@ -25,7 +25,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bollard::query_parameters as q;
 use bollard::Docker;
-use clap::Args;
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -33,16 +32,14 @@ use serde_json::Value;
 
 use crate::engine::docker::DockerEngine;
 
-#[derive(Args, Debug, Clone)]
-pub struct DockerProxyArgs {
-    /// Address to serve on (inside its container 0.0.0.0:2375).
-    #[arg(long, default_value = "0.0.0.0:2375")]
+/// How to run the proxy (`mcpctl docker-proxy`'s flags: `crate::commands::docker_proxy`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to serve on.
     pub listen: SocketAddr,
     /// Only containers of this project are visible.
-    #[arg(long)]
     pub project: String,
     /// The manifest's label prefix.
-    #[arg(long, default_value = "com.mcp")]
     pub label_prefix: String,
 }
 
@@ -61,7 +58,7 @@ struct Proxy {
 
 type Shared = Arc<Proxy>;
 
-pub fn run(args: DockerProxyArgs) -> anyhow::Result<()> {
+pub fn run(args: Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -453,23 +450,11 @@ async fn metrics(State(p): State<Shared>) -> Response {
         }
     }))
     .await;
-    let mut text = String::new();
-    if let Err(e) = exporter::encode(
+    crate::metrics::response(&exporter::registry(
         &p.prefix,
         samples.into_iter().flatten(),
         &p.refused,
-        &mut text,
-    ) {
-        return engine_error(e);
-    }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    ))
 }
 
 pub mod exporter {
@@ -517,7 +502,9 @@ pub mod exporter {
         Some(usage - inactive)
     }
 
-    pub fn encode(
+    /// One scrape's registry (encoded by `crate::metrics`): fresh families set from Docker's
+    /// view of each container, and the proxy's refusal counter.
+    pub fn registry(
         prefix: &str,
         containers: impl Iterator<
             Item = (
@@ -526,8 +513,7 @@ pub mod exporter {
             ),
         >,
         refused: &Family<RefusedLabels, Counter>,
-        out: &mut String,
-    ) -> std::fmt::Result {
+    ) -> Registry {
         let used = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let limit = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let cpu = Family::<Labels, Counter<f64, AtomicU64>>::default();
@@ -606,7 +592,7 @@ pub mod exporter {
             "Requests the docker proxy refused before asking the engine",
             refused.clone(),
         );
-        prometheus_client::encoding::prometheus_text::encode(out, &r)
+        r
     }
 
     #[cfg(test)]
@@ -618,6 +604,66 @@ pub mod exporter {
             assert_eq!(super::memory_used(&v1), Some(700));
             assert_eq!(super::memory_used(&v2), Some(900));
             assert_eq!(super::memory_used(&serde_json::json!({})), None);
+        }
+
+        #[test]
+        fn exposition_parses_and_carries_every_contract_metric() {
+            use super::*;
+            let detail: bollard::models::ContainerInspectResponse =
+                serde_json::from_value(serde_json::json!({
+                    "Name": "/shop-alpha-r1",
+                    "RestartCount": 2,
+                    "Config": {"Labels": {
+                        "com.mcp.service": "alpha",
+                        "com.mcp.release": "1",
+                        "com.mcp.config-hash": "0123456789abcdef"
+                    }},
+                    "HostConfig": {"Memory": 67108864, "NanoCpus": 500000000}
+                }))
+                .unwrap();
+            let stats = serde_json::json!({
+                "memory_stats": {"usage": 1000, "stats": {"inactive_file": 100}},
+                "cpu_stats": {"cpu_usage": {"total_usage": 1500000000u64}}
+            });
+            let refused = Family::<RefusedLabels, Counter>::default();
+            let _ = refused.get_or_create(&RefusedLabels { reason: "method" });
+            let reg = registry("com.mcp", std::iter::once((detail, Some(stats))), &refused);
+            let text = crate::metrics::encode(&reg).unwrap();
+            let families =
+                crate::metrics::parse::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            for (name, kind, value) in [
+                ("mcp_container_memory_used_bytes", "gauge", 900.0),
+                ("mcp_container_memory_limit_bytes", "gauge", 67108864.0),
+                ("mcp_container_cpu_seconds_total", "counter", 1.5),
+                ("mcp_container_cpu_limit_cores", "gauge", 0.5),
+                ("mcp_container_restarts_total", "counter", 2.0),
+            ] {
+                let f = families
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{name} missing in\n{text}"));
+                assert_eq!(f.kind, kind, "{name}");
+                let s = &f.samples[..];
+                assert_eq!(s.len(), 1, "{name}");
+                let labels: Vec<(&str, &str)> = s[0]
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                assert_eq!(
+                    labels,
+                    [
+                        ("service", "alpha"),
+                        ("revision", "r1-01234567"),
+                        ("container", "shop-alpha-r1")
+                    ],
+                    "{name}"
+                );
+                assert_eq!(s[0].value, value, "{name}");
+            }
+            let refused = &families["mcp_dockerproxy_refused_total"];
+            assert_eq!(refused.kind, "counter");
+            assert_eq!(refused.samples[0].label("reason"), Some("method"));
+            assert_eq!(families.len(), 6, "{:?}", families.keys());
         }
     }
 }
@@ -801,8 +847,9 @@ mod tests {
             let _ = refused.get_or_create(&r.into());
         }
         refused.get_or_create(&Refusal::Encoded.into()).inc();
-        let mut text = String::new();
-        exporter::encode("com.mcp", std::iter::empty(), &refused, &mut text).unwrap();
+        let text =
+            crate::metrics::encode(&exporter::registry("com.mcp", std::iter::empty(), &refused))
+                .unwrap();
         assert!(
             text.contains("mcp_dockerproxy_refused_total{reason=\"encoded\"} 1"),
             "{text}"

@@ -43,11 +43,16 @@ impl AdminClient {
     }
 
     pub fn at(base: &str) -> Self {
+        Self::with_timeout(base, Duration::from_secs(10))
+    }
+
+    /// [`AdminClient::at`] whose requests give up after `timeout` (cutover bounds each step).
+    pub fn with_timeout(base: &str, timeout: Duration) -> Self {
         Self {
             base: base.trim_end_matches('/').to_string(),
             client: reqwest::Client::builder()
                 .no_proxy()
-                .timeout(Duration::from_secs(10))
+                .timeout(timeout)
                 .build()
                 .expect("a plain HTTP client builds"),
         }

@@ -5,6 +5,7 @@
 //!
 //! - `routes`: the admin API's JSON and the parsing the proxy needs (pure);
 //! - `server`: the proxy and admin API (`mcpctl edge serve`, inside the container);
+//! - `metrics`: the edge's own series for the admin API's `GET /metrics`;
 //! - `admin`: the host side's client of the admin API (switch, wait for a drain);
 //! - `container`: the edge's image and container (up, replace with a measured gap).
 //!
@@ -12,6 +13,7 @@
 
 pub mod admin;
 pub mod container;
+mod metrics;
 pub mod routes;
 pub mod server;
 
@@ -20,8 +22,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
-
 /// The default in-network port: `mcp-<service>:8080`, where a bridge listens unless the service
 /// sets another `container_port` (then the edge listens in-network on that port too:
 /// `--in-network-port`).
@@ -29,36 +29,25 @@ pub const INTERNAL_PORT: u16 = 8080;
 /// Where the route file lives inside the edge container (the `<project>-edge` volume).
 pub const STATE_DIR: &str = "/var/lib/mcpctl-edge";
 
-/// `mcpctl edge serve` (the edge container's command).
-#[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// A service and the port the edge listens on for it (published on the host as the same
-    /// number); `NAME` alone for a service reachable only in-network.
-    #[arg(long = "service", value_name = "NAME[=PORT]")]
+/// How to run the edge (`mcpctl edge serve`'s flags: `crate::commands::edge::ServeArgs`, where
+/// each is documented).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// `NAME[=PORT]`: a service and the port the edge listens on for it; `NAME` alone: in-network only.
     pub services: Vec<String>,
-    /// Address the service and in-network listeners bind to.
-    #[arg(long, default_value = "0.0.0.0")]
     pub listen_ip: IpAddr,
     /// In-network listener routing by Host `mcp-<service>` (0 = none).
-    #[arg(long, default_value_t = INTERNAL_PORT)]
     pub internal_port: u16,
-    /// A service reached in-network at another port than `--internal-port` (its bridge's
-    /// `container_port`): the edge listens there too and admits `mcp-<NAME>:<PORT>` for it only.
-    #[arg(long = "in-network-port", value_name = "NAME=PORT")]
+    /// `NAME=PORT`: a service reached in-network at another port than `internal_port`.
     pub in_network_ports: Vec<String>,
-    /// Admin API (answers loopback and the network gateway only).
-    #[arg(long, default_value = "0.0.0.0:8500")]
     pub admin: SocketAddr,
-    /// Route file (reloaded at start, rewritten on every switch).
-    #[arg(long)]
     pub state_file: Option<PathBuf>,
     /// Default time a replaced upstream keeps its sessions.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 }
 
 /// Run the edge until it is stopped (SIGTERM ends it at once: a replacement is waiting for the ports).
-pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub fn serve(args: ServeConfig) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -15,6 +15,16 @@ pub enum RouteKind {
     Legacy,
 }
 
+impl RouteKind {
+    /// The wire name (`stack`, `legacy`), for tables and ledger lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Stack => "stack",
+            RouteKind::Legacy => "legacy",
+        }
+    }
+}
+
 /// `PUT /routes/<service>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -32,6 +32,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::{EdgeMetrics, Refused};
 use super::routes::{
     query_session_id, DrainingView, EndpointScan, PutRoute, RouteKind, RouteView, RoutesView,
     Upstream,
@@ -100,17 +101,6 @@ struct ServiceRoute {
     draining: Vec<Arc<Backend>>,
 }
 
-#[derive(Default)]
-struct Metrics {
-    requests: BTreeMap<(String, String), u64>,
-    errors: BTreeMap<(String, String), u64>,
-    sessions_opened: BTreeMap<(String, String), u64>,
-    switches: BTreeMap<String, u64>,
-    drain_closed: BTreeMap<String, u64>,
-    /// Requests refused by the DNS-rebinding guard: (Host, Origin).
-    refused: (u64, u64),
-}
-
 /// A session's pin: its upstream, when it was last seen, and whether an open stream holds it
 /// (then it is never swept; the stream's end unpins it).
 type Pin = (Arc<Backend>, Instant, bool);
@@ -123,7 +113,7 @@ pub struct Edge {
     client: reqwest::Client,
     state_file: Option<PathBuf>,
     drain_timeout: Duration,
-    metrics: Mutex<Metrics>,
+    metrics: EdgeMetrics,
     admin_peers: Vec<IpAddr>,
 }
 
@@ -153,7 +143,7 @@ impl Edge {
             client,
             state_file,
             drain_timeout,
-            metrics: Mutex::new(Metrics::default()),
+            metrics: EdgeMetrics::default(),
             admin_peers,
         });
         edge.load();
@@ -320,13 +310,7 @@ impl Edge {
                         Some((Instant::now() + drain, SystemTime::now() + drain));
                     r.draining.push(old.clone());
                     to_drain = Some(old);
-                    *self
-                        .metrics
-                        .lock()
-                        .unwrap()
-                        .switches
-                        .entry(service.to_string())
-                        .or_default() += 1;
+                    self.metrics.route_switched(service);
                 }
                 None => {
                     routes.insert(
@@ -337,13 +321,7 @@ impl Edge {
                             draining: vec![],
                         },
                     );
-                    *self
-                        .metrics
-                        .lock()
-                        .unwrap()
-                        .switches
-                        .entry(service.to_string())
-                        .or_default() += 1;
+                    self.metrics.route_switched(service);
                 }
             }
             Self::route_view(&routes[service])
@@ -377,13 +355,7 @@ impl Edge {
                 b.retired.store(true, Ordering::SeqCst);
                 if busy > 0 {
                     b.cancel.cancel();
-                    *self
-                        .metrics
-                        .lock()
-                        .unwrap()
-                        .drain_closed
-                        .entry(service.clone())
-                        .or_default() += busy as u64;
+                    self.metrics.drain_closed(&service, busy as u64);
                 }
                 self.affinity
                     .lock()
@@ -431,18 +403,6 @@ impl Edge {
         }
     }
 
-    fn count(
-        &self,
-        which: fn(&mut Metrics) -> &mut BTreeMap<(String, String), u64>,
-        s: &str,
-        u: &str,
-    ) {
-        let mut m = self.metrics.lock().unwrap();
-        *which(&mut m)
-            .entry((s.to_string(), u.to_string()))
-            .or_default() += 1;
-    }
-
     /// Forget pins of sessions idle for [`PIN_TTL`] (clients that never DELETE).
     fn sweep(&self) {
         self.affinity
@@ -459,85 +419,16 @@ impl Edge {
         }
     }
 
-    fn metrics_text(&self) -> String {
-        use std::fmt::Write;
-        let m = self.metrics.lock().unwrap();
-        let mut out = String::new();
-        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        let mut pair =
-            |name: &str, help: &str, kind: &str, map: &BTreeMap<(String, String), u64>| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for ((s, u), v) in map {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{service=\"{}\",upstream=\"{}\"}} {v}",
-                        esc(s),
-                        esc(u)
-                    );
-                }
-            };
-        pair(
-            "mcp_edge_requests_total",
-            "Requests forwarded, by service and upstream.",
-            "counter",
-            &m.requests,
-        );
-        pair(
-            "mcp_edge_upstream_errors_total",
-            "Requests the upstream could not be reached for (502).",
-            "counter",
-            &m.errors,
-        );
-        pair(
-            "mcp_edge_sessions_opened_total",
-            "Sessions pinned (legacy SSE endpoint or Mcp-Session-Id).",
-            "counter",
-            &m.sessions_opened,
-        );
-        let mut active = BTreeMap::new();
+    /// What `GET /metrics` encodes: the counters, and the sessions each upstream holds now.
+    fn metrics_registry(&self) -> prometheus_client::registry::Registry {
+        let mut active = Vec::new();
         for (s, r) in self.routes.read().unwrap().iter() {
             for b in std::iter::once(&r.current).chain(r.draining.iter()) {
-                active.insert((s.clone(), b.upstream.clone()), b.sessions() as u64);
+                active.push((s.clone(), b.upstream.clone(), b.sessions()));
             }
         }
-        pair(
-            "mcp_edge_sessions_active",
-            "Open SSE streams and recently active Streamable HTTP sessions.",
-            "gauge",
-            &active,
-        );
-        let _ = writeln!(out, "# HELP mcp_edge_route_switches_total Route switches.\n# TYPE mcp_edge_route_switches_total counter");
-        for (s, v) in &m.switches {
-            let _ = writeln!(
-                out,
-                "mcp_edge_route_switches_total{{service=\"{}\"}} {v}",
-                esc(s)
-            );
-        }
-        let _ = writeln!(out, "# HELP mcp_edge_drain_closed_total Sessions closed by the edge at a drain deadline.\n# TYPE mcp_edge_drain_closed_total counter");
-        for (s, v) in &m.drain_closed {
-            let _ = writeln!(
-                out,
-                "mcp_edge_drain_closed_total{{service=\"{}\"}} {v}",
-                esc(s)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP mcp_edge_refused_total Requests refused before forwarding: a foreign or missing Host, or a foreign Origin (DNS-rebinding guard).\n# TYPE mcp_edge_refused_total counter\nmcp_edge_refused_total{{reason=\"host\"}} {}\nmcp_edge_refused_total{{reason=\"origin\"}} {}",
-            m.refused.0, m.refused.1
-        );
-        if let Some(rss) = resident_bytes() {
-            let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}");
-        }
-        out
+        self.metrics.registry(active)
     }
-}
-
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
 
 /// The default gateway from /proc/net/route: inside a container, the host as the network sees it
@@ -652,11 +543,9 @@ fn relay_body(r: Relay) -> Body {
                     if scan.done {
                         if let Some(id) = scan.session.clone() {
                             r.edge.pin(&id, &r.backend, true);
-                            r.edge.count(
-                                |m| &mut m.sessions_opened,
-                                &r.service,
-                                &r.backend.upstream,
-                            );
+                            r.edge
+                                .metrics
+                                .session_opened(&r.service, &r.backend.upstream);
                             r.sse_session = Some(id);
                         }
                         r.scan = None;
@@ -743,7 +632,7 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
             *seen = Instant::now();
         }
     }
-    edge.count(|m| &mut m.requests, &service, &backend.upstream);
+    edge.metrics.request(&service, &backend.upstream);
 
     let mut headers = HeaderMap::new();
     copy_headers(&parts.headers, &mut headers);
@@ -777,7 +666,7 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
     let resp = match sent {
         Ok(r) => r,
         Err(e) => {
-            edge.count(|m| &mut m.errors, &service, &backend.upstream);
+            edge.metrics.upstream_error(&service, &backend.upstream);
             tracing::warn!(%service, upstream = %backend.upstream, error = %e, "upstream unreachable");
             return error(
                 StatusCode::BAD_GATEWAY,
@@ -795,7 +684,7 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
     {
         if http_session.as_deref() != Some(id) {
             edge.pin(id, &backend, false);
-            edge.count(|m| &mut m.sessions_opened, &service, &backend.upstream);
+            edge.metrics.session_opened(&service, &backend.upstream);
             backend
                 .http_sessions
                 .lock()
@@ -954,13 +843,10 @@ fn guard(edge: &Edge, at: Arrival<'_>, req: &Request) -> Option<Response> {
         Refusal::Host => (StatusCode::FORBIDDEN, "Forbidden: foreign Host"),
         Refusal::Origin => (StatusCode::FORBIDDEN, "Forbidden: foreign Origin"),
     };
-    {
-        let mut m = edge.metrics.lock().unwrap();
-        match refusal {
-            Refusal::Origin => m.refused.1 += 1,
-            Refusal::BadHost | Refusal::Host => m.refused.0 += 1,
-        }
-    }
+    edge.metrics.refused(match refusal {
+        Refusal::Origin => Refused::Origin,
+        Refusal::BadHost | Refusal::Host => Refused::Host,
+    });
     tracing::debug!(
         service = at.service,
         port = at.port,
@@ -1055,11 +941,7 @@ async fn metrics(
     if !admin_allowed(&edge, &peer) {
         return forbidden();
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        edge.metrics_text(),
-    )
-        .into_response()
+    crate::metrics::response(&edge.metrics_registry())
 }
 
 pub fn admin_router(edge: Arc<Edge>) -> Router {
@@ -1420,7 +1302,7 @@ mod tests {
             let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
             assert_eq!(body, text);
         }
-        let m = e.metrics_text();
+        let m = crate::metrics::encode(&e.metrics_registry()).unwrap();
         assert!(
             m.contains("mcp_edge_refused_total{reason=\"host\"} 3"),
             "{m}"
@@ -1658,8 +1540,8 @@ mod tests {
         assert!(a.cancel.is_cancelled(), "the open stream was closed");
         let v = e.view();
         assert_eq!(v.routes["alpha"].draining.len(), 0, "{v:?}");
-        assert!(e
-            .metrics_text()
+        assert!(crate::metrics::encode(&e.metrics_registry())
+            .unwrap()
             .contains("mcp_edge_drain_closed_total{service=\"alpha\"} 1"));
     }
 

@@ -7,6 +7,7 @@
 
 pub mod context;
 pub mod docker;
+#[cfg(test)]
 pub mod fake;
 pub mod labels;
 

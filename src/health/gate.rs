@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::client::{Session, Tool, Transport};
 use crate::manifest::Health;
+use crate::mcp::{Session, Tool, Transport};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Check {

@@ -1,12 +1,10 @@
-//! MCP-level health: the one MCP client of mcpctl (`client`: legacy HTTP+SSE and Streamable HTTP
-//! over reqwest) and the deploy gate built on it (`gate`: initialize, tools/list ⊇ expected, tool
-//! schema digest and drift, smoke steps with their `expect`, all within a deadline).
+//! MCP-level health: the deploy gate (`gate`: initialize, tools/list ⊇ expected, tool schema
+//! digest and drift, smoke steps with their `expect`, all within a deadline), built on the MCP
+//! client of [`crate::mcp`].
 //!
-//! Owns: speaking MCP as a client. Must not: touch the engine (the caller watches the container),
-//! print, or retry beyond the deadline it is given. Soak, cutover and monitoring reuse `client`.
+//! Owns: judging a deployed service by what it says over MCP. Must not: touch the engine (the
+//! caller watches the container), print, or retry beyond the deadline it is given.
 
-pub mod client;
 pub mod gate;
 
-pub use client::{McpError, Options, Session, Tool, ToolResult};
 pub use gate::{Check, GateReport};

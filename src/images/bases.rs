@@ -142,10 +142,25 @@ pub fn status(specs: Vec<BaseSpec>) -> Vec<BaseStatus> {
         .collect()
 }
 
+/// What [`build`] is doing, for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub enum Step<'a> {
+    /// The minbase of this suite is being made.
+    Minbase(&'a str),
+    /// This base is being built (or found).
+    Base(&'a str),
+    /// This base is done (built, found, or failed).
+    Done(&'a str),
+}
+
 /// Builds what is missing: the minbase of each suite first (in parallel), then the variants (in
 /// parallel, at most `jobs` at a time), then tags each stable reference. Bases that name an upstream
-/// `image:` are skipped (pull them yourself).
-pub fn build(specs: &[BaseSpec], jobs: usize) -> anyhow::Result<Vec<Built>> {
+/// `image:` are skipped (pull them yourself). `on_step` hears of each step, from any thread.
+pub fn build(
+    specs: &[BaseSpec],
+    jobs: usize,
+    on_step: &(dyn Fn(Step<'_>) + Sync),
+) -> anyhow::Result<Vec<Built>> {
     let todo: Vec<&BaseSpec> = specs.iter().filter(|s| s.hash_tag.is_some()).collect();
     let missing: Vec<&BaseSpec> = todo
         .iter()
@@ -158,7 +173,10 @@ pub fn build(specs: &[BaseSpec], jobs: usize) -> anyhow::Result<Vec<Built>> {
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let handles: Vec<_> = suites
             .iter()
-            .map(|suite| scope.spawn(move || super::run_recipe(&["minbase", suite])))
+            .map(|suite| {
+                on_step(Step::Minbase(suite));
+                scope.spawn(move || super::run_recipe(&["minbase", suite]))
+            })
             .collect();
         for h in handles {
             h.join().expect("minbase thread")?;
@@ -174,7 +192,9 @@ pub fn build(specs: &[BaseSpec], jobs: usize) -> anyhow::Result<Vec<Built>> {
                 let Some(s) = queue.lock().unwrap().pop() else {
                     break;
                 };
+                on_step(Step::Base(&s.name));
                 let r = build_one(s);
+                on_step(Step::Done(&s.name));
                 results.lock().unwrap().push((s.name.clone(), r));
             });
         }

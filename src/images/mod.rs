@@ -23,20 +23,46 @@ pub fn cache_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::PathBuf::from("/var/cache/mcpctl"))
 }
 
-/// Runs the embedded recipe with `args`; returns its stdout (trimmed). Its log goes to stderr.
+/// Runs the embedded recipe with `args`; returns its stdout (trimmed). Its log goes to stderr,
+/// line by line through `output` (above any progress bar).
 pub(crate) fn run_recipe(args: &[&str]) -> anyhow::Result<String> {
     use anyhow::Context as _;
-    use std::io::Write as _;
+    use std::io::{BufRead as _, Write as _};
     let mut script = tempfile_in_tmp()?;
     script.1.write_all(BASES_SH.as_bytes())?;
     script.1.flush()?;
-    let out = std::process::Command::new("bash")
+    let what = || format!("running the base-image recipe ({})", args.join(" "));
+    let spawned = std::process::Command::new("bash")
         .arg(&script.0)
         .args(args)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("running the base-image recipe ({})", args.join(" ")))?;
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&script.0);
+            return Err(e).with_context(what);
+        }
+    };
+    let log = child.stderr.take().map(|stderr| {
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stderr);
+            let mut line = Vec::new();
+            while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                crate::output::diagnostic(text.trim_end_matches(['\n', '\r']));
+                line.clear();
+            }
+        })
+    });
+    let out = child.wait_with_output();
+    if let Some(log) = log {
+        let _ = log.join();
+    }
     let _ = std::fs::remove_file(&script.0);
+    let out = out.with_context(what)?;
     if !out.status.success() {
         anyhow::bail!(
             "base-image recipe `{}` failed ({}); its log is above",

@@ -16,8 +16,8 @@ use crate::manifest::Manifest;
 
 pub use view::{config_hash, labels};
 
-/// The kinds of artifact `render` writes (`--only`).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+/// The kinds of artifact `render` writes (`--only`: `crate::cli::ArtifactArg`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ArtifactKind {
     /// One Dockerfile (and entrypoint files) per service: services/<name>/.

@@ -47,16 +47,14 @@ pub fn point(point: &str) {
     if at != point || FIRED.swap(true, Ordering::SeqCst) {
         return;
     }
-    let (sig, name) = match signal {
-        "kill" => (libc::SIGKILL, "SIGKILL"),
-        "term" => (libc::SIGTERM, "SIGTERM"),
-        "int" => (libc::SIGINT, "SIGINT"),
+    use nix::sys::signal::{kill, Signal};
+    let sig = match signal {
+        "kill" => Signal::SIGKILL,
+        "term" => Signal::SIGTERM,
+        "int" => Signal::SIGINT,
         _ => return,
     };
     // Written straight to stderr (no buffering, no tracing): a test reads it after the kill.
-    eprintln!("fault injection: {name} at {point}");
-    // SAFETY: sending a signal to this process; SIGKILL does not return.
-    unsafe {
-        libc::kill(libc::getpid(), sig);
-    }
+    eprintln!("fault injection: {} at {point}", sig.as_str());
+    let _ = kill(nix::unistd::Pid::this(), sig); // to the process, as `kill` does; SIGKILL does not return
 }

@@ -235,7 +235,6 @@ pub async fn prepare<E: Engine>(
 
 /// One step: through the edge when it fronts the service (the route switch is recorded in the
 /// ledger as its own `route` line), else the classic switch.
-#[allow(clippy::too_many_arguments)] // the step, where it switches, and what the ledger records
 async fn run_step<E: Engine, P: Prober>(
     exec: &Executor<'_, E, P>,
     edge: Option<&EdgeSwitch>,
@@ -446,9 +445,15 @@ mod tests {
         let r = r.unwrap();
         assert!(r.interrupted);
         assert_eq!(r.outcome(), Outcome::Interrupted);
-        assert_eq!(events(&l), ["step alpha interrupted", "release - interrupted"]);
+        assert_eq!(
+            events(&l),
+            ["step alpha interrupted", "release - interrupted"]
+        );
         let list = e.list_containers("com.mcp.project=p").await.unwrap();
-        assert!(list.is_empty(), "the candidate is removed, nothing switched: {list:?}");
+        assert!(
+            list.is_empty(),
+            "the candidate is removed, nothing switched: {list:?}"
+        );
     }
 
     #[tokio::test]

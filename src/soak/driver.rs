@@ -20,7 +20,7 @@ use super::observe::{self, BridgeObs, BridgeSnapshot, ContainerSample, PromView}
 use super::stats::{CallOutcome, Histogram, Point, ServiceStats};
 use super::{Probe, SoakOptions, Target};
 use crate::engine::{Engine, RunState};
-use crate::health::client::{McpError, Session};
+use crate::mcp::{McpError, Session};
 
 /// The project's containers over the run (Engine), when Docker has them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::sse;
 pub use crate::manifest::Transport;
 
 /// Protocol versions this client offers, newest first.
@@ -55,45 +56,6 @@ pub struct ToolResult {
     /// Text content items joined by newlines.
     pub text: String,
     pub raw: Value,
-}
-
-/// Incremental parser for `text/event-stream`.
-#[derive(Default)]
-pub struct SseParser {
-    buf: String,
-}
-
-/// One server-sent event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SseEvent {
-    pub event: Option<String>,
-    pub data: String,
-}
-
-impl SseParser {
-    pub fn push(&mut self, chunk: &str) -> Vec<SseEvent> {
-        self.buf.push_str(&chunk.replace("\r\n", "\n"));
-        let mut out = Vec::new();
-        while let Some(end) = self.buf.find("\n\n") {
-            let block: String = self.buf.drain(..end + 2).collect();
-            let mut event = None;
-            let mut data: Vec<&str> = Vec::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event = Some(v.trim().to_string());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push(v.strip_prefix(' ').unwrap_or(v));
-                }
-            }
-            if event.is_some() || !data.is_empty() {
-                out.push(SseEvent {
-                    event,
-                    data: data.join("\n"),
-                });
-            }
-        }
-        out
-    }
 }
 
 enum Wire {
@@ -244,25 +206,26 @@ impl Session {
         // back-pressure (the reader awaits room), not buffered without end.
         let (tx, mut rx) = mpsc::channel(256);
         let reader = tokio::spawn(async move {
-            let mut stream = resp.bytes_stream();
-            let mut parser = SseParser::default();
-            while let Some(chunk) = stream.next().await {
-                let Ok(chunk) = chunk else { break };
-                for ev in parser.push(&String::from_utf8_lossy(&chunk)) {
-                    let item = match ev.event.as_deref() {
-                        Some("endpoint") => Ok(json!({"endpoint": ev.data})),
-                        Some("message") | None => match serde_json::from_str::<Value>(&ev.data) {
-                            Ok(v) => Ok(v),
-                            Err(e) => Err(format!("bad JSON in SSE message: {e}")),
-                        },
-                        _ => continue,
-                    };
-                    if tx.send(item).await.is_err() {
-                        return;
-                    }
+            let mut events = std::pin::pin!(sse::events(resp.bytes_stream()));
+            let end = loop {
+                let ev = match events.next().await {
+                    Some(Ok(ev)) => ev,
+                    Some(Err(e)) => break format!("the SSE stream ended: {e}"),
+                    None => break "the SSE stream ended".to_string(),
+                };
+                let item = match ev.event.as_deref() {
+                    Some("endpoint") => Ok(json!({"endpoint": ev.data})),
+                    Some("message") | None => match serde_json::from_str::<Value>(&ev.data) {
+                        Ok(v) => Ok(v),
+                        Err(e) => Err(format!("bad JSON in SSE message: {e}")),
+                    },
+                    _ => continue,
+                };
+                if tx.send(item).await.is_err() {
+                    return;
                 }
-            }
-            let _ = tx.send(Err("the SSE stream ended".into())).await;
+            };
+            let _ = tx.send(Err(end)).await;
         });
         let first = tokio::time::timeout(timeout, rx.recv())
             .await
@@ -373,18 +336,13 @@ impl Session {
                         .map_err(|e| McpError::Protocol(format!("reply is not JSON: {e}")))?;
                     return Ok(Some(v));
                 }
-                let mut stream = resp.bytes_stream();
-                let mut parser = SseParser::default();
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk
-                        .map_err(|e| McpError::Protocol(format!("reply stream broke: {e}")))?;
-                    for ev in parser.push(&String::from_utf8_lossy(&chunk)) {
-                        if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                            if v.get("id").and_then(Value::as_i64) == id
-                                && v.get("method").is_none()
-                            {
-                                return Ok(Some(v));
-                            }
+                let mut events = std::pin::pin!(sse::events(resp.bytes_stream()));
+                while let Some(ev) = events.next().await {
+                    let ev =
+                        ev.map_err(|e| McpError::Protocol(format!("reply stream broke: {e}")))?;
+                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                        if v.get("id").and_then(Value::as_i64) == id && v.get("method").is_none() {
+                            return Ok(Some(v));
                         }
                     }
                 }
@@ -486,32 +444,5 @@ impl Session {
             Wire::Http { .. } => {}
             Wire::Sse { reader, .. } => reader.abort(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sse_parser_handles_split_chunks_and_crlf() {
-        let mut p = SseParser::default();
-        assert!(p
-            .push("event: endpoint\r\ndata: /messages?session_id=")
-            .is_empty());
-        let evs = p.push("abc\r\n\r\n: keepalive\n\nevent: message\ndata: {\"id\":1}\n\n");
-        assert_eq!(
-            evs,
-            vec![
-                SseEvent {
-                    event: Some("endpoint".into()),
-                    data: "/messages?session_id=abc".into()
-                },
-                SseEvent {
-                    event: Some("message".into()),
-                    data: "{\"id\":1}".into()
-                },
-            ]
-        );
     }
 }

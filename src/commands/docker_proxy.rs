@@ -1,0 +1,30 @@
+//! `mcpctl docker-proxy`: the flags of the stack's Docker proxy (src/dockerproxy/), which runs in
+//! the exporter container.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+use crate::error::ExitCode;
+
+#[derive(Args, Debug, Clone)]
+pub struct DockerProxyArgs {
+    /// Address to serve on (inside its container 0.0.0.0:2375).
+    #[arg(long, default_value = "0.0.0.0:2375")]
+    pub listen: SocketAddr,
+    /// Only containers of this project are visible.
+    #[arg(long)]
+    pub project: String,
+    /// The manifest's label prefix.
+    #[arg(long, default_value = "com.mcp")]
+    pub label_prefix: String,
+}
+
+pub fn run(args: DockerProxyArgs) -> anyhow::Result<ExitCode> {
+    crate::dockerproxy::run(crate::dockerproxy::Config {
+        listen: args.listen,
+        project: args.project,
+        label_prefix: args.label_prefix,
+    })
+    .map(|()| ExitCode::Ok)
+}
