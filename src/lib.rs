@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod health;
 pub mod images;
+pub mod locks;
 pub mod manifest;
 pub mod mcp;
 pub mod metrics;

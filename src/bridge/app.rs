@@ -23,6 +23,7 @@ use super::stats::{self, CloseReason, ErrorType, Stats, Transport};
 use super::upstream::{
     CallError, CallHandle, Delivery, Route, SessionId, Sink, Status, ToolSchemas, Upstream,
 };
+use crate::locks::MutexExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionModel {
@@ -102,13 +103,10 @@ pub struct Session {
 
 impl Session {
     pub fn touch(&self) {
-        *self.last_active.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *self.last_active.lock_ignore_poison() = Instant::now();
     }
     fn idle_for(&self) -> Duration {
-        self.last_active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed()
+        self.last_active.lock_ignore_poison().elapsed()
     }
     /// Idle longer than `timeout`, with no open stream and nothing in flight.
     fn expired(&self, timeout: Duration) -> bool {
@@ -117,13 +115,10 @@ impl Session {
             && self.idle_for() > timeout
     }
     pub fn set_outbound(&self, frames: Option<sse::Frames>) {
-        *self.outbound.lock().unwrap_or_else(|e| e.into_inner()) = frames;
+        *self.outbound.lock_ignore_poison() = frames;
     }
     pub fn outbound(&self) -> Option<sse::Frames> {
-        self.outbound
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.outbound.lock_ignore_poison().clone()
     }
     /// Holds the session open (not idle) while a stream is connected.
     pub fn stream_guard(self: &Arc<Self>) -> StreamGuard {
@@ -133,7 +128,7 @@ impl Session {
     /// Whether this session wants a notification (log messages below its `logging/setLevel`: no).
     fn wants(&self, msg: &Value) -> bool {
         if jsonrpc::method(msg) == "notifications/message" {
-            let min = *self.log_level.lock().unwrap_or_else(|e| e.into_inner());
+            let min = *self.log_level.lock_ignore_poison();
             let rank = msg["params"]["level"]
                 .as_str()
                 .and_then(jsonrpc::level_rank);
@@ -368,7 +363,7 @@ impl App {
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<Session>>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+        self.sessions.lock_ignore_poison()
     }
 
     pub fn session(&self, id: &str) -> Option<Arc<Session>> {
@@ -612,7 +607,7 @@ impl App {
                     else {
                         return self.err(&msg, jsonrpc::INVALID_PARAMS, "unknown logging level");
                     };
-                    *session.log_level.lock().unwrap_or_else(|e| e.into_inner()) = Some(rank);
+                    *session.log_level.lock_ignore_poison() = Some(rank);
                     return Outcome::Reply(jsonrpc::result(id, json!({})));
                 }
                 "tools/list" if msg["params"].get("cursor").is_none_or(Value::is_null) => {
@@ -650,8 +645,7 @@ impl App {
             Some(_) => session.upstream.tool_schema(name),
             None => self
                 .probe_schemas
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .lock_ignore_poison()
                 .as_ref()
                 .and_then(|s| s.get(name).cloned()),
         };
@@ -729,7 +723,7 @@ impl App {
             return (false, json!({"ready": false, "reason": "draining"}));
         }
         let Some(up) = &self.shared else {
-            let p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+            let p = self.probe.lock_ignore_poison();
             let fresh =
                 p.at.is_some_and(|at| at.elapsed() <= self.cfg.ready_stale * 2);
             let ready = p.ok && fresh;
@@ -800,8 +794,7 @@ impl App {
                     if r.is_ok() {
                         child::prefetch_tools(&up, self.cfg.child.init_timeout).await;
                         if let Some(schemas) = up.tool_schemas() {
-                            *self.probe_schemas.lock().unwrap_or_else(|e| e.into_inner()) =
-                                Some(schemas);
+                            *self.probe_schemas.lock_ignore_poison() = Some(schemas);
                         }
                     }
                     running.kill().await;
@@ -811,7 +804,7 @@ impl App {
             let ok = outcome.is_ok();
             self.stats.child_up.store(i64::from(ok), Ordering::Relaxed);
             {
-                let mut p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+                let mut p = self.probe.lock_ignore_poison();
                 p.ok = ok;
                 p.detail = match outcome {
                     Ok(v) => format!("spawn probe ok (protocol {v})"),

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::jsonrpc::{self, LATEST_VERSION};
 use super::stats::{RestartReason, Stats};
 use super::upstream::{Delivery, InitInfo, Status, Upstream};
+use crate::locks::MutexExt;
 
 /// A line longer than this is dropped (and logged) rather than held in memory.
 const MAX_LINE: usize = 64 * 1024 * 1024;
@@ -91,7 +92,8 @@ pub fn secret_env(
     };
     let mut env = Vec::new();
     for entry in entries {
-        let entry = entry?;
+        let entry =
+            entry.map_err(|e| anyhow::anyhow!("reading secrets from {}: {e}", dir.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let valid = name
             .chars()
@@ -276,7 +278,7 @@ async fn drain_stderr<R: AsyncRead + Unpin>(r: R, pid: Option<u32>, stats: Arc<S
     // (lines logged in this window, lines dropped since the last summary)
     let state = std::sync::Mutex::new((0u32, 0u64));
     let summary = |state: &std::sync::Mutex<(u32, u64)>| {
-        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = state.lock_ignore_poison();
         if st.1 > 0 {
             tracing::warn!(
                 child_pid = pid,
@@ -287,7 +289,7 @@ async fn drain_stderr<R: AsyncRead + Unpin>(r: R, pid: Option<u32>, stats: Arc<S
         *st = (0, 0);
     };
     let reader = read_lines(r, |line| {
-        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = state.lock_ignore_poison();
         if st.0 < STDERR_LINES_PER_SEC {
             st.0 += 1;
             let text = String::from_utf8_lossy(&line[..line.len().min(4096)]);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::app::RateLimit;
+use crate::locks::MutexExt;
 
 /// `host` (no port) is a loopback name or address.
 pub(crate) fn loopback(host: &str) -> bool {
@@ -123,7 +124,7 @@ impl RateLimiter {
     /// Take one token for `key`, or say how long until one is available.
     pub fn check(&self, key: ClientKey, now: Instant) -> Result<(), Duration> {
         let RateLimit { per_sec, burst } = self.cfg;
-        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.buckets.lock_ignore_poison();
         if map.len() >= MAX_BUCKETS {
             let full_after = Duration::from_secs_f64(burst / per_sec);
             map.retain(|_, b| now.saturating_duration_since(b.at) < full_after);

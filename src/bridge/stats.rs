@@ -17,6 +17,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::locks::MutexExt;
 use crate::metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -253,7 +254,7 @@ impl Stats {
     }
 
     fn requests(&self) -> std::sync::MutexGuard<'_, RequestsCell> {
-        self.requests.lock().unwrap_or_else(|e| e.into_inner())
+        self.requests.lock_ignore_poison()
     }
 
     /// The child's tools/list: its names become `tool` label values (series pre-initialised to 0

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::jsonrpc::{self, Kind};
 use super::stats::Stats;
+use crate::locks::MutexExt;
 
 pub type SessionId = Arc<str>;
 
@@ -291,7 +292,7 @@ impl Upstream {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock_ignore_poison()
     }
 
     pub fn status(&self) -> Status {

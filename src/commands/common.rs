@@ -324,14 +324,7 @@ async fn reconcile_under_lock(
             prev.describe()
         ));
     }
-    let exec = Executor {
-        engine,
-        prober: &McpProber,
-        keys: &project.keys,
-        project: project.name(),
-        progress: &say,
-        interrupted: Arc::new(AtomicBool::new(false)),
-    };
+    let exec = executor(engine, project, &say, Arc::new(AtomicBool::new(false)));
     let admin = crate::edge::container::admin(project);
     let fronts = |s: &str| crate::edge::container::fronts(project, s);
     let edge = project.manifest.edge.enabled.then_some(EdgeRoutes {
@@ -403,6 +396,23 @@ fn reconcile_entry(me: &LockInfo) -> Entry {
 /// Release the lock this run holds (never another run's).
 pub(crate) async fn release_lock(engine: &DockerEngine, project: &Project, held: &Held) {
     lock::release(engine, project.name(), held).await;
+}
+
+/// The executor every command that changes what serves uses: the real engine and the MCP gate.
+pub(crate) fn executor<'a>(
+    engine: &'a DockerEngine,
+    project: &'a Project,
+    progress: &'a dyn Fn(&str),
+    interrupted: Arc<AtomicBool>,
+) -> Executor<'a, DockerEngine, McpProber> {
+    Executor {
+        engine,
+        prober: &McpProber,
+        keys: &project.keys,
+        project: project.name(),
+        progress,
+        interrupted,
+    }
 }
 
 #[cfg(test)]

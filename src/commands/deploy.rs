@@ -10,15 +10,15 @@ use clap::Args;
 use serde::Serialize;
 
 use super::common::{
-    build_if_needed, connect, finish, observe, open_project_for, plan_rows, release_lock, runtime,
-    take_lock,
+    build_if_needed, connect, executor, finish, observe, open_project_for, plan_rows, release_lock,
+    runtime, take_lock,
 };
 use crate::engine::context::DigestCache;
 use crate::engine::docker::DockerEngine;
 use crate::error::{CommandError, ExitCode};
 use crate::output::{self, confirm, progress::Bar, Render};
 use crate::rollout::desired::{self, Desired};
-use crate::rollout::executor::{Executor, McpProber, Outcome, StepResult};
+use crate::rollout::executor::{Outcome, StepResult};
 use crate::rollout::ledger::Ledger;
 use crate::rollout::lock::{self, LockInfo};
 use crate::rollout::plan::{self, ActionKind, Observed, Plan};
@@ -146,18 +146,14 @@ async fn deploy(
     }
     let held = take_lock(&engine, project, settings, &me, args.force_unlock, &ledger).await?;
     let interrupted = release::watch_signals();
-    let result = apply(
-        settings,
-        args,
+    let locked = UnderLock {
         project,
-        &engine,
-        &ledger,
-        &me,
+        engine: &engine,
+        ledger: &ledger,
+        me: &me,
         interrupted,
-        &compute_plan,
-        !changed.is_empty(),
-    )
-    .await;
+    };
+    let result = apply(settings, args, locked, &compute_plan, !changed.is_empty()).await;
     release_lock(&engine, project, &held).await;
     match result? {
         Ok((release, results)) => finish(settings, "deploy", release, &results),
@@ -217,15 +213,21 @@ fn print_plan(
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What [`apply`] works with while deploy holds the engine lock.
+struct UnderLock<'a> {
+    project: &'a Project,
+    engine: &'a DockerEngine,
+    ledger: &'a Ledger,
+    /// Who holds the lock (recorded in the ledger).
+    me: &'a LockInfo,
+    /// Set by a signal: the rollout stops after the current step.
+    interrupted: Arc<AtomicBool>,
+}
+
 async fn apply<F, Fut>(
     settings: &Settings,
     args: &DeployArgs,
-    project: &Project,
-    engine: &DockerEngine,
-    ledger: &Ledger,
-    me: &LockInfo,
-    interrupted: Arc<AtomicBool>,
+    locked: UnderLock<'_>,
     compute_plan: &F,
     confirmed: bool,
 ) -> anyhow::Result<Result<(u64, Vec<StepResult>), Plan>>
@@ -233,6 +235,13 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<(Vec<Desired>, Observed, Plan)>>,
 {
+    let UnderLock {
+        project,
+        engine,
+        ledger,
+        me,
+        interrupted,
+    } = locked;
     let say = output::say(settings);
     // Re-plan under the lock: a reconcile or another run may have changed things.
     let (desired, observed, plan) = compute_plan().await?;
@@ -277,14 +286,7 @@ where
     }
 
     let edge = super::edge::prepare_edge(engine, project, &say).await?;
-    let exec = Executor {
-        engine,
-        prober: &McpProber,
-        keys: &project.keys,
-        project: project.name(),
-        progress: &say,
-        interrupted: interrupted.clone(),
-    };
+    let exec = executor(engine, project, &say, interrupted.clone());
     let steps = plan::deploy_steps(project, release, &plan, &desired, &observed, wanted, |s| {
         ledger.last_gate(s).map(|g| g.tool_hashes)
     });

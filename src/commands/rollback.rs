@@ -5,12 +5,14 @@
 
 use clap::Args;
 
-use super::common::{connect, finish, observe, open_project, release_lock, runtime, take_lock};
+use super::common::{
+    connect, executor, finish, observe, open_project, release_lock, runtime, take_lock,
+};
 use crate::engine::Engine;
 use crate::error::{CommandError, ExitCode};
 use crate::manifest::Role;
 use crate::output::{self, confirm};
-use crate::rollout::executor::{Executor, GateConfig, McpProber, StepResult};
+use crate::rollout::executor::{GateConfig, StepResult};
 use crate::rollout::ledger::Ledger;
 use crate::rollout::lock::LockInfo;
 use crate::rollout::plan::{self, Revision};
@@ -139,14 +141,7 @@ async fn apply(
         steps.push(p);
     }
     let edge = super::edge::prepare_edge(engine, project, &say).await?;
-    let exec = Executor {
-        engine,
-        prober: &McpProber,
-        keys: &project.keys,
-        project: project.name(),
-        progress: &say,
-        interrupted,
-    };
+    let exec = executor(engine, project, &say, interrupted);
     let who = release::Run {
         ledger,
         me,

@@ -139,8 +139,8 @@ pub fn report_path(state_dir: &Path, at: &str) -> PathBuf {
 /// Keep the report, note it as the last check in `cutover.json`, and append it to the ledger.
 fn record(state_dir: &Path, names: &[String], report: &CheckReport) -> anyhow::Result<PathBuf> {
     let path = report_path(state_dir, &report.at);
-    std::fs::create_dir_all(state_dir.join("cutover"))?;
-    std::fs::write(&path, serde_json::to_vec_pretty(report)?)?;
+    fs_err::create_dir_all(state_dir.join("cutover"))?;
+    fs_err::write(&path, serde_json::to_vec_pretty(report)?)?;
     let mut st = CutoverState::load(state_dir)?;
     st.last_check = Some(LastCheck {
         at: report.at.clone(),

@@ -329,11 +329,11 @@ pub fn launch(
         "no LiteLLM at {} (create its venv with scripts/cutover-venvs, or pass --litellm-bin / --litellm-url)",
         bin.display()
     );
-    std::fs::create_dir_all(dir)?;
+    fs_err::create_dir_all(dir)?;
     let config_path = dir.join("litellm-config.yaml");
-    std::fs::write(&config_path, config.as_bytes())?;
+    fs_err::write(&config_path, config.as_bytes())?;
     let log_path = dir.join("litellm.log");
-    let log = std::fs::File::create(&log_path)?;
+    let log = fs_err::File::create(&log_path)?.into_file();
     let child = std::process::Command::new(bin)
         .arg("--config")
         .arg(&config_path)

@@ -59,7 +59,7 @@ impl CutoverState {
 
     pub fn load(state_dir: &Path) -> anyhow::Result<Self> {
         let path = Self::path(state_dir);
-        match std::fs::read_to_string(&path) {
+        match fs_err::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| {
                 anyhow::anyhow!(
                     "{} is not a cutover state file ({e}); move it away to start over",
@@ -75,17 +75,17 @@ impl CutoverState {
     }
 
     pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
-        std::fs::create_dir_all(state_dir)?;
+        fs_err::create_dir_all(state_dir)?;
         let path = Self::path(state_dir);
         // A temporary file of this writer's own, flushed before it replaces the state: two
         // writers never interleave, and a crash leaves the old state or the new one.
         let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
             use std::io::Write as _;
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = fs_err::File::create(&tmp)?;
             f.write_all(&serde_json::to_vec_pretty(self)?)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &path)
+            fs_err::rename(&tmp, &path)
         };
         write().inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);

@@ -37,6 +37,7 @@ use super::routes::{
     query_session_id, DrainingView, EndpointScan, PutRoute, RouteKind, RouteView, RoutesView,
     Upstream,
 };
+use crate::locks::{MutexExt, RwLockExt};
 
 /// A Streamable HTTP session counts as open (for draining) this long after its last request;
 /// clients that end sessions with DELETE release it at once.
@@ -78,8 +79,7 @@ impl Backend {
     fn sessions(&self) -> usize {
         let http = self
             .http_sessions
-            .lock()
-            .unwrap()
+            .lock_ignore_poison()
             .values()
             .filter(|t| t.elapsed() < HTTP_SESSION_IDLE)
             .count();
@@ -91,7 +91,7 @@ impl Backend {
     }
 
     fn revision(&self) -> Option<u64> {
-        *self.revision.lock().unwrap()
+        *self.revision.lock_ignore_poison()
     }
 }
 
@@ -162,7 +162,7 @@ impl Edge {
                 return;
             }
         };
-        let mut routes = self.routes.write().unwrap();
+        let mut routes = self.routes.write_ignore_poison();
         for (service, r) in saved.routes {
             if !self.services.contains(&service) {
                 tracing::warn!(%service, "dropping the saved route of a service this edge does not front");
@@ -196,10 +196,10 @@ impl Edge {
             r.draining.clear();
         }
         let tmp = file.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = fs_err::File::create(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(&view).map_err(std::io::Error::other)?)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, file)
+        fs_err::rename(&tmp, file)
     }
 
     fn route_view(r: &ServiceRoute) -> RouteView {
@@ -217,8 +217,7 @@ impl Edge {
                     sessions: b.busy(),
                     deadline: b
                         .deadline
-                        .lock()
-                        .unwrap()
+                        .lock_ignore_poison()
                         .map(|(_, t)| rfc3339(t))
                         .unwrap_or_default(),
                 })
@@ -227,7 +226,7 @@ impl Edge {
     }
 
     pub fn view(&self) -> RoutesView {
-        let routes = self.routes.read().unwrap();
+        let routes = self.routes.read_ignore_poison();
         RoutesView {
             routes: routes
                 .iter()
@@ -253,7 +252,7 @@ impl Edge {
             .unwrap_or(self.drain_timeout);
         let mut to_drain = None;
         let view = {
-            let mut routes = self.routes.write().unwrap();
+            let mut routes = self.routes.write_ignore_poison();
             // Persisted first: a switch the edge could not record would be undone by its next
             // restart (and then by `edge up`), so it is refused instead and nothing changes.
             let mut next_view = RoutesView {
@@ -287,7 +286,7 @@ impl Edge {
             }
             match routes.get_mut(service) {
                 Some(r) if r.current.upstream == put.upstream && r.current.kind == put.kind => {
-                    *r.current.revision.lock().unwrap() = put.revision;
+                    *r.current.revision.lock_ignore_poison() = put.revision;
                 }
                 Some(r) => {
                     // Switching back to an upstream still draining keeps its sessions.
@@ -298,15 +297,15 @@ impl Edge {
                     {
                         Some(i) => {
                             let b = r.draining.remove(i);
-                            *b.deadline.lock().unwrap() = None;
-                            *b.revision.lock().unwrap() = put.revision;
+                            *b.deadline.lock_ignore_poison() = None;
+                            *b.revision.lock_ignore_poison() = put.revision;
                             b
                         }
                         None => Backend::new(up, put.upstream.clone(), put.revision, put.kind),
                     };
                     let old = std::mem::replace(&mut r.current, next);
                     r.since = SystemTime::now();
-                    *old.deadline.lock().unwrap() =
+                    *old.deadline.lock_ignore_poison() =
                         Some((Instant::now() + drain, SystemTime::now() + drain));
                     r.draining.push(old.clone());
                     to_drain = Some(old);
@@ -338,13 +337,13 @@ impl Edge {
         loop {
             // The deadline is read each time: switched back to, the upstream has none (this task
             // ends); drained again later, a newer task owns its new deadline and this one ends.
-            let Some((deadline, _)) = *b.deadline.lock().unwrap() else {
+            let Some((deadline, _)) = *b.deadline.lock_ignore_poison() else {
                 return;
             };
             let expired = Instant::now() >= deadline;
             let busy = b.busy();
             if busy == 0 || expired {
-                let mut routes = self.routes.write().unwrap();
+                let mut routes = self.routes.write_ignore_poison();
                 let Some(r) = routes.get_mut(&service) else {
                     return;
                 };
@@ -358,8 +357,7 @@ impl Edge {
                     self.metrics.drain_closed(&service, busy as u64);
                 }
                 self.affinity
-                    .lock()
-                    .unwrap()
+                    .lock_ignore_poison()
                     .retain(|_, (p, _, _)| !Arc::ptr_eq(p, &b));
                 tracing::info!(%service, upstream = %b.upstream, closed = busy, "drained");
                 return;
@@ -372,10 +370,10 @@ impl Edge {
     /// The upstream for a request: its session's pin — only if that upstream serves this very
     /// service (current or draining) — else the service's current route.
     fn pick(&self, service: &str, session: Option<&str>) -> Option<Arc<Backend>> {
-        let routes = self.routes.read().unwrap();
+        let routes = self.routes.read_ignore_poison();
         let route = routes.get(service)?;
         if let Some(id) = session {
-            let mut pins = self.affinity.lock().unwrap();
+            let mut pins = self.affinity.lock_ignore_poison();
             if let Some((b, seen, _)) = pins.get_mut(id) {
                 let ours = Arc::ptr_eq(b, &route.current)
                     || route.draining.iter().any(|d| Arc::ptr_eq(d, b));
@@ -391,13 +389,12 @@ impl Edge {
     /// Pin a session to `b`; `live` when an open stream holds it (unpinned when the stream ends).
     fn pin(&self, id: &str, b: &Arc<Backend>, live: bool) {
         self.affinity
-            .lock()
-            .unwrap()
+            .lock_ignore_poison()
             .insert(id.to_string(), (b.clone(), Instant::now(), live));
     }
 
     fn unpin(&self, id: &str, b: &Arc<Backend>) {
-        let mut pins = self.affinity.lock().unwrap();
+        let mut pins = self.affinity.lock_ignore_poison();
         if pins.get(id).is_some_and(|(p, _, _)| Arc::ptr_eq(p, b)) {
             pins.remove(id);
         }
@@ -406,14 +403,12 @@ impl Edge {
     /// Forget pins of sessions idle for [`PIN_TTL`] (clients that never DELETE).
     fn sweep(&self) {
         self.affinity
-            .lock()
-            .unwrap()
+            .lock_ignore_poison()
             .retain(|_, (_, seen, live)| *live || seen.elapsed() < PIN_TTL);
-        for r in self.routes.read().unwrap().values() {
+        for r in self.routes.read_ignore_poison().values() {
             for b in std::iter::once(&r.current).chain(r.draining.iter()) {
                 b.http_sessions
-                    .lock()
-                    .unwrap()
+                    .lock_ignore_poison()
                     .retain(|_, t| t.elapsed() < PIN_TTL);
             }
         }
@@ -422,7 +417,7 @@ impl Edge {
     /// What `GET /metrics` encodes: the counters, and the sessions each upstream holds now.
     fn metrics_registry(&self) -> prometheus_client::registry::Registry {
         let mut active = Vec::new();
-        for (s, r) in self.routes.read().unwrap().iter() {
+        for (s, r) in self.routes.read_ignore_poison().iter() {
             for b in std::iter::once(&r.current).chain(r.draining.iter()) {
                 active.push((s.clone(), b.upstream.clone(), b.sessions()));
             }
@@ -628,7 +623,7 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
     // Only sessions the upstream issued (recorded from its response below) are refreshed: an id a
     // client makes up never enters the map.
     if let Some(id) = &http_session {
-        if let Some(seen) = backend.http_sessions.lock().unwrap().get_mut(id) {
+        if let Some(seen) = backend.http_sessions.lock_ignore_poison().get_mut(id) {
             *seen = Instant::now();
         }
     }
@@ -687,15 +682,14 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
             edge.metrics.session_opened(&service, &backend.upstream);
             backend
                 .http_sessions
-                .lock()
-                .unwrap()
+                .lock_ignore_poison()
                 .insert(id.to_string(), Instant::now());
         }
     }
     if parts.method == Method::DELETE {
         if let Some(id) = &http_session {
             edge.unpin(id, &backend);
-            backend.http_sessions.lock().unwrap().remove(id);
+            backend.http_sessions.lock_ignore_poison().remove(id);
         }
     }
     let streaming = resp

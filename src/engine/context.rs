@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 
+use crate::locks::MutexExt;
+
 #[derive(Debug, Clone)]
 enum Entry {
     Bytes { data: Vec<u8>, mode: u32 },
@@ -67,7 +69,7 @@ impl BuildContext {
             for entry in
                 std::fs::read_dir(&d).with_context(|| format!("build context: {}", d.display()))?
             {
-                let entry = entry?;
+                let entry = entry.with_context(|| format!("build context: {}", d.display()))?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let inner = if prefix.is_empty() {
                     name
@@ -168,14 +170,14 @@ impl DigestCache {
             meta.mtime_nsec(),
             meta.ino()
         );
-        if let Some(d) = self.map.lock().unwrap().get(&key) {
+        if let Some(d) = self.map.lock_ignore_poison().get(&key) {
             return Ok(d.clone());
         }
-        let mut f = std::fs::File::open(path)?;
+        let mut f = fs_err::File::open(path)?;
         let mut h = Sha256::new();
         std::io::copy(&mut f, &mut h)?;
         let d = hex::encode(h.finalize());
-        let mut map = self.map.lock().unwrap();
+        let mut map = self.map.lock_ignore_poison();
         // Keep the cache small: one entry per path.
         let prefix = format!("{}|", path.display());
         map.retain(|k, _| !k.starts_with(&prefix));

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use super::{
     ContainerDetail, ContainerInfo, ContainerSpec, Engine, EngineError, ImageInfo, Result, RunState,
 };
+use crate::locks::MutexExt;
 
 #[derive(Debug, Clone)]
 pub struct FakeContainer {
@@ -76,7 +77,7 @@ impl FakeEngine {
 
     /// Add a pre-existing image (e.g. a base or an upstream image).
     pub fn add_image(&self, tag: &str, labels: BTreeMap<String, String>) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock_ignore_poison();
         s.next += 1;
         let (id, created) = (format!("sha256:{:064x}", s.next), s.next);
         s.images.insert(
@@ -92,7 +93,7 @@ impl FakeEngine {
     }
 
     pub fn calls(&self) -> Vec<String> {
-        self.state.lock().unwrap().calls.clone()
+        self.state.lock_ignore_poison().calls.clone()
     }
 
     /// The key (name) of the container called `name_or_id`: the full id first, then the name,
@@ -129,7 +130,7 @@ impl Engine for FakeEngine {
 
     async fn list_containers(&self, label: &str) -> Result<Vec<ContainerInfo>> {
         in_flight().await;
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock_ignore_poison();
         Ok(s.containers
             .values()
             .filter(|c| matches(&c.spec.labels, label))
@@ -140,7 +141,7 @@ impl Engine for FakeEngine {
     async fn inspect_container(&self, name: &str) -> Result<Option<ContainerDetail>> {
         in_flight().await;
         let detail = {
-            let s = self.state.lock().unwrap();
+            let s = self.state.lock_ignore_poison();
             Self::resolve(&s, name).map(|key| {
                 let c = &s.containers[&key];
                 ContainerDetail {
@@ -161,7 +162,7 @@ impl Engine for FakeEngine {
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
         in_flight().await;
         let id = {
-            let mut s = self.state.lock().unwrap();
+            let mut s = self.state.lock_ignore_poison();
             if s.containers.contains_key(&spec.name) {
                 return Err(EngineError::Conflict(format!("container {}", spec.name)));
             }
@@ -192,7 +193,7 @@ impl Engine for FakeEngine {
     async fn rename_container(&self, name: &str, new_name: &str) -> Result<()> {
         in_flight().await;
         {
-            let mut s = self.state.lock().unwrap();
+            let mut s = self.state.lock_ignore_poison();
             s.calls.push(format!("rename {name} {new_name}"));
             let Some(key) = Self::resolve(&s, name) else {
                 return Err(EngineError::NotFound(format!("container {name}")));
@@ -210,7 +211,7 @@ impl Engine for FakeEngine {
 
     async fn start_container(&self, name: &str) -> Result<()> {
         in_flight().await;
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock_ignore_poison();
         s.calls.push(format!("start {name}"));
         let Some(name) = Self::resolve(&s, name) else {
             return Err(EngineError::NotFound(format!("container {name}")));
@@ -252,7 +253,7 @@ impl Engine for FakeEngine {
 
     async fn stop_container(&self, name: &str, _timeout_s: i64) -> Result<()> {
         in_flight().await;
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock_ignore_poison();
         s.calls.push(format!("stop {name}"));
         let key = Self::resolve(&s, name).unwrap_or_default();
         match s.containers.get_mut(&key) {
@@ -271,7 +272,7 @@ impl Engine for FakeEngine {
     async fn remove_container_if_present(&self, name: &str) -> Result<bool> {
         in_flight().await;
         let removed = {
-            let mut s = self.state.lock().unwrap();
+            let mut s = self.state.lock_ignore_poison();
             s.calls.push(format!("remove {name}"));
             match Self::resolve(&s, name) {
                 Some(key) => s.containers.remove(&key).is_some(),
@@ -299,8 +300,7 @@ impl Engine for FakeEngine {
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
         Ok(self
             .state
-            .lock()
-            .unwrap()
+            .lock_ignore_poison()
             .images
             .get(reference)
             .map(|i| i.id.clone()))
@@ -314,23 +314,22 @@ impl Engine for FakeEngine {
         on_line: &mut dyn FnMut(&str),
     ) -> Result<String> {
         on_line(&format!("Step 1/1 : fake build of {tag}"));
-        if self.state.lock().unwrap().failing_builds.contains(tag) {
+        if self.state.lock_ignore_poison().failing_builds.contains(tag) {
             return Err(EngineError::Build {
                 message: "The command '/bin/sh -c false' returned a non-zero code: 1".into(),
                 tail: vec!["Step 1/1 : RUN false".into()],
             });
         }
         self.state
-            .lock()
-            .unwrap()
+            .lock_ignore_poison()
             .calls
             .push(format!("build {tag}"));
         self.add_image(tag, labels.clone());
-        Ok(self.state.lock().unwrap().images[tag].id.clone())
+        Ok(self.state.lock_ignore_poison().images[tag].id.clone())
     }
 
     async fn list_images(&self, label: &str) -> Result<Vec<ImageInfo>> {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock_ignore_poison();
         Ok(s.images
             .values()
             .filter(|i| matches(&i.labels, label))
@@ -339,7 +338,7 @@ impl Engine for FakeEngine {
     }
 
     async fn remove_image(&self, reference: &str) -> Result<()> {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.lock_ignore_poison();
         if s.containers.values().any(|c| c.spec.image == reference) {
             return Err(EngineError::Conflict(format!(
                 "image {reference} is in use"
@@ -352,8 +351,7 @@ impl Engine for FakeEngine {
 
     async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
         self.state
-            .lock()
-            .unwrap()
+            .lock_ignore_poison()
             .networks
             .entry(name.into())
             .or_insert_with(|| labels.clone());
@@ -361,7 +359,7 @@ impl Engine for FakeEngine {
     }
 
     async fn list_networks(&self, label: &str) -> Result<Vec<String>> {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock_ignore_poison();
         Ok(s.networks
             .iter()
             .filter(|(_, l)| matches(l, label))
@@ -370,14 +368,13 @@ impl Engine for FakeEngine {
     }
 
     async fn remove_network(&self, name: &str) -> Result<()> {
-        self.state.lock().unwrap().networks.remove(name);
+        self.state.lock_ignore_poison().networks.remove(name);
         Ok(())
     }
 
     async fn ensure_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
         self.state
-            .lock()
-            .unwrap()
+            .lock_ignore_poison()
             .volumes
             .entry(name.into())
             .or_insert_with(|| labels.clone());
@@ -385,7 +382,7 @@ impl Engine for FakeEngine {
     }
 
     async fn list_volumes(&self, label: &str) -> Result<Vec<String>> {
-        let s = self.state.lock().unwrap();
+        let s = self.state.lock_ignore_poison();
         Ok(s.volumes
             .iter()
             .filter(|(_, l)| matches(l, label))
@@ -394,14 +391,13 @@ impl Engine for FakeEngine {
     }
 
     async fn remove_volume(&self, name: &str) -> Result<()> {
-        self.state.lock().unwrap().volumes.remove(name);
+        self.state.lock_ignore_poison().volumes.remove(name);
         Ok(())
     }
 
     async fn copy_out(&self, container: &str, path: &str, dest: &std::path::Path) -> Result<u64> {
         self.state
-            .lock()
-            .unwrap()
+            .lock_ignore_poison()
             .calls
             .push(format!("copy_out {container}:{path}"));
         std::fs::write(dest, b"fake tar").map_err(|e| EngineError::Other(e.to_string()))?;

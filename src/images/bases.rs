@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use serde::Serialize;
 
+use crate::locks::{self, MutexExt};
 use crate::manifest::{Base, Manifest};
 use crate::render::view::base_ref;
 
@@ -189,19 +190,19 @@ pub fn build(
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| loop {
-                let Some(s) = queue.lock().unwrap().pop() else {
+                let Some(s) = queue.lock_ignore_poison().pop() else {
                     break;
                 };
                 on_step(Step::Base(&s.name));
                 let r = build_one(s);
                 on_step(Step::Done(&s.name));
-                results.lock().unwrap().push((s.name.clone(), r));
+                results.lock_ignore_poison().push((s.name.clone(), r));
             });
         }
     });
     let mut built = Vec::new();
     let mut errors = Vec::new();
-    for (name, r) in results.into_inner().unwrap() {
+    for (name, r) in locks::into_inner_ignore_poison(results) {
         match r {
             Ok(b) => built.push(b),
             Err(e) => errors.push(format!("{name}: {e:#}")),

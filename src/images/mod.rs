@@ -73,11 +73,11 @@ pub(crate) fn run_recipe(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn tempfile_in_tmp() -> anyhow::Result<(std::path::PathBuf, std::fs::File)> {
+fn tempfile_in_tmp() -> anyhow::Result<(std::path::PathBuf, fs_err::File)> {
     let dir = std::env::temp_dir();
     for i in 0..100u32 {
         let path = dir.join(format!("mcpctl-bases-{}-{i}.sh", std::process::id()));
-        match std::fs::OpenOptions::new()
+        match fs_err::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)

@@ -201,7 +201,7 @@ pub fn vendor(spec: &VendorSpec) -> anyhow::Result<Vendored> {
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&work)?;
+        fs_err::create_dir_all(&work)?;
         let r = match &spec.runtime {
             Runtime::Python { version } => vendor_pypi(spec, version, &work),
             Runtime::Node { version } => vendor_npm(spec, version, &work),
@@ -210,7 +210,7 @@ pub fn vendor(spec: &VendorSpec) -> anyhow::Result<Vendored> {
             let _ = std::fs::remove_dir_all(&work);
             return Err(e);
         }
-        std::fs::write(work.join(COMPLETE), b"")?;
+        fs_err::write(work.join(COMPLETE), b"")?;
         let _ = std::fs::remove_dir_all(&spec.dir);
         std::fs::rename(&work, &spec.dir)
             .with_context(|| format!("moving {} to {}", work.display(), spec.dir.display()))?;
@@ -290,14 +290,14 @@ fn vendor_pypi(spec: &VendorSpec, python: &str, work: &Path) -> anyhow::Result<(
         &mut pip_download(&spec.lock_dir.join("pip.txt"), &pip_dir),
         &format!("pip download of pip for '{}'", spec.service),
     )?;
-    let wheel = std::fs::read_dir(&pip_dir)?
+    let wheel = fs_err::read_dir(&pip_dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .ok_or_else(|| anyhow::anyhow!("pip's wheel was not downloaded"))?;
-    std::fs::rename(&wheel, work.join("pip.whl"))?;
-    std::fs::remove_dir_all(&pip_dir)?;
-    std::fs::copy(&req, work.join("requirements.txt"))?;
+    fs_err::rename(&wheel, work.join("pip.whl"))?;
+    fs_err::remove_dir_all(&pip_dir)?;
+    fs_err::copy(&req, work.join("requirements.txt"))?;
     Ok(())
 }
 
@@ -306,7 +306,7 @@ fn vendor_npm(spec: &VendorSpec, node: &str, work: &Path) -> anyhow::Result<()> 
     let node_home = PathBuf::from(super::run_recipe(&["node-headers", node])?);
     let node_dir = node_home.join("bin");
     for f in &spec.lock_files {
-        std::fs::copy(spec.lock_dir.join(f), work.join(f))?;
+        fs_err::copy(spec.lock_dir.join(f), work.join(f))?;
     }
     let path = format!(
         "{}:{}",
@@ -347,7 +347,7 @@ fn vendor_npm(spec: &VendorSpec, node: &str, work: &Path) -> anyhow::Result<()> 
             .current_dir(work),
         "packing node_modules",
     )?;
-    std::fs::remove_dir_all(work.join("node_modules"))?;
+    fs_err::remove_dir_all(work.join("node_modules"))?;
     Ok(())
 }
 
@@ -356,10 +356,10 @@ fn vendor_npm(spec: &VendorSpec, node: &str, work: &Path) -> anyhow::Result<()> 
 /// images).
 fn prune_native_builds(node_modules: &Path) -> anyhow::Result<()> {
     let mut packages = Vec::new();
-    for e in std::fs::read_dir(node_modules)?.flatten() {
+    for e in fs_err::read_dir(node_modules)?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('@') {
-            for s in std::fs::read_dir(e.path())?.flatten() {
+            for s in fs_err::read_dir(e.path())?.flatten() {
                 packages.push(s.path());
             }
         } else {
@@ -376,16 +376,16 @@ fn prune_native_builds(node_modules: &Path) -> anyhow::Result<()> {
         for e in std::fs::read_dir(&release).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(".node") && e.path().is_file() {
-                addons.push((name, std::fs::read(e.path())?));
+                addons.push((name, fs_err::read(e.path())?));
             }
         }
         if addons.is_empty() {
             continue;
         }
-        std::fs::remove_dir_all(&build)?;
-        std::fs::create_dir_all(&release)?;
+        fs_err::remove_dir_all(&build)?;
+        fs_err::create_dir_all(&release)?;
         for (name, data) in addons {
-            std::fs::write(release.join(name), data)?;
+            fs_err::write(release.join(name), data)?;
         }
     }
     Ok(())

@@ -269,7 +269,7 @@ pub fn write(dir: &Path, artifacts: &[Artifact]) -> anyhow::Result<()> {
         std::fs::write(&tmp, &a.contents)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
         let mode = if a.executable { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        fs_err::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
         std::fs::rename(&tmp, &path)
             .map_err(|e| anyhow::anyhow!("replacing {}: {e}", path.display()))?;
     }

@@ -62,6 +62,21 @@ impl Prober for McpProber {
     }
 }
 
+/// What [`Executor::gate_container`] gates, and how: each field is one independent input.
+pub struct GateInput<'a> {
+    /// The started container.
+    pub container: &'a str,
+    /// Its published port; without one (or for a database) the gate is Docker's health check.
+    pub port: Option<PortSpec>,
+    pub role: Role,
+    pub transport: Transport,
+    pub health: &'a Health,
+    /// The tool schemas of the revision serving before, to report drift against.
+    pub previous: Option<&'a BTreeMap<String, String>>,
+    /// Whether a signal (the executor's `interrupted`) ends the gate early.
+    pub interruptible: bool,
+}
+
 /// What a revision was gated with, recorded on its container (`<p>.gate`) so a restore or a
 /// reconcile verifies it with the same gate, even after the manifest changed.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -192,17 +207,16 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
     }
 
     /// Gate a started container. Fails fast when it exits; databases are gated on Docker health.
-    #[allow(clippy::too_many_arguments)] // each is one independent input of the gate
-    pub async fn gate_container(
-        &self,
-        name: &str,
-        port: Option<PortSpec>,
-        role: Role,
-        transport: Transport,
-        health: &Health,
-        previous: Option<&BTreeMap<String, String>>,
-        interruptible: bool,
-    ) -> GateReport {
+    pub async fn gate_container(&self, input: GateInput<'_>) -> GateReport {
+        let GateInput {
+            container: name,
+            port,
+            role,
+            transport,
+            health,
+            previous,
+            interruptible,
+        } = input;
         let started = Instant::now();
         let deadline = started + health.timeout;
         let watch_exit = async {
@@ -346,15 +360,15 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
         }
         let port = prev.spec.as_ref().and_then(|s| s.port).or(step.spec.port);
         let report = self
-            .gate_container(
-                &prev.container,
+            .gate_container(GateInput {
+                container: &prev.container,
                 port,
-                gate.role,
-                gate.transport,
-                &gate.health,
-                None,
-                false,
-            )
+                role: gate.role,
+                transport: gate.transport,
+                health: &gate.health,
+                previous: None,
+                interruptible: false,
+            })
             .await;
         if report.passed {
             (
@@ -447,15 +461,15 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
         }
         super::fault::point("candidate-started");
         let report = self
-            .gate_container(
-                &cand.name,
-                cand.port,
-                step.role,
-                step.transport,
-                &step.health,
-                previous_tools,
-                true,
-            )
+            .gate_container(GateInput {
+                container: &cand.name,
+                port: cand.port,
+                role: step.role,
+                transport: step.transport,
+                health: &step.health,
+                previous: previous_tools,
+                interruptible: true,
+            })
             .await;
         // A signal that arrived while the gate passed still stops before the switch.
         let report = if report.passed && self.interrupted.load(Ordering::SeqCst) {
@@ -568,15 +582,15 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
 
         // 3. Post-switch analysis: the gate again, on the real port, without a restart.
         let post = self
-            .gate_container(
-                &spec.name,
-                spec.port,
-                step.role,
-                step.transport,
-                &step.health,
-                previous_tools,
-                false,
-            )
+            .gate_container(GateInput {
+                container: &spec.name,
+                port: spec.port,
+                role: step.role,
+                transport: step.transport,
+                health: &step.health,
+                previous: previous_tools,
+                interruptible: false,
+            })
             .await;
         let restarts = match self.engine.inspect_container(&spec.name).await {
             Ok(Some(d)) => d.restart_count,
@@ -702,15 +716,15 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
         }
         super::fault::point("revision-started");
         let report = self
-            .gate_container(
-                &spec.name,
-                spec.port,
-                step.role,
-                step.transport,
-                &step.health,
-                previous_tools,
-                false,
-            )
+            .gate_container(GateInput {
+                container: &spec.name,
+                port: spec.port,
+                role: step.role,
+                transport: step.transport,
+                health: &step.health,
+                previous: previous_tools,
+                interruptible: false,
+            })
             .await;
         let downtime = down_at.elapsed().as_millis() as u64;
         if !report.passed {

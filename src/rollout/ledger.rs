@@ -66,11 +66,11 @@ impl Ledger {
     /// Append one entry (O_APPEND: concurrent appends never interleave within a line).
     pub fn append(&self, entry: &Entry) -> anyhow::Result<()> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+            fs_err::create_dir_all(dir)?;
         }
         let mut line = serde_json::to_string(entry)?;
         line.push('\n');
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = fs_err::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)?;
@@ -99,5 +99,27 @@ impl Ledger {
             .rev()
             .filter(|e| e.service.as_deref() == Some(service) && e.outcome == "ok")
             .find_map(|e| e.gate.filter(|g| g.passed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An operator whose state directory is unusable is told which path failed, not just
+    /// "Not a directory (os error 20)".
+    #[test]
+    fn append_error_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("state");
+        std::fs::write(&not_a_dir, "a file where the state directory should be").unwrap();
+        let err = Ledger::new(&not_a_dir)
+            .append(&Entry::default())
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&not_a_dir.display().to_string()),
+            "error does not name the path: {msg}"
+        );
     }
 }

@@ -11,7 +11,7 @@
 
 use std::time::UNIX_EPOCH;
 
-use super::executor::{Executor, GateConfig, Prober};
+use super::executor::{Executor, GateConfig, GateInput, Prober};
 use super::ledger::Entry;
 use super::plan::{observe, Observed, Revision};
 use crate::edge::admin::AdminClient;
@@ -34,7 +34,15 @@ async fn gate_revision<E: Engine, P: Prober>(
     });
     let port = r.spec.as_ref().and_then(|s| s.port);
     let report = exec
-        .gate_container(&r.container, port, role, transport, &health, None, false)
+        .gate_container(GateInput {
+            container: &r.container,
+            port,
+            role,
+            transport,
+            health: &health,
+            previous: None,
+            interruptible: false,
+        })
         .await;
     if report.passed {
         Ok(report.elapsed_ms)

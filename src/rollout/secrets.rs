@@ -349,7 +349,7 @@ fn write_value(
 ) -> anyhow::Result<()> {
     let dir = secret_dir(state_dir, service);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     let path = value_path(state_dir, service, name, fp);
     let tmp = dir.join(format!(".{name}@{fp}.tmp"));
     let _ = std::fs::remove_file(&tmp);
@@ -359,8 +359,9 @@ fn write_value(
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(value)?;
-    f.sync_all()?;
+    f.write_all(value)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
     drop(f);
     let mode = match role {
         Role::Service => {
@@ -370,7 +371,7 @@ fn write_value(
         }
         Role::Database => 0o444,
     };
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    fs_err::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
     // The engine creates an empty directory at a missing bind source (a revision started after
     // its file was pruned); the value's file takes its place.
     if path.is_dir() {
@@ -534,7 +535,7 @@ pub fn prune(
     };
     let mut removed = Vec::new();
     for e in entries {
-        let e = e?;
+        let e = e.with_context(|| format!("reading {}", dir.display()))?;
         let file = e.file_name().to_string_lossy().into_owned();
         let stale = if file.starts_with('.') && file.ends_with(".tmp") {
             true

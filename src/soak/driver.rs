@@ -20,6 +20,7 @@ use super::observe::{self, BridgeObs, BridgeSnapshot, ContainerSample, PromView}
 use super::stats::{CallOutcome, Histogram, Point, ServiceStats};
 use super::{Probe, SoakOptions, Target};
 use crate::engine::{Engine, RunState};
+use crate::locks::{self, MutexExt};
 use crate::mcp::{McpError, Session};
 
 /// The project's containers over the run (Engine), when Docker has them.
@@ -164,11 +165,11 @@ impl Checkpoint {
     /// Written to a temporary file and renamed, so a crash never leaves half a checkpoint.
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            fs_err::create_dir_all(dir)?;
         }
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(self)?)?;
-        std::fs::rename(&tmp, path)?;
+        fs_err::write(&tmp, serde_json::to_vec(self)?)?;
+        fs_err::rename(&tmp, path)?;
         Ok(())
     }
 }
@@ -339,7 +340,7 @@ async fn held_call(
 }
 
 fn record(state: &Mutex<State>, service: &str, o: &CallOutcome) {
-    let mut st = state.lock().expect("state lock");
+    let mut st = state.lock_ignore_poison();
     st.services
         .entry(service.to_string())
         .or_default()
@@ -365,7 +366,7 @@ async fn coverage_check(t: &Target, timeout: Duration, state: &Mutex<State>) {
         }
         Err(_) => None,
     };
-    let mut st = state.lock().expect("state lock");
+    let mut st = state.lock_ignore_poison();
     let cov = &mut st.services.entry(t.name.clone()).or_default().coverage;
     match listed {
         None => cov.unreachable += 1,
@@ -425,7 +426,7 @@ async fn load_loop(
                 let k = n / targets.len() as u64;
                 n += 1;
                 let Ok(permit) = sem.clone().try_acquire_owned() else {
-                    state.lock().expect("state lock").skipped_ticks += 1;
+                    state.lock_ignore_poison().skipped_ticks += 1;
                     continue;
                 };
                 let t = targets.clone();
@@ -487,18 +488,16 @@ async fn scrape_all(
 async fn sample<E: Engine>(
     http: &reqwest::Client,
     targets: &[Target],
-    engine: Option<&E>,
-    prefix: &str,
-    project: &str,
+    ctx: &RunContext<'_, E>,
     state: &Mutex<State>,
     clock: Clock,
 ) {
     let scraped = scrape_all(http, targets).await;
-    let containers = match engine {
-        Some(e) => Some(observe::sample_containers(e, prefix, project).await),
+    let containers = match ctx.engine {
+        Some(e) => Some(observe::sample_containers(e, &ctx.label_prefix, &ctx.project).await),
         None => None,
     };
-    let mut st = state.lock().expect("state lock");
+    let mut st = state.lock_ignore_poison();
     let mut sessions: Option<f64> = None;
     for (name, snap) in scraped {
         if let Some(s) = snap.as_ref().and_then(|s| s.sessions_active) {
@@ -538,13 +537,10 @@ async fn sample<E: Engine>(
     st.timeline.push(point);
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn sampler_loop<E: Engine>(
     http: reqwest::Client,
     targets: Arc<Vec<Target>>,
-    engine: Option<&E>,
-    prefix: String,
-    project: String,
+    ctx: &RunContext<'_, E>,
     interval: Duration,
     state: Arc<Mutex<State>>,
     stop: CancellationToken,
@@ -557,24 +553,26 @@ async fn sampler_loop<E: Engine>(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
-                sample(&http, &targets, engine, &prefix, &project, &state, clock).await;
+                sample(&http, &targets, ctx, &state, clock).await;
             }
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Chaos needs the engine: without one (`ctx.engine` is `None`) it does nothing.
 async fn chaos_loop<E: Engine>(
-    engine: &E,
+    ctx: &RunContext<'_, E>,
     targets: &[Target],
     opts: &SoakOptions,
-    prefix: &str,
-    project: &str,
     state: &Mutex<State>,
     stop: CancellationToken,
     clock: Clock,
     deadline: tokio::time::Instant,
 ) {
+    let Some(engine) = ctx.engine else {
+        return;
+    };
+    let (prefix, project) = (&ctx.label_prefix, &ctx.project);
     let max_actions =
         (opts.duration.as_secs_f64() / opts.chaos_min.as_secs_f64().max(1.0)) as u64 + 1;
     let label = format!("{prefix}.project={project}");
@@ -632,7 +630,7 @@ async fn chaos_loop<E: Engine>(
             detail: r.err().map(|e| e.to_string()).unwrap_or_default(),
         };
         tracing::info!(service = %ev.service, container = %ev.container, action = %ev.action, "chaos");
-        state.lock().expect("state lock").chaos.push(ev);
+        state.lock_ignore_poison().chaos.push(ev);
     }
 }
 
@@ -666,18 +664,9 @@ pub async fn run<E: Engine>(
 
     // Baseline: bridge sessions/children before this segment's load (the first one counts), and
     // the containers.
-    sample(
-        &http,
-        &targets,
-        ctx.engine,
-        &ctx.label_prefix,
-        &ctx.project,
-        &state,
-        clock,
-    )
-    .await;
+    sample(&http, &targets, &ctx, &state, clock).await;
     {
-        let mut st = state.lock().expect("state lock");
+        let mut st = state.lock_ignore_poison();
         st.timeline.pop(); // a baseline, not a point of the load
         if ctx.engine.is_none() {
             st.containers.note = Some("Docker engine unreachable".into());
@@ -703,7 +692,7 @@ pub async fn run<E: Engine>(
         })
     });
     futures::future::join_all(opens).await;
-    state.lock().expect("state lock").held_sessions = opts.sessions;
+    state.lock_ignore_poison().held_sessions = opts.sessions;
     let held = Arc::new(held);
 
     let stop = CancellationToken::new();
@@ -718,28 +707,15 @@ pub async fn run<E: Engine>(
     let sampler = sampler_loop(
         http.clone(),
         targets.clone(),
-        ctx.engine,
-        ctx.label_prefix.clone(),
-        ctx.project.clone(),
+        &ctx,
         opts.sample_interval,
         state.clone(),
         stop.clone(),
         clock,
     );
     let chaos = async {
-        if let (true, Some(e)) = (opts.chaos, ctx.engine) {
-            chaos_loop(
-                e,
-                &targets,
-                &opts,
-                &ctx.label_prefix,
-                &ctx.project,
-                &state,
-                stop.clone(),
-                clock,
-                deadline,
-            )
-            .await;
+        if opts.chaos {
+            chaos_loop(&ctx, &targets, &opts, &state, stop.clone(), clock, deadline).await;
         }
     };
     let ckpt_path = ctx.checkpoint_path.clone();
@@ -762,7 +738,7 @@ pub async fn run<E: Engine>(
                 _ = checkpoint.tick() => {
                     let mut c = base.clone();
                     c.elapsed_s = clock.now_s();
-                    c.state = state.lock().expect("state lock").clone();
+                    c.state = state.lock_ignore_poison().clone();
                     if let Err(e) = c.write(&ckpt_path) {
                         tracing::warn!("checkpoint {}: {e}", ckpt_path.display());
                     }
@@ -794,7 +770,7 @@ pub async fn run<E: Engine>(
     loop {
         after = scrape_all(&http, &targets).await;
         let settled = {
-            let st = state.lock().expect("state lock");
+            let st = state.lock_ignore_poison();
             after
                 .iter()
                 .all(|(name, snap)| match (snap, st.bridges.get(name)) {
@@ -809,7 +785,7 @@ pub async fn run<E: Engine>(
     }
     let waited_s = grace_start.elapsed().as_secs_f64();
     {
-        let mut st = state.lock().expect("state lock");
+        let mut st = state.lock_ignore_poison();
         for (name, snap) in after {
             let obs = st.bridges.entry(name.clone()).or_default();
             obs.after = snap.clone();
@@ -851,16 +827,15 @@ pub async fn run<E: Engine>(
     if let Some(e) = ctx.engine {
         let c = observe::sample_containers(e, &ctx.label_prefix, &ctx.project).await;
         state
-            .lock()
-            .expect("state lock")
+            .lock_ignore_poison()
             .containers
             .observe(c, clock.now_s());
     }
     let prom = observe::prometheus(&ckpt.prometheus_url).await;
 
     let mut st = Arc::try_unwrap(state)
-        .map(|m| m.into_inner().expect("state lock"))
-        .unwrap_or_else(|a| a.lock().expect("state lock").clone());
+        .map(locks::into_inner_ignore_poison)
+        .unwrap_or_else(|a| a.lock_ignore_poison().clone());
     st.prometheus = Some(prom);
     ckpt.state = st;
     ckpt.elapsed_s = load_elapsed;
@@ -875,7 +850,7 @@ fn fmt_opt(v: Option<f64>) -> String {
 }
 
 fn current_progress(state: &Mutex<State>, clock: Clock, opts: &SoakOptions) -> Progress {
-    let st = state.lock().expect("state lock");
+    let st = state.lock_ignore_poison();
     let mut all = Histogram::default();
     let (mut calls, mut answered, mut errors) = (0, 0, 0);
     for s in st.services.values() {

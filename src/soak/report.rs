@@ -663,17 +663,16 @@ impl Report {
         }
         let y_max = y_max * 1.1;
         let top1 = 30.0;
-        axes(
-            &mut s,
-            "p95 latency (ms)",
-            top1,
-            PH,
-            L,
-            W - R,
+        let panel1 = Panel {
+            top: top1,
+            h: PH,
+            l: L,
+            r: W - R,
             y_max,
-            t_min,
-            t_max,
-        );
+            t0: t_min,
+            t1: t_max,
+        };
+        axes(&mut s, "p95 latency (ms)", &panel1);
         let y1 = |v: f64| top1 + PH - v / y_max * PH;
         for (i, name) in names.iter().enumerate() {
             let color = PAL[i % PAL.len()];
@@ -734,7 +733,12 @@ impl Report {
         } else {
             "memory not measured: bridge sessions active (sum)"
         };
-        axes(&mut s, title, top2, PH, L, W - R, y2_max, t_min, t_max);
+        let panel2 = Panel {
+            top: top2,
+            y_max: y2_max,
+            ..panel1
+        };
+        axes(&mut s, title, &panel2);
         let y2 = |v: f64| top2 + PH - v / y2_max * PH;
         let line: Vec<(f64, f64)> = series.iter().map(|(t, v)| (x(*t), y2(*v))).collect();
         polyline(&mut s, &line, "#1f77b4", 1.5);
@@ -764,7 +768,7 @@ impl Report {
 
     /// Write report.json, report.md and chart.svg into `dir`; returns their paths.
     pub fn write(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(dir)?;
+        fs_err::create_dir_all(dir)?;
         let files = [
             ("report.json", serde_json::to_string_pretty(self)? + "\n"),
             ("report.md", self.markdown()),
@@ -773,7 +777,7 @@ impl Report {
         let mut out = Vec::new();
         for (name, body) in files {
             let p = dir.join(name);
-            std::fs::write(&p, body)?;
+            fs_err::write(&p, body)?;
             out.push(p);
         }
         Ok(out)
@@ -806,18 +810,30 @@ fn polyline(s: &mut String, pts: &[(f64, f64)], color: &str, width: f64) {
     );
 }
 
-#[allow(clippy::too_many_arguments)]
-fn axes(
-    s: &mut String,
-    title: &str,
+/// Where a chart panel sits in the SVG and what its axes span.
+#[derive(Clone, Copy)]
+struct Panel {
+    /// The plot area: top edge, height, left and right edges.
     top: f64,
     h: f64,
     l: f64,
     r: f64,
+    /// The y axis spans 0..y_max, the x axis t0..t1 (seconds).
     y_max: f64,
     t0: f64,
     t1: f64,
-) {
+}
+
+fn axes(s: &mut String, title: &str, p: &Panel) {
+    let Panel {
+        top,
+        h,
+        l,
+        r,
+        y_max,
+        t0,
+        t1,
+    } = *p;
     let _ = writeln!(
         s,
         "<text x=\"{l}\" y=\"{:.1}\" font-weight=\"bold\">{}</text>",

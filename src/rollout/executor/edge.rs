@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::{client_ip, fail_check, Executor, GateConfig, Outcome, Prober, Step, StepResult};
+use super::{
+    client_ip, fail_check, Executor, GateConfig, GateInput, Outcome, Prober, Step, StepResult,
+};
 use crate::edge::admin::{revision_upstream, stack_upstream, AdminClient};
 use crate::edge::routes::{RouteKind, RouteView};
 use crate::engine::{Engine, PortSpec};
@@ -56,6 +58,15 @@ impl SwitchOutcome {
             SwitchOutcome::RevertFailed => "revert_failed",
         }
     }
+}
+
+/// The step's state at the point of a revert: the route before the switch, the switch as
+/// recorded, and the failed check with the gate through the edge it belongs to.
+struct Revert<'a> {
+    before: Option<&'a RouteView>,
+    switch: RouteSwitch,
+    failed: crate::health::Check,
+    through: crate::health::GateReport,
 }
 
 /// What a step did at the edge, for the ledger.
@@ -193,15 +204,15 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
         }
         crate::rollout::fault::point("revision-started");
         let pre = self
-            .gate_container(
-                &spec.name,
-                spec.port,
-                step.role,
-                step.transport,
-                &step.health,
-                previous_tools,
-                false,
-            )
+            .gate_container(GateInput {
+                container: &spec.name,
+                port: spec.port,
+                role: step.role,
+                transport: step.transport,
+                health: &step.health,
+                previous: previous_tools,
+                interruptible: false,
+            })
             .await;
         if !pre.passed {
             let logs = self.tail(&spec.name).await;
@@ -278,10 +289,13 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             let check = through_edge_check(&through, &base);
             switch.through_edge = Some(check.clone());
             if !through.passed {
-                let failed = (check, through);
-                return self
-                    .revert_route(step, started, &spec, edge, before.as_ref(), switch, failed)
-                    .await;
+                let revert = Revert {
+                    before: before.as_ref(),
+                    switch,
+                    failed: check,
+                    through,
+                };
+                return self.revert_route(step, started, &spec, edge, revert).await;
             }
             self.say(&step.service, &check.detail);
             pre.checks.push(check);
@@ -378,17 +392,20 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
     /// The probe through the edge failed after the switch: put the route back as it was (the
     /// previous revision still runs: nothing was drained or stopped), verify the previous revision
     /// answers through the edge, and remove the new one.
-    #[allow(clippy::too_many_arguments)] // the step's state at the point of the revert
     async fn revert_route(
         &self,
         step: &Step,
         started: Instant,
         spec: &crate::engine::ContainerSpec,
         edge: &EdgeSwitch,
-        before: Option<&RouteView>,
-        mut switch: RouteSwitch,
-        (failed, through): (crate::health::Check, crate::health::GateReport),
+        revert: Revert<'_>,
     ) -> (StepResult, Option<RouteSwitch>) {
+        let Revert {
+            before,
+            mut switch,
+            failed,
+            through,
+        } = revert;
         self.say(
             &step.service,
             &format!("FAILED {}: {}", failed.name, failed.detail),
