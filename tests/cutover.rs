@@ -149,13 +149,16 @@ services:
     m
 }
 
-fn routes(rt: &tokio::runtime::Runtime, admin: u16) -> Value {
+/// `GET /routes` with the install's admin token (`<state>/edge/admin.token`).
+fn routes(rt: &tokio::runtime::Runtime, admin: u16, state: &Path) -> Value {
+    let token = mcpctl::edge::token::load(state).unwrap();
     rt.block_on(async {
         reqwest::Client::builder()
             .no_proxy()
             .build()
             .unwrap()
             .get(format!("http://127.0.0.1:{admin}/routes"))
+            .bearer_auth(token)
             .send()
             .await
             .unwrap()
@@ -365,7 +368,7 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
     write(0);
     let out = env.mcpctl("services.yaml", &["--yes", "deploy"]);
     assert_eq!(code(&out), 0, "deploy: {}", show(&out));
-    let r = routes(&rt, ports.admin);
+    let r = routes(&rt, ports.admin, &env.state);
     assert_eq!(r["alpha"]["kind"], "stack", "{r:#}");
 
     // 2. The old proxy: mcp-proxy 0.13, named servers run as containers on the stack network;
@@ -475,7 +478,7 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
         &["cutover", "revert", "-m", "start of cutover"],
     );
     assert_eq!(code(&out), 0, "revert: {}", show(&out));
-    let r = routes(&rt, ports.admin);
+    let r = routes(&rt, ports.admin, &env.state);
     assert_eq!(r["alpha"]["kind"], "legacy", "{r:#}");
     assert_eq!(
         r["beta"]["upstream"],
@@ -572,7 +575,7 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
             seen.len()
         );
     }
-    let r = routes(&rt, ports.admin);
+    let r = routes(&rt, ports.admin, &env.state);
     assert_eq!(r["alpha"]["kind"], "stack", "{r:#}");
     assert_eq!(
         r["alpha"]["upstream"],
@@ -650,7 +653,10 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
             "{}",
             show(&out)
         );
-        assert_eq!(routes(&rt, ports.admin)["alpha"]["kind"], "legacy");
+        assert_eq!(
+            routes(&rt, ports.admin, &env.state)["alpha"]["kind"],
+            "legacy"
+        );
         rt.block_on(mcpctl::rollout::lock::release(&engine, &project, &held));
     }
     let out = env.mcpctl("services.yaml", &["cutover", "switch", "alpha"]);
@@ -679,7 +685,10 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
     let out = env.mcpctl("services.yaml", &["cutover", "switch", "beta"]);
     assert_eq!(code(&out), 1, "{}", show(&out));
     assert!(text(&out.stdout).contains("REFUSED"), "{}", show(&out));
-    assert_eq!(routes(&rt, ports.admin)["beta"]["kind"], "legacy");
+    assert_eq!(
+        routes(&rt, ports.admin, &env.state)["beta"]["kind"],
+        "legacy"
+    );
     // With --force the switch happens, the post-switch check fails and the old route comes back.
     let out = env.mcpctl("services.yaml", &["cutover", "switch", "beta", "--force"]);
     assert_eq!(code(&out), 1, "{}", show(&out));
@@ -688,7 +697,10 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
         "{}",
         show(&out)
     );
-    assert_eq!(routes(&rt, ports.admin)["beta"]["kind"], "legacy");
+    assert_eq!(
+        routes(&rt, ports.admin, &env.state)["beta"]["kind"],
+        "legacy"
+    );
     assert_eq!(echo_now("beta").as_deref(), Ok("OLDbeta"));
     common::must(Command::new("docker").args(["start", &beta_container]));
     wait_for("beta healthy again", Duration::from_secs(30), || {
@@ -753,7 +765,10 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
         "{}",
         show(&out)
     );
-    assert_eq!(routes(&rt, ports.admin)["alpha"]["kind"], "stack");
+    assert_eq!(
+        routes(&rt, ports.admin, &env.state)["alpha"]["kind"],
+        "stack"
+    );
 
     // The ledger has every step.
     let commands: Vec<String> = ledger(&env.state)

@@ -440,6 +440,46 @@ fn deploy_and_rollback_switch_routes_with_zero_failed_calls() {
     assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
     assert_eq!(rt.block_on(refused_total(s.admin, "host")), hosts);
     assert_eq!(rt.block_on(refused_total(s.admin, "origin")), origins);
+    // The admin API wants the install's token (`<state>/edge/admin.token`): a raw request
+    // without it, or with another, gets 401 (counted); with it, the routes.
+    let token = mcpctl::edge::token::load(&s.state()).unwrap();
+    let admin_get = |auth: Option<&str>| {
+        let mut rb = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://127.0.0.1:{}/routes", s.admin));
+        if let Some(t) = auth {
+            rb = rb.bearer_auth(t);
+        }
+        rt.block_on(async { rb.send().await.unwrap().status().as_u16() })
+    };
+    assert_eq!(admin_get(None), 401, "no token");
+    assert_eq!(
+        admin_get(Some("0".repeat(64).as_str())),
+        401,
+        "a wrong token"
+    );
+    assert_eq!(admin_get(Some(&token)), 200);
+    assert_eq!(rt.block_on(refused_total(s.admin, "admin_unauthorized")), 2);
+    // The token reaches the edge as a read-only file only: not in its environment, command,
+    // labels or anything else `docker inspect` shows, nor in its log.
+    let edge_name = format!("{}-edge", s.project);
+    let inspect = common::must(Command::new("docker").args(["inspect", &edge_name]));
+    assert!(
+        !inspect.contains(&token),
+        "the token is in `docker inspect {edge_name}`"
+    );
+    assert!(
+        inspect.contains("/run/mcpctl-edge/admin.token:ro"),
+        "{inspect}"
+    );
+    let logs = Command::new("docker")
+        .args(["logs", &edge_name])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&logs.stdout).contains(&token));
+    assert!(!String::from_utf8_lossy(&logs.stderr).contains(&token));
     // The recorded config is the manifest's: nothing to deploy again.
     let out = s.mcpctl(&["--output", "json", "plan"]);
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -888,6 +928,9 @@ fn edge_serve_routes_by_port_and_host_and_passes_disconnects() {
         common::free_port(),
         common::free_port(),
     );
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = mcpctl::edge::token::ensure(token_dir.path()).unwrap();
+    let token = mcpctl::edge::token::load(token_dir.path()).unwrap();
     let _edge = Child(
         Command::new(common::mcpctl())
             .args([
@@ -905,6 +948,8 @@ fn edge_serve_routes_by_port_and_host_and_passes_disconnects() {
                 &format!("127.0.0.1:{admin}"),
             ])
             .args(["--drain-timeout", "2s"])
+            .arg("--admin-token-file")
+            .arg(&token_file)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -915,7 +960,7 @@ fn edge_serve_routes_by_port_and_host_and_passes_disconnects() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = mcpctl::edge::admin::AdminClient::new(admin);
+        let client = mcpctl::edge::admin::AdminClient::new(admin).with_token(token.as_str());
         assert!(client.wait_healthy(Duration::from_secs(10)).await, "the edge starts");
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -925,7 +970,8 @@ fn edge_serve_routes_by_port_and_host_and_passes_disconnects() {
         let put = |service: &str, body: Value| {
             let http = http.clone();
             let url = format!("http://127.0.0.1:{admin}/routes/{service}");
-            async move { http.put(url).json(&body).send().await.unwrap().status().as_u16() }
+            let token = token.clone();
+            async move { http.put(url).bearer_auth(token).json(&body).send().await.unwrap().status().as_u16() }
         };
         assert_eq!(put("beta", json!({"upstream": format!("http://127.0.0.1:{p1}")})).await, 404);
         assert_eq!(put("alpha", json!({"upstream": "ftp://x"})).await, 400);
@@ -1044,11 +1090,16 @@ fn a_legacy_route_reaches_an_mcp_proxy_named_server_under_its_prefix() {
             .unwrap(),
     );
     let (port, admin) = (common::free_port(), common::free_port());
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = mcpctl::edge::token::ensure(token_dir.path()).unwrap();
+    let token = mcpctl::edge::token::load(token_dir.path()).unwrap();
     let _edge = Child(
         Command::new(common::mcpctl())
             .args(["edge", "serve", "--service", &format!("alpha={port}")])
             .args(["--listen-ip", "127.0.0.1", "--internal-port", "0"])
             .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .arg("--admin-token-file")
+            .arg(&token_file)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -1059,7 +1110,7 @@ fn a_legacy_route_reaches_an_mcp_proxy_named_server_under_its_prefix() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = mcpctl::edge::admin::AdminClient::new(admin);
+        let client = mcpctl::edge::admin::AdminClient::new(admin).with_token(token);
         assert!(client.wait_healthy(Duration::from_secs(10)).await);
         let route = client
             .put(

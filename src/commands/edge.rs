@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// Admin API (answers loopback and the network gateway only).
     #[arg(long, default_value = "0.0.0.0:8500")]
     pub admin: SocketAddr,
+    /// File holding the admin API's bearer token (every admin request but `/healthz` and
+    /// `/metrics` must send `Authorization: Bearer <token>`). A file, never a flag value or
+    /// environment variable, so the token shows in no process list or `docker inspect`.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: PathBuf,
     /// Route file (reloaded at start, rewritten on every switch).
     #[arg(long)]
     pub state_file: Option<PathBuf>,
@@ -73,6 +78,7 @@ impl From<ServeArgs> for crate::edge::ServeConfig {
             internal_port: a.internal_port,
             in_network_ports: a.in_network_ports,
             admin: a.admin,
+            admin_token_file: a.admin_token_file,
             state_file: a.state_file,
             drain_timeout: a.drain_timeout,
         }
@@ -241,7 +247,7 @@ pub(crate) async fn prepare_edge(
     let up = container::up(engine, project, say).await?;
     if up.action == "layout-changed" {
         return Err(CommandError::usage(format!(
-            "{} does not front the manifest's services and ports as they are now; run `mcpctl edge replace --yes` first (it cuts connections through the edge for about a second). Nothing was changed.",
+            "{} does not front the manifest's services and ports as they are now (or was created before the edge admin API required its token); run `mcpctl edge replace --yes` first (it cuts connections through the edge for about a second). Nothing was changed.",
             up.container
         ))
         .into());

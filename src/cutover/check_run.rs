@@ -60,7 +60,7 @@ pub async fn run(scope: &Scope, req: &CheckRequest) -> anyhow::Result<CheckOutco
     let names = scope.selected(&req.services)?;
     let new_urls = targets::parse_new_urls(&req.new_urls, &names)?;
     // Only what the edge routes each service to: a check runs without an edge too.
-    let admin = edge::admin(&req.edge_admin, Duration::from_secs(2));
+    let admin = edge::admin(&req.edge_admin, Duration::from_secs(2), &scope.state_dir);
     let routes = edge::routes(&admin).await.ok();
     let targets = targets::resolve(scope, &names, &new_urls, routes.as_ref()).await?;
     let (llm, launched) = reach_litellm(scope, &req.litellm, req.timeout).await?;

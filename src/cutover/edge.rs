@@ -12,9 +12,10 @@ use anyhow::Context as _;
 pub use crate::edge::admin::AdminClient;
 pub use crate::edge::routes::{PutRoute, RouteKind, RouteView};
 
-/// A client of the admin API at `base` whose requests give up after `timeout`.
-pub fn admin(base: &str, timeout: Duration) -> AdminClient {
-    AdminClient::with_timeout(base, timeout)
+/// A client of the admin API at `base` whose requests give up after `timeout`, sending the
+/// install's admin token (`<state_dir>/edge/admin.token`).
+pub fn admin(base: &str, timeout: Duration, state_dir: &std::path::Path) -> AdminClient {
+    AdminClient::with_timeout(base, timeout).with_token_from(state_dir)
 }
 
 /// `GET /routes` as a map by service; an error names the address and the flag that sets it.

@@ -129,7 +129,7 @@ pub async fn plan(scope: &Scope, req: &RetireRequest) -> anyhow::Result<RetirePl
         .clean_period
         .unwrap_or(scope.manifest.cutover.clean_period);
     // The edge must agree that everything is on the stack.
-    let admin = edge::admin(&req.edge_admin, Duration::from_secs(5));
+    let admin = edge::admin(&req.edge_admin, Duration::from_secs(5), &scope.state_dir);
     let routes = edge::routes(&admin).await?;
     let problems = problems(&st, &names, &routes, clean_period, SystemTime::now());
     if !problems.is_empty() {

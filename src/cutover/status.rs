@@ -36,7 +36,7 @@ pub struct StatusReport {
 pub async fn run(scope: &Scope, edge_admin: &str) -> anyhow::Result<StatusReport> {
     let names = scope.selected(&[])?;
     let st = CutoverState::load(&scope.state_dir)?;
-    let admin = edge::admin(edge_admin, Duration::from_secs(3));
+    let admin = edge::admin(edge_admin, Duration::from_secs(3), &scope.state_dir);
     let routes = edge::routes(&admin).await;
     let mut services = Vec::new();
     for n in &names {

@@ -217,7 +217,7 @@ pub async fn run(scope: &Scope, req: &SwitchRequest) -> anyhow::Result<SwitchRep
     if to == RouteKind::Legacy {
         revert_allowed(st.retired.as_ref(), state_dir)?;
     }
-    let admin = edge::admin(&req.edge_admin, Duration::from_secs(5));
+    let admin = edge::admin(&req.edge_admin, Duration::from_secs(5), state_dir);
     let routes = edge::routes(&admin).await?;
     let ledger = Ledger::new(state_dir);
     let mut rows = Vec::new();

@@ -1,6 +1,9 @@
 //! The host side of the edge's admin API (`http://127.0.0.1:<admin_port>`): read routes, switch
 //! one, wait for a replaced upstream to drain. Used by deploy/rollback, `mcpctl edge` and cutover.
+//! Every request but `/healthz` carries the admin token ([`super::token`]) as a bearer token.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -31,10 +34,13 @@ pub fn revision_upstream(r: &Revision) -> String {
     stack_upstream(&r.container, revision_port(r))
 }
 
+/// Deliberately not `Debug`: it holds the admin token.
 #[derive(Clone)]
 pub struct AdminClient {
     base: String,
     client: reqwest::Client,
+    /// The admin token, or why there is none (said when a request needs it).
+    token: Result<Arc<str>, Arc<str>>,
 }
 
 impl AdminClient {
@@ -55,7 +61,45 @@ impl AdminClient {
                 .timeout(timeout)
                 .build()
                 .expect("a plain HTTP client builds"),
+            token: Err("no edge admin token was given to this client".into()),
         }
+    }
+
+    /// Send `token` with every admin request.
+    pub fn with_token(mut self, token: impl Into<Arc<str>>) -> Self {
+        self.token = Ok(token.into());
+        self
+    }
+
+    /// Send the install's token (`<state>/edge/admin.token`); a missing or damaged file is
+    /// reported, with what to do, by the first request that needs it (`/healthz` does not).
+    pub fn with_token_from(mut self, state_dir: &Path) -> Self {
+        self.token = super::token::load(state_dir)
+            .map(Arc::from)
+            .map_err(|e| Arc::from(format!("{e:#}")));
+        self
+    }
+
+    fn authed(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<reqwest::RequestBuilder> {
+        match &self.token {
+            Ok(t) => Ok(rb.bearer_auth(t)),
+            Err(why) => Err(anyhow::anyhow!("{why}")),
+        }
+    }
+
+    /// An answer that is not a success, as an error; 401 says what the operator can do.
+    async fn refused(&self, what: &str, r: reqwest::Response) -> anyhow::Error {
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return anyhow::anyhow!(
+                "{what}: the edge admin API at {} refused the admin token ({status}: {body}); \
+                 the running edge was created with another token than edge/admin.token in the \
+                 state directory: `mcpctl edge replace --yes` recreates it with the current one",
+                self.base
+            );
+        }
+        anyhow::anyhow!("{what}: {status}: {body}")
     }
 
     pub fn base(&self) -> &str {
@@ -85,8 +129,7 @@ impl AdminClient {
 
     pub async fn routes(&self) -> anyhow::Result<RoutesView> {
         let r = self
-            .client
-            .get(format!("{}/routes", self.base))
+            .authed(self.client.get(format!("{}/routes", self.base)))?
             .send()
             .await
             .with_context(|| {
@@ -95,7 +138,9 @@ impl AdminClient {
                     self.base
                 )
             })?;
-        anyhow::ensure!(r.status().is_success(), "GET /routes: {}", r.status());
+        if !r.status().is_success() {
+            return Err(self.refused("GET /routes", r).await);
+        }
         Ok(r.json().await?)
     }
 
@@ -105,16 +150,13 @@ impl AdminClient {
 
     pub async fn put(&self, service: &str, put: &PutRoute) -> anyhow::Result<RouteView> {
         let r = self
-            .client
-            .put(format!("{}/routes/{service}", self.base))
+            .authed(self.client.put(format!("{}/routes/{service}", self.base)))?
             .json(put)
             .send()
             .await
             .with_context(|| format!("edge admin API {}", self.base))?;
-        let status = r.status();
-        if !status.is_success() {
-            let body = r.text().await.unwrap_or_default();
-            anyhow::bail!("PUT /routes/{service}: {status}: {body}");
+        if !r.status().is_success() {
+            return Err(self.refused(&format!("PUT /routes/{service}"), r).await);
         }
         Ok(r.json().await?)
     }

@@ -62,8 +62,9 @@ pub fn fronts(project: &Project, service: &str) -> bool {
     project.manifest.edge.enabled && fronted(project).iter().any(|(n, _)| n == service)
 }
 
+/// The admin API's client, with the install's admin token (`<state>/edge/admin.token`).
 pub fn admin(project: &Project) -> AdminClient {
-    AdminClient::new(project.manifest.edge.admin_port)
+    AdminClient::new(project.manifest.edge.admin_port).with_token_from(&project.state_dir)
 }
 
 fn base_ref(project: &Project) -> anyhow::Result<String> {
@@ -153,6 +154,9 @@ fn command(project: &Project) -> Vec<String> {
     cmd.extend([
         "--admin".into(),
         format!("0.0.0.0:{}", e.admin_port),
+        // The path of the read-only mount, never the token (see `create_body`).
+        "--admin-token-file".into(),
+        super::token::MOUNTED_AT.into(),
         "--state-file".into(),
         format!("{}/routes.json", super::STATE_DIR),
         "--drain-timeout".into(),
@@ -239,11 +243,14 @@ fn create_body(project: &Project, c: &EdgeConfig) -> ContainerCreateBody {
     let network = project.name().to_string();
     let host_config = HostConfig {
         port_bindings: Some(bindings),
-        binds: Some(vec![format!(
-            "{}:{}:rw",
-            volume_name(project.name()),
-            super::STATE_DIR
-        )]),
+        binds: Some(vec![
+            format!("{}:{}:rw", volume_name(project.name()), super::STATE_DIR),
+            format!(
+                "{}:{}:ro",
+                super::token::path(&project.state_dir).display(),
+                super::token::MOUNTED_AT
+            ),
+        ]),
         // A legacy proxy on the host can be a route target (cutover).
         extra_hosts: Some(vec!["host.docker.internal:host-gateway".into()]),
         network_mode: Some(network.clone()),
@@ -292,6 +299,8 @@ async fn create(
 }
 
 async fn prepare(engine: &DockerEngine, project: &Project) -> anyhow::Result<()> {
+    // Before any create: a missing bind source would become an empty directory.
+    super::token::ensure(&project.state_dir)?;
     let keys = &project.keys;
     engine
         .ensure_network(project.name(), &keys.base(project.name(), "service"))
@@ -364,7 +373,7 @@ pub async fn up(
             let layout = d.info.labels.get(&layout_key(project)).cloned();
             if layout.as_deref() != Some(layout_hash(&c).as_str()) {
                 say(&format!(
-                    "edge: {name} does not front the manifest's services and ports as they are now: `mcpctl edge replace` applies them"
+                    "edge: {name} does not front the manifest's services and ports as they are now (or predates the admin token): `mcpctl edge replace` applies them"
                 ));
                 "layout-changed"
             } else if have.as_deref() != Some(want.as_str()) {
@@ -645,6 +654,25 @@ services:
             more.cmd
         );
         assert!(more.ports.contains(&(IpAddr::from([127, 0, 0, 1]), 8500)));
+    }
+
+    #[test]
+    fn the_admin_token_is_a_read_only_mount_and_its_path_the_only_argument() {
+        let p = project(&manifest("edge: {enabled: true}", 8501, ""));
+        let c = config(&p, "img:1");
+        let at = c
+            .cmd
+            .iter()
+            .position(|a| a == "--admin-token-file")
+            .unwrap();
+        assert_eq!(c.cmd[at + 1], crate::edge::token::MOUNTED_AT);
+        let body = create_body(&p, &c);
+        assert!(body.env.is_none(), "nothing in the environment");
+        let binds = body.host_config.unwrap().binds.unwrap();
+        assert!(
+            binds.contains(&"/tmp/s/edge/admin.token:/run/mcpctl-edge/admin.token:ro".to_string()),
+            "{binds:?}"
+        );
     }
 
     #[test]

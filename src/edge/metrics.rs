@@ -38,21 +38,25 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
-/// What the DNS-rebinding guard refused (`mcp_edge_refused_total{reason}`).
+/// What the DNS-rebinding guard, or the admin API's token check, refused
+/// (`mcp_edge_refused_total{reason}`).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Refused {
     /// A foreign Host, or a missing or repeated one.
     Host,
     Origin,
+    /// An admin API request without the admin token, or with a wrong one.
+    AdminUnauthorized,
 }
 
 impl Refused {
-    const ALL: [Refused; 2] = [Refused::Host, Refused::Origin];
+    const ALL: [Refused; 3] = [Refused::Host, Refused::Origin, Refused::AdminUnauthorized];
     fn label(self) -> ReasonLabel {
         ReasonLabel {
             reason: match self {
                 Refused::Host => "host",
                 Refused::Origin => "origin",
+                Refused::AdminUnauthorized => "admin_unauthorized",
             },
         }
     }
@@ -176,7 +180,7 @@ impl EdgeMetrics {
         );
         r.register(
             "mcp_edge_refused",
-            "Requests refused before forwarding: a foreign or missing Host, or a foreign Origin (DNS-rebinding guard)",
+            "Requests refused: a foreign or missing Host or a foreign Origin (DNS-rebinding guard), or an admin API request without the admin token",
             self.refused.clone(),
         );
         if let Some(rss) = crate::metrics::resident_memory_bytes() {

@@ -7,6 +7,7 @@
 //! - `server`: the proxy and admin API (`mcpctl edge serve`, inside the container);
 //! - `metrics`: the edge's own series for the admin API's `GET /metrics`;
 //! - `admin`: the host side's client of the admin API (switch, wait for a drain);
+//! - `token`: the admin API's bearer token (`<state>/edge/admin.token`);
 //! - `container`: the edge's image and container (up, replace with a measured gap).
 //!
 //! Must not: be scraped through (Prometheus discovers bridges by label), or decide what serves.
@@ -16,6 +17,7 @@ pub mod container;
 mod metrics;
 pub mod routes;
 pub mod server;
+pub mod token;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +43,8 @@ pub struct ServeConfig {
     /// `NAME=PORT`: a service reached in-network at another port than `internal_port`.
     pub in_network_ports: Vec<String>,
     pub admin: SocketAddr,
+    /// The admin API's bearer token, a file (a read-only mount in the container).
+    pub admin_token_file: PathBuf,
     pub state_file: Option<PathBuf>,
     /// Default time a replaced upstream keeps its sessions.
     pub drain_timeout: Duration,
@@ -51,6 +55,10 @@ pub fn serve(args: ServeConfig) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Read before anything listens: an edge that cannot check the token must not start.
+    let admin_token = std::sync::Arc::new(crate::bridge::guard::Token::new(&token::read_file(
+        &args.admin_token_file,
+    )?));
     rt.block_on(async move {
         let mut names = BTreeSet::new();
         let mut services = Vec::new();
@@ -85,6 +93,7 @@ pub fn serve(args: ServeConfig) -> anyhow::Result<()> {
                 .then(|| SocketAddr::new(args.listen_ip, args.internal_port)),
             in_network,
             admin: args.admin,
+            admin_token,
         };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

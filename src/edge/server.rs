@@ -9,7 +9,8 @@
 //! working until they end or the drain deadline, when the edge ends their streams cleanly.
 //!
 //! The admin API (`GET /healthz`, `GET /routes`, `PUT /routes/<service>`, `GET /metrics`) answers
-//! only loopback and the network gateway (the host, through the 127.0.0.1-published port).
+//! only loopback and the network gateway (the host, through the 127.0.0.1-published port); the
+//! route endpoints also need the admin token ([`super::token`]) as a bearer token.
 //! Routes persist in a JSON file (the `<project>-edge` volume) and are reloaded at start.
 //!
 //! Must not: talk to Docker, or decide what serves (mcpctl decides, through the admin API).
@@ -37,6 +38,7 @@ use super::routes::{
     query_session_id, DrainingView, EndpointScan, PutRoute, RouteKind, RouteView, RoutesView,
     Upstream,
 };
+use crate::bridge::guard;
 use crate::locks::{MutexExt, RwLockExt};
 
 /// A Streamable HTTP session counts as open (for draining) this long after its last request;
@@ -883,44 +885,93 @@ fn forbidden() -> Response {
     )
 }
 
-async fn get_routes(
-    State(edge): State<Arc<Edge>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    if !admin_allowed(&edge, &peer) {
-        return forbidden();
+/// The admin API's state: the edge, and the token every route-reading or -switching request
+/// must present (`Authorization: Bearer <token>`; compared as SHA-256 digests in constant time,
+/// [`guard::Token`]).
+#[derive(Clone)]
+struct Admin {
+    edge: Arc<Edge>,
+    token: Arc<guard::Token>,
+}
+
+/// Peer first (403 for anyone but the host), then the token: a missing or wrong one → 401 with a
+/// JSON reason and `WWW-Authenticate: Bearer`, counted as
+/// `mcp_edge_refused_total{reason="admin_unauthorized"}`.
+fn admin_refusal(admin: &Admin, peer: &SocketAddr, headers: &HeaderMap) -> Option<Response> {
+    if !admin_allowed(&admin.edge, peer) {
+        return Some(forbidden());
     }
-    Json(edge.view()).into_response()
+    let given = match headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .collect::<Vec<_>>()[..]
+    {
+        [one] => one.to_str().ok(),
+        _ => None,
+    };
+    if admin.token.matches(given) {
+        return None;
+    }
+    admin.edge.metrics.refused(Refused::AdminUnauthorized);
+    tracing::debug!("admin API: refused a request without the admin token");
+    let mut resp = error(
+        StatusCode::UNAUTHORIZED,
+        format!(
+            "{} the edge admin token: send `Authorization: Bearer <token>` (the token is the \
+             file edge/admin.token in mcpctl's state directory)",
+            if given.is_some() {
+                "wrong or malformed"
+            } else {
+                "missing"
+            }
+        ),
+    );
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(resp)
+}
+
+async fn get_routes(
+    State(admin): State<Admin>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = admin_refusal(&admin, &peer, &headers) {
+        return refused;
+    }
+    Json(admin.edge.view()).into_response()
 }
 
 async fn get_route(
-    State(edge): State<Arc<Edge>>,
+    State(admin): State<Admin>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(service): Path<String>,
 ) -> Response {
-    if !admin_allowed(&edge, &peer) {
-        return forbidden();
+    if let Some(refused) = admin_refusal(&admin, &peer, &headers) {
+        return refused;
     }
-    match edge.view().routes.remove(&service) {
+    match admin.edge.view().routes.remove(&service) {
         Some(r) => Json(r).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no route for `{service}`")),
     }
 }
 
 async fn put_route(
-    State(edge): State<Arc<Edge>>,
+    State(admin): State<Admin>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Path(service): Path<String>,
     body: Bytes,
 ) -> Response {
-    if !admin_allowed(&edge, &peer) {
-        return forbidden();
+    if let Some(refused) = admin_refusal(&admin, &peer, &headers) {
+        return refused;
     }
     let put: PutRoute = match serde_json::from_slice(&body) {
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("route body: {e}")),
     };
-    match edge.switch(&service, put) {
+    match admin.edge.switch(&service, put) {
         Ok(v) => Json(v).into_response(),
         Err(e) if e.starts_with("no service") => error(StatusCode::NOT_FOUND, e),
         Err(e) if e.starts_with(PERSIST_FAILED) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -928,23 +979,28 @@ async fn put_route(
     }
 }
 
+/// `GET /metrics` needs no token (like the bridges' `/metrics`): read-only counters that the
+/// host's Prometheus scrapes without credentials; the peer rule still applies.
 async fn metrics(
-    State(edge): State<Arc<Edge>>,
+    State(admin): State<Admin>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if !admin_allowed(&edge, &peer) {
+    if !admin_allowed(&admin.edge, &peer) {
         return forbidden();
     }
-    crate::metrics::response(&edge.metrics_registry())
+    crate::metrics::response(&admin.edge.metrics_registry())
 }
 
-pub fn admin_router(edge: Arc<Edge>) -> Router {
+/// The admin API. `/healthz` (`ok`, nothing else) and `/metrics` answer without the token:
+/// `edge up`/`replace` wait on `/healthz` and measure the swap gap with it, Prometheus scrapes
+/// `/metrics`; everything that reads or moves routes needs `token`.
+pub fn admin_router(edge: Arc<Edge>, token: Arc<guard::Token>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/routes", get(get_routes))
         .route("/routes/{service}", get(get_route).put(put_route))
         .route("/metrics", get(metrics))
-        .with_state(edge)
+        .with_state(Admin { edge, token })
 }
 
 /// A listener for one service (a published port, `port`): every request goes to that service,
@@ -1023,6 +1079,8 @@ pub struct Listeners {
     /// `mcp-<service>` is reached at this address's port, where the edge routes by Host too.
     pub in_network: Vec<(String, SocketAddr)>,
     pub admin: SocketAddr,
+    /// The admin API's bearer token.
+    pub admin_token: Arc<guard::Token>,
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
@@ -1035,7 +1093,8 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpLis
 pub async fn run(edge: Arc<Edge>, l: Listeners) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let admin = bind("admin", l.admin).await?;
-    let app = admin_router(edge.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = admin_router(edge.clone(), l.admin_token.clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
     tasks.spawn(async move { axum::serve(admin, app).await });
     // The in-network listeners first: a service's in-network port is part of its guard.
     let mut host_listeners = Vec::new();
@@ -1307,6 +1366,110 @@ mod tests {
         );
     }
 
+    /// Every route-reading or -switching admin request needs the token (compared by
+    /// `guard::Token`, constant time over SHA-256 digests); `/healthz` and `/metrics` do not.
+    /// Refusals are 401 JSON with `WWW-Authenticate: Bearer`, counted as `admin_unauthorized`.
+    #[tokio::test]
+    async fn the_admin_api_needs_its_token() {
+        let e = edge();
+        let secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let lis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", lis.local_addr().unwrap());
+        let app = admin_router(e.clone(), Arc::new(guard::Token::new(secret)))
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(lis, app).await });
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let body = serde_json::json!({"upstream": "http://127.0.0.1:9", "revision": 1});
+        let wrong = [
+            None,
+            Some("Bearer wrong".to_string()),
+            Some(format!("Bearer {}", &secret[..63])),
+            Some(format!("Bearer {secret}0")),
+            Some(format!("Basic {secret}")),
+            Some(secret.to_string()),
+        ];
+        for auth in &wrong {
+            for put in [false, true] {
+                let mut rb = if put {
+                    http.put(format!("{base}/routes/alpha")).json(&body)
+                } else {
+                    http.get(format!("{base}/routes"))
+                };
+                if let Some(a) = auth {
+                    rb = rb.header(header::AUTHORIZATION, a);
+                }
+                let r = rb.send().await.unwrap();
+                assert_eq!(r.status(), 401, "{auth:?} put={put}");
+                assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+                let j: serde_json::Value = r.json().await.unwrap();
+                let why = j["error"].as_str().unwrap();
+                assert!(why.contains("admin token"), "{why}");
+                assert!(!why.contains(secret), "{why}");
+            }
+        }
+        assert!(
+            e.view().routes.is_empty(),
+            "no refused PUT switched anything"
+        );
+        // Two headers, one of them right: refused too.
+        let r = http
+            .get(format!("{base}/routes"))
+            .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+            .header(header::AUTHORIZATION, "Bearer wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+
+        // The right token (the scheme in any case) is served.
+        let client = super::super::admin::AdminClient::at(&base).with_token(secret);
+        client
+            .put("alpha", &put("http://127.0.0.1:9", 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            client.route("alpha").await.unwrap().unwrap().revision,
+            Some(1)
+        );
+        let r = http
+            .get(format!("{base}/routes/alpha"))
+            .header(header::AUTHORIZATION, format!("bearer {secret}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // A client with the wrong token gets an error saying what to do; without one, why.
+        let err = super::super::admin::AdminClient::at(&base)
+            .with_token("nope")
+            .routes()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("401") && err.contains("edge replace"), "{err}");
+        let err = super::super::admin::AdminClient::at(&base)
+            .routes()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no edge admin token"), "{err}");
+
+        // Probes stay open; the refusals are counted.
+        let ok = |p: &str| http.get(format!("{base}{p}")).send();
+        assert_eq!(ok("/healthz").await.unwrap().text().await.unwrap(), "ok");
+        let m = ok("/metrics").await.unwrap().text().await.unwrap();
+        let refused = 2 * wrong.len() + 1 + 1;
+        assert!(
+            m.contains(&format!(
+                "mcp_edge_refused_total{{reason=\"admin_unauthorized\"}} {refused}\n"
+            )),
+            "{m}"
+        );
+        assert!(
+            m.contains("mcp_edge_refused_total{reason=\"host\"} 0\n"),
+            "{m}"
+        );
+    }
+
     fn edge() -> Arc<Edge> {
         Edge::new(
             BTreeSet::from(["alpha".to_string()]),
@@ -1429,6 +1592,7 @@ mod tests {
             internal: Some(SocketAddr::new(ip, internal)),
             in_network: vec![("beta".into(), SocketAddr::new(ip, beta_in))],
             admin: SocketAddr::new(ip, 0),
+            admin_token: Arc::new(guard::Token::new("t")),
         };
         tokio::spawn(run(e, listeners));
 

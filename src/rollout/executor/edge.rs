@@ -577,11 +577,12 @@ mod tests {
         .unwrap();
         let lis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = lis.local_addr().unwrap();
-        let app = crate::edge::server::admin_router(e)
+        let token = Arc::new(crate::bridge::guard::Token::new("admin-token"));
+        let app = crate::edge::server::admin_router(e, token)
             .into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(lis, app).await });
         EdgeSwitch {
-            admin: AdminClient::at(&format!("http://{addr}")),
+            admin: AdminClient::at(&format!("http://{addr}")).with_token("admin-token"),
             drain_timeout: Duration::from_secs(1),
         }
     }
