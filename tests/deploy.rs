@@ -1020,3 +1020,110 @@ fn concurrent_starts_on_a_stale_lock_take_it_over_exactly_once() {
     assert_eq!(release_of(&s), 1, "the first release still serves");
     assert_eq!(s.nonce(Transport::Http), "A");
 }
+
+/// Issue 17 item 4: the manifest's `tools` policy is enforced by the deployed bridge (a denied
+/// tool is neither listed nor callable, and the child never sees the call), the gate passes on the
+/// filtered list, and `plan` names a policy change.
+#[test]
+fn a_denied_tool_is_hidden_and_refused_and_plan_names_a_policy_change() {
+    if !common::docker_available("deploy_tools_policy") {
+        return;
+    }
+    let s = Stack::new("pol");
+    let runtime = common::runtime_image();
+    let write = |policy: &str| {
+        let manifest = format!(
+            r#"version: 1
+project: {project}
+services:
+  alpha:
+    port: {port}
+    transport: http
+    server:
+      source: {{image: {{ref: "{runtime}"}}}}
+      command: [/usr/local/bin/mcp-testserver, --nonce, P]
+    limits: {{memory: 64m, cpus: 0.5, pids: 64}}
+    health:
+      start_period: 1s
+      interval: 1s
+      timeout: 10s
+      expect_tools: {{include: [echo]}}
+      smoke:
+        - {SMOKE}
+    tools: {policy}
+"#,
+            project = s.project,
+            port = s.port,
+        );
+        std::fs::write(s.dir.path().join("services.yaml"), manifest).unwrap();
+    };
+
+    write("{deny: [slow_echo]}");
+    let out = s.mcpctl(&["--yes", "deploy"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+
+    let base = format!("http://127.0.0.1:{}", s.port);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut m = mcpctl::mcp::Session::connect(&base, Transport::Http, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("MCP connect to {base}: {e}"));
+        let names: Vec<String> = m
+            .list_tools()
+            .await
+            .expect("tools/list")
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert!(names.iter().any(|n| n == "echo"), "{names:?}");
+        assert!(!names.iter().any(|n| n == "slow_echo"), "{names:?}");
+        match m
+            .call_tool("slow_echo", serde_json::json!({"text": "x"}))
+            .await
+        {
+            Err(mcpctl::mcp::McpError::Rpc { code, message }) => {
+                assert_eq!(code, -32602);
+                assert_eq!(
+                    message,
+                    "tool `slow_echo` is not allowed on this service (manifest `tools` policy)"
+                );
+            }
+            other => panic!("slow_echo must be refused by the bridge, got {other:?}"),
+        }
+        let r = m
+            .call_tool("echo", serde_json::json!({"text": "ok"}))
+            .await
+            .expect("echo is still allowed");
+        assert!(!r.is_error, "{}", r.text);
+        m.close().await;
+    });
+    // The refusal is counted by the bridge (its /metrics on the published port).
+    let metrics = rt.block_on(async {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    });
+    assert!(
+        metrics.contains("mcp_bridge_tool_denied_total{tool=\"slow_echo\"} 1"),
+        "{metrics}"
+    );
+
+    // Unchanged manifest: nothing to do; a different policy: plan names it.
+    let plan = s.mcpctl(&["--output", "json", "plan"]);
+    let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(v["actions"][0]["action"], "unchanged", "{v}");
+    write("{allow: [echo, getenv]}");
+    let plan = s.mcpctl(&["plan"]);
+    assert_eq!(code(&plan), 0, "{}", show(&plan));
+    assert!(
+        text(&plan.stdout).contains("tools policy deny [slow_echo] → allow [echo, getenv]"),
+        "plan says what changed:\n{}",
+        show(&plan)
+    );
+}

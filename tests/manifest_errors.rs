@@ -116,6 +116,12 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "as the edge container reaches it",
     ),
     (
+        "tools_policy_gate",
+        "12:45",
+        "the gate expects tool `slow_echo`, which `tools.deny` hides from clients",
+        "remove `slow_echo` from `tools.deny`",
+    ),
+    (
         "syntax_error",
         "5:1",
         "YAML syntax error",

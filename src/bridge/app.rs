@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::child::{self, ChildSpec};
 use super::jsonrpc::{self, Kind};
+use super::policy::{self, ToolPolicy};
 use super::schema;
 use super::sse;
 use super::stats::{self, CloseReason, ErrorType, Stats, Transport};
@@ -60,6 +61,8 @@ pub struct Config {
     pub max_sessions: usize,
     /// Check `tools/call` arguments against the tool's cached `inputSchema` in the bridge.
     pub validate_args: bool,
+    /// Tools clients may see and call (`--tools-allow` / `--tools-deny`).
+    pub tools: Arc<ToolPolicy>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -341,9 +344,17 @@ impl App {
             .map(|t| super::guard::Token::new(t.expose()));
         let limiter = cfg.rate_limit.map(super::guard::RateLimiter::new);
         let budget = super::admission::Budget::new(cfg.inflight_budget);
+        stats.tools_hidden(&cfg.tools.denied().collect::<Vec<_>>());
         Arc::new_cyclic(|me: &Weak<App>| {
-            let shared = (cfg.model == SessionModel::Shared)
-                .then(|| Upstream::new(true, None, sink(me.clone()), stats.clone()));
+            let shared = (cfg.model == SessionModel::Shared).then(|| {
+                Upstream::new(
+                    true,
+                    None,
+                    sink(me.clone()),
+                    stats.clone(),
+                    cfg.tools.clone(),
+                )
+            });
             App {
                 cfg,
                 stats,
@@ -395,6 +406,7 @@ impl App {
                 Some(id.clone()),
                 sink(self.me.clone()),
                 self.stats.clone(),
+                self.cfg.tools.clone(),
             ),
         };
         let session = Arc::new(Session {
@@ -591,6 +603,17 @@ impl App {
         }
         let id = msg["id"].clone();
         let method = jsonrpc::method(&msg).to_string();
+        // The tool policy first: a hidden tool is refused here, whatever its arguments, and
+        // never reaches the child.
+        if method == "tools/call" {
+            if let Some(name) = msg["params"]["name"].as_str() {
+                if !self.cfg.tools.permits(name) {
+                    self.stats.tool_denied(name);
+                    tracing::debug!(tool = %name, "tools/call refused by the tool policy");
+                    return self.err(&msg, jsonrpc::INVALID_PARAMS, &policy::refusal(name));
+                }
+            }
+        }
         if method == "tools/call" && self.cfg.validate_args {
             if let Err(text) = self.check_tool_call(session, &msg) {
                 tracing::debug!(%text, "tools/call refused before the child");
@@ -786,7 +809,13 @@ impl App {
     pub async fn run_spawn_probe(self: Arc<Self>) {
         let mut failures = 0u32;
         loop {
-            let up = Upstream::new(false, None, Arc::new(|_| {}), self.stats.clone());
+            let up = Upstream::new(
+                false,
+                None,
+                Arc::new(|_| {}),
+                self.stats.clone(),
+                self.cfg.tools.clone(),
+            );
             let outcome = match child::spawn(&self.cfg.child, &up, &self.stats) {
                 Err(e) => Err(format!("cannot start {:?}: {e}", self.cfg.child.program)),
                 Ok(mut running) => {
@@ -967,6 +996,7 @@ mod tests {
             inflight_budget: 16 << 20,
             max_sessions: 3,
             validate_args: true,
+            tools: Arc::new(ToolPolicy::Deny(["hidden".to_string()].into())),
         })
     }
 
@@ -999,6 +1029,30 @@ mod tests {
         );
         drop(f);
         assert_eq!(app.stats.requests_in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_hidden_tool_is_refused_by_the_bridge_and_counted() {
+        let app = app();
+        let s = app.open_session(Transport::StreamableHttp).await.unwrap();
+        // No child is attached: an answer can only come from the bridge itself.
+        let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "hidden", "arguments": {}}});
+        let Outcome::Reply(v) = app.handle(&s, call).await else {
+            panic!("refused in the bridge");
+        };
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["error"]["code"], jsonrpc::INVALID_PARAMS);
+        assert_eq!(
+            v["error"]["message"],
+            "tool `hidden` is not allowed on this service (manifest `tools` policy)"
+        );
+        assert_eq!(app.stats.denied_label("hidden"), "hidden");
+        let text = crate::metrics::encode(&app.stats.registry(true)).unwrap();
+        assert!(
+            text.contains("mcp_bridge_tool_denied_total{tool=\"hidden\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ pub(crate) mod guard;
 mod healthcheck;
 mod http;
 mod jsonrpc;
+mod policy;
 mod schema;
 mod sse;
 mod stats;
@@ -56,6 +57,10 @@ pub struct Options {
     pub max_inflight_bytes: Option<usize>,
     pub max_sessions: Option<usize>,
     pub no_argument_validation: bool,
+    /// Only these tools are listed and callable (`--tools-allow`); excludes `tools_deny`.
+    pub tools_allow: Vec<String>,
+    /// These tools are hidden and refused (`--tools-deny`).
+    pub tools_deny: Vec<String>,
     /// The stdio MCP server command and its arguments.
     pub command: Vec<String>,
 }
@@ -83,6 +88,8 @@ pub fn run(args: Options) -> anyhow::Result<()> {
             .unwrap_or((args.rate_limit * 2.0).max(10.0))
             .max(1.0),
     });
+    let tools = policy::ToolPolicy::from_flags(&args.tools_allow, &args.tools_deny)
+        .map_err(CommandError::usage)?;
     let memory_limit = admission::cgroup_memory_limit();
     let cfg = Config {
         child: ChildSpec {
@@ -123,6 +130,7 @@ pub fn run(args: Options) -> anyhow::Result<()> {
             .unwrap_or_else(|| default_max_sessions(args.session_model, memory_limit))
             .max(1),
         validate_args: !args.no_argument_validation,
+        tools: std::sync::Arc::new(tools),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -195,6 +203,7 @@ async fn serve(listen: SocketAddr, cfg: Config) -> anyhow::Result<()> {
         rate_limit = ?cfg.rate_limit,
         allow_hosts = ?cfg.allow_hosts,
         allow_origins = ?cfg.allow_origins,
+        tools = ?cfg.tools,
         "bridge listening"
     );
 

@@ -229,6 +229,8 @@ pub struct Stats {
     pub stderr_lines_dropped: AtomicU64,
     pub stdout_lines_skipped: AtomicU64,
     requests: Mutex<RequestsCell>,
+    /// `tools/call`s refused by the tool policy, by `tool` label (see [`Stats::denied_label`]).
+    tools_denied: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Wrapper so `Stats` can keep deriving Debug without printing the table.
@@ -278,6 +280,38 @@ impl Stats {
             }
         }
         self.tools_advertised.store(n, Ordering::Relaxed);
+    }
+
+    /// Tools the policy hides (from `--tools-deny`, or seen in the child's tools/list and filtered
+    /// out): their names become `tool` label values of `mcp_bridge_tool_denied_total`, at 0.
+    pub fn tools_hidden<S: AsRef<str>>(&self, names: &[S]) {
+        let mut g = self.tools_denied.lock_ignore_poison();
+        for name in names {
+            let name = name.as_ref();
+            if g.len() < MAX_TOOLS && !g.contains_key(name) {
+                g.insert(name.to_string(), 0);
+            }
+        }
+    }
+
+    /// The `tool` label of a refused tools/call: a name the policy is known to hide, else `other`
+    /// (a client cannot create series by calling made-up names).
+    pub fn denied_label(&self, name: &str) -> String {
+        if self.tools_denied.lock_ignore_poison().contains_key(name) {
+            name.to_string()
+        } else {
+            OTHER.to_string()
+        }
+    }
+
+    /// Count one `tools/call` of `name` refused by the tool policy.
+    pub fn tool_denied(&self, name: &str) {
+        let label = self.denied_label(name);
+        *self
+            .tools_denied
+            .lock_ignore_poison()
+            .entry(label)
+            .or_default() += 1;
     }
 
     /// The `tool` label value for a tools/call of `name`.
@@ -444,6 +478,14 @@ impl Collector for Scrape {
             RestartReason::ALL
                 .map(|r| ([("reason", r.label())], c(&st.child_restarts[r as usize]))),
         )?;
+        let mut denied = self.stats.tools_denied.lock_ignore_poison().clone();
+        denied.entry(OTHER.to_string()).or_default();
+        counters(
+            e,
+            "mcp_bridge_tool_denied_total",
+            "tools/call requests refused by the tool policy (manifest `tools`), never forwarded.",
+            denied.iter().map(|(t, v)| ([("tool", t.as_str())], *v)),
+        )?;
         counter(
             e,
             "mcp_bridge_sessions_refused_total",
@@ -579,6 +621,7 @@ mod tests {
         ("mcp_bridge_child_restarts_total", "counter", &["reason"]),
         ("mcp_bridge_keepalive_sent_total", "counter", &[]),
         ("mcp_bridge_sessions_refused_total", "counter", &[]),
+        ("mcp_bridge_tool_denied_total", "counter", &["tool"]),
         ("mcp_bridge_slow_consumer_closes_total", "counter", &[]),
         ("mcp_bridge_inflight_bytes", "gauge", &[]),
         ("mcp_bridge_inflight_budget_bytes", "gauge", &[]),
@@ -649,6 +692,26 @@ mod tests {
         )));
         let rss = &families["process_resident_memory_bytes"].samples[0];
         assert!(rss.value > 0.0 && rss.value.fract() == 0.0, "{rss:?}");
+    }
+
+    #[test]
+    fn policy_refusals_are_counted_by_known_hidden_tools_only() {
+        let st = Arc::new(Stats::default());
+        assert!(text(&st, true).contains("mcp_bridge_tool_denied_total{tool=\"other\"} 0\n"));
+        st.tools_hidden(&["slow_echo"]);
+        st.tool_denied("slow_echo");
+        st.tool_denied("slow_echo");
+        st.tool_denied("made-up");
+        let t = text(&st, true);
+        assert!(
+            t.contains("mcp_bridge_tool_denied_total{tool=\"slow_echo\"} 2\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("mcp_bridge_tool_denied_total{tool=\"other\"} 1\n"),
+            "{t}"
+        );
+        assert!(!t.contains("made-up"));
     }
 
     #[test]

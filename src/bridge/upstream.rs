@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::jsonrpc::{self, Kind};
+use super::policy::ToolPolicy;
 use super::stats::Stats;
 use crate::locks::MutexExt;
 
@@ -141,6 +142,8 @@ struct Pending {
     generation: u64,
     /// Set for a cacheable tools/list: the cache epoch it was sent in (a list_changed since voids it).
     tools_epoch: Option<u64>,
+    /// A tools/list (any page): its result is filtered by the tool policy before anyone sees it.
+    tools_list: bool,
 }
 
 #[derive(Default)]
@@ -183,6 +186,8 @@ pub struct Upstream {
     owner: Option<SessionId>,
     sink: Sink,
     stats: Arc<Stats>,
+    /// Tools hidden from clients: removed from every tools/list result before it is cached.
+    policy: Arc<ToolPolicy>,
     epoch: Instant,
     last_output_ms: AtomicI64,
     status: watch::Sender<Status>,
@@ -277,12 +282,19 @@ impl Status {
 }
 
 impl Upstream {
-    pub fn new(shared: bool, owner: Option<SessionId>, sink: Sink, stats: Arc<Stats>) -> Arc<Self> {
+    pub fn new(
+        shared: bool,
+        owner: Option<SessionId>,
+        sink: Sink,
+        stats: Arc<Stats>,
+        policy: Arc<ToolPolicy>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             shared,
             owner,
             sink,
             stats,
+            policy,
             epoch: Instant::now(),
             last_output_ms: AtomicI64::new(0),
             status: watch::Sender::new(Status::Starting),
@@ -453,6 +465,7 @@ impl Upstream {
     ) -> Result<CallHandle, CallError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued_notes = Arc::new(AtomicUsize::new(0));
+        let tools_list = jsonrpc::method(&msg) == "tools/list";
         let (child_id, writer) = {
             let mut g = self.lock();
             let Some(writer) = g.writer.clone() else {
@@ -490,6 +503,7 @@ impl Upstream {
                     sent_at: Instant::now(),
                     generation,
                     tools_epoch,
+                    tools_list,
                 },
             );
             (child_id, writer)
@@ -612,6 +626,12 @@ impl Upstream {
             let mut g = self.lock();
             let p = g.pending.remove(&id);
             if let Some(p) = &p {
+                if p.tools_list {
+                    if let Some(result) = msg.get_mut("result") {
+                        let hidden = self.policy.filter_list(result);
+                        self.stats.tools_hidden(&hidden);
+                    }
+                }
                 if p.tools_epoch == Some(g.tools_epoch) && msg.get("result").is_some() {
                     let result = msg["result"].clone();
                     let schemas = tool_schemas(&result);
@@ -739,6 +759,7 @@ mod tests {
             if shared { None } else { Some("solo".into()) },
             sink,
             Arc::new(Stats::default()),
+            Arc::new(ToolPolicy::Deny(["hidden".to_string()].into())),
         );
         let (tx, rx) = stdin_queue();
         up.attach(tx);
@@ -969,6 +990,44 @@ mod tests {
             .as_bytes(),
         );
         assert_eq!(up.cached_tools(), Some(json!({"tools": []})));
+    }
+
+    #[tokio::test]
+    async fn hidden_tools_never_reach_the_cache_the_schemas_or_a_caller() {
+        let (up, mut rx, _) = upstream(true);
+        let tools = r#"[{"name":"echo","inputSchema":{"type":"object"}},{"name":"hidden","inputSchema":{"type":"object"}}]"#;
+        // The cacheable first page and a later page (forwarded, not cached) are both filtered.
+        for (id, cache, cursor) in [(1, true, None), (2, false, Some("p2"))] {
+            let mut req = json!({"jsonrpc":"2.0","id":id,"method":"tools/list"});
+            if let Some(c) = cursor {
+                req["params"] = json!({"cursor": c});
+            }
+            let mut h = up.send_request(None, req, cache).unwrap();
+            let m = sent(&mut rx);
+            up.on_line(
+                1,
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":{},"result":{{"tools":{tools}}}}}"#,
+                    m["id"]
+                )
+                .as_bytes(),
+            );
+            let v = h.response().await.unwrap();
+            assert_eq!(v["id"], id);
+            let names: Vec<&str> = v["result"]["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(names, ["echo"]);
+        }
+        let cached = up.cached_tools().unwrap();
+        assert_eq!(cached["tools"].as_array().unwrap().len(), 1);
+        assert!(up.tool_schema("echo").is_some());
+        assert!(up.tool_schema("hidden").is_none());
+        assert_eq!(up.stats.tool_label("hidden"), "other");
+        assert_eq!(up.stats.denied_label("hidden"), "hidden");
     }
 
     #[tokio::test]

@@ -96,6 +96,26 @@ pub struct BridgeArgs {
     /// server that deliberately accepts more than its schema says, e.g. numbers as strings).
     #[arg(long)]
     pub no_argument_validation: bool,
+    /// Only this tool is listed by `tools/list` and callable; repeatable (the manifest's
+    /// `tools: {allow: […]}`). Other tools are hidden and their `tools/call` is refused (−32602).
+    /// Comma-separated in the environment (mcpctl sets it from the manifest).
+    #[arg(
+        long = "tools-allow",
+        env = "MCPCTL_BRIDGE_TOOLS_ALLOW",
+        value_name = "NAME",
+        value_delimiter = ',',
+        conflicts_with = "tools_deny"
+    )]
+    pub tools_allow: Vec<String>,
+    /// Hide this tool from `tools/list` and refuse its `tools/call` (−32602) without reaching the
+    /// server; repeatable (the manifest's `tools: {deny: […]}`).
+    #[arg(
+        long = "tools-deny",
+        env = "MCPCTL_BRIDGE_TOOLS_DENY",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub tools_deny: Vec<String>,
     /// The stdio MCP server command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -171,6 +191,8 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         max_inflight_bytes: args.max_inflight_bytes,
         max_sessions: args.max_sessions,
         no_argument_validation: args.no_argument_validation,
+        tools_allow: args.tools_allow,
+        tools_deny: args.tools_deny,
         command: args.command,
     })
     .map(|()| ExitCode::Ok)

@@ -32,6 +32,9 @@ pub struct Target {
     pub new_base: String,
     pub new_transport: Transport,
     pub smoke: Vec<SmokeStep>,
+    /// The manifest's `tools` policy: tools it hides are expected to be missing from the new
+    /// stack (the old proxy still lists them), so they are no difference.
+    pub tools: Option<crate::manifest::ToolPolicy>,
     pub slo_p95_ms: u64,
     /// What the edge routes this service to right now, when the edge answered.
     pub routed_to: Option<String>,
@@ -184,7 +187,10 @@ pub async fn run(targets: &[Target], llm: Option<&LiteLlm>, opts: &CheckOptions)
             compare::probe(&t.old_base, t.old_transport, &t.smoke, opts.timeout),
             compare::probe(&t.new_base, t.new_transport, &t.smoke, opts.timeout),
         );
-        let differences = compare::differences(&old, &new);
+        let differences = match &t.tools {
+            Some(policy) => compare::differences(&compare::as_permitted(&old, policy), &new),
+            None => compare::differences(&old, &new),
+        };
         services.push(ServiceReport {
             service: t.service.clone(),
             routed_to: t.routed_to.clone(),

@@ -147,6 +147,15 @@ pub async fn probe(
     side
 }
 
+/// `side` as the manifest's `tools` policy lets clients see it: what the old proxy lists and the
+/// policy hides is not a tool the new stack should offer.
+pub fn as_permitted(side: &Side, policy: &crate::manifest::ToolPolicy) -> Side {
+    let mut s = side.clone();
+    s.tools.retain(|t, _| policy.permits(t));
+    s.schemas.retain(|t, _| policy.permits(t));
+    s
+}
+
 /// Every way `new` differs from `old`. Smoke steps differ when one side meets its `expect` and
 /// the other does not (texts may legitimately differ, e.g. a nonce or a timestamp).
 pub fn differences(old: &Side, new: &Side) -> Vec<Difference> {
@@ -253,6 +262,18 @@ mod tests {
         );
         let kinds: Vec<&str> = differences(&old, &new).iter().map(|d| d.kind).collect();
         assert_eq!(kinds, ["tool_missing", "tool_extra", "schema", "smoke"]);
+    }
+
+    #[test]
+    fn tools_the_policy_hides_are_not_missing() {
+        let old = side(&[("echo", "aa"), ("execute_sql", "bb")], &[true]);
+        let new = side(&[("echo", "aa")], &[true]);
+        assert_eq!(differences(&old, &new)[0].kind, "tool_missing");
+        let policy = crate::manifest::ToolPolicy {
+            deny: Some(vec!["execute_sql".into()]),
+            ..Default::default()
+        };
+        assert!(differences(&as_permitted(&old, &policy), &new).is_empty());
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub async fn resolve(
             new_base,
             new_transport: scope.transport(name),
             smoke: svc.health.smoke.clone(),
+            tools: svc.tools.clone(),
             slo_p95_ms: svc.slo.p95_ms,
             routed_to: route.map(|r| r.kind.as_str().to_string()),
         });

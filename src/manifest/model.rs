@@ -321,7 +321,50 @@ pub struct Service {
     pub legacy: Option<Legacy>,
     #[serde(default)]
     pub bridge: BridgeOptions,
+    /// Which of the server's tools clients may see and call (`{allow: […]}` or `{deny: […]}`);
+    /// enforced by the bridge (`--tools-allow` / `--tools-deny`). Unset: every tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ToolPolicy>,
 }
+
+/// `tools:` — exactly one of `allow` (only these tools) or `deny` (every tool but these), by exact
+/// tool name. Checked by `validate` (one list, non-empty, unique names).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ToolPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny: Option<Vec<String>>,
+}
+
+impl ToolPolicy {
+    /// Whether a client may see and call `tool` (a policy with both or neither list is invalid
+    /// and never reaches a deploy; here it permits by its deny list, if any).
+    pub fn permits(&self, tool: &str) -> bool {
+        match (&self.allow, &self.deny) {
+            (Some(allow), _) => allow.iter().any(|t| t == tool),
+            (None, Some(deny)) => !deny.iter().any(|t| t == tool),
+            (None, None) => true,
+        }
+    }
+
+    /// The container environment variable that hands this policy to the bridge (its
+    /// `--tools-allow` / `--tools-deny` flags read them, comma-separated): part of the container
+    /// spec, so a policy change is a spec change (`plan` names it) without rebuilding the image.
+    pub fn bridge_env(&self) -> Option<(&'static str, String)> {
+        match (&self.allow, &self.deny) {
+            (Some(allow), _) => Some((TOOLS_ALLOW_ENV, allow.join(","))),
+            (None, Some(deny)) => Some((TOOLS_DENY_ENV, deny.join(","))),
+            (None, None) => None,
+        }
+    }
+}
+
+/// See [`ToolPolicy::bridge_env`] (`mcpctl bridge --tools-allow`'s environment variable).
+pub const TOOLS_ALLOW_ENV: &str = "MCPCTL_BRIDGE_TOOLS_ALLOW";
+/// See [`ToolPolicy::bridge_env`] (`mcpctl bridge --tools-deny`'s environment variable).
+pub const TOOLS_DENY_ENV: &str = "MCPCTL_BRIDGE_TOOLS_DENY";
 
 fn default_container_port() -> u16 {
     8080

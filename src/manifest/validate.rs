@@ -593,6 +593,9 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
             help(d, "e.g. `args: {url: \"http://example\"}`");
         }
     }
+    if let Some(policy) = &svc.tools {
+        check_tool_policy(name, svc, policy, cx);
+    }
     if let Some(legacy) = &svc.legacy {
         if !(legacy.url.starts_with("http://") || legacy.url.starts_with("https://")) {
             let d = cx.error(
@@ -613,6 +616,101 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
                      e.g. `http://host.docker.internal:9000/servers/fetch`",
                 );
             }
+        }
+    }
+}
+
+/// `tools:` names exactly one non-empty list of unique tool names, and the gate (`expect_tools`,
+/// smoke steps) expects or calls no tool the policy hides: the bridge would refuse it, so the
+/// gate could never pass.
+fn check_tool_policy(name: &str, svc: &Service, policy: &ToolPolicy, cx: &mut Ctx) {
+    if svc.role == Role::Database {
+        let d = cx.error(
+            &sp(name, &["tools"]),
+            "a database has no MCP tools to allow or deny",
+        );
+        help(d, "remove `tools` from this service");
+        return;
+    }
+    let (which, names) = match (&policy.allow, &policy.deny) {
+        (Some(allow), None) => ("allow", allow),
+        (None, Some(deny)) => ("deny", deny),
+        (both, _) => {
+            let d = cx.error(
+                &sp(name, &["tools"]),
+                if both.is_some() {
+                    "`tools` takes `allow` or `deny`, not both"
+                } else {
+                    "`tools` needs `allow` or `deny`"
+                },
+            );
+            help(
+                d,
+                "e.g. `tools: {deny: [execute_sql]}` (every tool but these) or `tools: {allow: [read_graph]}` (only these)",
+            );
+            return;
+        }
+    };
+    if names.is_empty() {
+        let d = cx.error(
+            &sp(name, &["tools", which]),
+            format!("`tools.{which}` is empty"),
+        );
+        help(
+            d,
+            if which == "allow" {
+                "list the tools clients may use, or remove `tools` to allow every tool"
+            } else {
+                "list the tools to hide, or remove `tools` to allow every tool"
+            },
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, tool) in names.iter().enumerate() {
+        let mut path = sp(name, &["tools", which]);
+        path.push(Seg::Index(i));
+        if tool.trim().is_empty() || tool.contains(',') {
+            let d = cx.error(
+                &path,
+                format!("`{tool}` is not a tool name (empty, or contains a comma)"),
+            );
+            help(d, "write the tool's exact name as its tools/list shows it");
+        } else if !seen.insert(tool.as_str()) {
+            let d = cx.error(&path, format!("tool `{tool}` is listed twice"));
+            help(d, "list every tool once");
+        }
+    }
+    let hidden = |tool: &str| !policy.permits(tool);
+    let fix = |tool: &str| {
+        if which == "allow" {
+            format!("add `{tool}` to `tools.allow`, or stop expecting it in the health gate")
+        } else {
+            format!("remove `{tool}` from `tools.deny`, or stop expecting it in the health gate")
+        }
+    };
+    for (i, tool) in svc.health.expect_tools.include.iter().enumerate() {
+        if hidden(tool) {
+            let mut path = sp(name, &["health", "expect_tools", "include"]);
+            path.push(Seg::Index(i));
+            let d = cx.error(
+                &path,
+                format!("the gate expects tool `{tool}`, which `tools.{which}` hides from clients"),
+            );
+            help(d, fix(tool));
+        }
+    }
+    for (i, step) in svc.health.smoke.iter().enumerate() {
+        if hidden(&step.tool) {
+            let mut path = sp(name, &["health", "smoke"]);
+            path.extend([Seg::Index(i), Seg::Key("tool".into())]);
+            let d = cx.error(
+                &path,
+                format!(
+                    "smoke step calls tool `{}`, which `tools.{which}` refuses",
+                    step.tool
+                ),
+            );
+            help(d, fix(&step.tool));
         }
     }
 }

@@ -377,10 +377,17 @@ impl ServiceView {
             labels: labels(m, name, svc),
             port: svc.port,
             container_port: svc.container_port,
+            // As the deployed container gets it (rollout::desired): the bridge's tool policy.
             env: svc
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
+                .chain(
+                    svc.tools
+                        .as_ref()
+                        .and_then(|t| t.bridge_env())
+                        .map(|(k, v)| (k.to_string(), v)),
+                )
                 .collect(),
             secrets: svc
                 .secrets

@@ -196,10 +196,17 @@ pub async fn compute<E: Engine>(
             name: String::new(),
             image: image.clone(),
             cmd: svc.server.command.clone(),
+            // The tool policy reaches the bridge as its environment (see ToolPolicy::bridge_env).
             env: svc
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
+                .chain(
+                    svc.tools
+                        .as_ref()
+                        .and_then(|t| t.bridge_env())
+                        .map(|(k, v)| (k.to_string(), v)),
+                )
                 .collect(),
             labels: identity,
             network: m.project.clone(),

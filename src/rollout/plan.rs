@@ -162,16 +162,22 @@ pub fn spec_changes(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
     if old.cmd != new.cmd {
         c.push(format!("command {:?} → {:?}", old.cmd, new.cmd));
     }
-    if old.env != new.env {
+    // The manifest's `tools` policy travels as bridge environment: name it, not its variables.
+    let (old_env, old_tools) = split_tools_policy(&old.env);
+    let (new_env, new_tools) = split_tools_policy(&new.env);
+    if old_tools != new_tools {
+        c.push(format!("tools policy {old_tools} → {new_tools}"));
+    }
+    if old_env != new_env {
         let mut parts = Vec::new();
-        for k in new.env.keys() {
-            match old.env.get(k) {
+        for k in new_env.keys() {
+            match old_env.get(k) {
                 None => parts.push(format!("+{k}")),
-                Some(v) if Some(v) != new.env.get(k) => parts.push(format!("~{k}")),
+                Some(v) if Some(v) != new_env.get(k) => parts.push(format!("~{k}")),
                 _ => {}
             }
         }
-        for k in old.env.keys().filter(|k| !new.env.contains_key(*k)) {
+        for k in old_env.keys().filter(|k| !new_env.contains_key(*k)) {
             parts.push(format!("-{k}"));
         }
         c.push(format!("env {}", parts.join(" ")));
@@ -224,6 +230,31 @@ pub fn spec_changes(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
         ));
     }
     c
+}
+
+/// A container's environment without the tool-policy variables, and that policy in words
+/// (`all tools`, `deny [a, b]`, `allow [c]`).
+fn split_tools_policy(env: &BTreeMap<String, String>) -> (BTreeMap<&String, &String>, String) {
+    use crate::manifest::{TOOLS_ALLOW_ENV, TOOLS_DENY_ENV};
+    let mut policy = Vec::new();
+    for (var, word) in [(TOOLS_ALLOW_ENV, "allow"), (TOOLS_DENY_ENV, "deny")] {
+        if let Some(v) = env.get(var) {
+            policy.push(format!(
+                "{word} [{}]",
+                v.split(',').collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    let rest = env
+        .iter()
+        .filter(|(k, _)| *k != TOOLS_ALLOW_ENV && *k != TOOLS_DENY_ENV)
+        .collect();
+    let policy = if policy.is_empty() {
+        "all tools".to_string()
+    } else {
+        policy.join(" + ")
+    };
+    (rest, policy)
 }
 
 /// `NAME=hmac;NAME2=hmac;` → map.
@@ -606,6 +637,30 @@ mod tests {
             beta.changes
         );
         assert_eq!(plan.changed().count(), 2);
+    }
+
+    #[test]
+    fn a_tools_policy_change_is_named_as_such() {
+        use crate::manifest::{TOOLS_ALLOW_ENV, TOOLS_DENY_ENV};
+        let open = spec("p/a:1", 64 << 20);
+        let mut deny = open.clone();
+        deny.env.insert(TOOLS_DENY_ENV.into(), "slow_echo".into());
+        let mut allow = open.clone();
+        allow
+            .env
+            .insert(TOOLS_ALLOW_ENV.into(), "echo,getenv".into());
+        assert_eq!(
+            spec_changes(&open, &deny),
+            ["tools policy all tools → deny [slow_echo]"]
+        );
+        assert_eq!(
+            spec_changes(&deny, &allow),
+            ["tools policy deny [slow_echo] → allow [echo, getenv]"]
+        );
+        let mut both = allow.clone();
+        both.env.insert("A".into(), "2".into());
+        assert_eq!(spec_changes(&allow, &both), ["env ~A"]);
+        assert!(spec_changes(&deny, &deny).is_empty());
     }
 
     #[test]
