@@ -13,8 +13,7 @@
 //! Must not: print the token, or create it on the host side's read path (only `edge up`/`replace`
 //! create it, so a lost token is an error rather than a silent mismatch with the running edge).
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -86,32 +85,15 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("restricting {}", dir.display()))?;
     let token = hex::encode(rand::random::<[u8; TOKEN_BYTES]>());
-    let tmp = dir.join(format!(".admin.token.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let written = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(token.as_bytes())?;
-        f.sync_all()?;
-        if std::os::unix::fs::chown(&tmp, Some(EDGE_UID), Some(EDGE_UID)).is_err() {
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    let prepare = |tmp: &Path| {
+        if std::os::unix::fs::chown(tmp, Some(EDGE_UID), Some(EDGE_UID)).is_err() {
+            std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o644))?;
         }
         Ok(())
-    })();
-    let linked = written.and_then(|()| std::fs::hard_link(&tmp, &file));
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            if let Ok(d) = std::fs::File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(file)
-        }
-        // Another run created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+    };
+    match crate::rollout::secrets::create_once(&file, token.as_bytes(), prepare) {
+        // Created, or another run created it first: use theirs.
+        Ok(_) => {
             read_file(&file)?;
             Ok(file)
         }

@@ -188,7 +188,33 @@ pub fn install_key(state_dir: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
     let key: [u8; KEY_LEN] = rand::random();
-    let tmp = state_dir.join(format!(".install.key.{}.tmp", std::process::id()));
+    match create_once(&path, &key, |_| Ok(())) {
+        Ok(true) => Ok(key.to_vec()),
+        // Another run created it first: use theirs.
+        Ok(false) => read_key(&path)?
+            .ok_or_else(|| key_error(&path, "exists but cannot be opened (a dangling link?)")),
+        Err(e) => Err(anyhow::anyhow!(
+            "creating the install key {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// Create `path` holding `contents` unless it exists, never replacing it: written (0600) under a
+/// temporary name in the same directory, `prepare`d (ownership, mode), fsynced, then hard-linked
+/// into place — a link never overwrites, so of two first runs exactly one creates the file and
+/// both then read the same contents. `Ok(false)`: it existed already (the caller reads it).
+pub(crate) fn create_once(
+    path: &Path,
+    contents: &[u8],
+    prepare: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let written = (|| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
@@ -196,23 +222,19 @@ pub fn install_key(state_dir: &Path) -> anyhow::Result<Vec<u8>> {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(&key)?;
+        f.write_all(contents)?;
+        prepare(&tmp)?;
         f.sync_all()
     })();
-    let linked = written.and_then(|()| std::fs::hard_link(&tmp, &path));
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
     let _ = std::fs::remove_file(&tmp);
     match linked {
         Ok(()) => {
-            sync_dir(state_dir);
-            Ok(key.to_vec())
+            sync_dir(dir);
+            Ok(true)
         }
-        // Another run created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key(&path)?
-            .ok_or_else(|| key_error(&path, "exists but cannot be opened (a dangling link?)")),
-        Err(e) => Err(anyhow::anyhow!(
-            "creating the install key {}: {e}",
-            path.display()
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

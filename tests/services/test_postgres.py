@@ -3,6 +3,7 @@ because its `pglast==7.2.0` pin has no wheel; `mcp<2`) in restricted mode, again
 database image (the `db` service: PostgreSQL from the postgresql base, initialised by its
 entrypoint from the mounted password secret)."""
 
+import re
 import secrets
 
 from conftest import (
@@ -19,9 +20,18 @@ def test_postgres_offline_image_restricted_mode_against_db(prepared):
     pw = prepared.workdir / "pgpass"
     pw.write_text(password)
     pw.chmod(0o644)
+    # The entrypoint refuses to start without the role file of every consumer the manifest gives
+    # the database (mcpctl mounts one each): mount one per login its rendered script names.
+    script = (prepared.rendered / "services" / "db" / "docker-entrypoint.sh").read_text()
+    roles = []
+    for login in sorted(set(re.findall(r"/run/secrets/db_role_([a-z0-9_]+)", script))):
+        f = prepared.workdir / f"db_role_{login}"
+        f.write_text(secrets.token_hex(12))
+        f.chmod(0o644)
+        roles += ["-v", f"{f}:/run/secrets/db_role_{login}:ro"]
     db = run(
         "db", db_image, "--network", net, "--network-alias", "db", *hardened(service(prepared, "db")),
-        "-v", "/var/lib/postgresql/data", "-v", f"{pw}:/run/secrets/POSTGRES_PASSWORD:ro",
+        "-v", "/var/lib/postgresql/data", "-v", f"{pw}:/run/secrets/POSTGRES_PASSWORD:ro", *roles,
     )
     isready = ["pg_isready", "--host", "127.0.0.1", "--port", "5432", "--quiet"]
     wait_for("db accepting connections", 90, lambda: sh("docker", "exec", db, *isready, check=False).returncode == 0)
