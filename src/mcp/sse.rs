@@ -61,6 +61,8 @@ type Feed = mpsc::UnboundedReceiver<Result<Bytes, Infallible>>;
 /// Push-style decoding for callers that read the chunks themselves: the decoder of [`events`],
 /// fed one chunk at a time. Bytes of an unfinished line (or character) wait for the next chunk.
 pub struct SseParser {
+    // Unbounded as a channel, never more than one chunk in it: `push` sends one chunk and then
+    // polls the decoder until it is `Pending`, which drains the channel before `push` returns.
     feed: mpsc::UnboundedSender<Result<Bytes, Infallible>>,
     decoder: sse_stream::SseByteStream<Feed>,
 }
