@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::audit::{AuditOutcome, Auditor};
 use super::child::{self, ChildSpec};
 use super::jsonrpc::{self, Kind};
 use super::policy::{self, ToolPolicy};
@@ -63,9 +64,15 @@ pub struct Config {
     pub validate_args: bool,
     /// Tools clients may see and call (`--tools-allow` / `--tools-deny`).
     pub tools: Arc<ToolPolicy>,
+    /// Consumers' token digests and JWT settings (`--auth-file`); overrides `token`.
+    pub access: Option<Arc<super::access::Access>>,
+    /// The service this bridge serves (audit lines).
+    pub service: String,
+    /// Put `tools/call` argument values in the audit lines.
+    pub audit_arguments: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
     pub per_sec: f64,
     pub burst: f64,
@@ -91,6 +98,9 @@ impl std::fmt::Debug for Secret {
 pub struct Session {
     pub id: SessionId,
     pub transport: Transport,
+    /// Who opened it (`anonymous` without auth): only the same caller may use it, so a leaked
+    /// session id is of no use to another consumer (MCP security best practices).
+    pub consumer: Arc<str>,
     pub upstream: Arc<Upstream>,
     created: Instant,
     last_active: Mutex<Instant>,
@@ -202,35 +212,94 @@ pub struct Meter {
     tool: String,
     start: Instant,
     done: bool,
+    /// A `tools/call`'s audit line, written with its outcome (boxed: most requests have none).
+    audit: Option<Box<AuditCall>>,
 }
 
+/// What a `tools/call`'s audit line needs besides its outcome.
+struct AuditCall {
+    auditor: Arc<Auditor>,
+    consumer: Arc<str>,
+    tool: String,
+    rpc_id: Value,
+    arguments: Option<Value>,
+}
+
+/// Longest tool name written into an audit line (the name is the client's).
+const AUDIT_TOOL_CHARS: usize = 200;
+
 impl Meter {
-    fn start(stats: &Arc<Stats>, msg: &Value) -> Self {
+    fn start(stats: &Arc<Stats>, msg: &Value, audit: Option<(&Arc<Auditor>, &Arc<str>)>) -> Self {
         let method = stats::method_label(jsonrpc::method(msg));
+        let name = msg["params"]["name"].as_str().unwrap_or_default();
         let tool = if method == "tools/call" {
-            stats.tool_label(msg["params"]["name"].as_str().unwrap_or_default())
+            stats.tool_label(name)
         } else {
             String::new()
         };
+        let audit = audit
+            .filter(|_| method == "tools/call")
+            .map(|(auditor, consumer)| {
+                Box::new(AuditCall {
+                    auditor: auditor.clone(),
+                    consumer: consumer.clone(),
+                    tool: name.chars().take(AUDIT_TOOL_CHARS).collect(),
+                    rpc_id: msg.get("id").cloned().unwrap_or(Value::Null),
+                    arguments: auditor
+                        .arguments()
+                        .then(|| msg["params"].get("arguments").cloned())
+                        .flatten(),
+                })
+            });
         Self {
             stats: stats.clone(),
             method,
             tool,
             start: Instant::now(),
             done: false,
+            audit,
         }
     }
 
     /// Record with the outcome read from `reply`; `forwarded`: it came from the child.
     fn finish(&mut self, reply: &Value, forwarded: bool) {
+        if !self.done {
+            let outcome = match reply.get("error") {
+                Some(e) => AuditOutcome::Error {
+                    code: e["code"].as_i64().unwrap_or(0),
+                    message: e["message"].as_str().unwrap_or_default(),
+                },
+                None if reply["result"]["isError"] == Value::Bool(true) => AuditOutcome::ToolError,
+                None => AuditOutcome::Ok,
+            };
+            self.audit(outcome);
+        }
         let error = classify(reply, forwarded);
         self.record(error);
+    }
+
+    /// Write the audit line (once).
+    fn audit(&mut self, outcome: AuditOutcome<'_>) {
+        if let Some(a) = self.audit.take() {
+            a.auditor.tool_call(
+                &a.consumer,
+                &a.tool,
+                &a.rpc_id,
+                a.arguments.as_ref(),
+                outcome,
+                self.start.elapsed(),
+            );
+        }
     }
 
     fn record(&mut self, error: Option<ErrorType>) {
         if self.done {
             return;
         }
+        self.audit(match error {
+            Some(ErrorType::Cancelled) => AuditOutcome::Cancelled,
+            _ => AuditOutcome::Ok,
+        });
         self.done = true;
         let took = self.start.elapsed();
         self.stats.record(self.method, &self.tool, took, error);
@@ -323,9 +392,12 @@ pub struct App {
     tools_fill: tokio::sync::Mutex<()>,
     pub shutdown: CancellationToken,
     pub draining: AtomicBool,
-    /// The bearer token's digest (from `cfg.token`), checked on MCP endpoints.
-    pub token: Option<super::guard::Token>,
-    pub limiter: Option<super::guard::RateLimiter>,
+    /// Who may call the MCP endpoints (`cfg.access`, or the single `cfg.token`); None: anyone.
+    pub access: Option<Arc<super::access::Access>>,
+    /// Token buckets per caller (each caller's rate: its consumer's, else `cfg.rate_limit`).
+    pub limiter: super::guard::RateLimiter,
+    /// One line per `tools/call` on stdout (`audit`).
+    pub audit: Arc<Auditor>,
     /// Bytes requests in flight may hold (see `admission`).
     pub budget: super::admission::Budget,
     me: Weak<App>,
@@ -338,13 +410,25 @@ const EVICTABLE_AFTER: Duration = Duration::from_secs(60);
 impl App {
     pub fn new(cfg: Config) -> Arc<Self> {
         let stats = Arc::new(Stats::default());
-        let token = cfg
-            .token
-            .as_ref()
-            .map(|t| super::guard::Token::new(t.expose()));
-        let limiter = cfg.rate_limit.map(super::guard::RateLimiter::new);
+        let access = cfg.access.clone().or_else(|| {
+            cfg.token.as_ref().map(|t| {
+                Arc::new(super::access::Access::single(
+                    "token",
+                    t.expose(),
+                    cfg.rate_limit,
+                ))
+            })
+        });
+        let limiter = super::guard::RateLimiter::default();
+        let audit = Auditor::new(cfg.service.clone(), cfg.audit_arguments, stats.clone());
         let budget = super::admission::Budget::new(cfg.inflight_budget);
         stats.tools_hidden(&cfg.tools.denied().collect::<Vec<_>>());
+        let mut consumers = vec![
+            super::http::ANONYMOUS.to_string(),
+            "unauthenticated".to_string(),
+        ];
+        consumers.extend(access.iter().flat_map(|a| a.labels()));
+        stats.consumers_known(&consumers);
         Arc::new_cyclic(|me: &Weak<App>| {
             let shared = (cfg.model == SessionModel::Shared).then(|| {
                 Upstream::new(
@@ -365,8 +449,9 @@ impl App {
                 tools_fill: tokio::sync::Mutex::new(()),
                 shutdown: CancellationToken::new(),
                 draining: AtomicBool::new(false),
-                token,
+                access,
                 limiter,
+                audit,
                 budget,
                 me: me.clone(),
             }
@@ -390,7 +475,11 @@ impl App {
     }
 
     /// A new session: shares the warm child, or gets its own (per-session mode).
-    pub async fn open_session(&self, transport: Transport) -> Result<Arc<Session>, CallError> {
+    pub async fn open_session(
+        &self,
+        transport: Transport,
+        consumer: Arc<str>,
+    ) -> Result<Arc<Session>, CallError> {
         if self.draining.load(Ordering::Relaxed) {
             return Err(CallError {
                 code: jsonrpc::CHILD_UNAVAILABLE,
@@ -412,6 +501,7 @@ impl App {
         let session = Arc::new(Session {
             id: id.clone(),
             transport,
+            consumer,
             upstream: upstream.clone(),
             created: Instant::now(),
             last_active: Mutex::new(Instant::now()),
@@ -576,7 +666,8 @@ impl App {
                 Outcome::Accepted
             }
             Kind::Request => {
-                let mut meter = Meter::start(&self.stats, &msg);
+                let mut meter =
+                    Meter::start(&self.stats, &msg, Some((&self.audit, &session.consumer)));
                 match self.handle_request(session, msg).await {
                     Outcome::Reply(v) => {
                         meter.finish(&v, false);
@@ -997,6 +1088,9 @@ mod tests {
             max_sessions: 3,
             validate_args: true,
             tools: Arc::new(ToolPolicy::Deny(["hidden".to_string()].into())),
+            access: None,
+            service: "test".into(),
+            audit_arguments: false,
         })
     }
 
@@ -1007,7 +1101,7 @@ mod tests {
     #[tokio::test]
     async fn idle_expiry_spares_open_streams_and_calls_in_flight() {
         let app = app();
-        let s = app.open_session(Transport::Sse).await.unwrap();
+        let s = app.open_session(Transport::Sse, "t".into()).await.unwrap();
         age(&s, Duration::from_secs(120));
         assert!(s.expired(Duration::from_secs(60)));
         let guard = s.stream_guard();
@@ -1034,7 +1128,10 @@ mod tests {
     #[tokio::test]
     async fn a_hidden_tool_is_refused_by_the_bridge_and_counted() {
         let app = app();
-        let s = app.open_session(Transport::StreamableHttp).await.unwrap();
+        let s = app
+            .open_session(Transport::StreamableHttp, "t".into())
+            .await
+            .unwrap();
         // No child is attached: an answer can only come from the bridge itself.
         let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
             "params": {"name": "hidden", "arguments": {}}});
@@ -1058,8 +1155,11 @@ mod tests {
     #[tokio::test]
     async fn shared_sessions_share_one_upstream_and_closing_is_counted_once() {
         let app = app();
-        let a = app.open_session(Transport::Sse).await.unwrap();
-        let b = app.open_session(Transport::StreamableHttp).await.unwrap();
+        let a = app.open_session(Transport::Sse, "t".into()).await.unwrap();
+        let b = app
+            .open_session(Transport::StreamableHttp, "t".into())
+            .await
+            .unwrap();
         assert!(Arc::ptr_eq(&a.upstream, &b.upstream));
         assert_ne!(a.id, b.id);
         assert_eq!(app.session_count(), 2);
@@ -1078,8 +1178,8 @@ mod tests {
     #[tokio::test]
     async fn broadcast_reaches_every_session_and_log_level_filters_per_session() {
         let app = app();
-        let a = app.open_session(Transport::Sse).await.unwrap();
-        let b = app.open_session(Transport::Sse).await.unwrap();
+        let a = app.open_session(Transport::Sse, "t".into()).await.unwrap();
+        let b = app.open_session(Transport::Sse, "t".into()).await.unwrap();
         let (ta, mut ra) = mpsc::channel(8);
         let (tb, mut rb) = mpsc::channel(8);
         a.set_outbound(Some(ta));

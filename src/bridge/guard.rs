@@ -1,5 +1,5 @@
-//! Who may talk to the bridge: Origin / Host checks (DNS rebinding), the bearer token, and the
-//! per-client rate limit. Pure decisions on strings and clocks, so each rule is unit-tested here;
+//! Who may talk to the bridge: Origin / Host checks (DNS rebinding) and the per-client rate
+//! limit (tokens: `access`). Pure decisions on strings and clocks, so each rule is unit-tested here;
 //! `http` applies them and writes the status codes.
 
 use std::collections::HashMap;
@@ -70,7 +70,7 @@ pub fn host_allowed(host_header: Option<&str>, allow_hosts: &[String]) -> bool {
     loopback(host) || allow_hosts.iter().any(|a| *a == authority || *a == host)
 }
 
-/// The bearer token, kept only as its SHA-256: comparing two fixed-length digests in constant
+/// A single bearer token (the edge's admin token), kept only as its SHA-256: comparing two fixed-length digests in constant
 /// time reveals neither the token's content nor its length through timing.
 pub struct Token([u8; 32]);
 
@@ -94,8 +94,8 @@ impl Token {
 /// Whom a request's rate budget belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ClientKey {
-    /// Everyone presenting the (one) valid token.
-    Token,
+    /// An authenticated caller (consumer name, or `jwt:<client>`).
+    Consumer(std::sync::Arc<str>),
     Addr(IpAddr),
 }
 
@@ -104,30 +104,29 @@ struct Bucket {
     at: Instant,
 }
 
-/// Token bucket per client: `per_sec` refill, `burst` capacity.
+/// Token bucket per client: `per_sec` refill, `burst` capacity (each client's own rate).
+#[derive(Default)]
 pub struct RateLimiter {
-    cfg: RateLimit,
     buckets: Mutex<HashMap<ClientKey, Bucket>>,
 }
 
-/// Buckets kept before idle (full) ones are forgotten.
+/// Buckets kept before idle ones are forgotten.
 const MAX_BUCKETS: usize = 10_000;
+/// A bucket idle this long is dropped when the table is full.
+const IDLE_FORGET: Duration = Duration::from_secs(60);
 
 impl RateLimiter {
-    pub fn new(cfg: RateLimit) -> Self {
-        Self {
-            cfg,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Take one token for `key`, or say how long until one is available.
-    pub fn check(&self, key: ClientKey, now: Instant) -> Result<(), Duration> {
-        let RateLimit { per_sec, burst } = self.cfg;
+    /// Take one token for `key` at rate `cfg`, or say how long until one is available.
+    pub fn check(&self, key: ClientKey, cfg: RateLimit, now: Instant) -> Result<(), Duration> {
+        let RateLimit { per_sec, burst } = cfg;
         let mut map = self.buckets.lock_ignore_poison();
         if map.len() >= MAX_BUCKETS {
-            let full_after = Duration::from_secs_f64(burst / per_sec);
-            map.retain(|_, b| now.saturating_duration_since(b.at) < full_after);
+            // Forget buckets idle long enough to be full again (at the slowest sane rate, 1/min,
+            // after an hour at most); still full after that: forget everything (each starts full).
+            map.retain(|_, b| now.saturating_duration_since(b.at) < IDLE_FORGET);
+            if map.len() >= MAX_BUCKETS {
+                map.clear();
+            }
         }
         let b = map.entry(key).or_insert(Bucket {
             tokens: burst,
@@ -205,22 +204,26 @@ mod tests {
 
     #[test]
     fn rate_limit_refills_and_keys_apart() {
-        let rl = RateLimiter::new(RateLimit {
+        let rl = RateLimiter::default();
+        let cfg = RateLimit {
             per_sec: 2.0,
             burst: 3.0,
-        });
+        };
         let t0 = Instant::now();
         let a = ClientKey::Addr("127.0.0.1".parse().unwrap());
         for _ in 0..3 {
-            assert!(rl.check(a.clone(), t0).is_ok());
+            assert!(rl.check(a.clone(), cfg, t0).is_ok());
         }
-        let wait = rl.check(a.clone(), t0).unwrap_err();
+        let wait = rl.check(a.clone(), cfg, t0).unwrap_err();
         assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
         assert!(
-            rl.check(ClientKey::Token, t0).is_ok(),
+            rl.check(ClientKey::Consumer("litellm".into()), cfg, t0)
+                .is_ok(),
             "another key has its own bucket"
         );
-        assert!(rl.check(a.clone(), t0 + Duration::from_millis(500)).is_ok());
-        assert!(rl.check(a, t0 + Duration::from_millis(500)).is_err());
+        assert!(rl
+            .check(a.clone(), cfg, t0 + Duration::from_millis(500))
+            .is_ok());
+        assert!(rl.check(a, cfg, t0 + Duration::from_millis(500)).is_err());
     }
 }

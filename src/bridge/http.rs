@@ -13,11 +13,14 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use serde_json::Value;
 use tracing::Instrument as _;
 
+use super::access::Failure;
 use super::admission;
+use super::app::RateLimit;
 use super::app::{pump, App, Outcome};
 use super::guard::{self, ClientKey};
 use super::jsonrpc;
@@ -39,6 +42,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(PROTECTED_RESOURCE_PATH, get(protected_resource))
+        .route(
+            &format!("{PROTECTED_RESOURCE_PATH}/mcp"),
+            get(protected_resource),
+        )
         .merge(mcp)
         // Outermost: the DNS-rebinding rule holds for every endpoint, probes included.
         .layer(middleware::from_fn_with_state(app.clone(), check_origin))
@@ -100,27 +108,59 @@ async fn check_origin(State(app): State<Arc<App>>, req: Request<Body>, next: Nex
     next.run(req).await
 }
 
-/// MCP endpoints only: bearer token (when configured), rate limit, request size.
-/// Order: the rate limit is keyed by the token when it is valid, else by the client address, so
-/// guessing tokens is rate-limited per address too.
-async fn guard_mcp(State(app): State<Arc<App>>, req: Request<Body>, next: Next) -> Response {
+/// The caller of an MCP-endpoint request, as `guard_mcp` established it (`anonymous` without
+/// auth); handlers bind sessions to it.
+#[derive(Clone)]
+pub(crate) struct Who(pub Arc<str>);
+
+/// Consumer name of requests to a bridge without auth.
+pub(crate) const ANONYMOUS: &str = "anonymous";
+
+/// The rate of failed authentication attempts per client address (a token cannot be guessed
+/// faster than this, whatever --rate-limit says).
+const UNAUTHENTICATED_RATE: RateLimit = RateLimit {
+    per_sec: 10.0,
+    burst: 20.0,
+};
+
+/// MCP endpoints only: who is calling (bearer token of a consumer, or a JWT), that caller's rate
+/// limit, request size. A request that fails authentication is rate-limited by client address,
+/// so guessing tokens is slow; one that passes is limited by its consumer's own rate.
+async fn guard_mcp(State(app): State<Arc<App>>, mut req: Request<Body>, next: Next) -> Response {
     let t0 = Instant::now();
-    let authorized = app
-        .token
-        .as_ref()
-        .is_none_or(|t| t.matches(header_str(req.headers(), header::AUTHORIZATION.as_str())));
-    if let Some(limiter) = &app.limiter {
-        let key = match (&app.token, authorized) {
-            (Some(_), true) => ClientKey::Token,
-            _ => match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-                Some(ConnectInfo(addr)) => ClientKey::Addr(addr.ip()),
-                None => ClientKey::Addr(std::net::Ipv4Addr::UNSPECIFIED.into()),
-            },
-        };
-        if let Err(wait) = limiter.check(key, Instant::now()) {
+    let addr = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(addr)) => addr.ip(),
+        None => std::net::Ipv4Addr::UNSPECIFIED.into(),
+    };
+    let addr_key = || ClientKey::Addr(addr);
+    let authorization =
+        header_str(req.headers(), header::AUTHORIZATION.as_str()).map(str::to_string);
+    let verdict = match &app.access {
+        None => Ok(None),
+        Some(access) => access
+            .authenticate(authorization.as_deref())
+            .await
+            .map(Some),
+    };
+    let (key, rate, label) = match &verdict {
+        Ok(Some(c)) => (
+            ClientKey::Consumer(c.name.clone()),
+            c.rate.or(app.cfg.rate_limit),
+            c.label.clone(),
+        ),
+        Ok(None) => (addr_key(), app.cfg.rate_limit, Arc::from(ANONYMOUS)),
+        Err(_) => (
+            addr_key(),
+            Some(UNAUTHENTICATED_RATE),
+            Arc::from("unauthenticated"),
+        ),
+    };
+    if let Some(rate) = rate {
+        if let Err(wait) = app.limiter.check(key, rate, Instant::now()) {
             refused(&app, t0, ErrorType::RateLimited);
+            app.stats.rate_limited(&label);
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            tracing::debug!(path = %req.uri().path(), retry_after = secs, "refused: rate limited");
+            tracing::debug!(path = %req.uri().path(), consumer = %label, retry_after = secs, "refused: rate limited");
             let mut r = json_rpc_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 jsonrpc::INVALID_REQUEST,
@@ -131,21 +171,88 @@ async fn guard_mcp(State(app): State<Arc<App>>, req: Request<Body>, next: Next) 
             return closing(r);
         }
     }
-    if !authorized {
-        refused(&app, t0, ErrorType::Unauthorized);
-        tracing::debug!(path = %req.uri().path(), "refused: missing or wrong bearer token");
-        let mut r = plain(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized: bearer token required",
-        );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return closing(r);
-    }
+    let who = match verdict {
+        Ok(Some(c)) => c.name,
+        Ok(None) => Arc::from(ANONYMOUS),
+        Err(failure) => {
+            refused(&app, t0, ErrorType::Unauthorized);
+            app.stats.auth_refused(failure.label());
+            tracing::debug!(path = %req.uri().path(), reason = failure.label(), "refused: not authenticated");
+            return closing(unauthorized(&app, req.headers(), &failure));
+        }
+    };
+    req.extensions_mut().insert(Who(who));
     if req.method() != Method::POST {
         return next.run(req).await;
     }
     admit(&app, t0, req, next).await
+}
+
+/// 401 (403 for a missing scope) with the `WWW-Authenticate` challenge: `Bearer` and, when the
+/// bridge accepts access tokens, the protected-resource metadata URL (RFC 9728, MCP
+/// authorization) and the RFC 6750 error of a token that was given.
+fn unauthorized(app: &App, h: &HeaderMap, failure: &Failure) -> Response {
+    let (status, text) = match failure {
+        Failure::Missing => (
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: a bearer token is required (Authorization: Bearer <token>)".to_string(),
+        ),
+        Failure::InvalidToken => (
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: the bearer token is not valid here".to_string(),
+        ),
+        Failure::Jwt(r) => (
+            StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+            format!("Unauthorized: {}", r.description()),
+        ),
+    };
+    let challenge = match app.access.as_ref().and_then(|a| a.jwt()) {
+        Some(v) => {
+            let refusal = match failure {
+                Failure::Jwt(r) => Some(r.clone()),
+                Failure::InvalidToken => Some(super::jwt::Refusal::Malformed),
+                Failure::Missing => None,
+            };
+            v.challenge(&metadata_url(app, h), refusal.as_ref())
+        }
+        None if *failure == Failure::Missing => "Bearer".to_string(),
+        None => r#"Bearer error="invalid_token""#.to_string(),
+    };
+    let mut r = plain(status, &text);
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// This bridge's resource identifier: the manifest's `auth.jwt.resource`, else the origin the
+/// client used (`http://<Host>`).
+fn resource(app: &App, h: &HeaderMap) -> String {
+    app.access
+        .as_ref()
+        .and_then(|a| a.resource().map(str::to_string))
+        .unwrap_or_else(|| {
+            let host = header_str(h, header::HOST.as_str()).unwrap_or("localhost");
+            format!("http://{host}")
+        })
+}
+
+fn metadata_url(app: &App, h: &HeaderMap) -> String {
+    let r = resource(app, h);
+    format!("{}{PROTECTED_RESOURCE_PATH}", r.trim_end_matches('/'))
+}
+
+const PROTECTED_RESOURCE_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// RFC 9728 protected-resource metadata (only when the bridge accepts access tokens).
+async fn protected_resource(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match app.access.as_ref().and_then(|a| a.jwt()) {
+        Some(v) => axum::Json(v.metadata(&resource(&app, &headers))).into_response(),
+        None => plain(
+            StatusCode::NOT_FOUND,
+            "Not Found: this bridge does not accept OAuth access tokens",
+        ),
+    }
 }
 
 /// Admission of a POST body before anything parses it (see `admission`): content type, size on
@@ -312,8 +419,8 @@ fn unavailable(app: &App, mut r: Response) -> Response {
 
 // ---- legacy HTTP+SSE (2024-11-05) ----
 
-async fn sse_open(State(app): State<Arc<App>>) -> Response {
-    let session = match app.open_session(Transport::Sse).await {
+async fn sse_open(State(app): State<Arc<App>>, Extension(who): Extension<Who>) -> Response {
+    let session = match app.open_session(Transport::Sse, who.0).await {
         Ok(s) => s,
         Err(e) => return unavailable(&app, plain(StatusCode::SERVICE_UNAVAILABLE, &e.message)),
     };
@@ -350,6 +457,7 @@ struct SessionQuery {
 
 async fn sse_message(
     State(app): State<Arc<App>>,
+    Extension(who): Extension<Who>,
     Query(q): Query<SessionQuery>,
     body: Bytes,
 ) -> Response {
@@ -359,7 +467,7 @@ async fn sse_message(
             "Bad Request: session_id is required",
         );
     };
-    let Some(session) = app.session(&id) else {
+    let Some(session) = app.session(&id).filter(|s| s.consumer == who.0) else {
         return plain(
             StatusCode::NOT_FOUND,
             "Not Found: unknown or expired session",
@@ -414,7 +522,13 @@ fn check_version(h: &HeaderMap) -> Result<(), Reject> {
     }
 }
 
-fn existing_session(app: &App, h: &HeaderMap) -> Result<Arc<super::app::Session>, Reject> {
+/// The session a request names, if the same caller opened it (another caller's session is
+/// "not found" too: a leaked session id is of no use to anyone else).
+fn existing_session(
+    app: &App,
+    h: &HeaderMap,
+    who: &Who,
+) -> Result<Arc<super::app::Session>, Reject> {
     let Some(id) = header_str(h, SESSION_HEADER) else {
         return Err(Reject(
             StatusCode::BAD_REQUEST,
@@ -422,16 +536,23 @@ fn existing_session(app: &App, h: &HeaderMap) -> Result<Arc<super::app::Session>
             "Bad Request: Mcp-Session-Id header is required".into(),
         ));
     };
-    app.session(id).ok_or_else(|| {
-        Reject(
-            StatusCode::NOT_FOUND,
-            jsonrpc::CHILD_UNAVAILABLE,
-            "Session not found".into(),
-        )
-    })
+    app.session(id)
+        .filter(|s| s.consumer == who.0)
+        .ok_or_else(|| {
+            Reject(
+                StatusCode::NOT_FOUND,
+                jsonrpc::CHILD_UNAVAILABLE,
+                "Session not found".into(),
+            )
+        })
 }
 
-async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn mcp_post(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Who>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = check_version(&headers) {
         return r.into_response();
     }
@@ -455,7 +576,10 @@ async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
     let is_init =
         jsonrpc::kind(&msg) == jsonrpc::Kind::Request && jsonrpc::method(&msg) == "initialize";
     let (session, created) = if header_str(&headers, SESSION_HEADER).is_none() && is_init {
-        match app.open_session(Transport::StreamableHttp).await {
+        match app
+            .open_session(Transport::StreamableHttp, who.0.clone())
+            .await
+        {
             Ok(s) => (s, true),
             Err(e) => {
                 return unavailable(
@@ -469,7 +593,7 @@ async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
             }
         }
     } else {
-        match existing_session(&app, &headers) {
+        match existing_session(&app, &headers, &who) {
             Ok(s) => (s, false),
             Err(r) => return r.into_response(),
         }
@@ -522,7 +646,11 @@ async fn mcp_post(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) 
     }
 }
 
-async fn mcp_get(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+async fn mcp_get(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Who>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = check_version(&headers) {
         return r.into_response();
     }
@@ -532,7 +660,7 @@ async fn mcp_get(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             "GET /mcp needs Accept: text/event-stream",
         );
     }
-    let session = match existing_session(&app, &headers) {
+    let session = match existing_session(&app, &headers, &who) {
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
@@ -554,8 +682,12 @@ async fn mcp_get(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     resp
 }
 
-async fn mcp_delete(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    match existing_session(&app, &headers) {
+async fn mcp_delete(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Who>,
+    headers: HeaderMap,
+) -> Response {
+    match existing_session(&app, &headers, &who) {
         Ok(s) => {
             app.close_session(&s.id, CloseReason::Deleted);
             StatusCode::OK.into_response()

@@ -6,13 +6,16 @@
 //! shared-child rules, readiness), `http` (the endpoints), `sse` (framing), `stats` (counters for
 //! metrics), `healthcheck` (the Docker HEALTHCHECK client).
 
+pub mod access;
 mod admission;
 mod app;
+pub mod audit;
 mod child;
 pub(crate) mod guard;
 mod healthcheck;
 mod http;
 mod jsonrpc;
+pub mod jwt;
 mod policy;
 mod schema;
 mod sse;
@@ -46,6 +49,12 @@ pub struct Options {
     /// Every file here becomes an environment variable of the child.
     pub secrets_dir: std::path::PathBuf,
     pub token_file: Option<std::path::PathBuf>,
+    /// The consumers' token digests and JWT settings (mcpctl mounts it; see `access`).
+    pub auth_file: Option<std::path::PathBuf>,
+    /// The service name in audit lines.
+    pub service: String,
+    /// Put `tools/call` argument values in the audit lines.
+    pub audit_arguments: bool,
     pub allow_origin: Vec<String>,
     pub allow_host: Vec<String>,
     /// Requests per second per client; 0: no limit.
@@ -76,7 +85,21 @@ pub fn run(args: Options) -> anyhow::Result<()> {
         .ok_or_else(|| CommandError::usage("bridge: a COMMAND after `--` is required"))?;
     let secs = Duration::from_secs;
     let token = read_token(args.token_file.as_deref())?;
-    let skip: Vec<std::path::PathBuf> = args.token_file.iter().cloned().collect();
+    let skip: Vec<std::path::PathBuf> = args
+        .token_file
+        .iter()
+        .chain(&args.auth_file)
+        .cloned()
+        .collect();
+    let auth_text = match &args.auth_file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            CommandError::usage(format!(
+                "bridge: cannot read --auth-file {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
     let env = child::secret_env(&args.secrets_dir, &skip)?;
     if !(args.rate_limit >= 0.0 && args.rate_limit.is_finite()) {
         return Err(CommandError::usage("bridge: --rate-limit must be ≥ 0").into());
@@ -131,11 +154,27 @@ pub fn run(args: Options) -> anyhow::Result<()> {
             .max(1),
         validate_args: !args.no_argument_validation,
         tools: std::sync::Arc::new(tools),
+        access: None,
+        service: args.service.clone(),
+        audit_arguments: args.audit_arguments,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let mut cfg = cfg;
+    if let Some(text) = auth_text {
+        let access = rt.block_on(access::Access::load(&text)).map_err(|e| {
+            CommandError::usage(format!(
+                "bridge: --auth-file {}: {e:#}",
+                args.auth_file
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        cfg.access = Some(std::sync::Arc::new(access));
+    }
     rt.block_on(serve(args.listen, cfg))?;
     // Do not wait for blocking tasks (e.g. a stuck stdin write to a stopped child).
     rt.shutdown_timeout(Duration::from_millis(200));
@@ -199,7 +238,7 @@ async fn serve(listen: SocketAddr, cfg: Config) -> anyhow::Result<()> {
         %addr,
         command = %cfg.child.program,
         model = ?cfg.model,
-        token = cfg.token.is_some(),
+        auth = ?app.access,
         rate_limit = ?cfg.rate_limit,
         allow_hosts = ?cfg.allow_hosts,
         allow_origins = ?cfg.allow_origins,
@@ -260,6 +299,11 @@ async fn serve(listen: SocketAddr, cfg: Config) -> anyhow::Result<()> {
         Ok(Ok(Err(e))) => tracing::warn!("http server: {e}"),
         Err(_) => tracing::warn!("http connections still open after shutdown; closing them"),
         _ => {}
+    }
+    // The audit lines of the last calls are written before the process ends (bounded wait).
+    let audit_deadline = Instant::now() + Duration::from_secs(1);
+    while app.audit.pending() > 0 && Instant::now() < audit_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tracing::info!(
         abandoned,

@@ -228,9 +228,16 @@ pub struct Stats {
     pub keepalive_sent: AtomicU64,
     pub stderr_lines_dropped: AtomicU64,
     pub stdout_lines_skipped: AtomicU64,
+    /// Audit lines lost: queue full, or stdout not writable (`audit::Auditor`).
+    pub audit_dropped: AtomicU64,
     requests: Mutex<RequestsCell>,
     /// `tools/call`s refused by the tool policy, by `tool` label (see [`Stats::denied_label`]).
     tools_denied: Mutex<BTreeMap<String, u64>>,
+    /// MCP requests refused for authentication, by `reason` (a fixed set: `access::Failure`).
+    auth_refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// MCP requests refused by a rate limit, by `consumer` label (consumer names of the auth
+    /// file, `jwt`, `anonymous`, `unauthenticated`: bounded).
+    rate_limited: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Wrapper so `Stats` can keep deriving Debug without printing the table.
@@ -312,6 +319,34 @@ impl Stats {
             .lock_ignore_poison()
             .entry(label)
             .or_default() += 1;
+    }
+
+    /// One request refused for authentication (`reason`: `access::Failure::label`).
+    pub fn auth_refused(&self, reason: &'static str) {
+        *self
+            .auth_refused
+            .lock_ignore_poison()
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// One request refused by the rate limit of `consumer` (a bounded label, see the field).
+    pub fn rate_limited(&self, consumer: &str) {
+        let mut g = self.rate_limited.lock_ignore_poison();
+        let key = if g.contains_key(consumer) || g.len() < MAX_TOOLS {
+            consumer
+        } else {
+            OTHER
+        };
+        *g.entry(key.to_string()).or_default() += 1;
+    }
+
+    /// Label values present at 0 from the start (the consumers this bridge knows).
+    pub fn consumers_known<S: AsRef<str>>(&self, names: &[S]) {
+        let mut g = self.rate_limited.lock_ignore_poison();
+        for n in names {
+            g.entry(n.as_ref().to_string()).or_default();
+        }
     }
 
     /// The `tool` label value for a tools/call of `name`.
@@ -486,6 +521,24 @@ impl Collector for Scrape {
             "tools/call requests refused by the tool policy (manifest `tools`), never forwarded.",
             denied.iter().map(|(t, v)| ([("tool", t.as_str())], *v)),
         )?;
+        let mut auth = self.stats.auth_refused.lock_ignore_poison().clone();
+        auth.entry("missing").or_default();
+        auth.entry("invalid_token").or_default();
+        counters(
+            e,
+            "mcp_bridge_auth_refused_total",
+            "MCP requests refused for authentication (401/403), by reason.",
+            auth.iter().map(|(r, v)| ([("reason", *r)], *v)),
+        )?;
+        let limited = self.stats.rate_limited.lock_ignore_poison().clone();
+        counters(
+            e,
+            "mcp_bridge_rate_limited_total",
+            "MCP requests refused with 429 by the caller's rate limit, by consumer.",
+            limited
+                .iter()
+                .map(|(c, v)| ([("consumer", c.as_str())], *v)),
+        )?;
         counter(
             e,
             "mcp_bridge_sessions_refused_total",
@@ -497,6 +550,12 @@ impl Collector for Scrape {
             "mcp_bridge_slow_consumer_closes_total",
             "Sessions closed because their client stopped reading its event stream.",
             c(&st.slow_consumers),
+        )?;
+        counter(
+            e,
+            "mcp_bridge_audit_dropped_total",
+            "Audit lines lost: the audit queue was full or stdout was not writable.",
+            c(&st.audit_dropped),
         )?;
         gauge(
             e,
@@ -622,7 +681,10 @@ mod tests {
         ("mcp_bridge_keepalive_sent_total", "counter", &[]),
         ("mcp_bridge_sessions_refused_total", "counter", &[]),
         ("mcp_bridge_tool_denied_total", "counter", &["tool"]),
+        ("mcp_bridge_auth_refused_total", "counter", &["reason"]),
+        ("mcp_bridge_rate_limited_total", "counter", &["consumer"]),
         ("mcp_bridge_slow_consumer_closes_total", "counter", &[]),
+        ("mcp_bridge_audit_dropped_total", "counter", &[]),
         ("mcp_bridge_inflight_bytes", "gauge", &[]),
         ("mcp_bridge_inflight_budget_bytes", "gauge", &[]),
         ("mcp_bridge_tools_advertised", "gauge", &[]),
@@ -645,6 +707,9 @@ mod tests {
             Some(ErrorType::BadRequest),
         );
         st.child_restarted(RestartReason::Hung);
+        st.consumers_known(&["anonymous"]);
+        st.rate_limited("anonymous");
+        st.auth_refused("expired");
         let text = text(&st, true);
         let families = metrics::parse::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         for (name, kind, labels) in CONTRACT {

@@ -55,6 +55,25 @@ pub struct BridgeArgs {
     /// file is never exported to the server's environment, even when it lies in --secrets-dir.
     #[arg(long, env = "MCPCTL_BRIDGE_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<std::path::PathBuf>,
+    /// The access-control file mcpctl mounts (JSON: each consumer's name, the SHA-256 of its
+    /// token and its rate; optionally the JWT issuer, audiences and keys; docs/contracts.md
+    /// "Access control"). MCP endpoints then need `Authorization: Bearer <token>` of one of these
+    /// consumers (or a valid access token from the issuer): 401 otherwise. Overrides --token-file.
+    /// A file that cannot be read or parsed stops the bridge: auth asked for is never off.
+    #[arg(long, env = "MCPCTL_BRIDGE_AUTH_FILE", value_name = "PATH")]
+    pub auth_file: Option<std::path::PathBuf>,
+    /// The service name written in audit lines (one JSON line per tools/call on stdout).
+    #[arg(
+        long,
+        env = "MCPCTL_BRIDGE_SERVICE",
+        default_value = "",
+        value_name = "NAME"
+    )]
+    pub service: String,
+    /// Write `tools/call` argument values into the audit lines (at most 4 KiB each; default:
+    /// tool name and outcome only).
+    #[arg(long, env = "MCPCTL_BRIDGE_AUDIT_ARGUMENTS")]
+    pub audit_arguments: bool,
     /// Also allow browser requests from this Origin (`scheme://host[:port]`); repeatable.
     /// Loopback origins (localhost, 127.0.0.1, [::1]) are always allowed; any other Origin gets 403.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
@@ -181,6 +200,9 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         init_timeout: args.init_timeout,
         secrets_dir: args.secrets_dir,
         token_file: args.token_file,
+        auth_file: args.auth_file,
+        service: args.service,
+        audit_arguments: args.audit_arguments,
         allow_origin: args.allow_origin,
         allow_host: args.allow_host,
         rate_limit: args.rate_limit,

@@ -1,6 +1,8 @@
-"""Benchmark: the same stdio echo server reached directly (the floor), through `mcpctl bridge`, and
-through mcp-proxy 0.13, in interleaved rounds; prints medians over rounds. Run by
-scripts/bench-bridge (which builds the binaries and the mcp-proxy venv). Not a test.
+"""Benchmark: the same stdio echo server reached directly (the floor), through `mcpctl bridge`
+(without auth, with `--auth-file` bearer tokens, with `--auth-file` JWT access tokens), and through
+mcp-proxy 0.13, in interleaved rounds; prints medians over rounds and the added latency of auth
+per call. Run by scripts/bench-bridge (which builds the binaries and the mcp-proxy venv; PyJWT and
+cryptography, for the JWT target, come with mcp in that venv). Not a test.
 
 Clients are deliberately thin (stdlib sockets, one JSON-RPC message per request, the headers an MCP
 SDK client sends), so the figures show the transports, not a client library. Every reply is
@@ -9,16 +11,18 @@ checked against the text the call sent and the server's nonce."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import json
 import multiprocessing as mp
 import os
-import shutil
+import secrets
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -72,18 +76,20 @@ class Stdio:
 
 class Http:
     """Streamable HTTP (POST /mcp), one keep-alive connection, SDK-like Accept header (the server
-    chooses JSON or an SSE stream for the reply; both are parsed)."""
+    chooses JSON or an SSE stream for the reply; both are parsed). `auth`: the `Authorization`
+    value sent on every request (POSTs and the closing DELETE; this client opens no GET stream)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, auth: str | None = None):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         self.conn.connect()
         self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.auth = {"authorization": auth} if auth else {}
         self.sid = None
         self.rpc(INIT)
         self.post(INITIALIZED)
 
     def post(self, msg: dict):
-        h = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        h = {"content-type": "application/json", "accept": "application/json, text/event-stream", **self.auth}
         if self.sid:
             h["mcp-session-id"] = self.sid
             h["mcp-protocol-version"] = PROTOCOL
@@ -109,7 +115,8 @@ class Http:
 
     def close(self):
         if self.sid:
-            self.conn.request("DELETE", "/mcp", headers={"mcp-session-id": self.sid, "mcp-protocol-version": PROTOCOL})
+            self.conn.request("DELETE", "/mcp", headers={"mcp-session-id": self.sid, "mcp-protocol-version": PROTOCOL,
+                                                          **self.auth})
             self.conn.getresponse().read()
         self.conn.close()
 
@@ -122,17 +129,94 @@ def free_port() -> int:
     return port
 
 
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30):
+def log_tail(path: str | None) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, errors="replace") as f:
+            return "; stderr: " + " | ".join(f.read().strip().splitlines()[-5:])
+    except OSError:
+        return ""
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30, log: str | None = None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
+            raise RuntimeError(f"server exited with {proc.returncode}{log_tail(log)}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s{log_tail(log)}")
+
+
+def init_status(port: int, auth: str | None) -> int:
+    """The status of one `initialize` POST with this `Authorization` value (None: no header)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    h = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    if auth is not None:
+        h["authorization"] = auth
+    try:
+        conn.request("POST", "/mcp", json.dumps(INIT), h)
+        r = conn.getresponse()
+        r.read()
+        return r.status
+    finally:
+        conn.close()
+
+
+JWT_ISSUER = "https://issuer.bench"
+JWT_AUDIENCE = "mcp-bench"
+JWT_KID = "bench-key-1"
+
+
+def write_auth_file(path: str, doc: dict):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f)
+
+
+def consumer(name: str, token: str) -> dict:
+    return {"name": name, "sha256": hashlib.sha256(token.encode()).hexdigest()}
+
+
+def bearer_auth(directory: str) -> tuple[str, str]:
+    """An auth file of 8 consumers (the bench's token last: the bridge compares every one
+    anyway) and the bench's token."""
+    token = secrets.token_urlsafe(32)
+    others = [consumer(f"other{i}", secrets.token_urlsafe(32)) for i in range(1, 8)]
+    path = os.path.join(directory, "auth-bearer.json")
+    write_auth_file(path, {"consumers": [*others, consumer("bench", token)]})
+    return path, token
+
+
+def jwt_auth(directory: str, alg: str) -> tuple[str, str]:
+    """An auth file with one bearer consumer (not the bench's) and an issuer whose JWKS is inline
+    (`JwksSource` is externally tagged, snake_case: `{"inline": {...}}`), and an access token
+    from that issuer: iss, aud, sub, iat, exp (+1 h), `kid` in the header."""
+    import jwt  # PyJWT, with cryptography: in the mcp venv scripts/bench-bridge runs
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    if alg == "ES256":
+        key = ec.generate_private_key(ec.SECP256R1())
+        jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    jwk.update(kid=JWT_KID, use="sig", alg=alg)
+    now = int(time.time())
+    token = jwt.encode({"iss": JWT_ISSUER, "aud": [JWT_AUDIENCE], "sub": "bench-agent", "iat": now, "exp": now + 3600},
+                       key, algorithm=alg, headers={"kid": JWT_KID})
+    path = os.path.join(directory, "auth-jwt.json")
+    write_auth_file(path, {
+        "consumers": [consumer("bench", secrets.token_urlsafe(32))],
+        "jwt": {"issuer": JWT_ISSUER, "audience": [JWT_AUDIENCE], "jwks": {"inline": {"keys": [jwk]}},
+                "required_scopes": [], "leeway_s": 30},
+    })
+    return path, token
 
 
 def rss_kb(pid: int, key: str = "VmRSS") -> int:
@@ -144,15 +228,25 @@ def rss_kb(pid: int, key: str = "VmRSS") -> int:
 
 
 class Target:
-    def __init__(self, name: str, server: list[str], nonce: str, kind: str, start: list[str] | None = None):
+    """`token`: the bearer token every request carries (None: no Authorization header). `log`: a
+    file for the server's stderr (its last lines explain a failed start), else /dev/null."""
+
+    def __init__(self, name: str, server: list[str], nonce: str, kind: str, start: list[str] | None = None,
+                 token: str | None = None, log: str | None = None):
         self.name, self.server, self.nonce, self.kind = name, server, nonce, kind
+        self.auth = f"Bearer {token}" if token else None
         self.proc = None
         self.port = None
         if start is not None:
             self.port = free_port()
             cmd = [a.replace("{port}", str(self.port)) for a in start]
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            wait_port(self.port, self.proc)
+            err = open(log, "wb") if log else subprocess.DEVNULL
+            try:
+                self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+            finally:
+                if log:
+                    err.close()
+            wait_port(self.port, self.proc, log=log)
             # Ready means a call works (the bridge's child may still be starting).
             deadline = time.monotonic() + 30
             while True:
@@ -165,9 +259,16 @@ class Target:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
+            if self.auth:
+                # Auth is really on: the figures must not come from a bridge that ignores the file.
+                for bad in (None, "Bearer " + secrets.token_urlsafe(32)):
+                    status = init_status(self.port, bad)
+                    if status != 401:
+                        raise RuntimeError(f"{name}: initialize with {'no' if bad is None else 'a wrong'} token "
+                                           f"got HTTP {status}, not 401")
 
     def client(self):
-        return Stdio(self.server) if self.kind == "stdio" else Http(self.port)
+        return Stdio(self.server) if self.kind == "stdio" else Http(self.port, self.auth)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -260,6 +361,9 @@ def main():
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--lite", type=int, default=40)
+    ap.add_argument("--jwt-alg", choices=["ES256", "RS256"], default="ES256",
+                    help="signing algorithm of the bridge+jwt target's access token (ES256: P-256; RS256: 2048-bit RSA)")
+    ap.add_argument("--no-auth", action="store_true", help="leave out the bridge+bearer and bridge+jwt targets")
     a = ap.parse_args()
 
     nonce = uuid.uuid4().hex[:10]
@@ -270,13 +374,34 @@ def main():
     else:
         server = [a.testserver, "--nonce", nonce]
         server_name = "mcp-testserver echo (Rust)"
-    targets = [Target("stdio direct", server, nonce, "stdio"),
-               Target("mcpctl bridge", server, nonce, "http",
-                      [a.mcpctl, "bridge", "--listen", "127.0.0.1:{port}", "--", *server])]
-    if a.mcp_proxy:
-        targets.append(Target("mcp-proxy 0.13", server, nonce, "http",
-                              [a.mcp_proxy, "--port", "{port}", "--host", "127.0.0.1", "--", *server]))
-    bridge = targets[1]
+    # Auth files and bridge stderr; removed at the end (the tokens never leave this directory).
+    work = tempfile.TemporaryDirectory(prefix="bench-bridge-")
+    bridge_cmd = [a.mcpctl, "bridge", "--listen", "127.0.0.1:{port}"]
+    targets: list[Target] = []
+    try:
+        targets.append(Target("stdio direct", server, nonce, "stdio"))
+        targets.append(Target("mcpctl bridge", server, nonce, "http", [*bridge_cmd, "--", *server],
+                              log=os.path.join(work.name, "bridge.log")))
+        if not a.no_auth:
+            path, token = bearer_auth(work.name)
+            targets.append(Target("bridge+bearer", server, nonce, "http",
+                                  [*bridge_cmd, "--auth-file", path, "--", *server], token=token,
+                                  log=os.path.join(work.name, "bridge-bearer.log")))
+            path, token = jwt_auth(work.name, a.jwt_alg)
+            targets.append(Target("bridge+jwt", server, nonce, "http",
+                                  [*bridge_cmd, "--auth-file", path, "--", *server], token=token,
+                                  log=os.path.join(work.name, "bridge-jwt.log")))
+        if a.mcp_proxy:
+            targets.append(Target("mcp-proxy 0.13", server, nonce, "http",
+                                  [a.mcp_proxy, "--port", "{port}", "--host", "127.0.0.1", "--", *server]))
+    except BaseException:
+        for t in targets:
+            t.stop()
+        work.cleanup()
+        raise
+    by_name = {t.name: t for t in targets}
+    bridge = by_name["mcpctl bridge"]
+    proxy = by_name.get("mcp-proxy 0.13")
     idle_rss = rss_kb(bridge.proc.pid)
     res = {t.name: {"p50": [], "p95": [], "p99": [], "tput": [], "lite95": [], "wrong": 0, "peak": 0} for t in targets}
     try:
@@ -296,17 +421,24 @@ def main():
                 res[t.name]["lite95"].append(pct(lat, .95)); res[t.name]["wrong"] += w
             print(f"round {r + 1}/{a.rounds} done", file=sys.stderr, flush=True)
         hwm = rss_kb(bridge.proc.pid, "VmHWM")
-        proxy_rss = rss_kb(targets[2].proc.pid) if len(targets) > 2 else 0
+        proxy_rss = rss_kb(proxy.proc.pid) if proxy else 0
     finally:
         for t in targets:
             t.stop()
+        work.cleanup()
 
     med = statistics.median
     ms = lambda x: f"{x * 1000:.2f}"
+    us = lambda x: f"{x * 1e6:+.0f}"
     print(f"\nmcpctl bridge benchmark — server: {server_name}; {a.rounds} interleaved rounds, medians over rounds")
     print(f"bridge binary: {a.mcpctl}; streamable HTTP, Accept: application/json, text/event-stream; stdlib clients")
     print(f"sequential: {a.seq} calls/round; throughput: {a.sessions} sessions x {a.calls} calls (ids reused per session); "
-          f"LiteLLM pattern: {a.lite} x (connect + initialize + initialized + call + DELETE)/round\n")
+          f"LiteLLM pattern: {a.lite} x (connect + initialize + initialized + call + DELETE)/round")
+    if "bridge+bearer" in res:
+        print("auth: Authorization: Bearer on every request; bridge+bearer: --auth-file with 8 consumers (SHA-256 "
+              f"digests); bridge+jwt: --auth-file with 1 consumer + an inline JWKS, an access token signed with "
+              f"{a.jwt_alg} (iss, aud, sub, exp, kid), verified on every request")
+    print()
     hdr = f"{'target':<16} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'calls/s':>9} {'LiteLLM p95 ms':>15} {'wrong':>6} {'RSS MB':>7}"
     print(hdr)
     print("-" * len(hdr))
@@ -316,6 +448,16 @@ def main():
         print(f"{t.name:<16} {ms(med(d['p50'])):>8} {ms(med(d['p95'])):>8} {ms(med(d['p99'])):>8} {med(d['tput']):>9.0f} "
               f"{ms(med(d['lite95'])):>15} {d['wrong']:>6} {rss:>7}")
     floor, br = res["stdio direct"], res["mcpctl bridge"]
+    if "bridge+bearer" in res:
+        be, jw = res["bridge+bearer"], res["bridge+jwt"]
+        # Difference of the medians in the table; the per-round paired differences show the noise.
+        print(f"\nauth overhead per call (p50): bearer {us(med(be['p50']) - med(br['p50']))} µs, "
+              f"jwt {us(med(jw['p50']) - med(br['p50']))} µs vs the bridge without auth (medians over rounds)")
+        per_round = lambda x: " ".join(us(v - b) for v, b in zip(x["p50"], br["p50"]))
+        print(f"  per round (p50 minus the bridge's p50 of the same round, µs): bearer {per_round(be)}; jwt {per_round(jw)}")
+        print(f"  p95: bearer {us(med(be['p95']) - med(br['p95']))} µs, jwt {us(med(jw['p95']) - med(br['p95']))} µs; "
+              f"throughput: bearer {100 * (med(be['tput']) / med(br['tput']) - 1):+.1f} %, "
+              f"jwt {100 * (med(jw['tput']) / med(br['tput']) - 1):+.1f} % vs the bridge without auth")
     print("\ntargets (bridge):")
     checks = [
         (f"p50 {ms(med(br['p50']))} ms <= floor {ms(med(floor['p50']))} + 0.5 ms", med(br["p50"]) <= med(floor["p50"]) + 0.0005),
@@ -325,18 +467,18 @@ def main():
         (f"LiteLLM pattern p95 {ms(med(br['lite95']))} ms <= floor + 10 ms, floor = the same pattern over stdio "
          f"(spawn + initialize + call + exit) p95 {ms(med(floor['lite95']))} ms",
          med(br["lite95"]) <= med(floor["lite95"]) + 0.010),
-        (f"own RSS {idle_rss / 1024:.1f} MB idle, {br['peak'] / 1024:.1f} MB after 20 sessions, peak (VmHWM) {hwm / 1024:.1f} MB <= 10 MB",
+        (f"own RSS {idle_rss / 1024:.1f} MB idle, {br['peak'] / 1024:.1f} MB after {a.sessions} sessions, "
+         f"peak (VmHWM) {hwm / 1024:.1f} MB <= 10 MB",
          hwm <= 10 * 1024),
         (f"wrong replies {sum(d['wrong'] for d in res.values())} == 0", all(d["wrong"] == 0 for d in res.values())),
     ]
-    if len(targets) > 2:
-        px = res["mcp-proxy 0.13"]
+    if proxy:
+        px = res[proxy.name]
         checks.insert(1, (f"throughput {med(br['tput']):.0f} calls/s >= 2 x mcp-proxy {med(px['tput']):.0f}",
                           med(br["tput"]) >= 2 * med(px["tput"])))
         print(f"  (mcp-proxy RSS at the end: {proxy_rss / 1024:.1f} MB, its own process only)")
     for text, ok in checks:
         print(f"  [{'met' if ok else 'MISSED'}] {text}")
-
 
 if __name__ == "__main__":
     main()
