@@ -80,6 +80,9 @@ pub enum Command {
     History(crate::commands::history::HistoryArgs),
     /// Container logs of a service's serving revision (--follow to stream).
     Logs(crate::commands::logs::LogsArgs),
+    /// The tools/call audit records of the services' revisions (from their container logs),
+    /// filtered by service, tool, consumer, time and outcome; newest --limit kept, oldest first.
+    Audit(crate::commands::audit::AuditArgs),
     /// Remove the project's containers and network (volumes only with --volumes).
     Down(crate::commands::down::DownArgs),
     /// Remove revisions beyond retain_revisions and images no revision uses.
@@ -96,6 +99,9 @@ pub enum Command {
     /// The stack's edge: owns the published ports, switches revisions by route with session
     /// affinity and draining (`up`, `status`, `replace`; `serve` runs in the edge container).
     Edge(crate::commands::edge::EdgeArgs),
+    /// The consumers' bearer tokens: `list` (fingerprints only), `show NAME` (prints one token),
+    /// `rotate NAME` (next generation; the next deploy rolls it out).
+    Token(crate::commands::token::TokenArgs),
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,8 @@
 //! mcpctl as a library: the binary (`src/main.rs`) is a thin shell over these modules, and the
 //! integration tests use them directly.
 
+pub mod audit;
+pub mod auth;
 pub mod bridge;
 pub mod cli;
 pub mod commands;

@@ -187,6 +187,19 @@ services:
                 .arg(&ctx),
         );
     }
+    // The bridges' access files, as the compose header says (uid 10001 reads them).
+    for svc in ["alpha", "beta"] {
+        let dir = tmp.path().join("secrets").join(svc);
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = run_mcpctl(tmp.path(), &["token", "bridge-file", svc]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("\"sha256\""),
+            "{}",
+            text(&out.stdout)
+        );
+        std::fs::write(dir.join("mcpctl_auth"), &out.stdout).unwrap();
+    }
     let since = must(Command::new("date").arg("+%s.%N")).trim().to_string();
     must(
         Command::new("docker-compose")

@@ -121,6 +121,12 @@ services:
         admin = p.admin
     );
     for (name, port) in [("alpha", p.alpha), ("beta", p.beta)] {
+        // beta hides getenv from every client (the tool policy, checked through LiteLLM).
+        let policy = if name == "beta" {
+            "    tools: {deny: [getenv]}\n"
+        } else {
+            ""
+        };
         m.push_str(&format!(
             r#"  {name}:
     port: {port}
@@ -128,7 +134,7 @@ services:
       source: {{image: {{ref: "{runtime}"}}}}
       command: [/usr/local/bin/mcp-testserver, --nonce, NEW{name}]
     limits: {{memory: 64m, cpus: 0.5, pids: 64}}
-    health:
+{policy}    health:
       start_period: 1s
       interval: 1s
       timeout: 20s
@@ -471,6 +477,56 @@ fn cutover_through_real_litellm_and_mcp_proxy() {
         })
     };
     assert_eq!(echo_now("alpha").as_deref(), Ok("NEWalpha"));
+    // The rendered config authenticates LiteLLM to every bridge (auth_type bearer_token with
+    // os.environ/MCPCTL_TOKEN_LITELLM, set by `cutover litellm`): the echo above went through
+    // it. beta's tool policy reaches LiteLLM: getenv is not listed and a call of it is refused.
+    let (listed, denied_call) = rt.block_on(async {
+        let c = reqwest::Client::builder().no_proxy().build().unwrap();
+        let listed: Value = c
+            .get(format!("{llm}/v1/mcp/tools"))
+            .bearer_auth(&env.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let r = c
+            .post(format!("{llm}/mcp-rest/tools/call"))
+            .bearer_auth(&env.key)
+            .json(&json!({"server_id": "beta", "name": "getenv", "arguments": {"name": "HOME"}}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        (listed, (status, body))
+    });
+    let names: Vec<&str> = listed["tools"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        names.contains(&"beta-echo") && names.contains(&"alpha-getenv"),
+        "LiteLLM lists both services' tools through the authenticated config: {names:?}"
+    );
+    assert!(
+        !names.contains(&"beta-getenv"),
+        "beta's denied tool is listed: {names:?}"
+    );
+    let refused = !denied_call.0.is_success()
+        || serde_json::from_str::<Value>(&denied_call.1).is_ok_and(|b| b["isError"] == json!(true));
+    assert!(
+        refused && !denied_call.1.contains("/root") && !denied_call.1.contains("/tmp"),
+        "a call of beta's denied getenv through LiteLLM: HTTP {} {}",
+        denied_call.0,
+        denied_call.1
+    );
+    eprintln!(
+        "LiteLLM (authenticated): {} tools listed, beta-getenv absent; calling it: HTTP {}",
+        names.len(),
+        denied_call.0
+    );
 
     // 4. Revert: both services to the old proxy (the parallel old setup, the rollback path).
     let out = env.mcpctl(

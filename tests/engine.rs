@@ -124,6 +124,7 @@ fn gate_reports_the_failing_check() {
     let report = rt().block_on(mcpctl::health::gate::run(
         &base,
         Transport::Http,
+        None,
         &health,
         None,
         std::time::Instant::now() + health.timeout,
@@ -144,6 +145,7 @@ fn gate_reports_the_failing_check() {
     let report = rt().block_on(mcpctl::health::gate::run(
         &base,
         Transport::Sse,
+        None,
         &health,
         None,
         std::time::Instant::now() + health.timeout,
@@ -162,6 +164,7 @@ fn gate_times_out_on_a_server_that_never_answers() {
     let report = rt().block_on(mcpctl::health::gate::run(
         &base,
         Transport::Http,
+        None,
         &health,
         None,
         started + health.timeout,

@@ -122,6 +122,18 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "remove `slow_echo` from `tools.deny`",
     ),
     (
+        "auth_unknown_consumer",
+        "15:24",
+        "no consumer `litelm` in auth.consumers",
+        "did you mean `litellm`?",
+    ),
+    (
+        "auth_jwt_missing",
+        "6:9",
+        "auth mode `jwt` needs `auth.jwt`",
+        "jwks_file",
+    ),
+    (
         "syntax_error",
         "5:1",
         "YAML syntax error",

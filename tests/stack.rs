@@ -200,6 +200,8 @@ impl Fixture {
                 fx.gate_ms.insert(svc.to_string(), ms);
             }
         }
+        let key = std::fs::read(fx.state.join("install.key")).expect("the install key");
+        let _ = TOKEN.set(mcpctl::auth::mcpctl_token(&key));
         fx
     }
 
@@ -257,8 +259,19 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// mcpctl's own bearer token for the fixture (every MCP port requires one), set by `Fixture::up`.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn token() -> String {
+    TOKEN.get().cloned().unwrap_or_default()
+}
+
 async fn session(base: &str) -> Result<Session> {
-    Session::connect(base, Transport::Sse, Duration::from_secs(30))
+    let opts = mcpctl::mcp::Options {
+        timeout: Duration::from_secs(30),
+        bearer_token: Some(token()),
+    };
+    Session::connect_with(base, Transport::Sse, &opts)
         .await
         .map_err(|e| anyhow::anyhow!("{base}: {e}"))
 }
@@ -676,8 +689,15 @@ fn hostile_clients(fx: &Fixture) -> Result<()> {
     let playwright = fx.container("playwright");
     let before = (oom_and_restarts(&memory)?, oom_and_restarts(&playwright)?);
     rt().block_on(async {
+        // Authenticated: the admission limits are what is tested (auth has its own check).
+        let mut auth = reqwest::header::HeaderMap::new();
+        auth.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", token()).parse()?,
+        );
         let c = reqwest::Client::builder()
             .no_proxy()
+            .default_headers(auth)
             .timeout(Duration::from_secs(60))
             .build()?;
         let mcp = format!("{}/mcp", fx.base("memory"));
@@ -799,6 +819,120 @@ fn hostile_clients(fx: &Fixture) -> Result<()> {
         "containers OOM-killed or restarted: (oom, restarts) before {before:?}, after {after:?}"
     );
     Ok(())
+}
+
+/// Every MCP port: 401 (with `WWW-Authenticate: Bearer`) without a token and with a wrong one,
+/// on both transports; LiteLLM's token (`mcpctl token show litellm`) gets initialize + tools/list.
+/// No token appears in any container's configuration (`docker inspect`: env, labels, command) or
+/// in the rendered files.
+fn auth_on_every_port(fx: &Fixture) -> Result<()> {
+    let litellm = must(&mut fx.cmd(&["token", "show", "litellm"]))
+        .trim()
+        .to_string();
+    ensure!(
+        litellm.starts_with("mcp_") && litellm.len() > 40,
+        "token show litellm: {litellm:?}"
+    );
+    let services = fx.mcp_services();
+    rt().block_on(async {
+        let c = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "stack-test", "version": "1"}}});
+        for svc in &services {
+            let base = fx.base(svc);
+            for bearer in [None, Some("mcp_not-a-token")] {
+                let mut post = c
+                    .post(format!("{base}/mcp"))
+                    .header("accept", "application/json, text/event-stream")
+                    .json(&init);
+                let mut sse = c
+                    .get(format!("{base}/sse"))
+                    .header("accept", "text/event-stream");
+                if let Some(b) = bearer {
+                    post = post.bearer_auth(b);
+                    sse = sse.bearer_auth(b);
+                }
+                for (what, r) in [("POST /mcp", post.send().await?), ("GET /sse", sse.send().await?)] {
+                    let challenge = r
+                        .headers()
+                        .get("www-authenticate")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    ensure!(
+                        r.status() == 401 && challenge.starts_with("Bearer"),
+                        "{svc}: {what} with token {bearer:?}: HTTP {} (WWW-Authenticate {challenge:?})",
+                        r.status()
+                    );
+                }
+            }
+            let opts = mcpctl::mcp::Options {
+                timeout: Duration::from_secs(30),
+                bearer_token: Some(litellm.clone()),
+            };
+            let transport = fx.manifest.services[svc]
+                .transport
+                .unwrap_or(fx.manifest.litellm.transport);
+            let mut s = Session::connect_with(&base, transport, &opts)
+                .await
+                .map_err(|e| anyhow::anyhow!("{svc} with litellm's token: {e}"))?;
+            let tools = s.list_tools().await.map_err(|e| anyhow::anyhow!("{svc}: {e}"))?;
+            ensure!(!tools.is_empty(), "{svc}: no tools with litellm's token");
+            s.close().await;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    eprintln!(
+        "  {} MCP ports: 401 without and with a wrong token on /mcp and /sse; litellm's token lists tools",
+        services.len()
+    );
+    let ids = must(Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.mcp.project={PROJECT}"),
+    ]));
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    ensure!(!ids.is_empty(), "no containers of {PROJECT}");
+    let inspect = must(Command::new("docker").arg("inspect").args(&ids));
+    let r = fx.dir.path().join("rendered");
+    must(&mut fx.cmd(&["render", "--out", r.to_str().unwrap()]));
+    let mut rendered = String::new();
+    for entry in walk(&r) {
+        rendered.push_str(&std::fs::read_to_string(entry).unwrap_or_default());
+    }
+    for (who, t) in [("litellm", litellm.as_str()), ("mcpctl", token().as_str())] {
+        ensure!(
+            !inspect.contains(t),
+            "{who}'s token appears in docker inspect"
+        );
+        ensure!(
+            !rendered.contains(t),
+            "{who}'s token appears in the rendered files"
+        );
+    }
+    eprintln!(
+        "  tokens absent from docker inspect of {} containers and from the rendered files",
+        ids.len()
+    );
+    Ok(())
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// The monitoring server reports a service this test stopped as unhealthy, then healthy again.
@@ -1095,6 +1229,10 @@ fn main() {
         (
             "hostile clients: refused clearly, nothing OOM-killed or restarted",
             hostile_clients,
+        ),
+        (
+            "auth: every MCP port refuses without a token and serves LiteLLM's; no token leaks",
+            auth_on_every_port,
         ),
         (
             "monitoring reports a stopped service unhealthy",

@@ -324,7 +324,14 @@ async fn reconcile_under_lock(
             prev.describe()
         ));
     }
-    let exec = executor(engine, project, &say, Arc::new(AtomicBool::new(false)));
+    let prober = McpProber::for_project(project)?;
+    let exec = executor(
+        engine,
+        project,
+        &prober,
+        &say,
+        Arc::new(AtomicBool::new(false)),
+    );
     let admin = crate::edge::container::admin(project);
     let fronts = |s: &str| crate::edge::container::fronts(project, s);
     let edge = project.manifest.edge.enabled.then_some(EdgeRoutes {
@@ -402,12 +409,13 @@ pub(crate) async fn release_lock(engine: &DockerEngine, project: &Project, held:
 pub(crate) fn executor<'a>(
     engine: &'a DockerEngine,
     project: &'a Project,
+    prober: &'a McpProber,
     progress: &'a dyn Fn(&str),
     interrupted: Arc<AtomicBool>,
 ) -> Executor<'a, DockerEngine, McpProber> {
     Executor {
         engine,
-        prober: &McpProber,
+        prober,
         keys: &project.keys,
         project: project.name(),
         progress,

@@ -286,7 +286,8 @@ where
     }
 
     let edge = super::edge::prepare_edge(engine, project, &say).await?;
-    let exec = executor(engine, project, &say, interrupted.clone());
+    let prober = crate::rollout::executor::McpProber::for_project(project)?;
+    let exec = executor(engine, project, &prober, &say, interrupted.clone());
     let steps = plan::deploy_steps(project, release, &plan, &desired, &observed, wanted, |s| {
         ledger.last_gate(s).map(|g| g.tool_hashes)
     });

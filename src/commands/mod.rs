@@ -1,5 +1,6 @@
 //! One module per verb. Commands are thin: resolve inputs, call the domain, report through `output`.
 
+pub mod audit;
 pub mod bases;
 pub mod bridge;
 pub mod build;
@@ -17,6 +18,7 @@ mod render;
 pub mod rollback;
 pub mod soak;
 pub mod status;
+pub mod token;
 mod validate;
 pub mod vendor;
 
@@ -37,6 +39,7 @@ pub fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<ExitCod
         Command::Status(args) => status::run(settings, &args),
         Command::History(args) => history::run(settings, &args),
         Command::Logs(args) => logs::run(settings, &args),
+        Command::Audit(args) => audit::run(settings, &args),
         Command::Down(args) => down::run(settings, &args),
         Command::Prune(args) => prune::run(settings, &args),
         Command::Bases(args) => bases::run(settings, &args),
@@ -44,5 +47,6 @@ pub fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<ExitCod
         Command::Soak(args) => soak::run(settings, &args),
         Command::Cutover(args) => cutover::run(settings, &args),
         Command::Edge(args) => edge::run(settings, args),
+        Command::Token(args) => token::run(settings, &args),
     }
 }

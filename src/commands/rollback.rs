@@ -141,7 +141,8 @@ async fn apply(
         steps.push(p);
     }
     let edge = super::edge::prepare_edge(engine, project, &say).await?;
-    let exec = executor(engine, project, &say, interrupted);
+    let prober = crate::rollout::executor::McpProber::for_project(project)?;
+    let exec = executor(engine, project, &prober, &say, interrupted);
     let who = release::Run {
         ledger,
         me,

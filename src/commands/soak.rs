@@ -269,6 +269,11 @@ pub fn run(settings: &Settings, args: &SoakArgs) -> anyhow::Result<ExitCode> {
         }
     };
     ckpt.report_dir = std::path::absolute(&ckpt.report_dir).unwrap_or(ckpt.report_dir.clone());
+    // mcpctl's token for each service (never in the checkpoint: set again on --resume).
+    for t in &mut ckpt.targets {
+        t.token = crate::auth::client_token(&manifest, &t.name, &state_dir)?
+            .map(crate::auth::Bearer::new);
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

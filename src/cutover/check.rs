@@ -31,6 +31,8 @@ pub struct Target {
     pub old_transport: Transport,
     pub new_base: String,
     pub new_transport: Transport,
+    /// mcpctl's token for the new side (never sent to the old proxy).
+    pub new_token: Option<crate::auth::Bearer>,
     pub smoke: Vec<SmokeStep>,
     /// The manifest's `tools` policy: tools it hides are expected to be missing from the new
     /// stack (the old proxy still lists them), so they are no difference.
@@ -184,8 +186,14 @@ pub async fn run(targets: &[Target], llm: Option<&LiteLlm>, opts: &CheckOptions)
     let mut services = Vec::new();
     for t in targets {
         let (old, new) = tokio::join!(
-            compare::probe(&t.old_base, t.old_transport, &t.smoke, opts.timeout),
-            compare::probe(&t.new_base, t.new_transport, &t.smoke, opts.timeout),
+            compare::probe(&t.old_base, t.old_transport, None, &t.smoke, opts.timeout),
+            compare::probe(
+                &t.new_base,
+                t.new_transport,
+                t.new_token.as_ref().map(|b| b.expose()),
+                &t.smoke,
+                opts.timeout
+            ),
         );
         let differences = match &t.tools {
             Some(policy) => compare::differences(&compare::as_permitted(&old, policy), &new),
@@ -409,6 +417,7 @@ async fn through_litellm(
             latency::direct(
                 &t.new_base,
                 t.new_transport,
+                t.new_token.as_ref().map(|b| b.expose()),
                 &step.tool,
                 &step.args,
                 WARMUP,
@@ -419,6 +428,7 @@ async fn through_litellm(
             let direct = latency::direct(
                 &t.new_base,
                 t.new_transport,
+                t.new_token.as_ref().map(|b| b.expose()),
                 &step.tool,
                 &step.args,
                 opts.latency_calls,

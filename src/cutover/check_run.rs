@@ -113,7 +113,15 @@ async fn reach_litellm(
             let port = port.unwrap_or_else(litellm::free_port);
             let bin = bin.clone().unwrap_or_else(litellm::default_bin);
             let dir = litellm::run_dir(&scope.state_dir);
-            let mut l = litellm::launch(&bin, &config, &dir, port, &key_env, &key)?;
+            let mut l = litellm::launch(
+                &bin,
+                &config,
+                &dir,
+                port,
+                &key_env,
+                &key,
+                &scope.litellm_tokens()?,
+            )?;
             let client = LiteLlm::new(&l.url, Some(key), client_timeout)?;
             tracing::info!(
                 "started LiteLLM (pid {}) on {} with {}; waiting for it",

@@ -105,6 +105,7 @@ pub fn excerpt(s: &str) -> String {
 pub async fn probe(
     base: &str,
     transport: Transport,
+    token: Option<&str>,
     smoke: &[SmokeStep],
     timeout: Duration,
 ) -> Side {
@@ -113,7 +114,11 @@ pub async fn probe(
         transport: transport.as_str(),
         ..Side::default()
     };
-    let mut session = match Session::connect(base, transport, timeout).await {
+    let opts = crate::mcp::Options {
+        timeout,
+        bearer_token: token.map(str::to_string),
+    };
+    let mut session = match Session::connect_with(base, transport, &opts).await {
         Ok(s) => s,
         Err(e) => {
             side.error = Some(format!("initialize: {e}"));

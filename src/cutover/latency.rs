@@ -47,6 +47,7 @@ pub fn figures(samples: &[f64], failed: usize) -> Figures {
 pub async fn direct(
     base: &str,
     transport: Transport,
+    token: Option<&str>,
     tool: &str,
     args: &Value,
     n: usize,
@@ -57,7 +58,11 @@ pub async fn direct(
     for _ in 0..n {
         let started = Instant::now();
         let r = async {
-            let mut s = Session::connect(base, transport, timeout).await?;
+            let opts = crate::mcp::Options {
+                timeout,
+                bearer_token: token.map(str::to_string),
+            };
+            let mut s = Session::connect_with(base, transport, &opts).await?;
             let r = s.call_tool(tool, args.clone()).await;
             s.close().await;
             r

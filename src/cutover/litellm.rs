@@ -287,6 +287,7 @@ pub async fn start_rendered(
         port,
         &key_env,
         &key,
+        &scope.litellm_tokens()?,
     )?;
     let client = LiteLlm::new(&l.url, Some(key), Duration::from_secs(5))?;
     let took = client
@@ -323,6 +324,7 @@ pub fn launch(
     port: u16,
     master_key_env: &str,
     master_key: &str,
+    tokens: &[(String, crate::auth::Bearer)],
 ) -> anyhow::Result<Launched> {
     anyhow::ensure!(
         bin.exists(),
@@ -343,6 +345,7 @@ pub fn launch(
         .env("LITELLM_MCP_CLIENT_TIMEOUT", "30")
         .env("LITELLM_MCP_TOOL_LISTING_TIMEOUT", "10")
         .env("NO_PROXY", "*")
+        .envs(tokens.iter().map(|(k, v)| (k, v.expose())))
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -14,10 +14,15 @@ use crate::mcp::Session;
 pub async fn mcp_answers(
     url: &str,
     transport: Transport,
+    token: Option<&str>,
     timeout: Duration,
 ) -> Result<usize, String> {
     let base = strip_transport_suffix(url);
-    let mut s = Session::connect(&base, transport, timeout)
+    let opts = crate::mcp::Options {
+        timeout,
+        bearer_token: token.map(str::to_string),
+    };
+    let mut s = Session::connect_with(&base, transport, &opts)
         .await
         .map_err(|e| e.to_string())?;
     let n = s.list_tools().await.map_err(|e| e.to_string())?.len();
@@ -47,13 +52,14 @@ pub async fn verify_published(
     manifest: &Manifest,
     service: &str,
     transport: Transport,
+    token: Option<&str>,
 ) -> Result<(), String> {
     let Some(url) = published_url(manifest, service) else {
         return Ok(());
     };
     let mut last = String::new();
     for _ in 0..3 {
-        match mcp_answers(&url, transport, Duration::from_secs(2)).await {
+        match mcp_answers(&url, transport, token, Duration::from_secs(2)).await {
             Ok(_) => return Ok(()),
             Err(e) => last = e,
         }

@@ -174,7 +174,7 @@ pub async fn execute(
         still.clear();
         for n in &names {
             let l = scope.legacy(n);
-            if mcp_answers(&l.url, l.transport, Duration::from_secs(2))
+            if mcp_answers(&l.url, l.transport, None, Duration::from_secs(2))
                 .await
                 .is_ok()
             {

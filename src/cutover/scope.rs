@@ -17,6 +17,33 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// mcpctl's bearer token for a service of the stack (`None`: its auth mode is `none`, or the
+    /// install key cannot be read — the request then gets the bridge's 401, which says so).
+    /// The environment a LiteLLM started by mcpctl needs for the rendered config's
+    /// `authentication_token: os.environ/MCPCTL_TOKEN_LITELLM`: the `litellm` consumer's token
+    /// (empty when litellm is not a consumer).
+    pub fn litellm_tokens(&self) -> anyhow::Result<Vec<(String, crate::auth::Bearer)>> {
+        let key = crate::rollout::secrets::install_key(&self.state_dir)?;
+        let tokens =
+            crate::auth::resolve_tokens(&self.manifest, &self.manifest_dir, &self.state_dir, &key)?;
+        Ok(tokens
+            .into_iter()
+            .filter(|t| t.consumer == "litellm")
+            .map(|t| {
+                (
+                    crate::auth::token_env(&t.consumer),
+                    crate::auth::Bearer::new(t.expose().to_string()),
+                )
+            })
+            .collect())
+    }
+
+    pub fn token(&self, service: &str) -> Option<String> {
+        crate::auth::client_token(&self.manifest, service, &self.state_dir)
+            .ok()
+            .flatten()
+    }
+
     pub fn new(manifest: Manifest, manifest_path: &Path, state_dir: PathBuf) -> Self {
         let manifest_dir = manifest_path
             .parent()

@@ -41,7 +41,7 @@ pub async fn run(scope: &Scope, edge_admin: &str) -> anyhow::Result<StatusReport
     let mut services = Vec::new();
     for n in &names {
         let legacy = scope.legacy(n);
-        let old = mcp_answers(&legacy.url, legacy.transport, Duration::from_secs(3)).await;
+        let old = mcp_answers(&legacy.url, legacy.transport, None, Duration::from_secs(3)).await;
         services.push(ServiceStatus {
             service: n.clone(),
             flag: st.services.get(n).cloned(),

@@ -270,7 +270,7 @@ pub async fn run(scope: &Scope, req: &SwitchRequest) -> anyhow::Result<SwitchRep
             }
             RouteKind::Legacy => {
                 let answer =
-                    mcp_answers(&legacy.url, legacy.transport, Duration::from_secs(5)).await;
+                    mcp_answers(&legacy.url, legacy.transport, None, Duration::from_secs(5)).await;
                 let put = legacy_put(legacy, req.drain_timeout_s);
                 if let Err(r) = legacy_preflight(&legacy.url, &answer, req.force) {
                     failed += 1;
@@ -285,10 +285,15 @@ pub async fn run(scope: &Scope, req: &SwitchRequest) -> anyhow::Result<SwitchRep
             // checked without a running revision with a host port: refused then too.
             let target = preflight_url(stack::find(&scope.manifest, name).await);
             let checked = match &target {
-                Ok(url) => mcp_answers(url, scope.transport(name), Duration::from_secs(5))
-                    .await
-                    .map(drop)
-                    .map_err(|e| anyhow::anyhow!("{e}")),
+                Ok(url) => mcp_answers(
+                    url,
+                    scope.transport(name),
+                    scope.token(name).as_deref(),
+                    Duration::from_secs(5),
+                )
+                .await
+                .map(drop)
+                .map_err(|e| anyhow::anyhow!("{e}")),
                 Err(e) => Err(anyhow::anyhow!("cannot check it: {e:#}")),
             };
             let url = target.as_deref().unwrap_or("–");
@@ -358,7 +363,18 @@ async fn put_and_verify(
     previous: Option<&RouteView>,
 ) -> anyhow::Result<()> {
     admin.put(name, put).await?;
-    let Err(e) = verify_published(&scope.manifest, name, scope.transport(name)).await else {
+    // mcpctl's token goes only to the stack, never to the old proxy.
+    let token = (put.kind == RouteKind::Stack)
+        .then(|| scope.token(name))
+        .flatten();
+    let Err(e) = verify_published(
+        &scope.manifest,
+        name,
+        scope.transport(name),
+        token.as_deref(),
+    )
+    .await
+    else {
         return Ok(());
     };
     let restored = match previous {

@@ -99,6 +99,7 @@ pub async fn resolve(
             old_transport: legacy.transport,
             new_base,
             new_transport: scope.transport(name),
+            new_token: scope.token(name).map(crate::auth::Bearer::new),
             smoke: svc.health.smoke.clone(),
             tools: svc.tools.clone(),
             slo_p95_ms: svc.slo.p95_ms,

@@ -399,6 +399,35 @@ impl Engine for DockerEngine {
         Ok(())
     }
 
+    async fn stdout_logs(
+        &self,
+        name: &str,
+        tail: usize,
+        since: Option<i64>,
+        until: Option<i64>,
+        sink: &mut dyn FnMut(&str),
+    ) -> Result<()> {
+        let secs = |t: i64| i32::try_from(t.max(0)).unwrap_or(i32::MAX);
+        let mut opts = q::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(false)
+            .tail(&tail.to_string());
+        if let Some(t) = since {
+            opts = opts.since(secs(t));
+        }
+        if let Some(t) = until {
+            opts = opts.until(secs(t));
+        }
+        let mut stream = self.docker.logs(name, Some(opts.build()));
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => sink(&String::from_utf8_lossy(&chunk.into_bytes())),
+                Err(e) => return Err(map_err(&format!("logs of {name}"), e)),
+            }
+        }
+        Ok(())
+    }
+
     async fn image_id(&self, reference: &str) -> Result<Option<String>> {
         match self.docker.inspect_image(reference).await {
             Ok(i) => Ok(i.id),

@@ -163,6 +163,23 @@ pub trait Engine {
     async fn logs_tail(&self, name: &str, lines: usize) -> Result<String>;
     /// Stream logs to `sink` (follow until the container stops or the caller drops the future).
     async fn follow_logs(&self, name: &str, tail: usize, sink: &mut dyn FnMut(&str)) -> Result<()>;
+    /// The container's stdout only (no stderr), its last `tail` lines among those logged at or
+    /// after `since` and before `until` (Unix seconds, as Docker stamps lines; `None`: no bound),
+    /// handed to `sink` in chunks that may end mid-line. Used by `mcpctl audit`. The default (for
+    /// engines without the filters) hands over `logs_tail`: both streams and no time bounds, so a
+    /// caller must filter the lines itself.
+    async fn stdout_logs(
+        &self,
+        name: &str,
+        tail: usize,
+        since: Option<i64>,
+        until: Option<i64>,
+        sink: &mut dyn FnMut(&str),
+    ) -> Result<()> {
+        let _ = (since, until);
+        sink(&self.logs_tail(name, tail).await?);
+        Ok(())
+    }
     /// The image id of a reference, `None` when absent.
     async fn image_id(&self, reference: &str) -> Result<Option<String>>;
     /// Build `tag` from a tar context with no network (offline builds); `on_line` gets each log line.

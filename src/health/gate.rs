@@ -126,6 +126,7 @@ pub fn drift(prev: &BTreeMap<String, String>, now: &BTreeMap<String, String>) ->
 pub async fn run(
     base: &str,
     transport: Transport,
+    token: Option<&str>,
     health: &Health,
     previous: Option<&BTreeMap<String, String>>,
     deadline: Instant,
@@ -149,7 +150,11 @@ pub async fn run(
         let per_try = remaining()
             .min(Duration::from_secs(30))
             .max(Duration::from_millis(50));
-        match Session::connect(base, transport, per_try).await {
+        let opts = crate::mcp::Options {
+            timeout: per_try,
+            bearer_token: token.map(str::to_string),
+        };
+        match Session::connect_with(base, transport, &opts).await {
             Ok(s) => break s,
             Err(e) => {
                 last_err = e.to_string();

@@ -42,7 +42,159 @@ pub struct Manifest {
     /// (blue-green with session affinity and draining). Absent = disabled: today's behaviour.
     #[serde(default)]
     pub edge: Edge,
+    /// Who may call the MCP services (docs/contracts.md "Access control"): bearer tokens per
+    /// consumer by default, JWTs from an OAuth issuer, or nothing when asked for explicitly.
+    #[serde(default)]
+    pub auth: Auth,
     pub services: IndexMap<String, Service>,
+}
+
+/// The stack's `auth:` section. Services inherit it and may override `mode`, narrow `consumers`,
+/// set their own `rate_limit` and `audit_arguments`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// Callers holding a bearer token, by name (`[a-z][a-z0-9_-]*`). `mcpctl` is built in (the
+    /// gate, reconcile, soak and cutover use it) and may not be declared. Default: `litellm`.
+    #[serde(default = "default_consumers")]
+    pub consumers: IndexMap<String, Consumer>,
+    /// Requests per second each consumer may make to each service; unset: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// `mode: jwt`: the OAuth 2.1 issuer whose access tokens the bridges accept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+    /// Put `tools/call` argument values in the audit lines (default: names and outcome only).
+    #[serde(default)]
+    pub audit_arguments: bool,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::default(),
+            consumers: default_consumers(),
+            rate_limit: None,
+            jwt: None,
+            audit_arguments: false,
+        }
+    }
+}
+
+fn default_consumers() -> IndexMap<String, Consumer> {
+    IndexMap::from([("litellm".to_string(), Consumer::default())])
+}
+
+/// The consumer mcpctl itself is (gate, reconcile, soak, cutover): always present, never declared.
+pub const MCPCTL_CONSUMER: &str = "mcpctl";
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// `Authorization: Bearer <token>` with a token per consumer.
+    #[default]
+    Bearer,
+    /// OAuth 2.1 access tokens (JWT) from `auth.jwt.issuer`; consumers' bearer tokens still work.
+    Jwt,
+    /// No authentication (only when written; `validate` warns beyond loopback).
+    None,
+}
+
+impl fmt::Display for AuthMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthMode::Bearer => "bearer",
+            AuthMode::Jwt => "jwt",
+            AuthMode::None => "none",
+        })
+    }
+}
+
+/// One bearer-token holder.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Consumer {
+    /// Where the token comes from; default: generated from the install key.
+    #[serde(default = "generated")]
+    pub token: SecretRef,
+    /// This consumer's own rate on every service (overrides the stack's and the service's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+}
+
+impl Default for Consumer {
+    fn default() -> Self {
+        Self {
+            token: generated(),
+            rate_limit: None,
+        }
+    }
+}
+
+fn generated() -> SecretRef {
+    SecretRef {
+        from_env: None,
+        from_file: None,
+        generate: true,
+        database: None,
+        optional: false,
+    }
+}
+
+/// A token bucket: `per_sec` refill, `burst` capacity (default: two seconds' worth, at least 1).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    pub per_sec: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<f64>,
+}
+
+impl RateLimitSpec {
+    pub fn burst(&self) -> f64 {
+        self.burst.unwrap_or((self.per_sec * 2.0).max(1.0))
+    }
+}
+
+/// `auth.jwt`: validate access tokens from one issuer (MCP authorization: the bridge is an OAuth
+/// 2.1 resource server).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSpec {
+    /// Exact `iss` of accepted tokens (also the `authorization_servers` entry of the metadata).
+    pub issuer: String,
+    /// Accepted `aud` values (one of them must be in the token).
+    pub audience: Vec<String>,
+    /// The issuer's JWKS, read on the host at deploy time (relative to the manifest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<String>,
+    /// Or fetched by each bridge (https://, or http:// on loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// The resource identifier published in the protected-resource metadata; default: the
+    /// request's own origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Scopes every token must carry.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// A service's `auth:` override.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAuth {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<AuthMode>,
+    /// Only these consumers (of `auth.consumers`) may call this service; `mcpctl` always may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_arguments: Option<bool>,
 }
 
 /// The `edge:` section (docs/contracts.md "Edge").
@@ -325,6 +477,9 @@ pub struct Service {
     /// enforced by the bridge (`--tools-allow` / `--tools-deny`). Unset: every tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolPolicy>,
+    /// Overrides of the stack's `auth` for this service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ServiceAuth>,
 }
 
 /// `tools:` — exactly one of `allow` (only these tools) or `deny` (every tool but these), by exact

@@ -127,6 +127,7 @@ pub fn check(
     let mut cx = Ctx { tree, file, diags };
     if !head_broken {
         check_head(m, &mut cx);
+        check_auth(m, &mut cx);
     }
     // Ports from the document itself, so a service that failed to parse still takes part.
     let mut ports: BTreeMap<String, &str> = BTreeMap::new();
@@ -596,6 +597,9 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
     if let Some(policy) = &svc.tools {
         check_tool_policy(name, svc, policy, cx);
     }
+    if let Some(a) = &svc.auth {
+        check_service_auth(m, name, svc, a, cx);
+    }
     if let Some(legacy) = &svc.legacy {
         if !(legacy.url.starts_with("http://") || legacy.url.starts_with("https://")) {
             let d = cx.error(
@@ -712,6 +716,194 @@ fn check_tool_policy(name: &str, svc: &Service, policy: &ToolPolicy, cx: &mut Ct
             );
             help(d, fix(&step.tool));
         }
+    }
+}
+
+/// A consumer name: a label value, a file name and part of an environment variable name.
+static CONSUMER_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9_-]{0,31}$").unwrap());
+
+fn check_rate(r: &RateLimitSpec, path: &[Seg], cx: &mut Ctx) {
+    if !(r.per_sec.is_finite() && r.per_sec > 0.0) {
+        let d = cx.error(path, "`per_sec` must be a number above 0");
+        help(
+            d,
+            "e.g. `rate_limit: {per_sec: 20, burst: 40}`; remove it for no limit",
+        );
+    }
+    if r.burst.is_some_and(|b| !(b.is_finite() && b >= 1.0)) {
+        let d = cx.error(path, "`burst` must be at least 1");
+        help(
+            d,
+            "the requests a caller may make at once; default: two seconds' worth",
+        );
+    }
+}
+
+/// `auth:` (docs/contracts.md "Access control"): consumer names, token sources, rates, and the
+/// JWT settings `mode: jwt` needs.
+fn check_auth(m: &Manifest, cx: &mut Ctx) {
+    let a = &m.auth;
+    for (name, c) in &a.consumers {
+        let mut path = p(&["auth", "consumers"]);
+        path.push(Seg::Key(name.clone()));
+        if name == MCPCTL_CONSUMER {
+            let d = cx.error_at_key(&path, "`mcpctl` is built in and cannot be declared");
+            help(
+                d,
+                "mcpctl's own token is derived from the install key; remove this entry",
+            );
+            continue;
+        }
+        if !CONSUMER_NAME.is_match(name) {
+            let d = cx.error_at_key(&path, format!("consumer name `{name}` is not allowed"));
+            help(
+                d,
+                "use 1-32 lowercase letters, digits, `_` or `-`, starting with a letter",
+            );
+        }
+        let mut tpath = path.clone();
+        tpath.push(Seg::Key("token".into()));
+        check_secret_ref(&c.token, &tpath, cx);
+        if c.token.database.is_some() {
+            let d = cx.error(&tpath, "a token cannot come from a database");
+            help(
+                d,
+                "use `generate: true` (default), `from_env` or `from_file`",
+            );
+        }
+        if let Some(r) = &c.rate_limit {
+            let mut rpath = path.clone();
+            rpath.push(Seg::Key("rate_limit".into()));
+            check_rate(r, &rpath, cx);
+        }
+    }
+    if let Some(r) = &a.rate_limit {
+        check_rate(r, &p(&["auth", "rate_limit"]), cx);
+    }
+    let jwt_used = a.mode == AuthMode::Jwt
+        || m.services
+            .values()
+            .any(|s| s.auth.as_ref().and_then(|x| x.mode) == Some(AuthMode::Jwt));
+    match &a.jwt {
+        None if jwt_used => {
+            let d = cx.error(&p(&["auth", "mode"]), "auth mode `jwt` needs `auth.jwt`");
+            help(d, "e.g. `jwt: {issuer: \"https://id.example\", audience: [mcp], jwks_file: jwks.json}`");
+        }
+        Some(j) => {
+            if j.jwks_file.is_some() == j.jwks_url.is_some() {
+                let d = cx.error(
+                    &p(&["auth", "jwt"]),
+                    "`auth.jwt` needs exactly one of `jwks_file` or `jwks_url`",
+                );
+                help(d, "the issuer's public keys: a JWKS file next to the manifest, or its https:// URL");
+            }
+            if let Some(u) = &j.jwks_url {
+                let loopback = u.starts_with("http://127.0.0.1")
+                    || u.starts_with("http://localhost")
+                    || u.starts_with("http://[::1]");
+                if !(u.starts_with("https://") || loopback) {
+                    let d = cx.error(
+                        &p(&["auth", "jwt", "jwks_url"]),
+                        "`jwks_url` must be https:// (or http:// on loopback)",
+                    );
+                    help(
+                        d,
+                        "keys fetched over plain HTTP could be replaced on the way",
+                    );
+                }
+            }
+            if j.issuer.trim().is_empty() {
+                cx.error(&p(&["auth", "jwt", "issuer"]), "`issuer` is empty");
+            }
+            if j.audience.is_empty() {
+                let d = cx.error(
+                    &p(&["auth", "jwt", "audience"]),
+                    "`audience` is empty: any token of the issuer would do",
+                );
+                help(
+                    d,
+                    "name this stack's audience, e.g. `audience: [mcp-stack]`",
+                );
+            }
+        }
+        None => {}
+    }
+    // Without auth, a port published beyond loopback is open to whoever reaches the host.
+    if !m.bind_address.is_loopback() {
+        for (name, svc) in &m.services {
+            let open = svc.role == Role::Service
+                && svc.port.is_some()
+                && svc.auth.as_ref().and_then(|x| x.mode).unwrap_or(a.mode) == AuthMode::None;
+            if open {
+                let path = if svc.auth.as_ref().and_then(|x| x.mode).is_some() {
+                    sp(name, &["auth", "mode"])
+                } else {
+                    p(&["auth", "mode"])
+                };
+                let d = cx.warning(
+                    &path,
+                    format!(
+                        "`{name}` is published on {} without authentication: anyone who reaches this host can call its tools",
+                        m.bind_address
+                    ),
+                );
+                help(
+                    d,
+                    "remove `mode: none` (bearer tokens are the default), or bind to 127.0.0.1",
+                );
+            }
+        }
+    }
+}
+
+fn check_service_auth(m: &Manifest, name: &str, svc: &Service, a: &ServiceAuth, cx: &mut Ctx) {
+    if svc.role == Role::Database {
+        let d = cx.error(
+            &sp(name, &["auth"]),
+            "a database takes no MCP calls to authenticate",
+        );
+        help(
+            d,
+            "remove `auth` from this service (database roles are per consumer already)",
+        );
+        return;
+    }
+    if let Some(only) = &a.consumers {
+        for (i, c) in only.iter().enumerate() {
+            let mut path = sp(name, &["auth", "consumers"]);
+            path.push(Seg::Index(i));
+            if c == MCPCTL_CONSUMER {
+                let d = cx.warning(
+                    &path,
+                    "`mcpctl` may always call (the gate needs it); listing it changes nothing",
+                );
+                help(d, "remove it from the list");
+            } else if !m.auth.consumers.contains_key(c) {
+                let d = cx.error(&path, format!("no consumer `{c}` in auth.consumers"));
+                let known = m.auth.consumers.keys().map(String::as_str);
+                help(
+                    d,
+                    match did_you_mean(c, known) {
+                        Some(k) => {
+                            format!("did you mean `{k}`? (or declare `{c}` under auth.consumers)")
+                        }
+                        None => format!(
+                            "declare it under auth.consumers, or use one of: {}",
+                            m.auth
+                                .consumers
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    },
+                );
+            }
+        }
+    }
+    if let Some(r) = &a.rate_limit {
+        check_rate(r, &sp(name, &["auth", "rate_limit"]), cx);
     }
 }
 

@@ -139,7 +139,7 @@ pub fn say(settings: &Settings) -> impl Fn(&str) + '_ {
 }
 
 /// One line to stdout, above any progress bar.
-fn write_stdout(text: &str) {
+pub(crate) fn write_stdout(text: &str) {
     progress::suspend(|| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{text}");

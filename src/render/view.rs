@@ -54,6 +54,11 @@ pub struct VolumeView {
 #[derive(Debug, Serialize)]
 pub struct ServiceView {
     pub name: String,
+    /// LiteLLM's token for this service: the environment variable its config reads
+    /// (`os.environ/…`); None when the service takes no token (auth mode `none`).
+    pub litellm_token_env: Option<String>,
+    /// LiteLLM is not among the consumers this service accepts: left out of its config.
+    pub litellm_refused: bool,
     /// In-network DNS alias: `mcp-<name>`.
     pub alias: String,
     pub description: String,
@@ -350,7 +355,11 @@ impl ServiceView {
                 transport.path()
             ),
         };
+        let auth = crate::auth::effective(m, name);
+        let auth_on = role == "service" && auth.mode != crate::manifest::AuthMode::None;
         ServiceView {
+            litellm_token_env: auth_on.then(|| crate::auth::token_env("litellm")),
+            litellm_refused: auth_on && !auth.consumers.iter().any(|c| c == "litellm"),
             name: name.to_string(),
             alias: format!("mcp-{name}"),
             description: svc.description.clone(),
@@ -388,12 +397,29 @@ impl ServiceView {
                         .and_then(|t| t.bridge_env())
                         .map(|(k, v)| (k.to_string(), v)),
                 )
+                .chain(
+                    (role == "service")
+                        .then(|| (crate::auth::SERVICE_ENV.to_string(), name.to_string())),
+                )
+                .chain(auth_on.then(|| {
+                    (
+                        crate::auth::AUTH_FILE_ENV.to_string(),
+                        crate::auth::auth_file_path(),
+                    )
+                }))
+                .chain((role == "service" && auth.audit_arguments).then(|| {
+                    (
+                        crate::auth::AUDIT_ARGUMENTS_ENV.to_string(),
+                        "true".to_string(),
+                    )
+                }))
                 .collect(),
             secrets: svc
                 .secrets
                 .keys()
                 .cloned()
                 .chain(db.logins.iter().map(|role| format!("db_role_{role}")))
+                .chain(auth_on.then(|| crate::auth::AUTH_SECRET.to_string()))
                 .collect(),
             db,
             volumes: svc

@@ -124,6 +124,9 @@ pub async fn compute<E: Engine>(
     let rendered = crate::render::render(m, Some(crate::render::ArtifactKind::Dockerfiles))?;
     let key = secrets::install_key(&project.state_dir)?;
     let keys = &project.keys;
+    // Every consumer's token, once: a bridge's auth file holds their digests.
+    let tokens = crate::auth::resolve_tokens(m, &project.manifest_dir, &project.state_dir, &key)
+        .map_err(|e| e.to_string());
     let mut out = Vec::new();
     for (name, svc) in &m.services {
         if !only.is_empty() && !only.contains(name) {
@@ -156,13 +159,42 @@ pub async fn compute<E: Engine>(
         let image = format!("{}/{name}:{}", m.project, &image_hash[..12]);
         let image_present = engine.image_id(&image).await?.is_some();
 
-        let resolved = match secrets::resolve(m, name, &project.manifest_dir, &key) {
+        let mut resolved = match secrets::resolve(m, name, &project.manifest_dir, &key) {
             Ok(r) => r,
             Err(e) => {
                 blocked.get_or_insert(e.to_string());
                 vec![]
             }
         };
+        // The bridge's access rules travel as one more secret (digests only, see crate::auth).
+        let mut auth_env: Vec<(String, String)> = Vec::new();
+        if svc.role == crate::manifest::Role::Service {
+            auth_env.push((crate::auth::SERVICE_ENV.into(), name.clone()));
+            if crate::auth::effective(m, name).audit_arguments {
+                auth_env.push((crate::auth::AUDIT_ARGUMENTS_ENV.into(), "true".into()));
+            }
+            let file = tokens.as_ref().map_err(Clone::clone).and_then(|t| {
+                crate::auth::bridge_file(m, name, t, &project.manifest_dir)
+                    .map_err(|e| e.to_string())
+            });
+            match file {
+                Ok(Some(bytes)) => {
+                    resolved.push(secrets::Resolved::made(
+                        &key,
+                        crate::auth::AUTH_SECRET,
+                        bytes,
+                    ));
+                    auth_env.push((
+                        crate::auth::AUTH_FILE_ENV.into(),
+                        crate::auth::auth_file_path(),
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    blocked.get_or_insert(e);
+                }
+            }
+        }
         let (per, _) = secrets::fingerprints(&key, &resolved);
         let secrets_label: String = per.iter().map(|(k, v)| format!("{k}={v};")).collect();
 
@@ -207,6 +239,7 @@ pub async fn compute<E: Engine>(
                         .and_then(|t| t.bridge_env())
                         .map(|(k, v)| (k.to_string(), v)),
                 )
+                .chain(auth_env)
                 .collect(),
             labels: identity,
             network: m.project.clone(),

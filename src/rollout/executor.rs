@@ -45,8 +45,21 @@ pub trait Prober {
     ) -> GateReport;
 }
 
-/// The MCP gate of [`crate::health::gate`].
-pub struct McpProber;
+/// The MCP gate of [`crate::health::gate`], as mcpctl's own consumer (`crate::auth`): its token
+/// goes with every gate request (a bridge without auth ignores it).
+pub struct McpProber {
+    pub token: Option<String>,
+}
+
+impl McpProber {
+    /// The prober of a project: mcpctl's token derives from the install key in its state dir.
+    pub fn for_project(project: &super::Project) -> anyhow::Result<Self> {
+        let key = super::secrets::install_key(&project.state_dir)?;
+        Ok(Self {
+            token: Some(crate::auth::mcpctl_token(&key)),
+        })
+    }
+}
 
 impl Prober for McpProber {
     async fn probe(
@@ -58,7 +71,15 @@ impl Prober for McpProber {
         previous: Option<&BTreeMap<String, String>>,
         deadline: Instant,
     ) -> GateReport {
-        crate::health::gate::run(base, transport, health, previous, deadline).await
+        crate::health::gate::run(
+            base,
+            transport,
+            self.token.as_deref(),
+            health,
+            previous,
+            deadline,
+        )
+        .await
     }
 }
 

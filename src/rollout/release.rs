@@ -230,6 +230,14 @@ pub async fn prepare<E: Engine>(
         }
     }
     secrets::write(&project.state_dir, service, role, resolved)?;
+    if role == Role::Service {
+        // The consumers' token files (for `mcpctl token show` and `cutover litellm`).
+        let key = secrets::install_key(&project.state_dir)?;
+        let m = &project.manifest;
+        let tokens =
+            crate::auth::resolve_tokens(m, &project.manifest_dir, &project.state_dir, &key)?;
+        crate::auth::write_token_files(&project.state_dir, &tokens)?;
+    }
     Ok(())
 }
 

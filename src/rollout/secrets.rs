@@ -38,6 +38,11 @@ pub struct Resolved {
 }
 
 impl Resolved {
+    /// A value mcpctl makes itself (the bridge's auth file, `crate::auth`), mounted like any other.
+    pub(crate) fn made(key: &[u8], name: &str, value: Vec<u8>) -> Self {
+        Self::new(key, name, value)
+    }
+
     fn new(key: &[u8], name: &str, value: Vec<u8>) -> Self {
         Resolved {
             fp: fingerprint(key, name, &value),
@@ -139,6 +144,47 @@ fn database_url(
         target.container_port,
         db.name
     ))
+}
+
+/// Where a secret reference reads its value, for messages.
+pub(crate) fn describe_source(r: &SecretRef) -> String {
+    describe(r)
+}
+
+/// A `from_env` / `from_file` value (`Ok(None)`: not set).
+pub(crate) fn read_source(r: &SecretRef, manifest_dir: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    read(r, manifest_dir)
+}
+
+/// Create `dir` (and parents) and make it 0700.
+pub(crate) fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Atomically replace `path` with `value`, mode 0600 (temp file, fsync, rename, fsync the dir).
+pub(crate) fn write_private(path: &Path, value: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(value)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    sync_dir(dir);
+    Ok(())
 }
 
 fn describe(r: &SecretRef) -> String {

@@ -277,7 +277,7 @@ async fn fresh_call(t: &Target, probe: &Probe, timeout: Duration, clock: Clock) 
         reconnected: false,
         at_s: 0.0,
     };
-    match Session::connect(&t.base_url, t.transport, timeout).await {
+    match t.connect(timeout).await {
         Ok(mut s) => {
             o.setup_us = Some(setup.elapsed().as_micros() as u64);
             let (answered, error, lat) = exec(&mut s, probe).await;
@@ -315,7 +315,7 @@ async fn held_call(
     };
     if guard.is_none() {
         o.reconnected = true;
-        match Session::connect(&t.base_url, t.transport, timeout).await {
+        match t.connect(timeout).await {
             Ok(s) => *guard = Some(s),
             Err(e) => {
                 o.error = Some(classify(&e));
@@ -358,7 +358,7 @@ fn record(state: &Mutex<State>, service: &str, o: &CallOutcome) {
 }
 
 async fn coverage_check(t: &Target, timeout: Duration, state: &Mutex<State>) {
-    let listed = match Session::connect(&t.base_url, t.transport, timeout).await {
+    let listed = match t.connect(timeout).await {
         Ok(mut s) => {
             let r = s.list_tools().await;
             s.close().await;
@@ -686,7 +686,7 @@ pub async fn run<E: Engine>(
     let opens = held.iter().enumerate().flat_map(|(ti, hs)| {
         let t = &targets[ti];
         hs.iter().map(move |h| async move {
-            if let Ok(s) = Session::connect(&t.base_url, t.transport, opts.call_timeout).await {
+            if let Ok(s) = t.connect(opts.call_timeout).await {
                 *h.lock().await = Some(s);
             }
         })

@@ -88,6 +88,24 @@ pub struct Target {
     pub probes: Vec<Probe>,
     pub expect_tools: ExpectTools,
     pub slo_p95_ms: u64,
+    /// mcpctl's bearer token for this service (`None`: its auth mode is `none`); never written
+    /// into a report.
+    #[serde(skip)]
+    pub token: Option<crate::auth::Bearer>,
+}
+
+impl Target {
+    /// An MCP session with this service, carrying mcpctl's token.
+    pub async fn connect(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<crate::mcp::Session, crate::mcp::McpError> {
+        let opts = crate::mcp::Options {
+            timeout,
+            bearer_token: self.token.as_ref().map(|t| t.expose().to_string()),
+        };
+        crate::mcp::Session::connect_with(&self.base_url, self.transport, &opts).await
+    }
 }
 
 /// The SLO targets of the seed (docs: issue 11); memory comes from the manifest's budget.
@@ -167,6 +185,7 @@ pub fn targets(manifest: &Manifest, only: &[String]) -> Result<Vec<Target>, Stri
             probes,
             expect_tools: svc.health.expect_tools.clone(),
             slo_p95_ms: svc.slo.p95_ms,
+            token: None,
         });
     }
     if out.is_empty() {

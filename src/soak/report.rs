@@ -915,6 +915,7 @@ mod tests {
                 probes: vec![Probe::ListTools],
                 expect_tools: Default::default(),
                 slo_p95_ms: 100,
+                token: None,
             }],
             prometheus_url: "http://127.0.0.1:9".into(),
             elapsed_s: 60.0,
