@@ -187,9 +187,10 @@ services:
                 .arg(&ctx),
         );
     }
-    // The bridges' access files, as the compose header says (uid 10001 reads them).
+    // The bridges' access files, as the compose header says: ./secrets next to the compose
+    // file (uid 10001 reads them).
     for svc in ["alpha", "beta"] {
-        let dir = tmp.path().join("secrets").join(svc);
+        let dir = tmp.path().join("out/secrets").join(svc);
         std::fs::create_dir_all(&dir).unwrap();
         let out = run_mcpctl(tmp.path(), &["token", "bridge-file", svc]);
         assert!(out.status.success(), "{}", text(&out.stderr));
