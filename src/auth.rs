@@ -270,6 +270,35 @@ pub fn bridge_file(
     Ok(Some(serde_json::to_vec_pretty(&file)?))
 }
 
+/// The bridge's auth file as the secret [`AUTH_SECRET`] (`None`: mode `none`).
+pub fn bridge_secret(
+    m: &Manifest,
+    service: &str,
+    tokens: &[Token],
+    manifest_dir: &Path,
+    key: &[u8],
+) -> anyhow::Result<Option<secrets::Resolved>> {
+    Ok(bridge_file(m, service, tokens, manifest_dir)?
+        .map(|bytes| secrets::Resolved::made(key, AUTH_SECRET, bytes)))
+}
+
+/// Every secret a service's container mounts with the manifest as it is now: its `secrets` and,
+/// for an MCP service, the bridge's auth file (what `rollback --current-secrets` re-keys to).
+pub fn current_secrets(
+    m: &Manifest,
+    service: &str,
+    manifest_dir: &Path,
+    state_dir: &Path,
+    key: &[u8],
+) -> anyhow::Result<Vec<secrets::Resolved>> {
+    let mut out = secrets::resolve(m, service, manifest_dir, key)?;
+    if m.services[service].role == crate::manifest::Role::Service {
+        let tokens = resolve_tokens(m, manifest_dir, state_dir, key)?;
+        out.extend(bridge_secret(m, service, &tokens, manifest_dir, key)?);
+    }
+    Ok(out)
+}
+
 fn jwt_config(
     j: &crate::manifest::JwtSpec,
     manifest_dir: &Path,

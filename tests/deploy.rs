@@ -98,7 +98,7 @@ services:
             .build()
             .unwrap();
         rt.block_on(async {
-            let mut s = mcpctl::mcp::Session::connect(&base, transport, Duration::from_secs(5))
+            let mut s = common::session(&base, transport, Duration::from_secs(5), &self.state())
                 .await
                 .unwrap_or_else(|e| panic!("MCP connect to {base}: {e}"));
             let r = s
@@ -457,7 +457,9 @@ fn sigkill_between_start_and_switch_is_reconciled_and_rollback_survives_a_lost_s
     );
 
     // State directory lost: history falls back to labels; rollback still works from labels and
-    // retained images.
+    // retained images. With access control on (the default), the retained revision's access file
+    // (secret `mcpctl_auth`: digests of the lost install key's tokens) is gone with it, so a plain
+    // rollback may refuse, naming `--current-secrets`, which re-keys it with the current tokens.
     std::fs::remove_dir_all(s.state()).unwrap();
     let out = s.mcpctl(&["history"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
@@ -467,6 +469,16 @@ fn sigkill_between_start_and_switch_is_reconciled_and_rollback_survives_a_lost_s
         show(&out)
     );
     let out = s.mcpctl(&["--yes", "rollback", "alpha"]);
+    let out = if code(&out) == 2 {
+        assert!(
+            text(&out.stderr).contains("--current-secrets"),
+            "a refusal names the re-key step: {}",
+            show(&out)
+        );
+        s.mcpctl(&["--yes", "rollback", "alpha", "--current-secrets"])
+    } else {
+        out
+    };
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(s.nonce(Transport::Http), "A");
 }
@@ -698,10 +710,18 @@ services:
     // The host file (one per value, `NAME@<hmac>`): 0400, owned by the container user, holding
     // the value.
     use std::os::unix::fs::MetadataExt;
-    let files: Vec<_> = std::fs::read_dir(s.state().join("secrets/alpha"))
+    let (auth_files, files): (Vec<_>, Vec<_>) = std::fs::read_dir(s.state().join("secrets/alpha"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .collect();
+        .partition(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("mcpctl_auth@")
+        });
+    // The bridge's access file (token digests, docs/contracts.md "Access control") is mounted as
+    // a secret too.
+    assert_eq!(auth_files.len(), 1, "{auth_files:?}");
     assert_eq!(files.len(), 1, "{files:?}");
     let file = files[0].clone();
     assert!(
@@ -831,15 +851,21 @@ fn ctrl_c_during_the_gate_removes_the_candidate_and_exits_130() {
 }
 
 /// Ask the serving revision over MCP what its server sees in environment variable `name` (the
-/// bridge exports each `/run/secrets/NAME` file into it).
+/// bridge exports each `/run/secrets/NAME` file into it), as mcpctl (the current install key).
 fn server_env(stack: &Stack, name: &str) -> String {
+    server_env_as(stack, name, &common::mcpctl_token(&stack.state()))
+}
+
+/// [`server_env`] sending `token` (e.g. the token of an install key that was lost since).
+fn server_env_as(stack: &Stack, name: &str, token: &str) -> String {
     let base = format!("http://127.0.0.1:{}", stack.port);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut s = mcpctl::mcp::Session::connect(&base, Transport::Http, Duration::from_secs(5))
+        let opts = common::mcp_options(Duration::from_secs(5), Some(token));
+        let mut s = mcpctl::mcp::Session::connect_with(&base, Transport::Http, &opts)
             .await
             .unwrap_or_else(|e| panic!("MCP connect to {base}: {e}"));
         let r = s
@@ -916,7 +942,9 @@ services:
     assert_eq!(hmac_label(r3), hmac_label(r1));
 
     // State directory lost (values and install key): going back to r2 cannot know v2 was its
-    // value, so it refuses, naming the secret and the re-key step; nothing changes.
+    // value, so it refuses, naming the secret and the re-key step; nothing changes. (r3 still
+    // accepts only the tokens of the lost key: keep mcpctl's to ask it.)
+    let lost_key_token = common::mcpctl_token(&s.state());
     std::fs::remove_dir_all(s.state()).unwrap();
     let out = with("value-two", &["--yes", "rollback", "alpha"]);
     assert_eq!(code(&out), 2, "{}", show(&out));
@@ -925,7 +953,7 @@ services:
         assert!(err.contains(want), "missing `{want}`: {}", show(&out));
     }
     assert_eq!(release_of(&s), r3);
-    assert_eq!(server_env(&s, "API_TOKEN"), "value-one");
+    assert_eq!(server_env_as(&s, "API_TOKEN", &lost_key_token), "value-one");
 
     // Re-key: r2's config with the current value; the label records the new fingerprint.
     let out = with(
@@ -1068,7 +1096,7 @@ services:
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut m = mcpctl::mcp::Session::connect(&base, Transport::Http, Duration::from_secs(5))
+        let mut m = common::session(&base, Transport::Http, Duration::from_secs(5), &s.state())
             .await
             .unwrap_or_else(|e| panic!("MCP connect to {base}: {e}"));
         let names: Vec<String> = m

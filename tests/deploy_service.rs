@@ -128,10 +128,24 @@ fn fetch_is_vendored_built_offline_deployed_through_the_gate_and_answers() {
         .unwrap();
     rt.block_on(async {
         let base = format!("http://127.0.0.1:{port}");
-        let mut s = mcpctl::mcp::Session::connect(
+        // Auth is on by default: without a token the bridge refuses the session (401)...
+        match mcpctl::mcp::Session::connect(
             &base,
             mcpctl::manifest::Transport::Sse,
             Duration::from_secs(20),
+        )
+        .await
+        {
+            Err(mcpctl::mcp::McpError::Http { status: 401, .. }) => {}
+            Err(e) => panic!("without a token: expected HTTP 401, got {e}"),
+            Ok(_) => panic!("without a token: a session was opened"),
+        }
+        // ...and with mcpctl's token (what the gate sent) it answers.
+        let mut s = common::session(
+            &base,
+            mcpctl::manifest::Transport::Sse,
+            Duration::from_secs(20),
+            &tmp.path().join("state"),
         )
         .await
         .expect("MCP session");

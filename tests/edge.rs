@@ -110,6 +110,12 @@ services:
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// mcpctl's bearer token for the deployed service (auth is on: the edge passes
+    /// `Authorization` through to the bridge, which checks it).
+    fn token(&self) -> String {
+        common::mcpctl_token(&self.state())
+    }
+
     fn route(&self) -> Value {
         let out = self.mcpctl(&["--output", "json", "edge", "status"]);
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
@@ -127,9 +133,54 @@ fn show(out: &Output) -> String {
     )
 }
 
-/// echo's nonce from a fresh session.
-async fn nonce(base: &str, transport: Transport) -> Result<String, String> {
-    let mut s = mcpctl::mcp::Session::connect(base, transport, Duration::from_secs(5))
+/// A client sending `Authorization: Bearer <token>` on every request when a token is given.
+fn http_client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+    }
+    reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// Run `cmd` with `input` on its stdin; its output, or a panic with it when it fails. (A token
+/// handed to a container this way is in no `docker inspect`.)
+fn must_with_stdin(cmd: &mut Command, input: &str) -> String {
+    use std::io::Write as _;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// echo's nonce from a fresh session (with `token` as bearer, when given: a deployed service
+/// requires one; the host bridges of the `edge serve` tests check none).
+async fn nonce(base: &str, transport: Transport, token: Option<&str>) -> Result<String, String> {
+    let opts = common::mcp_options(Duration::from_secs(5), token);
+    let mut s = mcpctl::mcp::Session::connect_with(base, transport, &opts)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let r = s
@@ -158,8 +209,8 @@ struct Legacy {
 }
 
 impl Legacy {
-    async fn open(base: &str) -> Legacy {
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    async fn open(base: &str, token: Option<&str>) -> Legacy {
+        let http = http_client(token);
         let resp = http
             .get(format!("{base}/sse"))
             .header("accept", "text/event-stream")
@@ -268,7 +319,7 @@ struct Load {
 
 /// Calls echo until `stop`: worker 0 opens a new Streamable HTTP session per call (LiteLLM's
 /// pattern), worker 1 uses legacy SSE sessions of 10 calls each.
-async fn load(base: String, stop: Arc<AtomicBool>, stats: Arc<Load>, worker: usize) {
+async fn load(base: String, token: String, stop: Arc<AtomicBool>, stats: Arc<Load>, worker: usize) {
     let record = |r: Result<String, String>| match r {
         Ok(n) => {
             stats.calls.fetch_add(1, Ordering::SeqCst);
@@ -281,10 +332,10 @@ async fn load(base: String, stop: Arc<AtomicBool>, stats: Arc<Load>, worker: usi
     };
     while !stop.load(Ordering::SeqCst) {
         if worker == 0 {
-            record(nonce(&base, Transport::Http).await);
+            record(nonce(&base, Transport::Http, Some(&token)).await);
         } else {
-            match mcpctl::mcp::Session::connect(&base, Transport::Sse, Duration::from_secs(5)).await
-            {
+            let opts = common::mcp_options(Duration::from_secs(5), Some(&token));
+            match mcpctl::mcp::Session::connect_with(&base, Transport::Sse, &opts).await {
                 Err(e) => record(Err(format!("sse connect: {e}"))),
                 Ok(mut s) => {
                     for _ in 0..10 {
@@ -316,10 +367,11 @@ fn release_of(route: &Value) -> u64 {
 /// The edge's DNS-rebinding guard, from a client on the host: through the published `port`, a
 /// foreign Host on `/sse` and `/mcp` (also loopback at another port) and a foreign Origin get 403
 /// in plain text with `Connection: close`, a request without Host gets 400; nothing of it
-/// reaches the upstream. Returns how many Host and Origin refusals it caused.
-async fn assert_foreign_hosts_and_origins_refused(port: u16) -> (u64, u64) {
+/// reaches the upstream (every request carries `token` when given: the refusal does not depend on
+/// credentials). Returns how many Host and Origin refusals it caused.
+async fn assert_foreign_hosts_and_origins_refused(port: u16, token: Option<&str>) -> (u64, u64) {
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = http_client(token);
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "rebind", "version": "1"}}});
     let sse = |extra: (&'static str, String)| {
         http.get(format!("{base}/sse"))
@@ -397,6 +449,48 @@ async fn assert_foreign_hosts_and_origins_refused(port: u16) -> (u64, u64) {
     counted
 }
 
+/// Through the edge at `base`: `/mcp` and `/sse` without a token, and with a token no consumer
+/// holds, get the bridge's 401 and its `WWW-Authenticate: Bearer` challenge.
+async fn assert_unauthenticated_refused_through_the_edge(base: &str) {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "noauth", "version": "1"}}});
+    let wrong = format!("mcp_{}", "0".repeat(64));
+    for (token, want) in [
+        (None, "Bearer"),
+        (Some(wrong.as_str()), "error=\"invalid_token\""),
+    ] {
+        let http = http_client(token);
+        for (path, rb) in [
+            (
+                "/mcp",
+                http.post(format!("{base}/mcp"))
+                    .header("accept", "application/json, text/event-stream")
+                    .json(&init),
+            ),
+            (
+                "/sse",
+                http.get(format!("{base}/sse"))
+                    .header("accept", "text/event-stream"),
+            ),
+        ] {
+            let r = rb.send().await.unwrap();
+            let what = format!(
+                "{path} through the edge with token {:?}",
+                token.map(|_| "<wrong>")
+            );
+            assert_eq!(r.status(), 401, "{what}");
+            let challenge = r
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_else(|| panic!("{what}: no WWW-Authenticate header"));
+            assert!(
+                challenge.starts_with("Bearer") && challenge.contains(want),
+                "{what}: WWW-Authenticate {challenge:?}"
+            );
+        }
+    }
+}
+
 /// `mcp_edge_refused_total{reason}` from the edge's admin API.
 async fn refused_total(admin: u16, reason: &str) -> u64 {
     let text = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
@@ -431,15 +525,38 @@ fn deploy_and_rollback_switch_routes_with_zero_failed_calls() {
     let route_a = s.route();
     assert_eq!(route_a["kind"], "stack", "{route_a}");
     let rel_a = release_of(&route_a);
-    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Sse)).unwrap(), "A");
-    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
+    assert_eq!(
+        rt.block_on(nonce(&s.base(), Transport::Sse, Some(&s.token())))
+            .unwrap(),
+        "A"
+    );
+    assert_eq!(
+        rt.block_on(nonce(&s.base(), Transport::Http, Some(&s.token())))
+            .unwrap(),
+        "A"
+    );
     // The edge rewrites Host for the bridge, so it guards against DNS rebinding itself: foreign
     // Hosts and Origins are refused (and counted), and a normal client keeps working right after.
-    let (hosts, origins) = rt.block_on(assert_foreign_hosts_and_origins_refused(s.port));
-    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Sse)).unwrap(), "A");
-    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
+    let (hosts, origins) = rt.block_on(assert_foreign_hosts_and_origins_refused(
+        s.port,
+        Some(&s.token()),
+    ));
+    assert_eq!(
+        rt.block_on(nonce(&s.base(), Transport::Sse, Some(&s.token())))
+            .unwrap(),
+        "A"
+    );
+    assert_eq!(
+        rt.block_on(nonce(&s.base(), Transport::Http, Some(&s.token())))
+            .unwrap(),
+        "A"
+    );
     assert_eq!(rt.block_on(refused_total(s.admin, "host")), hosts);
     assert_eq!(rt.block_on(refused_total(s.admin, "origin")), origins);
+    // Access control stays on behind the edge: the edge passes `Authorization` through and the
+    // bridge's refusal (401 with its `WWW-Authenticate` challenge) back; the calls above carried
+    // mcpctl's token.
+    rt.block_on(assert_unauthenticated_refused_through_the_edge(&s.base()));
     // The admin API wants the install's token (`<state>/edge/admin.token`): a raw request
     // without it, or with another, gets 401 (counted); with it, the routes.
     let token = mcpctl::edge::token::load(&s.state()).unwrap();
@@ -524,12 +641,19 @@ fn deploy_and_rollback_switch_routes_with_zero_failed_calls() {
     if have_python {
         let script = format!(
             r#"
-import json, urllib.request, urllib.error
+import json, sys, urllib.request, urllib.error
+token = sys.stdin.readline().strip()
 init = {{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {{"protocolVersion": "2025-03-26", "capabilities": {{}}, "clientInfo": {{"name": "peer", "version": "1"}}}}}}
-req = urllib.request.Request("http://mcp-alpha:8080/mcp", json.dumps(init).encode(), {{"content-type": "application/json", "accept": "application/json, text/event-stream"}})
+req = urllib.request.Request("http://mcp-alpha:8080/mcp", json.dumps(init).encode(), {{"content-type": "application/json", "accept": "application/json, text/event-stream", "authorization": "Bearer " + token}})
 r = urllib.request.urlopen(req, timeout=5)
 print("mcp", r.status, bool(r.headers.get("mcp-session-id")))
-foreign = urllib.request.Request("http://mcp-alpha:8080/mcp", json.dumps(init).encode(), {{"content-type": "application/json", "accept": "application/json, text/event-stream", "origin": "http://evil.example"}})
+noauth = urllib.request.Request("http://mcp-alpha:8080/mcp", json.dumps(init).encode(), {{"content-type": "application/json", "accept": "application/json, text/event-stream"}})
+try:
+    urllib.request.urlopen(noauth, timeout=5)
+    print("noauth open")
+except urllib.error.HTTPError as e:
+    print("noauth", e.code, e.headers.get("www-authenticate"))
+foreign = urllib.request.Request("http://mcp-alpha:8080/mcp", json.dumps(init).encode(), {{"content-type": "application/json", "accept": "application/json, text/event-stream", "origin": "http://evil.example", "authorization": "Bearer " + token}})
 try:
     urllib.request.urlopen(foreign, timeout=5)
     print("origin open")
@@ -543,21 +667,29 @@ except urllib.error.HTTPError as e:
 "#,
             admin = s.admin
         );
-        let out = common::must(Command::new("docker").args([
-            "run",
-            "--rm",
-            "--network",
-            &s.project,
-            "--label",
-            &format!("com.mcp.project={}", s.project),
-            python,
-            "python3",
-            "-c",
-            &script,
-        ]));
+        let out = must_with_stdin(
+            Command::new("docker").args([
+                "run",
+                "--rm",
+                "-i",
+                "--network",
+                &s.project,
+                "--label",
+                &format!("com.mcp.project={}", s.project),
+                python,
+                "python3",
+                "-c",
+                &script,
+            ]),
+            &format!("{}\n", s.token()),
+        );
         assert!(
             out.contains("mcp 200 True"),
             "in-network MCP through the edge: {out}"
+        );
+        assert!(
+            out.contains("noauth 401 Bearer"),
+            "in-network, a request without a token is refused by the bridge: {out}"
         );
         assert!(
             out.contains("admin 403"),
@@ -577,9 +709,9 @@ except urllib.error.HTTPError as e:
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Load::default());
     let workers: Vec<_> = (0..2)
-        .map(|w| rt.spawn(load(s.base(), stop.clone(), stats.clone(), w)))
+        .map(|w| rt.spawn(load(s.base(), s.token(), stop.clone(), stats.clone(), w)))
         .collect();
-    let mut legacy = rt.block_on(Legacy::open(&s.base()));
+    let mut legacy = rt.block_on(Legacy::open(&s.base(), Some(&s.token())));
     assert_eq!(rt.block_on(legacy.echo()).unwrap(), "A");
     let legacy_stop = Arc::new(AtomicBool::new(false));
     let legacy_task = {
@@ -627,7 +759,8 @@ except urllib.error.HTTPError as e:
         "the drain finished: {route_a2}"
     );
     assert_eq!(
-        rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(),
+        rt.block_on(nonce(&s.base(), Transport::Http, Some(&s.token())))
+            .unwrap(),
         "A2"
     );
 
@@ -669,7 +802,11 @@ except urllib.error.HTTPError as e:
     let out = s.mcpctl(&["--yes", "rollback", "alpha"]);
     let rollback_s = t.elapsed().as_secs_f64();
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Sse)).unwrap(), "A");
+    assert_eq!(
+        rt.block_on(nonce(&s.base(), Transport::Sse, Some(&s.token())))
+            .unwrap(),
+        "A"
+    );
     std::thread::sleep(Duration::from_millis(500));
 
     stop.store(true, Ordering::SeqCst);
@@ -722,7 +859,11 @@ except urllib.error.HTTPError as e:
         &a2_container,
     ]));
     assert_eq!(state.trim(), "exited");
-    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
+    assert_eq!(
+        rt.block_on(nonce(&s.base(), Transport::Http, Some(&s.token())))
+            .unwrap(),
+        "A"
+    );
 
     // The edge's own memory.
     let mem = common::must(Command::new("docker").args([
@@ -790,7 +931,11 @@ except urllib.error.HTTPError as e:
     assert!(r["gap_ms"].as_u64().unwrap() < 10_000, "{r}");
     let after = s.route();
     assert_eq!(after["upstream"], before["upstream"], "{after}");
-    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(), "A");
+    assert_eq!(
+        rt.block_on(nonce(&s.base(), Transport::Http, Some(&s.token())))
+            .unwrap(),
+        "A"
+    );
 }
 
 /// A service whose bridge listens on another port than 8080 (`container_port: 9090`) behind the
@@ -820,10 +965,15 @@ fn a_service_on_another_container_port_answers_through_the_edge() {
         "{route}"
     );
     assert_eq!(
-        rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(),
+        rt.block_on(nonce(&s.base(), Transport::Http, Some(&s.token())))
+            .unwrap(),
         "P1"
     );
-    assert_eq!(rt.block_on(nonce(&s.base(), Transport::Sse)).unwrap(), "P1");
+    assert_eq!(
+        rt.block_on(nonce(&s.base(), Transport::Sse, Some(&s.token())))
+            .unwrap(),
+        "P1"
+    );
     let first_s = t.elapsed().as_secs_f64();
 
     // The next revision: switched, probed through the edge, the previous one (at :9090) drained.
@@ -838,7 +988,8 @@ fn a_service_on_another_container_port_answers_through_the_edge() {
         "the previous upstream (at its port) drained:\n{log}"
     );
     assert_eq!(
-        rt.block_on(nonce(&s.base(), Transport::Http)).unwrap(),
+        rt.block_on(nonce(&s.base(), Transport::Http, Some(&s.token())))
+            .unwrap(),
         "P2"
     );
     let second_s = t.elapsed().as_secs_f64();
@@ -851,24 +1002,29 @@ fn a_service_on_another_container_port_answers_through_the_edge() {
         .is_ok_and(|o| o.status.success());
     if have_python {
         let script = r#"
-import json, urllib.request
+import json, sys, urllib.request
+token = sys.stdin.readline().strip()
 init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "peer", "version": "1"}}}
-req = urllib.request.Request("http://mcp-alpha:9090/mcp", json.dumps(init).encode(), {"content-type": "application/json", "accept": "application/json, text/event-stream"})
+req = urllib.request.Request("http://mcp-alpha:9090/mcp", json.dumps(init).encode(), {"content-type": "application/json", "accept": "application/json, text/event-stream", "authorization": "Bearer " + token})
 r = urllib.request.urlopen(req, timeout=5)
 print("mcp", r.status, bool(r.headers.get("mcp-session-id")))
 "#;
-        let out = common::must(Command::new("docker").args([
-            "run",
-            "--rm",
-            "--network",
-            &s.project,
-            "--label",
-            &format!("com.mcp.project={}", s.project),
-            python,
-            "python3",
-            "-c",
-            script,
-        ]));
+        let out = must_with_stdin(
+            Command::new("docker").args([
+                "run",
+                "--rm",
+                "-i",
+                "--network",
+                &s.project,
+                "--label",
+                &format!("com.mcp.project={}", s.project),
+                python,
+                "python3",
+                "-c",
+                script,
+            ]),
+            &format!("{}\n", s.token()),
+        );
         assert!(
             out.contains("mcp 200 True"),
             "mcp-alpha:9090 in-network: {out}"
@@ -981,7 +1137,7 @@ fn edge_serve_routes_by_port_and_host_and_passes_disconnects() {
         // By port, both transports (the bridge may still be starting: retry within a deadline).
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match nonce(&base, Transport::Sse).await {
+            match nonce(&base, Transport::Sse, None).await {
                 Ok(n) => {
                     assert_eq!(n, "L1");
                     break;
@@ -990,7 +1146,7 @@ fn edge_serve_routes_by_port_and_host_and_passes_disconnects() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(nonce(&base, Transport::Http).await.unwrap(), "L1");
+        assert_eq!(nonce(&base, Transport::Http, None).await.unwrap(), "L1");
 
         // By Host on the in-network listener.
         let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
@@ -1016,8 +1172,8 @@ fn edge_serve_routes_by_port_and_host_and_passes_disconnects() {
         assert_eq!(r.status(), 403, "mcp-alpha at another port");
         // The guard on the published port, in front of a legacy route (whose upstream checks no
         // Host at all), and a normal client right after.
-        let (hosts, origins) = assert_foreign_hosts_and_origins_refused(port).await;
-        assert_eq!(nonce(&base, Transport::Http).await.unwrap(), "L1");
+        let (hosts, origins) = assert_foreign_hosts_and_origins_refused(port, None).await;
+        assert_eq!(nonce(&base, Transport::Http, None).await.unwrap(), "L1");
         assert_eq!(refused_total(admin, "host").await, hosts + 1);
         assert_eq!(refused_total(admin, "origin").await, origins);
         let r = http
@@ -1047,7 +1203,7 @@ fn edge_serve_routes_by_port_and_host_and_passes_disconnects() {
         assert_eq!(put("alpha", legacy(p2)).await, 200);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            match nonce(&base, Transport::Http).await {
+            match nonce(&base, Transport::Http, None).await {
                 Ok(n) => {
                     assert_eq!(n, "L2");
                     break;
@@ -1131,7 +1287,7 @@ fn a_legacy_route_reaches_an_mcp_proxy_named_server_under_its_prefix() {
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match nonce(&base, Transport::Sse).await {
+            match nonce(&base, Transport::Sse, None).await {
                 Ok(n) => {
                     assert_eq!(n, "P1");
                     break;
@@ -1140,9 +1296,9 @@ fn a_legacy_route_reaches_an_mcp_proxy_named_server_under_its_prefix() {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert_eq!(nonce(&base, Transport::Http).await.unwrap(), "P1");
+        assert_eq!(nonce(&base, Transport::Http, None).await.unwrap(), "P1");
         // The raw endpoint event: a root path, no prefix.
-        let l = Legacy::open(&base).await;
+        let l = Legacy::open(&base, None).await;
         assert!(
             l.post.starts_with(&format!("{base}/messages/?session_id=")),
             "{}",

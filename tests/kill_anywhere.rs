@@ -143,10 +143,14 @@ retain_revisions: 50
             .build()
             .unwrap();
         rt.block_on(async {
-            let mut s =
-                mcpctl::mcp::Session::connect(&base, Transport::Http, Duration::from_secs(5))
-                    .await
-                    .map_err(|e| format!("MCP connect to {base}: {e}"))?;
+            let mut s = common::session(
+                &base,
+                Transport::Http,
+                Duration::from_secs(5),
+                &self.state(),
+            )
+            .await
+            .map_err(|e| format!("MCP connect to {base}: {e}"))?;
             let r = s
                 .call_tool("echo", serde_json::json!({"text": "who"}))
                 .await

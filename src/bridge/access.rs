@@ -78,6 +78,8 @@ pub enum Failure {
     InvalidToken,
     /// A JWT the verifier refused.
     Jwt(jwt::Refusal),
+    /// A JWT not checked: the caller's address used up its budget of failed attempts.
+    Throttled,
 }
 
 impl Failure {
@@ -87,6 +89,7 @@ impl Failure {
             Failure::Missing => "missing",
             Failure::InvalidToken => "invalid_token",
             Failure::Jwt(r) => r.label(),
+            Failure::Throttled => "throttled",
         }
     }
 }
@@ -179,8 +182,13 @@ impl Access {
         v
     }
 
-    /// `Authorization` header value → the caller, or why not.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, Failure> {
+    /// `Authorization` header value → the caller, or why not. `may_verify` is asked before a JWT
+    /// signature is checked (the expensive step); false → [`Failure::Throttled`].
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        may_verify: impl FnOnce() -> bool,
+    ) -> Result<Caller, Failure> {
         let token = authorization
             .and_then(|v| {
                 let (scheme, rest) = v.split_once(' ')?;
@@ -210,14 +218,21 @@ impl Access {
         }
         match &self.jwt {
             // Only something shaped like a JWT (three dot-separated parts) reaches the verifier.
-            Some(v) if token.split('.').count() == 3 => match v.verify(token).await {
-                Ok(id) => Ok(Caller {
-                    name: id.consumer().into(),
-                    label: JWT_LABEL.into(),
-                    rate: self.jwt_rate,
-                }),
-                Err(r) => Err(Failure::Jwt(r)),
-            },
+            Some(v) if token.split('.').count() == 3 => {
+                let verified = match v.cached(token) {
+                    Some(id) => Ok(id),
+                    None if !may_verify() => return Err(Failure::Throttled),
+                    None => v.verify(token).await,
+                };
+                match verified {
+                    Ok(id) => Ok(Caller {
+                        name: id.consumer().into(),
+                        label: JWT_LABEL.into(),
+                        rate: self.jwt_rate,
+                    }),
+                    Err(r) => Err(Failure::Jwt(r)),
+                }
+            }
             _ => Err(Failure::InvalidToken),
         }
     }
@@ -251,24 +266,33 @@ mod tests {
         .unwrap()
     }
 
+    impl Access {
+        async fn authenticate_t(&self, a: Option<&str>) -> Result<Caller, Failure> {
+            self.authenticate(a, || true).await
+        }
+    }
+
     #[tokio::test]
     async fn each_token_names_its_consumer_and_nothing_else_gets_in() {
         let a = Access::load(&file()).await.unwrap();
-        let c = a.authenticate(Some("Bearer tok-l")).await.unwrap();
+        let c = a.authenticate_t(Some("Bearer tok-l")).await.unwrap();
         assert_eq!(&*c.name, "litellm");
         assert_eq!(c.rate.unwrap().per_sec, 5.0);
-        let c = a.authenticate(Some("bearer tok-m")).await.unwrap();
+        let c = a.authenticate_t(Some("bearer tok-m")).await.unwrap();
         assert_eq!(&*c.name, "mcpctl");
         assert!(c.rate.is_none());
-        assert_eq!(a.authenticate(None).await, Err(Failure::Missing));
-        assert_eq!(a.authenticate(Some("Bearer ")).await, Err(Failure::Missing));
+        assert_eq!(a.authenticate_t(None).await, Err(Failure::Missing));
         assert_eq!(
-            a.authenticate(Some("Basic tok-l")).await,
+            a.authenticate_t(Some("Bearer ")).await,
+            Err(Failure::Missing)
+        );
+        assert_eq!(
+            a.authenticate_t(Some("Basic tok-l")).await,
             Err(Failure::Missing)
         );
         for bad in ["Bearer tok-", "Bearer tok-lX", "Bearer a.b.c"] {
             assert_eq!(
-                a.authenticate(Some(bad)).await,
+                a.authenticate_t(Some(bad)).await,
                 Err(Failure::InvalidToken),
                 "{bad}"
             );

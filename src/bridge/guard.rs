@@ -116,6 +116,16 @@ const MAX_BUCKETS: usize = 10_000;
 const IDLE_FORGET: Duration = Duration::from_secs(60);
 
 impl RateLimiter {
+    /// Whether `key`'s bucket holds less than one token now (nothing is taken): how long until
+    /// it holds one. A key without a bucket is not exhausted.
+    pub fn exhausted(&self, key: &ClientKey, cfg: RateLimit, now: Instant) -> Option<Duration> {
+        let map = self.buckets.lock_ignore_poison();
+        let b = map.get(key)?;
+        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+        let tokens = (b.tokens + elapsed * cfg.per_sec).min(cfg.burst);
+        (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) / cfg.per_sec))
+    }
+
     /// Take one token for `key` at rate `cfg`, or say how long until one is available.
     pub fn check(&self, key: ClientKey, cfg: RateLimit, now: Instant) -> Result<(), Duration> {
         let RateLimit { per_sec, burst } = cfg;
@@ -221,6 +231,13 @@ mod tests {
                 .is_ok(),
             "another key has its own bucket"
         );
+        assert!(
+            rl.exhausted(&a, cfg, t0).is_some(),
+            "empty, and peeking takes nothing"
+        );
+        assert!(rl.exhausted(&a, cfg, t0).is_some());
+        let other = ClientKey::Addr("10.0.0.9".parse().unwrap());
+        assert!(rl.exhausted(&other, cfg, t0).is_none());
         assert!(rl
             .check(a.clone(), cfg, t0 + Duration::from_millis(500))
             .is_ok());

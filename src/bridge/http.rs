@@ -137,11 +137,23 @@ async fn guard_mcp(State(app): State<Arc<App>>, mut req: Request<Body>, next: Ne
         header_str(req.headers(), header::AUTHORIZATION.as_str()).map(str::to_string);
     let verdict = match &app.access {
         None => Ok(None),
+        // A signature is verified only for an address whose failed attempts left budget: a
+        // flood of forged JWTs must not cost a verification each (consumers' tokens and
+        // recently verified JWTs are cheap and always checked).
         Some(access) => access
-            .authenticate(authorization.as_deref())
+            .authenticate(authorization.as_deref(), || {
+                app.limiter
+                    .exhausted(&addr_key(), UNAUTHENTICATED_RATE, Instant::now())
+                    .is_none()
+            })
             .await
             .map(Some),
     };
+    if verdict == Err(Failure::Throttled) {
+        refused(&app, t0, ErrorType::RateLimited);
+        app.stats.rate_limited("unauthenticated");
+        return closing(too_many(Duration::from_secs(1)));
+    }
     let (key, rate, label) = match &verdict {
         Ok(Some(c)) => (
             ClientKey::Consumer(c.name.clone()),
@@ -159,16 +171,8 @@ async fn guard_mcp(State(app): State<Arc<App>>, mut req: Request<Body>, next: Ne
         if let Err(wait) = app.limiter.check(key, rate, Instant::now()) {
             refused(&app, t0, ErrorType::RateLimited);
             app.stats.rate_limited(&label);
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            tracing::debug!(path = %req.uri().path(), consumer = %label, retry_after = secs, "refused: rate limited");
-            let mut r = json_rpc_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                jsonrpc::INVALID_REQUEST,
-                &format!("Too Many Requests: retry after {secs}s"),
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            return closing(r);
+            tracing::debug!(path = %req.uri().path(), consumer = %label, "refused: rate limited");
+            return closing(too_many(wait));
         }
     }
     let who = match verdict {
@@ -188,6 +192,19 @@ async fn guard_mcp(State(app): State<Arc<App>>, mut req: Request<Body>, next: Ne
     admit(&app, t0, req, next).await
 }
 
+/// 429 with `Retry-After` (whole seconds, at least 1) and a JSON-RPC error body.
+fn too_many(wait: Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut r = json_rpc_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        jsonrpc::INVALID_REQUEST,
+        &format!("Too Many Requests: retry after {secs}s"),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
 /// 401 (403 for a missing scope) with the `WWW-Authenticate` challenge: `Bearer` and, when the
 /// bridge accepts access tokens, the protected-resource metadata URL (RFC 9728, MCP
 /// authorization) and the RFC 6750 error of a token that was given.
@@ -205,13 +222,14 @@ fn unauthorized(app: &App, h: &HeaderMap, failure: &Failure) -> Response {
             StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNAUTHORIZED),
             format!("Unauthorized: {}", r.description()),
         ),
+        Failure::Throttled => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests".into()),
     };
     let challenge = match app.access.as_ref().and_then(|a| a.jwt()) {
         Some(v) => {
             let refusal = match failure {
                 Failure::Jwt(r) => Some(r.clone()),
                 Failure::InvalidToken => Some(super::jwt::Refusal::Malformed),
-                Failure::Missing => None,
+                Failure::Missing | Failure::Throttled => None,
             };
             v.challenge(&metadata_url(app, h), refusal.as_ref())
         }

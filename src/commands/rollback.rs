@@ -176,7 +176,13 @@ fn secret_mounts(
     let key = secrets::install_key(&project.state_dir).map_err(usage)?;
     let svc = project.manifest.services.get(service);
     let current = match svc {
-        Some(_) => secrets::resolve(&project.manifest, service, &project.manifest_dir, &key),
+        Some(_) => crate::auth::current_secrets(
+            &project.manifest,
+            service,
+            &project.manifest_dir,
+            &project.state_dir,
+            &key,
+        ),
         None => Ok(vec![]),
     };
     let role = GateConfig::of(&t.target, &project.keys)

@@ -174,16 +174,12 @@ pub async fn compute<E: Engine>(
                 auth_env.push((crate::auth::AUDIT_ARGUMENTS_ENV.into(), "true".into()));
             }
             let file = tokens.as_ref().map_err(Clone::clone).and_then(|t| {
-                crate::auth::bridge_file(m, name, t, &project.manifest_dir)
+                crate::auth::bridge_secret(m, name, t, &project.manifest_dir, &key)
                     .map_err(|e| e.to_string())
             });
             match file {
-                Ok(Some(bytes)) => {
-                    resolved.push(secrets::Resolved::made(
-                        &key,
-                        crate::auth::AUTH_SECRET,
-                        bytes,
-                    ));
+                Ok(Some(secret)) => {
+                    resolved.push(secret);
                     auth_env.push((
                         crate::auth::AUTH_FILE_ENV.into(),
                         crate::auth::auth_file_path(),

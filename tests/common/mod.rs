@@ -436,3 +436,38 @@ pub fn container_report(names: &[&str]) -> String {
     }
     out
 }
+
+/// mcpctl's own bearer token for the services deployed with `state_dir` (docs/contracts.md
+/// "Access control": derived from `<state>/install.key` alone, accepted by every service whose
+/// auth mode is not `none`). Read at each call: a test that deletes the state directory gets the
+/// token of the key the next run creates. Panics when no deploy has created the key yet.
+pub fn mcpctl_token(state_dir: &Path) -> String {
+    let path = state_dir.join("install.key");
+    let key = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (no deploy has created the install key yet)",
+            path.display()
+        )
+    });
+    mcpctl::auth::mcpctl_token(&key)
+}
+
+/// Options for [`mcpctl::mcp::Session::connect_with`]: `timeout` per request, `token` sent as
+/// `Authorization: Bearer` when given.
+pub fn mcp_options(timeout: Duration, token: Option<&str>) -> mcpctl::mcp::Options {
+    mcpctl::mcp::Options {
+        timeout,
+        bearer_token: token.map(str::to_string),
+    }
+}
+
+/// An MCP session with a service deployed with `state_dir`, authenticated as mcpctl.
+pub async fn session(
+    base: &str,
+    transport: mcpctl::manifest::Transport,
+    timeout: Duration,
+    state_dir: &Path,
+) -> Result<mcpctl::mcp::Session, mcpctl::mcp::McpError> {
+    let token = mcpctl_token(state_dir);
+    mcpctl::mcp::Session::connect_with(base, transport, &mcp_options(timeout, Some(&token))).await
+}
