@@ -171,20 +171,25 @@ pub(crate) fn write_private(path: &Path, value: &[u8]) -> anyhow::Result<()> {
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
+    write_new(&tmp, value)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Write `value` to a fresh file `tmp` (mode 0600, replacing a leftover of an interrupted run)
+/// and fsync it, ready to be renamed into place.
+fn write_new(tmp: &Path, value: &[u8]) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&tmp)
+        .open(tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(value)
         .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    sync_dir(dir);
-    Ok(())
+        .with_context(|| format!("writing {}", tmp.display()))
 }
 
 fn describe(r: &SecretRef) -> String {
@@ -416,21 +421,10 @@ fn write_value(
     value: &[u8],
 ) -> anyhow::Result<()> {
     let dir = secret_dir(state_dir, service);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    private_dir(&dir)?;
     let path = value_path(state_dir, service, name, fp);
     let tmp = dir.join(format!(".{name}@{fp}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(value)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    drop(f);
+    write_new(&tmp, value)?;
     let mode = match role {
         Role::Service => {
             // Only root can give files away; an unprivileged operator's files stay theirs.
