@@ -77,7 +77,7 @@ impl Render for Listing {
         );
         if !self.open_services.is_empty() {
             t.push_str(&format!(
-                "\nno token needed (auth mode none): {}\n",
+                "\nno token needed (auth mode none): {}",
                 self.open_services.join(" ")
             ));
         }
@@ -95,7 +95,7 @@ struct Rotated {
 impl Render for Rotated {
     fn human(&self) -> String {
         format!(
-            "{}: token rotated to generation {}. {}\n",
+            "{}: token rotated to generation {}. {}",
             self.consumer, self.generation, self.next
         )
     }
@@ -171,7 +171,7 @@ pub fn run(settings: &Settings, args: &TokenArgs) -> anyhow::Result<ExitCode> {
                 ))
             })?;
             // The one place a token is printed: stdout, raw, whatever --output says.
-            output::write_stdout(&format!("{}\n", t.expose()));
+            output::write_stdout(t.expose());
         }
         TokenAction::BridgeFile { service } => {
             if !m.services.contains_key(service) {
@@ -183,7 +183,6 @@ pub fn run(settings: &Settings, args: &TokenArgs) -> anyhow::Result<ExitCode> {
             let tokens = auth::resolve_tokens(m, &project.manifest_dir, state, &key)?;
             if let Some(bytes) = auth::bridge_file(m, service, &tokens, &project.manifest_dir)? {
                 output::write_stdout(&String::from_utf8_lossy(&bytes));
-                output::write_stdout("\n");
             }
         }
         TokenAction::Rotate { name } => {
