@@ -89,6 +89,9 @@ pub enum Command {
     Prune(crate::commands::prune::PruneArgs),
     /// Base images built locally from one debootstrap minbase per suite: `list` (default) or `build`.
     Bases(crate::commands::bases::BasesArgs),
+    /// Carry the project's images to another host without a registry: `export --out DIR` (one
+    /// tar per image + manifest.json with SHA-256s), `import DIR` (verify all, then load).
+    Images(crate::commands::images::ImagesArgs),
     /// Fetch on the host, from the committed locks, what offline builds install (hashes checked).
     Vendor(crate::commands::vendor::VendorArgs),
     /// Drive a bounded load of real MCP calls at the running stack and judge the SLOs (exit 6 on a breach).
@@ -102,6 +105,16 @@ pub enum Command {
     /// The consumers' bearer tokens: `list` (fingerprints only), `show NAME` (prints one token),
     /// `rotate NAME` (next generation; the next deploy rolls it out).
     Token(crate::commands::token::TokenArgs),
+    /// What this binary is: version, git revision, build profile and optimisation level
+    /// (`--output json` for scripts; run it inside an image to see what the image carries).
+    Version,
+    /// Pre-flight: engine, clocks, disk space, published ports, base images, vendored packages,
+    /// install key — a line per check and a fix for each failure; exit 1 if any fails.
+    Doctor(crate::commands::doctor::DoctorArgs),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(crate::commands::completions::CompletionsArgs),
+    /// Roff manual pages: one per command and subcommand with --out DIR, else mcpctl.1 on stdout.
+    Man(crate::commands::man::ManArgs),
 }
 
 #[derive(Args, Debug)]

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod cutover;
 pub mod dockerproxy;
+pub mod doctor;
 pub mod edge;
 pub mod engine;
 pub mod error;

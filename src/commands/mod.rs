@@ -5,13 +5,17 @@ pub mod bases;
 pub mod bridge;
 pub mod build;
 mod common;
+pub mod completions;
 pub mod cutover;
 pub mod deploy;
 pub mod docker_proxy;
+pub mod doctor;
 pub mod down;
 pub mod edge;
 pub mod history;
+pub mod images;
 pub mod logs;
+pub mod man;
 pub mod plan;
 pub mod prune;
 mod render;
@@ -21,6 +25,7 @@ pub mod status;
 pub mod token;
 mod validate;
 pub mod vendor;
+pub mod version;
 
 use crate::cli::Command;
 use crate::error::ExitCode;
@@ -43,10 +48,15 @@ pub fn dispatch(command: Command, settings: &Settings) -> anyhow::Result<ExitCod
         Command::Down(args) => down::run(settings, &args),
         Command::Prune(args) => prune::run(settings, &args),
         Command::Bases(args) => bases::run(settings, &args),
+        Command::Images(args) => images::run(settings, &args),
         Command::Vendor(args) => vendor::run(settings, &args),
         Command::Soak(args) => soak::run(settings, &args),
         Command::Cutover(args) => cutover::run(settings, &args),
         Command::Edge(args) => edge::run(settings, args),
         Command::Token(args) => token::run(settings, &args),
+        Command::Version => version::run(settings),
+        Command::Doctor(args) => doctor::run(settings, &args),
+        Command::Completions(args) => completions::run(&args),
+        Command::Man(args) => man::run(settings, &args),
     }
 }

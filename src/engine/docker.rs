@@ -551,6 +551,102 @@ impl Engine for DockerEngine {
         }
     }
 
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        let i = match self.docker.inspect_image(reference).await {
+            Ok(i) => i,
+            Err(BError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(map_err(&format!("inspecting image {reference}"), e)),
+        };
+        let created = i
+            .created
+            .as_deref()
+            .and_then(|t| t.split('.').next())
+            .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Ok(i.id.map(|id| ImageInfo {
+            id,
+            tags: i
+                .repo_tags
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| t != "<none>:<none>")
+                .collect(),
+            labels: to_btree(i.config.and_then(|c| c.labels)),
+            created,
+            size: i.size.unwrap_or(0),
+        }))
+    }
+
+    async fn save_image(
+        &self,
+        references: &[String],
+        sink: &mut dyn std::io::Write,
+    ) -> Result<u64> {
+        let what = format!("saving {}", references.join(" "));
+        let names: Vec<&str> = references.iter().map(String::as_str).collect();
+        // `GET /images/get?names=…`: one image under all its tags (`export_image` takes one name).
+        let mut stream = self.docker.export_images(&names);
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| map_err(&what, e))?;
+            sink.write_all(&chunk)
+                .map_err(|e| EngineError::Other(format!("{what}: writing the tar: {e}")))?;
+            n += chunk.len() as u64;
+        }
+        Ok(n)
+    }
+
+    async fn load_image(
+        &self,
+        path: &std::path::Path,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<()> {
+        use tokio::io::AsyncReadExt as _;
+        const CHUNK: usize = 1 << 20;
+        let what = format!("loading {}", path.display());
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| EngineError::Other(format!("{what}: {e}")))?;
+        // Streamed from disk a chunk at a time; the first read error ends the body.
+        let body = futures::stream::unfold(Some(file), |file| async move {
+            let mut f = file?;
+            let mut buf = bytes::BytesMut::with_capacity(CHUNK);
+            match f.read_buf(&mut buf).await {
+                Ok(0) => None,
+                Ok(_) => Some((Ok(buf.freeze()), Some(f))),
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        // Not quiet: the engine answers (and reports progress) while it loads, not only at the end.
+        let opts = q::ImportImageOptionsBuilder::default().quiet(false).build();
+        let mut stream = self
+            .docker
+            .import_image(opts, bollard::body_try_stream(body), None);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    for s in [info.stream.as_deref(), info.status.as_deref()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        for l in s.lines().filter(|l| !l.trim().is_empty()) {
+                            on_line(l);
+                        }
+                    }
+                }
+                Err(BError::DockerStreamError { error }) => {
+                    return Err(EngineError::Other(format!("{what}: {error}")))
+                }
+                Err(e) => return Err(map_err(&what, e)),
+            }
+        }
+        Ok(())
+    }
+
     async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
         if self
             .docker

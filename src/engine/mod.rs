@@ -193,6 +193,44 @@ pub trait Engine {
     async fn list_images(&self, label: &str) -> Result<Vec<ImageInfo>>;
     /// Remove an image reference; `Conflict` when a container still uses it.
     async fn remove_image(&self, reference: &str) -> Result<()>;
+    /// An image by reference (tag or id): its id, every tag it carries, labels and size; `None`
+    /// when absent. The default (engines without inspect) knows only the id and the reference.
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        Ok(self.image_id(reference).await?.map(|id| ImageInfo {
+            id,
+            tags: vec![reference.to_string()],
+            labels: BTreeMap::new(),
+            created: 0,
+            size: 0,
+        }))
+    }
+    /// `docker save` of one image under `references` (its tags, or its id), streamed into `sink`
+    /// chunk by chunk (never held in memory); returns the bytes written. Used by
+    /// `mcpctl images export`; the caller owns the file (temporary name, fsync, rename).
+    async fn save_image(
+        &self,
+        references: &[String],
+        sink: &mut dyn std::io::Write,
+    ) -> Result<u64> {
+        let _ = sink;
+        Err(EngineError::Other(format!(
+            "saving {} is not supported by this engine",
+            references.join(" ")
+        )))
+    }
+    /// `docker load` of the tar at `path`, streamed from disk; `on_line` gets each line the
+    /// engine reports (`Loaded image: NAME:TAG`). Used by `mcpctl images import`.
+    async fn load_image(
+        &self,
+        path: &std::path::Path,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<()> {
+        let _ = on_line;
+        Err(EngineError::Other(format!(
+            "loading {} is not supported by this engine",
+            path.display()
+        )))
+    }
     async fn ensure_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()>;
     async fn list_networks(&self, label: &str) -> Result<Vec<String>>;
     async fn remove_network(&self, name: &str) -> Result<()>;

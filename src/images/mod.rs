@@ -6,10 +6,13 @@
 //! - [`vendor`]: `<state>/vendor/<service>/<lock-hash>/`, filled on the host from the committed
 //!   locks (`locks/<service>/`) for the image's runtime (the base suite's Python, the base's Node),
 //!   hashes checked, so image builds need no network.
+//! - [`transfer`]: `mcpctl images export|import`, the project's images as verified files for a
+//!   host with no registry.
 //!
 //! This module never builds service images or runs containers (that is the engine's job).
 
 pub mod bases;
+pub mod transfer;
 pub mod vendor;
 
 /// The recipe script: the single source of truth for how a base image is made. `scripts/bases`
