@@ -149,6 +149,27 @@ fn http_client(token: Option<&str>) -> reqwest::Client {
         .unwrap()
 }
 
+/// Run `script` with `python` (an image) on the project's network, as a container labelled as
+/// the project's, with `token` on its stdin (never in `docker inspect`); its output.
+fn python_in_network(project: &str, python: &str, script: &str, token: &str) -> String {
+    must_with_stdin(
+        Command::new("docker").args([
+            "run",
+            "--rm",
+            "-i",
+            "--network",
+            project,
+            "--label",
+            &format!("com.mcp.project={project}"),
+            python,
+            "python3",
+            "-c",
+            script,
+        ]),
+        &format!("{token}\n"),
+    )
+}
+
 /// Run `cmd` with `input` on its stdin; its output, or a panic with it when it fails. (A token
 /// handed to a container this way is in no `docker inspect`.)
 fn must_with_stdin(cmd: &mut Command, input: &str) -> String {
@@ -667,22 +688,7 @@ except urllib.error.HTTPError as e:
 "#,
             admin = s.admin
         );
-        let out = must_with_stdin(
-            Command::new("docker").args([
-                "run",
-                "--rm",
-                "-i",
-                "--network",
-                &s.project,
-                "--label",
-                &format!("com.mcp.project={}", s.project),
-                python,
-                "python3",
-                "-c",
-                &script,
-            ]),
-            &format!("{}\n", s.token()),
-        );
+        let out = python_in_network(&s.project, python, &script, &s.token());
         assert!(
             out.contains("mcp 200 True"),
             "in-network MCP through the edge: {out}"
@@ -1009,22 +1015,7 @@ req = urllib.request.Request("http://mcp-alpha:9090/mcp", json.dumps(init).encod
 r = urllib.request.urlopen(req, timeout=5)
 print("mcp", r.status, bool(r.headers.get("mcp-session-id")))
 "#;
-        let out = must_with_stdin(
-            Command::new("docker").args([
-                "run",
-                "--rm",
-                "-i",
-                "--network",
-                &s.project,
-                "--label",
-                &format!("com.mcp.project={}", s.project),
-                python,
-                "python3",
-                "-c",
-                script,
-            ]),
-            &format!("{}\n", s.token()),
-        );
+        let out = python_in_network(&s.project, python, script, &s.token());
         assert!(
             out.contains("mcp 200 True"),
             "mcp-alpha:9090 in-network: {out}"
