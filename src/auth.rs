@@ -92,6 +92,36 @@ pub fn effective(m: &Manifest, service: &str) -> Effective {
     }
 }
 
+/// A service container's environment, as deploy creates it and the compose export renders it:
+/// the manifest's `env`, then (MCP services) the tool policy, the service name, the audit switch
+/// and the access file's path when the service checks tokens. Part of the container spec, so a
+/// change is a spec change `plan` names.
+pub fn container_env(m: &Manifest, service: &str) -> Vec<(String, String)> {
+    let svc = &m.services[service];
+    let mut env: Vec<(String, String)> = svc
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(
+            svc.tools
+                .as_ref()
+                .and_then(|t| t.bridge_env())
+                .map(|(k, v)| (k.to_string(), v)),
+        )
+        .collect();
+    if svc.role == crate::manifest::Role::Service {
+        let eff = effective(m, service);
+        env.push((SERVICE_ENV.into(), service.to_string()));
+        if eff.audit_arguments {
+            env.push((AUDIT_ARGUMENTS_ENV.into(), "true".into()));
+        }
+        if eff.mode != AuthMode::None {
+            env.push((AUTH_FILE_ENV.into(), auth_file_path()));
+        }
+    }
+    env
+}
+
 /// A consumer's token; `Debug` never shows it.
 #[derive(Clone)]
 pub struct Token {

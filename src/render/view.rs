@@ -386,34 +386,8 @@ impl ServiceView {
             labels: labels(m, name, svc),
             port: svc.port,
             container_port: svc.container_port,
-            // As the deployed container gets it (rollout::desired): the bridge's tool policy.
-            env: svc
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .chain(
-                    svc.tools
-                        .as_ref()
-                        .and_then(|t| t.bridge_env())
-                        .map(|(k, v)| (k.to_string(), v)),
-                )
-                .chain(
-                    (role == "service")
-                        .then(|| (crate::auth::SERVICE_ENV.to_string(), name.to_string())),
-                )
-                .chain(auth_on.then(|| {
-                    (
-                        crate::auth::AUTH_FILE_ENV.to_string(),
-                        crate::auth::auth_file_path(),
-                    )
-                }))
-                .chain((role == "service" && auth.audit_arguments).then(|| {
-                    (
-                        crate::auth::AUDIT_ARGUMENTS_ENV.to_string(),
-                        "true".to_string(),
-                    )
-                }))
-                .collect(),
+            // As the deployed container gets it (rollout::desired).
+            env: crate::auth::container_env(m, name).into_iter().collect(),
             secrets: svc
                 .secrets
                 .keys()

@@ -167,24 +167,13 @@ pub async fn compute<E: Engine>(
             }
         };
         // The bridge's access rules travel as one more secret (digests only, see crate::auth).
-        let mut auth_env: Vec<(String, String)> = Vec::new();
         if svc.role == crate::manifest::Role::Service {
-            auth_env.push((crate::auth::SERVICE_ENV.into(), name.clone()));
-            if crate::auth::effective(m, name).audit_arguments {
-                auth_env.push((crate::auth::AUDIT_ARGUMENTS_ENV.into(), "true".into()));
-            }
             let file = tokens.as_ref().map_err(Clone::clone).and_then(|t| {
                 crate::auth::bridge_secret(m, name, t, &project.manifest_dir, &key)
                     .map_err(|e| e.to_string())
             });
             match file {
-                Ok(Some(secret)) => {
-                    resolved.push(secret);
-                    auth_env.push((
-                        crate::auth::AUTH_FILE_ENV.into(),
-                        crate::auth::auth_file_path(),
-                    ));
-                }
+                Ok(Some(secret)) => resolved.push(secret),
                 Ok(None) => {}
                 Err(e) => {
                     blocked.get_or_insert(e);
@@ -224,19 +213,8 @@ pub async fn compute<E: Engine>(
             name: String::new(),
             image: image.clone(),
             cmd: svc.server.command.clone(),
-            // The tool policy reaches the bridge as its environment (see ToolPolicy::bridge_env).
-            env: svc
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .chain(
-                    svc.tools
-                        .as_ref()
-                        .and_then(|t| t.bridge_env())
-                        .map(|(k, v)| (k.to_string(), v)),
-                )
-                .chain(auth_env)
-                .collect(),
+            // The tool policy and access settings reach the bridge as its environment.
+            env: crate::auth::container_env(m, name).into_iter().collect(),
             labels: identity,
             network: m.project.clone(),
             aliases: vec![format!("mcp-{name}")],
