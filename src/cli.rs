@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+#[cfg(feature = "cli")]
+use clap::ValueEnum;
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,66 +59,102 @@ use crate::output::OutputFormat;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    #[cfg(feature = "cli")]
     /// Check the manifest: every problem with file:line:column and a fix; exit 2 on any error.
     Validate,
+    #[cfg(feature = "cli")]
     /// Render Dockerfiles, docker-compose.yml and the LiteLLM config into a directory.
     Render(RenderArgs),
     /// Serve a stdio MCP server over legacy SSE and Streamable HTTP (runs inside every container).
     Bridge(crate::commands::bridge::BridgeArgs),
+    #[cfg(feature = "docker-proxy")]
     /// Serve a read-only view of the project's containers and their `mcp_container_*` metrics
     /// (runs in the stack's exporter container; the only holder of the Docker socket).
     DockerProxy(crate::commands::docker_proxy::DockerProxyArgs),
+    #[cfg(feature = "cli")]
     /// Build missing service images (tag = content hash of the build context and base image).
     Build(crate::commands::build::BuildArgs),
+    #[cfg(feature = "cli")]
     /// Desired vs running, per service: create / update (what changed) / unchanged / orphaned.
     Plan(crate::commands::plan::PlanArgs),
+    #[cfg(feature = "cli")]
     /// Deploy changed services one at a time behind the MCP health gate; roll back on failure.
     Deploy(crate::commands::deploy::DeployArgs),
+    #[cfg(feature = "cli")]
     /// Restore retained revisions (no rebuild), behind the same gate.
     Rollback(crate::commands::rollback::RollbackArgs),
+    #[cfg(feature = "cli")]
     /// What runs: revision, state, last gate, uptime, restarts, tools, port, memory.
     Status(crate::commands::status::StatusArgs),
+    #[cfg(feature = "cli")]
     /// The ledger of deploys and rollbacks, with outcomes.
     History(crate::commands::history::HistoryArgs),
+    #[cfg(feature = "cli")]
     /// Container logs of a service's serving revision (--follow to stream).
     Logs(crate::commands::logs::LogsArgs),
+    #[cfg(feature = "cli")]
     /// The tools/call audit records of the services' revisions (from their container logs),
     /// filtered by service, tool, consumer, time and outcome; newest --limit kept, oldest first.
     Audit(crate::commands::audit::AuditArgs),
-    /// Remove the project's containers and network (volumes only with --volumes).
+    #[cfg(feature = "cli")]
+    /// Remove the project's containers and network (volumes only with --volumes, after a backup
+    /// unless --no-backup).
     Down(crate::commands::down::DownArgs),
+    #[cfg(feature = "cli")]
+    /// Take a backup set (database dumps, volumes, state, manifest; checksummed), or `list` sets,
+    /// or `verify SET` (checksums and a real test restore of every database).
+    Backup(crate::commands::backup::BackupArgs),
+    #[cfg(feature = "cli")]
+    /// Restore a backup set into the running stack (the data replaced is saved first and put back
+    /// if the gate fails), or bring the state back on a fresh host.
+    Restore(crate::commands::backup::RestoreArgs),
+    #[cfg(feature = "cli")]
     /// Remove revisions beyond retain_revisions and images no revision uses.
     Prune(crate::commands::prune::PruneArgs),
+    #[cfg(feature = "cli")]
     /// Base images built locally from one debootstrap minbase per suite: `list` (default) or `build`.
     Bases(crate::commands::bases::BasesArgs),
+    #[cfg(feature = "cli")]
     /// Carry the project's images to another host without a registry: `export --out DIR` (one
     /// tar per image + manifest.json with SHA-256s), `import DIR` (verify all, then load).
     Images(crate::commands::images::ImagesArgs),
+    #[cfg(feature = "cli")]
     /// Fetch on the host, from the committed locks, what offline builds install (hashes checked).
     Vendor(crate::commands::vendor::VendorArgs),
+    #[cfg(feature = "cli")]
     /// Drive a bounded load of real MCP calls at the running stack and judge the SLOs (exit 6 on a breach).
     Soak(crate::commands::soak::SoakArgs),
+    #[cfg(feature = "cli")]
     /// Move LiteLLM from the old proxy to the stack: check (old vs new, through LiteLLM; exit 6 on
     /// differences), switch / revert at the edge's routes, retire the old proxy.
     Cutover(crate::commands::cutover::CutoverArgs),
     /// The stack's edge: owns the published ports, switches revisions by route with session
     /// affinity and draining (`up`, `status`, `replace`; `serve` runs in the edge container).
     Edge(crate::commands::edge::EdgeArgs),
+    #[cfg(feature = "cli")]
     /// The consumers' bearer tokens: `list` (fingerprints only), `show NAME` (prints one token),
     /// `rotate NAME` (next generation; the next deploy rolls it out).
     Token(crate::commands::token::TokenArgs),
     /// What this binary is: version, git revision, build profile and optimisation level
     /// (`--output json` for scripts; run it inside an image to see what the image carries).
     Version,
+    #[cfg(feature = "cli")]
     /// Pre-flight: engine, clocks, disk space, published ports, base images, vendored packages,
     /// install key — a line per check and a fix for each failure; exit 1 if any fails.
     Doctor(crate::commands::doctor::DoctorArgs),
+    #[cfg(feature = "cli")]
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(crate::commands::completions::CompletionsArgs),
+    #[cfg(feature = "cli")]
     /// Roff manual pages: one per command and subcommand with --out DIR, else mcpctl.1 on stdout.
     Man(crate::commands::man::ManArgs),
+    #[cfg(feature = "cli")]
+    /// The API reference docs/api/ from each deployed service's live tools/list (`--check`: exit 1
+    /// listing the files that differ).
+    Docs(crate::commands::docs::DocsArgs),
 }
 
+#[cfg(feature = "cli")]
 #[derive(Args, Debug)]
 pub struct RenderArgs {
     /// Output directory (created if missing).
@@ -128,8 +166,33 @@ pub struct RenderArgs {
     /// Render only this kind of artifact.
     #[arg(long, value_enum)]
     pub only: Option<ArtifactArg>,
+    /// What to render for: `docker` (Dockerfiles, compose, LiteLLM, observability) or
+    /// `kubernetes` (kustomize base + overlay, secrets script, kubernetes_sd Prometheus config;
+    /// docs/kubernetes.md).
+    #[arg(long, value_enum, default_value = "docker")]
+    pub target: RenderTarget,
+    /// kubernetes: prefix every image with this registry (`R/<project>/<service>`).
+    #[arg(long, value_name = "R")]
+    pub registry: Option<String>,
+    /// kubernetes: take each service's image tag from an `mcpctl images export` directory.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// kubernetes: let this MCP service reach public addresses (repeatable), e.g. fetch.
+    #[arg(long, value_name = "SERVICE")]
+    pub internet: Vec<String>,
 }
 
+#[cfg(feature = "cli")]
+/// `render --target`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenderTarget {
+    /// The Docker stack's files (today's behaviour).
+    Docker,
+    /// A kustomize base + overlay for a cluster.
+    Kubernetes,
+}
+
+#[cfg(feature = "cli")]
 /// `--only`: the kinds of artifact `render` writes ([`crate::render::ArtifactKind`]).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArtifactArg {
@@ -143,6 +206,7 @@ pub enum ArtifactArg {
     Observability,
 }
 
+#[cfg(feature = "cli")]
 impl From<ArtifactArg> for crate::render::ArtifactKind {
     fn from(a: ArtifactArg) -> Self {
         match a {

@@ -1,23 +1,28 @@
 //! `mcpctl edge serve|up|status|replace`: the stack's edge (src/edge/). `serve` runs inside the
 //! edge container; the others drive it from the host.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use serde::Serialize;
 
-use super::common::{connect, open_project, runtime};
-use crate::edge::container::{self, ReplaceReport, UpReport};
-use crate::edge::routes::RouteView;
-use crate::error::{CommandError, ExitCode};
-use crate::output::{self, confirm, Render};
-use crate::rollout::executor::EdgeSwitch;
-use crate::rollout::ledger::{now_rfc3339, Entry, Ledger};
-use crate::rollout::lock::LockInfo;
+use crate::error::ExitCode;
 use crate::settings::Settings;
+// The host side (`up`, `status`, `replace`); the in-container binary has `serve` only.
+#[cfg(feature = "cli")]
+use {
+    super::common::{connect, open_project, runtime},
+    crate::edge::container::{self, ReplaceReport, UpReport},
+    crate::edge::routes::RouteView,
+    crate::error::CommandError,
+    crate::output::{self, confirm, Render},
+    crate::rollout::executor::EdgeSwitch,
+    crate::rollout::ledger::{now_rfc3339, Entry, Ledger},
+    crate::rollout::lock::LockInfo,
+    serde::Serialize,
+    std::collections::BTreeMap,
+};
 
 #[derive(Args, Debug)]
 pub struct EdgeArgs {
@@ -30,10 +35,13 @@ pub enum EdgeCommand {
     /// Run the edge proxy (the edge container's command; not for the host).
     Serve(ServeArgs),
     /// Create or start the project's edge (idempotent) and route services that have none yet.
+    #[cfg(feature = "cli")]
     Up,
     /// Routes: which upstream serves each service, and what still drains.
+    #[cfg(feature = "cli")]
     Status,
     /// Recreate the edge container itself (new image or ports); measures the gap on a published port.
+    #[cfg(feature = "cli")]
     Replace,
 }
 
@@ -85,21 +93,28 @@ impl From<ServeArgs> for crate::edge::ServeConfig {
     }
 }
 
+// `settings` is for the host-side commands only.
+#[cfg_attr(not(feature = "cli"), allow(unused_variables))]
 pub fn run(settings: &Settings, args: EdgeArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         EdgeCommand::Serve(a) => crate::edge::serve(a.into()).map(|()| ExitCode::Ok),
+        #[cfg(feature = "cli")]
         EdgeCommand::Up => up(settings),
+        #[cfg(feature = "cli")]
         EdgeCommand::Status => status(settings),
+        #[cfg(feature = "cli")]
         EdgeCommand::Replace => replace(settings),
     }
 }
 
+#[cfg(feature = "cli")]
 impl Render for UpReport {
     fn human(&self) -> String {
         format!("edge {}: {} ({})", self.container, self.action, self.image)
     }
 }
 
+#[cfg(feature = "cli")]
 impl Render for ReplaceReport {
     fn human(&self) -> String {
         format!(
@@ -109,6 +124,7 @@ impl Render for ReplaceReport {
     }
 }
 
+#[cfg(feature = "cli")]
 /// `edge status`: the container as described, and its routes.
 #[derive(Serialize)]
 struct Status {
@@ -116,6 +132,7 @@ struct Status {
     routes: BTreeMap<String, RouteView>,
 }
 
+#[cfg(feature = "cli")]
 impl Render for Status {
     fn human(&self) -> String {
         let rows = self
@@ -160,6 +177,7 @@ impl Render for Status {
     }
 }
 
+#[cfg(feature = "cli")]
 fn require_enabled(project: &crate::rollout::Project) -> anyhow::Result<()> {
     if project.manifest.edge.enabled {
         Ok(())
@@ -171,6 +189,7 @@ fn require_enabled(project: &crate::rollout::Project) -> anyhow::Result<()> {
     }
 }
 
+#[cfg(feature = "cli")]
 fn up(settings: &Settings) -> anyhow::Result<ExitCode> {
     let project = open_project(settings)?;
     require_enabled(&project)?;
@@ -183,6 +202,7 @@ fn up(settings: &Settings) -> anyhow::Result<ExitCode> {
     })
 }
 
+#[cfg(feature = "cli")]
 fn status(settings: &Settings) -> anyhow::Result<ExitCode> {
     let project = open_project(settings)?;
     require_enabled(&project)?;
@@ -201,6 +221,7 @@ fn status(settings: &Settings) -> anyhow::Result<ExitCode> {
     })
 }
 
+#[cfg(feature = "cli")]
 fn replace(settings: &Settings) -> anyhow::Result<ExitCode> {
     let project = open_project(settings)?;
     require_enabled(&project)?;
@@ -234,6 +255,7 @@ fn replace(settings: &Settings) -> anyhow::Result<ExitCode> {
     })
 }
 
+#[cfg(feature = "cli")]
 /// For deploy and rollback: with the edge enabled, make sure it runs (create or start it, route
 /// what serves) and return where steps switch; `None` keeps today's behaviour.
 pub(crate) async fn prepare_edge(

@@ -12,7 +12,9 @@
 //!
 //! Must not: be scraped through (Prometheus discovers bridges by label), or decide what serves.
 
+#[cfg(feature = "cli")]
 pub mod admin;
+#[cfg(feature = "cli")]
 pub mod container;
 mod metrics;
 pub mod routes;

@@ -13,6 +13,7 @@
 //! Must not: print the token, or create it on the host side's read path (only `edge up`/`replace`
 //! create it, so a lost token is an error rather than a silent mismatch with the running edge).
 
+#[cfg(feature = "cli")]
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ use anyhow::Context as _;
 /// Where the token is mounted inside the edge container.
 pub const MOUNTED_AT: &str = "/run/mcpctl-edge/admin.token";
 /// The user the edge image runs as (its Dockerfile's `USER`).
+#[cfg(feature = "cli")]
 const EDGE_UID: u32 = 10001;
 const TOKEN_BYTES: usize = 32;
 
@@ -73,7 +75,8 @@ pub fn load(state_dir: &Path) -> anyhow::Result<String> {
 /// root, chowned to the edge's user so the container can read its read-only mount; an
 /// unprivileged operator's file stays theirs and is made world-readable inside the 0700
 /// `<state>/edge` directory (the container user must read it; the directory keeps other host
-/// users out).
+/// users out). Host side only (the in-container binary has no `rollout`).
+#[cfg(feature = "cli")]
 pub fn ensure(state_dir: &Path) -> anyhow::Result<PathBuf> {
     let dir = state_dir.join("edge");
     let file = path(state_dir);
@@ -104,7 +107,7 @@ pub fn ensure(state_dir: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cli"))]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt as _;

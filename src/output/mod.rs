@@ -8,7 +8,10 @@
 //! Must not: decide anything about the stack, or be imported by the domain for more than a
 //! diagnostic line.
 
+#[cfg(feature = "cli")]
 mod confirm;
+// The in-container binary (no `cli` feature) has no bars: a plain writer without indicatif.
+#[cfg_attr(not(feature = "cli"), path = "progress_plain.rs")]
 pub mod progress;
 
 use std::io::Write;
@@ -18,7 +21,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::settings::Settings;
 
-pub use confirm::confirm;
+#[cfg(feature = "cli")]
+pub use confirm::{ask, confirm};
 
 /// `--output`: human tables and reports, or JSON for scripts.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +150,7 @@ pub(crate) fn write_stdout(text: &str) {
     });
 }
 
+#[cfg(feature = "cli")]
 /// A plain table (no borders to copy-paste around), as operators expect from `docker ps`.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = comfy_table::Table::new();

@@ -41,9 +41,32 @@ pub struct Desired {
     pub secrets: Vec<secrets::Resolved>,
 }
 
-/// The mcpctl binary baked into images: this very executable.
+/// Names the mcpctl binary images carry (docs/contracts.md "Image binary").
+pub const IMAGE_BINARY_ENV: &str = "MCPCTL_IMAGE_BINARY";
+
+/// The mcpctl binary baked into images (service bridges, the edge, the exporter), and beside
+/// which first-party server binaries are looked up: `$MCPCTL_IMAGE_BINARY` when set — scripts/test
+/// and scripts/up point it at the optimized in-container build (`scripts/build-dist`) — else this
+/// very executable (an operator who installed a release build of mcpctl carries it as is).
 pub fn mcpctl_binary() -> anyhow::Result<PathBuf> {
-    std::env::current_exe().context("locating the mcpctl binary")
+    image_binary_from(std::env::var_os(IMAGE_BINARY_ENV))
+}
+
+fn image_binary_from(configured: Option<std::ffi::OsString>) -> anyhow::Result<PathBuf> {
+    match configured.filter(|v| !v.is_empty()) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            anyhow::ensure!(
+                path.is_file(),
+                "{IMAGE_BINARY_ENV}={} is not a file: build it with `scripts/build-dist` \
+                 (cargo build --profile dist --no-default-features --features docker-proxy), \
+                 point {IMAGE_BINARY_ENV} at an mcpctl binary, or unset it to carry this mcpctl",
+                path.display()
+            );
+            Ok(path)
+        }
+        None => std::env::current_exe().context("locating the mcpctl binary"),
+    }
 }
 
 /// What goes into an image for a host-built `binary`: its stripped copy, cached in the state dir.
@@ -87,8 +110,11 @@ pub fn service_context(
             let bin = exe.with_file_name(krate);
             anyhow::ensure!(
                 bin.exists(),
-                "service `{name}`: the first-party server binary {} is missing; build it with `cargo build -p {krate}`",
-                bin.display()
+                "service `{name}`: the first-party server binary {} is missing; build it beside \
+                 the mcpctl images carry ({}): `cargo build -p {krate}`, or `scripts/build-dist` \
+                 when {IMAGE_BINARY_ENV} points at the dist build",
+                bin.display(),
+                exe.display()
             );
             ctx.add_file(&format!("bin/{krate}"), &image_binary(project, &bin))?;
         }
@@ -282,4 +308,34 @@ pub fn dependency_order(services: &[DesiredSummary]) -> Vec<String> {
         }
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configured_image_binary_is_used_and_a_missing_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("mcpctl");
+        std::fs::write(&bin, b"binary").unwrap();
+        assert_eq!(image_binary_from(Some(bin.clone().into())).unwrap(), bin);
+
+        let missing = dir.path().join("dist/mcpctl");
+        let err = image_binary_from(Some(missing.clone().into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(IMAGE_BINARY_ENV), "{err}");
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+        assert!(err.contains("scripts/build-dist"), "{err}");
+        // A directory is not a binary either.
+        assert!(image_binary_from(Some(dir.path().as_os_str().to_owned())).is_err());
+    }
+
+    #[test]
+    fn unset_or_empty_falls_back_to_this_executable() {
+        let me = std::env::current_exe().unwrap();
+        assert_eq!(image_binary_from(None).unwrap(), me);
+        assert_eq!(image_binary_from(Some("".into())).unwrap(), me);
+    }
 }
