@@ -662,7 +662,13 @@ services:
         ]))
     };
     assert_eq!(vols(&s.project).trim(), format!("{}-data", s.project));
+    // Deleting data takes a backup first; with nothing serving there is none to take, so the
+    // volume stays until the operator says --no-backup.
     let out = s.mcpctl(&["--yes", "down", "--volumes"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(show(&out).contains("--no-backup"), "{}", show(&out));
+    assert_eq!(vols(&s.project).trim(), format!("{}-data", s.project));
+    let out = s.mcpctl(&["--yes", "down", "--volumes", "--no-backup"]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(vols(&s.project).trim(), "");
 }

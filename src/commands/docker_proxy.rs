@@ -18,6 +18,10 @@ pub struct DockerProxyArgs {
     /// The manifest's label prefix.
     #[arg(long, default_value = "com.mcp")]
     pub label_prefix: String,
+    /// `mcpctl backup`'s status file (mounted read-only by the exporter's container): exported as
+    /// `mcp_backup_last_success_timestamp_seconds` (0 while there is none).
+    #[arg(long, value_name = "FILE")]
+    pub backup_status: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: DockerProxyArgs) -> anyhow::Result<ExitCode> {
@@ -25,6 +29,7 @@ pub fn run(args: DockerProxyArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         project: args.project,
         label_prefix: args.label_prefix,
+        backup_status: args.backup_status,
     })
     .map(|()| ExitCode::Ok)
 }

@@ -41,6 +41,9 @@ pub struct Config {
     pub project: String,
     /// The manifest's label prefix.
     pub label_prefix: String,
+    /// `mcpctl backup`'s status file (`crate::backup::Status` JSON), mounted read-only: the
+    /// source of `mcp_backup_last_success_timestamp_seconds`.
+    pub backup_status: Option<std::path::PathBuf>,
 }
 
 /// Timeout of every Docker call made for a request: a slow engine must not hang the monitoring
@@ -54,6 +57,8 @@ struct Proxy {
     project: String,
     /// `mcp_dockerproxy_refused_total{reason}`: requests answered before any engine call.
     refused: Family<exporter::RefusedLabels, Counter>,
+    /// [`Config::backup_status`].
+    backup_status: Option<std::path::PathBuf>,
 }
 
 type Shared = Arc<Proxy>;
@@ -65,11 +70,13 @@ pub fn run(args: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let engine = DockerEngine::connect().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let proxy = Arc::new(Proxy::new(
+        let mut proxy = Proxy::new(
             engine.client().clone(),
             args.label_prefix.clone(),
             args.project.clone(),
-        ));
+        );
+        proxy.backup_status = args.backup_status.clone();
+        let proxy = Arc::new(proxy);
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("docker-proxy: cannot listen on {}", args.listen))?;
@@ -273,6 +280,7 @@ impl Proxy {
             prefix,
             project,
             refused,
+            backup_status: None,
         }
     }
 
@@ -450,11 +458,11 @@ async fn metrics(State(p): State<Shared>) -> Response {
         }
     }))
     .await;
-    crate::metrics::response(&exporter::registry(
-        &p.prefix,
-        samples.into_iter().flatten(),
-        &p.refused,
-    ))
+    let mut registry = exporter::registry(&p.prefix, samples.into_iter().flatten(), &p.refused);
+    if let Some(file) = &p.backup_status {
+        exporter::register_backup(&mut registry, exporter::last_backup(file).await);
+    }
+    crate::metrics::response(&registry)
 }
 
 pub mod exporter {
@@ -502,6 +510,18 @@ pub mod exporter {
         Some(usage - inactive)
     }
 
+    /// A container's health for `mcp_container_healthy`: `None` without a Docker health check;
+    /// healthy only while it runs (a stopped container keeps its last health status).
+    pub fn health_of(detail: &bollard::models::ContainerInspectResponse) -> Option<bool> {
+        use bollard::models::HealthStatusEnum as H;
+        let state = detail.state.as_ref()?;
+        let status = state.health.as_ref()?.status?;
+        if matches!(status, H::EMPTY | H::NONE) {
+            return None;
+        }
+        Some(state.running.unwrap_or(false) && status == H::HEALTHY)
+    }
+
     /// One scrape's registry (encoded by `crate::metrics`): fresh families set from Docker's
     /// view of each container, and the proxy's refusal counter.
     pub fn registry(
@@ -519,6 +539,7 @@ pub mod exporter {
         let cpu = Family::<Labels, Counter<f64, AtomicU64>>::default();
         let cpu_limit = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         let restarts = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        let healthy = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         for (detail, stats) in containers {
             let labels = detail
                 .config
@@ -552,6 +573,9 @@ pub mod exporter {
             restarts
                 .get_or_create(&l)
                 .inc_by(detail.restart_count.unwrap_or(0) as f64);
+            if let Some(h) = health_of(&detail) {
+                healthy.get_or_create(&l).set(if h { 1.0 } else { 0.0 });
+            }
             if let Some(s) = stats {
                 if let Some(u) = memory_used(&s) {
                     used.get_or_create(&l).set(u as f64);
@@ -588,6 +612,11 @@ pub mod exporter {
             restarts,
         );
         r.register(
+            "mcp_container_healthy",
+            "1 when the container runs and its Docker health check passes, else 0 (only containers with a health check)",
+            healthy,
+        );
+        r.register(
             "mcp_dockerproxy_refused",
             "Requests the docker proxy refused before asking the engine",
             refused.clone(),
@@ -595,8 +624,58 @@ pub mod exporter {
         r
     }
 
+    /// Creation time (unix seconds) of the newest complete backup set, from the status file
+    /// `mcpctl backup` writes; 0 when there is none (or it cannot be read: the alert then fires,
+    /// which is the point). At most 64 KiB is read.
+    pub async fn last_backup(file: &std::path::Path) -> i64 {
+        use tokio::io::AsyncReadExt as _;
+        let Ok(f) = tokio::fs::File::open(file).await else {
+            return 0;
+        };
+        let mut buf = Vec::new();
+        if f.take(64 << 10).read_to_end(&mut buf).await.is_err() {
+            return 0;
+        }
+        serde_json::from_slice::<serde_json::Value>(&buf)
+            .ok()
+            .and_then(|v| v["created_unix"].as_i64())
+            .unwrap_or(0)
+    }
+
+    pub fn register_backup(r: &mut Registry, created_unix: i64) {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(created_unix as f64);
+        r.register(
+            "mcp_backup_last_success_timestamp_seconds",
+            "Creation time of the newest complete backup set (mcpctl backup), 0 when there is none",
+            g,
+        );
+    }
+
     #[cfg(test)]
     mod tests {
+        #[tokio::test]
+        async fn the_last_backup_is_read_from_the_status_file_and_0_without_one() {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("last.json");
+            assert_eq!(super::last_backup(&f).await, 0);
+            std::fs::write(
+                &f,
+                r#"{"project":"p","set":"/s","created_unix":1796315712,"bytes":1}"#,
+            )
+            .unwrap();
+            assert_eq!(super::last_backup(&f).await, 1_796_315_712);
+            std::fs::write(&f, "not json").unwrap();
+            assert_eq!(super::last_backup(&f).await, 0);
+            let mut r = prometheus_client::registry::Registry::default();
+            super::register_backup(&mut r, 1_796_315_712);
+            let text = crate::metrics::encode(&r).unwrap();
+            assert!(
+                text.contains("mcp_backup_last_success_timestamp_seconds 1796315712"),
+                "{text}"
+            );
+        }
+
         #[test]
         fn memory_used_subtracts_inactive_file_v1_and_v2() {
             let v1 = serde_json::json!({"memory_stats": {"usage": 1000, "stats": {"total_inactive_file": 300, "inactive_file": 100}}});
@@ -618,7 +697,8 @@ pub mod exporter {
                         "com.mcp.release": "1",
                         "com.mcp.config-hash": "0123456789abcdef"
                     }},
-                    "HostConfig": {"Memory": 67108864, "NanoCpus": 500000000}
+                    "HostConfig": {"Memory": 67108864, "NanoCpus": 500000000},
+                    "State": {"Running": true, "Health": {"Status": "healthy"}}
                 }))
                 .unwrap();
             let stats = serde_json::json!({
@@ -637,6 +717,7 @@ pub mod exporter {
                 ("mcp_container_cpu_seconds_total", "counter", 1.5),
                 ("mcp_container_cpu_limit_cores", "gauge", 0.5),
                 ("mcp_container_restarts_total", "counter", 2.0),
+                ("mcp_container_healthy", "gauge", 1.0),
             ] {
                 let f = families
                     .get(name)
@@ -663,7 +744,26 @@ pub mod exporter {
             let refused = &families["mcp_dockerproxy_refused_total"];
             assert_eq!(refused.kind, "counter");
             assert_eq!(refused.samples[0].label("reason"), Some("method"));
-            assert_eq!(families.len(), 6, "{:?}", families.keys());
+            assert_eq!(families.len(), 7, "{:?}", families.keys());
+        }
+
+        #[test]
+        fn healthy_only_while_running_with_a_passing_health_check() {
+            let of = |state: serde_json::Value| {
+                let d: bollard::models::ContainerInspectResponse =
+                    serde_json::from_value(serde_json::json!({ "State": state })).unwrap();
+                super::health_of(&d)
+            };
+            let h = |running: bool, status: &str| {
+                of(serde_json::json!({"Running": running, "Health": {"Status": status}}))
+            };
+            assert_eq!(h(true, "healthy"), Some(true));
+            assert_eq!(h(true, "unhealthy"), Some(false));
+            assert_eq!(h(true, "starting"), Some(false));
+            // A stopped container keeps its last status: it is not healthy.
+            assert_eq!(h(false, "healthy"), Some(false));
+            assert_eq!(h(true, "none"), None);
+            assert_eq!(of(serde_json::json!({"Running": true})), None);
         }
     }
 }

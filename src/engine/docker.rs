@@ -132,6 +132,21 @@ pub(crate) fn hardened_host_config(
     }
 }
 
+/// `source:target:ro|rw`, the engine's bind syntax.
+fn bind_specs(binds: &[super::Bind]) -> Vec<String> {
+    binds
+        .iter()
+        .map(|b| {
+            format!(
+                "{}:{}:{}",
+                b.source,
+                b.target,
+                if b.read_only { "ro" } else { "rw" }
+            )
+        })
+        .collect()
+}
+
 fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mut port_bindings = HashMap::new();
     let mut exposed = Vec::new();
@@ -150,18 +165,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             }]),
         );
     }
-    let binds = spec
-        .binds
-        .iter()
-        .map(|b| {
-            format!(
-                "{}:{}:{}",
-                b.source,
-                b.target,
-                if b.read_only { "ro" } else { "rw" }
-            )
-        })
-        .collect();
+    let binds = bind_specs(&spec.binds);
     let host_config = HostConfig {
         shm_size: spec.shm_size,
         port_bindings: Some(port_bindings),
@@ -194,6 +198,81 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             )])),
         }),
         ..Default::default()
+    }
+}
+
+/// A host file as a request body, streamed from disk a chunk at a time (the first read error
+/// ends the body): image loads and job inputs are as large as the data, never held in memory.
+async fn file_body(
+    path: &std::path::Path,
+) -> std::io::Result<impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
+    use tokio::io::AsyncReadExt as _;
+    const CHUNK: usize = 1 << 20;
+    let file = tokio::fs::File::open(path).await?;
+    Ok(futures::stream::unfold(Some(file), |file| async move {
+        let mut f = file?;
+        let mut buf = bytes::BytesMut::with_capacity(CHUNK);
+        match f.read_buf(&mut buf).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok(buf.freeze()), Some(f))),
+            Err(e) => Some((Err(e), None)),
+        }
+    }))
+}
+
+impl DockerEngine {
+    /// The body of [`Engine::run_job`] once the container exists: input, start, wait, output.
+    async fn job_steps(&self, job: &super::JobSpec) -> Result<super::JobResult> {
+        let name = &job.name;
+        if let Some((tar, dir)) = &job.input {
+            let body = file_body(tar).await.map_err(|e| {
+                EngineError::Other(format!("job {name}: reading {}: {e}", tar.display()))
+            })?;
+            let opts = q::UploadToContainerOptionsBuilder::default()
+                .path(dir)
+                .build();
+            self.docker
+                .upload_to_container(name, Some(opts), bollard::body_try_stream(body))
+                .await
+                .map_err(|e| map_err(&format!("copying {} into job {name}", tar.display()), e))?;
+        }
+        self.start_container(name).await?;
+        let wait = async {
+            let mut stream = self
+                .docker
+                .wait_container(name, None::<q::WaitContainerOptions>);
+            match stream.next().await {
+                Some(Ok(r)) => Ok(r.status_code),
+                // bollard reports a nonzero exit as an error carrying the code.
+                Some(Err(BError::DockerContainerWaitError { code, .. })) => Ok(code),
+                Some(Err(e)) => Err(map_err(&format!("waiting for job {name}"), e)),
+                None => Err(EngineError::Other(format!(
+                    "job {name}: the engine ended the wait without an exit code"
+                ))),
+            }
+        };
+        let exit_code = match tokio::time::timeout(job.timeout, wait).await {
+            Ok(code) => code?,
+            Err(_) => {
+                let logs = self.logs_tail(name, 20).await.unwrap_or_default();
+                return Err(EngineError::Other(format!(
+                    "job {name} did not finish within {:?} and was stopped; its last lines:\n{logs}",
+                    job.timeout
+                )));
+            }
+        };
+        let logs = self.logs_tail(name, super::JOB_LOG_LINES).await?;
+        let mut output_bytes = 0;
+        if exit_code == 0 {
+            if let Some((path, dest)) = &job.output {
+                output_bytes = self.copy_out(name, path, dest).await?;
+            }
+        }
+        Ok(super::JobResult {
+            exit_code,
+            logs,
+            output_bytes,
+        })
     }
 }
 
@@ -605,22 +684,10 @@ impl Engine for DockerEngine {
         path: &std::path::Path,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<()> {
-        use tokio::io::AsyncReadExt as _;
-        const CHUNK: usize = 1 << 20;
         let what = format!("loading {}", path.display());
-        let file = tokio::fs::File::open(path)
+        let body = file_body(path)
             .await
             .map_err(|e| EngineError::Other(format!("{what}: {e}")))?;
-        // Streamed from disk a chunk at a time; the first read error ends the body.
-        let body = futures::stream::unfold(Some(file), |file| async move {
-            let mut f = file?;
-            let mut buf = bytes::BytesMut::with_capacity(CHUNK);
-            match f.read_buf(&mut buf).await {
-                Ok(0) => None,
-                Ok(_) => Some((Ok(buf.freeze()), Some(f))),
-                Err(e) => Some((Err(e), None)),
-            }
-        });
         // Not quiet: the engine answers (and reports progress) while it loads, not only at the end.
         let opts = q::ImportImageOptionsBuilder::default().quiet(false).build();
         let mut stream = self
@@ -755,6 +822,39 @@ impl Engine for DockerEngine {
         }
         f.sync_all().map_err(io)?;
         Ok(n)
+    }
+
+    async fn run_job(&self, job: &super::JobSpec) -> Result<super::JobResult> {
+        let host_config = HostConfig {
+            binds: Some(bind_specs(&job.binds)),
+            network_mode: Some(job.network.clone().unwrap_or_else(|| "none".into())),
+            cap_add: (!job.cap_add.is_empty()).then(|| job.cap_add.clone()),
+            // Writable root: a job writes its output (a dump) into its own layer, copied out after.
+            ..hardened_host_config(job.memory, 1_000_000_000, 256, None, Restart::No)
+        };
+        let body = ContainerCreateBody {
+            image: Some(job.image.clone()),
+            entrypoint: Some(job.entrypoint.clone()),
+            user: job.user.clone(),
+            cmd: Some(vec![]),
+            env: Some(job.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(job.labels.clone().into_iter().collect()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        // A job of an earlier, interrupted run under the same name is ours to replace.
+        self.remove_container_if_present(&job.name).await?;
+        let opts = q::CreateContainerOptionsBuilder::default()
+            .name(&job.name)
+            .build();
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| map_err(&format!("creating job {}", job.name), e))?;
+        let result = self.job_steps(job).await;
+        // Removed whatever happened (forced: a job that timed out is still running).
+        let _ = self.remove_container_if_present(&job.name).await;
+        result
     }
 
     async fn usage(&self, name: &str) -> Result<Option<super::Usage>> {

@@ -250,7 +250,54 @@ pub trait Engine {
     }
     /// One stats sample of a running container: memory and cumulative CPU time.
     async fn usage(&self, name: &str) -> Result<Option<Usage>>;
+    /// Run a one-off container to completion (backup, verify, restore): see [`JobSpec`]. The
+    /// container is removed afterwards whatever happened.
+    async fn run_job(&self, job: &JobSpec) -> Result<JobResult> {
+        Err(EngineError::Other(format!(
+            "job {}: this engine does not run one-off containers",
+            job.name
+        )))
+    }
 }
+
+/// A one-off container: created from `image` with `entrypoint` (the image's own is replaced),
+/// the hardened host config of every mcpctl container (no capabilities, no-new-privileges,
+/// memory and pids limits, never restarted), `input` unpacked into it before it starts, run
+/// until it exits or `timeout` passes (then it is killed: an error), `output` copied out, then
+/// removed. Secret values reach it only as read-only bind mounts, never in `env`.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub name: String,
+    pub image: String,
+    pub entrypoint: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// A network to join (the project's, to reach a database by its alias), or none.
+    pub network: Option<String>,
+    pub binds: Vec<Bind>,
+    pub memory: i64,
+    /// Run as this user instead of the image's (`0` to restore files of any owner).
+    pub user: Option<String>,
+    /// Capabilities given back (every other one stays dropped).
+    pub cap_add: Vec<String>,
+    /// A host tar file unpacked at this container directory before the start (streamed).
+    pub input: Option<(std::path::PathBuf, String)>,
+    /// A container path copied out after the exit, as a tar file at this host path.
+    pub output: Option<(String, std::path::PathBuf)>,
+    pub timeout: std::time::Duration,
+}
+
+/// How a job ended: its exit code and the tail of its log (stdout and stderr, at most
+/// [`JOB_LOG_LINES`] lines), and the size of the copied-out tar.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub exit_code: i64,
+    pub logs: String,
+    pub output_bytes: u64,
+}
+
+/// Lines of a job's log kept in [`JobResult`].
+pub const JOB_LOG_LINES: usize = 400;
 
 /// One resource sample of a container.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

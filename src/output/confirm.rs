@@ -27,6 +27,20 @@ pub fn confirm(settings: &Settings, question: &str) -> anyhow::Result<()> {
     }
 }
 
+/// A yes/no question with a default: asked on a terminal; without one, or with `--yes`, the
+/// default is the answer (so the default must be the safe choice).
+pub fn ask(settings: &Settings, question: &str, default: bool) -> anyhow::Result<bool> {
+    if settings.yes || !settings.interactive {
+        return Ok(default);
+    }
+    Ok(super::progress::suspend(|| {
+        dialoguer::Confirm::new()
+            .with_prompt(question)
+            .default(default)
+            .interact()
+    })?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +65,11 @@ mod tests {
         let err = confirm(&settings(false), "remove it?").unwrap_err();
         assert_eq!(crate::error::exit_code_of(&err), ExitCode::Usage);
         assert!(err.to_string().contains("pass --yes"), "{err}");
+    }
+
+    #[test]
+    fn without_a_terminal_a_question_takes_its_default() {
+        assert!(ask(&settings(false), "back up first?", true).unwrap());
+        assert!(!ask(&settings(true), "really?", false).unwrap());
     }
 }

@@ -19,6 +19,12 @@ use crate::engine::{Bind, ContainerSpec, Engine, EngineError, PortSpec, Restart,
 
 pub const PORT: u16 = 2375;
 pub const ALIAS: &str = "mcp-dockerproxy";
+/// Where the exporter sees `mcpctl backup`'s status directory.
+pub const BACKUP_STATUS_MOUNT: &str = "/run/mcpctl/backup";
+/// The shape of the exporter's container config (arguments, mounts), in its config-hash label:
+/// bump it when [`ensure`] changes them, so a running exporter of the old shape is replaced
+/// even when the mcpctl it carries did not change.
+const SPEC_VERSION: &str = "exporter-2";
 
 pub fn container_name(project: &str) -> String {
     format!("{project}-dockerproxy")
@@ -46,7 +52,10 @@ pub async fn ensure<E: Engine>(
 
     let current = engine.inspect_container(&name).await?;
     if let Some(c) = &current {
-        if c.info.image == image && c.info.state == RunState::Running {
+        if c.info.image == image
+            && c.info.state == RunState::Running
+            && c.info.labels.get(&keys.config_hash()).map(String::as_str) == Some(SPEC_VERSION)
+        {
             return Ok(Ensured::Running);
         }
     }
@@ -72,7 +81,11 @@ pub async fn ensure<E: Engine>(
     }
     let mut labels = keys.base(project.name(), "exporter");
     labels.insert(keys.service(), "dockerproxy".into());
+    labels.insert(keys.config_hash(), SPEC_VERSION.into());
     let socket = docker_socket();
+    let backup_status = crate::backup::status_dir(&project.state_dir);
+    std::fs::create_dir_all(&backup_status)
+        .with_context(|| format!("creating {}", backup_status.display()))?;
     let spec = ContainerSpec {
         name: name.clone(),
         image,
@@ -84,6 +97,8 @@ pub async fn ensure<E: Engine>(
             project.name().into(),
             "--label-prefix".into(),
             project.manifest.label_prefix.clone(),
+            "--backup-status".into(),
+            format!("{BACKUP_STATUS_MOUNT}/{}", crate::backup::STATUS_FILE),
         ],
         env: BTreeMap::new(),
         labels,
@@ -94,11 +109,19 @@ pub async fn ensure<E: Engine>(
             host_port: 0,
             container_port: PORT,
         }),
-        binds: vec![Bind {
-            source: socket.display().to_string(),
-            target: "/var/run/docker.sock".into(),
-            read_only: true,
-        }],
+        binds: vec![
+            Bind {
+                source: socket.display().to_string(),
+                target: "/var/run/docker.sock".into(),
+                read_only: true,
+            },
+            // `mcpctl backup`'s status (a directory: the file may not exist yet).
+            Bind {
+                source: backup_status.display().to_string(),
+                target: BACKUP_STATUS_MOUNT.into(),
+                read_only: true,
+            },
+        ],
         memory: 64 << 20,
         nano_cpus: 250_000_000,
         pids: 64,

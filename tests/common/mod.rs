@@ -471,3 +471,38 @@ pub async fn session(
     let token = mcpctl_token(state_dir);
     mcpctl::mcp::Session::connect_with(base, transport, &mcp_options(timeout, Some(&token))).await
 }
+
+/// The default manifest text (`source`) as another project: `project: mcp` renamed, every
+/// `port:` and the edge's `admin_port:` moved by `offset`, and — with `keep` — only those
+/// services (a service is a two-space-indented key under `services:`).
+pub fn moved_manifest(source: &str, project: &str, offset: u16, keep: Option<&[&str]>) -> String {
+    let mut out = String::new();
+    let (mut in_services, mut kept) = (false, true);
+    for line in source.lines() {
+        if line == "services:" {
+            in_services = true;
+        } else if in_services && line.starts_with("  ") && !line.starts_with("   ") {
+            let name = line.trim().trim_end_matches(':');
+            kept = keep.is_none_or(|k| k.contains(&name));
+        }
+        if in_services && !kept {
+            continue;
+        }
+        let moved = |key: &str| {
+            line.trim_start()
+                .strip_prefix(key)
+                .and_then(|p| p.split_whitespace().next())
+                .and_then(|p| p.parse::<u16>().ok())
+        };
+        let line = if line == "project: mcp" {
+            format!("project: {project}")
+        } else if let Some(p) = moved("admin_port: ").or_else(|| moved("port: ")) {
+            line.replacen(&p.to_string(), &(p + offset).to_string(), 1)
+        } else {
+            line.to_string()
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
