@@ -38,6 +38,9 @@ const EXPORTER_METRICS: &[&str] = &[
     "mcp_container_cpu_seconds_total",
     "mcp_container_cpu_limit_cores",
     "mcp_container_restarts_total",
+    "mcp_container_healthy",
+    // From `mcpctl backup`'s status file (docs/contracts.md "Docker proxy and container exporter").
+    "mcp_backup_last_success_timestamp_seconds",
 ];
 
 fn render(dir: &Path) -> std::path::PathBuf {
@@ -402,5 +405,324 @@ fn log_shipping_discovers_on_the_exact_managed_label_and_labels_no_sessions() {
     assert!(
         !alloy.contains("target_label  = \"session") && !alloy.contains("session_id ="),
         "session ids must not become labels"
+    );
+}
+
+#[path = "common/webhook.rs"]
+mod webhook;
+
+/// The default manifest with an `observability.alerting` section: receivers of every kind,
+/// routes by severity, and the timers shortened to seconds (as tests use them).
+fn alerting_manifest(
+    dir: &Path,
+    alertmanager: &str,
+    webhook: &str,
+    warning_hook: &str,
+) -> std::path::PathBuf {
+    let source = std::fs::read_to_string(common::repo_root().join("services.yaml")).unwrap();
+    let block = format!(
+        "observability:
+  alerting:
+    alertmanager: {alertmanager}
+    receivers:
+      oncall: {{webhook: {{url: \"{webhook}\"}}}}
+      team: {{webhook: {{url: \"{warning_hook}\"}}}}
+      mail:
+        email:
+          to: [ops@example.com, oncall@example.com]
+          from: alertmanager@example.com
+          smarthost: smtp.example.com:587
+          username: alertmanager
+          password: {{from_file: /etc/mcpctl/smtp-password}}
+      chat: {{slack: {{url: {{from_file: /etc/mcpctl/slack-webhook}}, channel: \"#mcp\"}}}}
+    routes: {{critical: [oncall, mail], warning: [team, chat]}}
+    group_wait: 1s
+    group_interval: 1s
+    repeat_interval: 1h
+"
+    );
+    assert!(source.contains("\nobservability:\n"));
+    let text = source.replacen("\nobservability:\n", &format!("\n{block}"), 1);
+    let path = dir.join("services.yaml");
+    std::fs::write(&path, text).unwrap();
+    let _ = std::os::unix::fs::symlink(common::repo_root().join("locks"), dir.join("locks"));
+    path
+}
+
+fn render_with(dir: &Path, manifest: &Path) -> std::path::PathBuf {
+    let out = run_mcpctl(
+        dir,
+        &[
+            "-f",
+            manifest.to_str().unwrap(),
+            "render",
+            "--out",
+            "out",
+            "--only",
+            "observability",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    dir.join("out")
+}
+
+#[test]
+fn alertmanager_config_passes_amtool_routes_by_severity_and_holds_no_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = alerting_manifest(
+        tmp.path(),
+        "127.0.0.1:9093",
+        "https://hooks.example.com/mcp",
+        "https://hooks.example.com/team",
+    );
+    let out = render_with(tmp.path(), &m);
+    let am = out.join("alertmanager/alertmanager.yml");
+    let raw = std::fs::read_to_string(&am).unwrap();
+    insta::assert_snapshot!("alertmanager.yml", &raw);
+    assert!(raw.contains("auth_password_file: \"/etc/mcpctl/smtp-password\""));
+    assert!(raw.contains("api_url_file: \"/etc/mcpctl/slack-webhook\""));
+    assert!(
+        !raw.contains("auth_password:"),
+        "no password value, only its file"
+    );
+
+    // Prometheus sends to it.
+    let prom = yaml(&out.join("prometheus/prometheus.yml"));
+    assert_eq!(
+        prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0],
+        "127.0.0.1:9093"
+    );
+    // Without `alerting`, neither the file nor the Prometheus section exists.
+    std::fs::create_dir_all(tmp.path().join("plain")).unwrap();
+    let plain = render(&tmp.path().join("plain"));
+    assert!(!plain.join("alertmanager").exists());
+    assert!(yaml(&plain.join("prometheus/prometheus.yml"))
+        .get("alerting")
+        .is_none());
+
+    if let Some(promtool) = common::tool("promtool", "promtool", &[]) {
+        let o = Command::new(promtool)
+            .args(["check", "config", "prometheus.yml"])
+            .current_dir(out.join("prometheus"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+    }
+    let Some(amtool) = common::tool("amtool", "amtool", &[]) else {
+        return;
+    };
+    let o = Command::new(&amtool)
+        .arg("check-config")
+        .arg(&am)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "amtool check-config:\n{}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    // Routing by severity, as Alertmanager itself resolves it.
+    let route = |labels: &[&str]| {
+        let o = Command::new(&amtool)
+            .args(["config", "routes", "test", "--config.file"])
+            .arg(&am)
+            .args(labels)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+        text(&o.stdout).trim().to_string()
+    };
+    assert_eq!(
+        route(&[
+            "alertname=McpServiceDown",
+            "severity=critical",
+            "service=fetch"
+        ]),
+        "oncall,mail"
+    );
+    assert_eq!(
+        route(&[
+            "alertname=McpMemoryHigh",
+            "severity=warning",
+            "service=fetch"
+        ]),
+        "team,chat"
+    );
+    assert_eq!(route(&["alertname=Other", "severity=info"]), "unrouted");
+}
+
+#[test]
+fn alerting_credentials_must_be_files_and_routes_must_name_receivers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = alerting_manifest(
+        tmp.path(),
+        "127.0.0.1:9093",
+        "https://hooks.example.com/mcp",
+        "https://hooks.example.com/team",
+    );
+    let good = std::fs::read_to_string(&m).unwrap();
+    for (from, to, expect) in [
+        (
+            "password: {from_file: /etc/mcpctl/smtp-password}",
+            "password: {from_env: SMTP_PASSWORD}",
+            "an alerting credential must be `{from_file: /absolute/path}`",
+        ),
+        (
+            "password: {from_file: /etc/mcpctl/smtp-password}",
+            "password: hunter2",
+            "password",
+        ),
+        (
+            "url: {from_file: /etc/mcpctl/slack-webhook}",
+            "url: {from_file: slack-webhook}",
+            "is not an absolute path",
+        ),
+        (
+            "critical: [oncall, mail]",
+            "critical: [oncal, mail]",
+            "did you mean `oncall`?",
+        ),
+        (
+            "group_wait: 1s",
+            "group_wait: 1500ms",
+            "whole number of seconds",
+        ),
+        (
+            "\"https://hooks.example.com/mcp\"",
+            "\"hooks.example.com/mcp\"",
+            "is not an http(s) URL",
+        ),
+    ] {
+        assert!(good.contains(from), "{from}");
+        std::fs::write(&m, good.replacen(from, to, 1)).unwrap();
+        let out = run_mcpctl(tmp.path(), &["-f", m.to_str().unwrap(), "validate"]);
+        let err = text(&out.stderr) + &text(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{to}: {err}");
+        assert!(err.contains(expect), "{to}: expected {expect:?} in\n{err}");
+        assert!(!err.contains("hunter2") || expect == "password", "{err}");
+    }
+}
+
+/// A real Alertmanager (Debian's prometheus-alertmanager) with the rendered config: alerts posted
+/// to its API reach the receiver of their severity, and while McpEdgeDown fires the per-service
+/// alerts are held back.
+#[test]
+fn alertmanager_routes_by_severity_and_inhibits_service_alerts_while_the_edge_is_down() {
+    let Some(bin) = common::tool("alertmanager", "prometheus-alertmanager", &[]) else {
+        return;
+    };
+    let hooks = webhook::Receiver::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let m = alerting_manifest(
+        tmp.path(),
+        &format!("127.0.0.1:{port}"),
+        &hooks.url("/critical"),
+        &hooks.url("/warning"),
+    );
+    let out = render_with(tmp.path(), &m);
+    let data = tmp.path().join("am-data");
+    let log = tmp.path().join("alertmanager.log");
+    let mut am = Command::new(bin)
+        .arg(format!(
+            "--config.file={}",
+            out.join("alertmanager/alertmanager.yml").display()
+        ))
+        .arg(format!("--storage.path={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(&mut am);
+    let api = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !rt
+        .block_on(async { http.get(format!("{api}/-/ready")).send().await })
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alertmanager not ready in 30 s:\n{}",
+            common::log_tail(&log, 30)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let alert = |name: &str, severity: &str, service: Option<&str>| {
+        let mut labels = serde_json::json!({"alertname": name, "severity": severity});
+        if let Some(s) = service {
+            labels["service"] = s.into();
+        }
+        serde_json::json!({"labels": labels, "annotations": {"runbook_url": format!("runbooks/alerts/{name}.md")}})
+    };
+    let r = rt
+        .block_on(async {
+            http.post(format!("{api}/api/v2/alerts"))
+                .json(&serde_json::json!([
+                    alert("McpEdgeDown", "critical", None),
+                    alert("McpServiceDown", "critical", Some("fetch")),
+                    alert("McpMemoryHigh", "warning", Some("memory")),
+                    alert("McpExporterDown", "warning", None),
+                ]))
+                .send()
+                .await
+        })
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let names = |a: &[(String, String, serde_json::Value)], path: &str| -> BTreeSet<String> {
+        a.iter()
+            .filter(|(p, _, _)| p == path)
+            .filter_map(|(_, _, a)| a["labels"]["alertname"].as_str().map(str::to_string))
+            .collect()
+    };
+    let got = hooks
+        .wait_for(std::time::Duration::from_secs(30), |a| {
+            names(a, "/critical").contains("McpEdgeDown")
+                && names(a, "/warning").contains("McpExporterDown")
+        })
+        .unwrap_or_else(|a| {
+            panic!(
+                "not delivered in 30 s: {a:?}\n{}",
+                common::log_tail(&log, 30)
+            )
+        });
+    // Give a held-back alert every chance to show up: several group intervals.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let all = hooks.alerts();
+    assert_eq!(
+        names(&all, "/critical"),
+        BTreeSet::from(["McpEdgeDown".to_string()]),
+        "{got:?}"
+    );
+    assert_eq!(
+        names(&all, "/warning"),
+        BTreeSet::from(["McpExporterDown".to_string()]),
+        "{all:?}"
+    );
+    let edge = all
+        .iter()
+        .find(|(_, _, a)| a["labels"]["alertname"] == "McpEdgeDown")
+        .unwrap();
+    assert_eq!(edge.1, "firing");
+    assert_eq!(
+        edge.2["annotations"]["runbook_url"],
+        "runbooks/alerts/McpEdgeDown.md"
     );
 }

@@ -46,7 +46,45 @@ pub struct Manifest {
     /// consumer by default, JWTs from an OAuth issuer, or nothing when asked for explicitly.
     #[serde(default)]
     pub auth: Auth,
+    /// `mcpctl backup`: where sets go, how many are kept, and when the newest is too old.
+    #[serde(default)]
+    pub backup: Backup,
     pub services: IndexMap<String, Service>,
+}
+
+/// The stack's `backup:` section (runbooks/backup-restore.md).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    /// Where `mcpctl backup` writes sets when `--out` is not given; relative to the manifest's
+    /// directory. Unset: `<state dir>/backups/sets`. Copy sets off this host (the runbook says how).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<std::path::PathBuf>,
+    /// Complete sets kept in that directory; older ones are removed after a new set is complete.
+    #[serde(default = "default_backup_keep")]
+    pub keep: u32,
+    /// The `BackupTooOld` alert fires when the newest complete set is older than this. Unset: no
+    /// alert is rendered.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_age: Option<Duration>,
+}
+
+impl Default for Backup {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            keep: default_backup_keep(),
+            max_age: None,
+        }
+    }
+}
+
+fn default_backup_keep() -> u32 {
+    7
 }
 
 /// The stack's `auth:` section. Services inherit it and may override `mode`, narrow `consumers`,
@@ -251,6 +289,103 @@ pub struct Observability {
     /// Prometheus, Docker data for the monitoring server); deploy keeps it current.
     #[serde(default)]
     pub exporter: bool,
+    /// Where alerts go: an Alertmanager config (`alertmanager/alertmanager.yml`) and Prometheus'
+    /// `alerting.alertmanagers`. Absent: the rules are evaluated but reach no one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerting: Option<Alerting>,
+}
+
+/// `observability.alerting` (docs/contracts.md "Manifest: alerting").
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Alerting {
+    /// The Alertmanager Prometheus sends alerts to, `host:port`.
+    #[serde(default = "default_alertmanager")]
+    pub alertmanager: String,
+    /// Named receivers (`[a-z][a-z0-9_-]*`), each exactly one of `webhook`, `email`, `slack`.
+    pub receivers: IndexMap<String, Receiver>,
+    /// Receivers by the alert's `severity` label; a severity with no receiver is not sent.
+    #[serde(default)]
+    pub routes: SeverityRoutes,
+    /// Alertmanager's grouping timers (tests shorten them to seconds).
+    #[serde(default = "default_group_wait", with = "humantime_serde")]
+    pub group_wait: Duration,
+    #[serde(default = "default_group_interval", with = "humantime_serde")]
+    pub group_interval: Duration,
+    #[serde(default = "default_repeat_interval", with = "humantime_serde")]
+    pub repeat_interval: Duration,
+}
+
+/// The severities the rendered rules use, each with the receivers it goes to.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityRoutes {
+    #[serde(default)]
+    pub critical: Vec<String>,
+    #[serde(default)]
+    pub warning: Vec<String>,
+}
+
+/// One receiver: exactly one of the three kinds.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Receiver {
+    /// Alertmanager's generic webhook (JSON POST of the alert group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookReceiver>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailReceiver>,
+    /// A Slack-style incoming webhook (Slack, Mattermost, Rocket.Chat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackReceiver>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookReceiver {
+    /// http(s) URL; it is written into the rendered file (Alertmanager 0.25 reads no URL file):
+    /// a URL carrying a credential belongs in a `slack` receiver's `url: {from_file}`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailReceiver {
+    pub to: Vec<String>,
+    pub from: String,
+    /// The SMTP server, `host:port`.
+    pub smarthost: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// `{from_file: /absolute/path}` only: Alertmanager reads it (`auth_password_file`), so the
+    /// value is never in the rendered file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretRef>,
+    #[serde(default = "yes")]
+    pub require_tls: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SlackReceiver {
+    /// The incoming-webhook URL holds a credential: `{from_file: /absolute/path}` only
+    /// (`api_url_file`).
+    pub url: SecretRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+fn default_alertmanager() -> String {
+    "127.0.0.1:9093".into()
+}
+fn default_group_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_group_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_repeat_interval() -> Duration {
+    Duration::from_secs(4 * 3600)
 }
 
 fn default_runbook_base() -> String {
@@ -279,6 +414,7 @@ impl Default for Observability {
             prometheus_url: default_prometheus_url(),
             runbook_base: default_runbook_base(),
             exporter: false,
+            alerting: None,
         }
     }
 }
@@ -943,16 +1079,35 @@ pub struct Expect {
 pub struct Slo {
     #[serde(default = "default_p95")]
     pub p95_ms: u64,
+    /// Soak: most memory growth per hour of the service's container (Theil–Sen slope after the
+    /// warm-up, src/soak/growth.rs). Not serialised at its default: the service's config hash
+    /// covers its serialised spec, and a new field must not restart every deployed container.
+    #[serde(
+        default = "default_memory_growth",
+        skip_serializing_if = "is_default_memory_growth"
+    )]
+    pub memory_growth_per_hour: ByteSize,
+}
+
+fn is_default_memory_growth(b: &ByteSize) -> bool {
+    *b == default_memory_growth()
 }
 
 fn default_p95() -> u64 {
     100
 }
 
+/// 5 MiB/h: about half the default 256 MiB limit in a day — more than that, and a container
+/// that is not restarted runs out of its limit within days.
+fn default_memory_growth() -> ByteSize {
+    ByteSize(5 * 1024 * 1024)
+}
+
 impl Default for Slo {
     fn default() -> Self {
         Self {
             p95_ms: default_p95(),
+            memory_growth_per_hour: default_memory_growth(),
         }
     }
 }

@@ -229,6 +229,192 @@ fn check_head(m: &Manifest, cx: &mut Ctx) {
     }
     check_secret_ref(&m.litellm.master_key, &p(&["litellm", "master_key"]), cx);
     check_edge(m, cx);
+    if let Some(a) = &m.observability.alerting {
+        check_alerting(a, cx);
+    }
+}
+
+static RECEIVER_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9_-]{0,62}$").unwrap());
+/// `host:port` as Alertmanager and Prometheus take it (a name or IPv4 address, or `[v6]`).
+static HOST_PORT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
+        .unwrap()
+});
+
+/// `observability.alerting`: receivers of exactly one kind, routes naming them, credentials only
+/// as files Alertmanager reads itself (the rendered file never holds a secret value).
+fn check_alerting(a: &Alerting, cx: &mut Ctx) {
+    let base = ["observability", "alerting"];
+    let at = |rest: &[&str]| {
+        let mut v = p(&base);
+        v.extend(p(rest));
+        v
+    };
+    if !HOST_PORT.is_match(&a.alertmanager) {
+        let d = cx.error(
+            &at(&["alertmanager"]),
+            format!("`{}` is not a host:port", a.alertmanager),
+        );
+        help(
+            d,
+            "where Prometheus reaches Alertmanager, e.g. `127.0.0.1:9093`",
+        );
+    }
+    for (key, d) in [
+        ("group_wait", a.group_wait),
+        ("group_interval", a.group_interval),
+        ("repeat_interval", a.repeat_interval),
+    ] {
+        if d.is_zero() || d.subsec_nanos() != 0 {
+            let diag = cx.error(
+                &at(&[key]),
+                format!("{key} must be a whole number of seconds, at least 1s"),
+            );
+            help(diag, "e.g. `30s`, `5m`, `4h` (tests use `1s`)");
+        }
+    }
+    if a.receivers.is_empty() {
+        let d = cx.error(&at(&["receivers"]), "alerting needs at least one receiver");
+        help(
+            d,
+            "e.g. `receivers: {oncall: {webhook: {url: \"https://hooks.example/alerts\"}}}`",
+        );
+    }
+    for (name, r) in &a.receivers {
+        let rp = at(&["receivers", name]);
+        if !RECEIVER_NAME.is_match(name) || name == "unrouted" {
+            let d = cx.error_at_key(&rp, format!("receiver name `{name}` is not allowed"));
+            help(
+                d,
+                "use lowercase letters, digits, `-` and `_`, starting with a letter (`unrouted` is mcpctl's own)",
+            );
+        }
+        let kinds = [r.webhook.is_some(), r.email.is_some(), r.slack.is_some()];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            let d = cx.error(
+                &rp,
+                "a receiver needs exactly one of `webhook`, `email` or `slack`",
+            );
+            help(
+                d,
+                "declare one receiver per destination and list several in `routes`",
+            );
+            continue;
+        }
+        if let Some(w) = &r.webhook {
+            check_alert_url(&w.url, &at(&["receivers", name, "webhook", "url"]), cx);
+        }
+        if let Some(e) = &r.email {
+            let ep = |k: &str| at(&["receivers", name, "email", k]);
+            if e.to.is_empty() {
+                let d = cx.error(&ep("to"), "an email receiver needs at least one address");
+                help(d, "e.g. `to: [oncall@example.com]`");
+            }
+            for addr in e.to.iter().chain([&e.from]) {
+                if !addr.contains('@') || addr.contains(',') || addr.trim() != addr {
+                    let d = cx.error(&ep("to"), format!("`{addr}` is not one email address"));
+                    help(d, "one address per list entry, e.g. `ops@example.com`");
+                }
+            }
+            if !HOST_PORT.is_match(&e.smarthost) {
+                let d = cx.error(
+                    &ep("smarthost"),
+                    format!("`{}` is not a host:port", e.smarthost),
+                );
+                help(d, "the SMTP server, e.g. `smtp.example.com:587`");
+            }
+            if let Some(pw) = &e.password {
+                check_alerting_secret(pw, &ep("password"), cx);
+                if e.username.is_none() {
+                    let d = cx.error(&ep("password"), "a password without `username`");
+                    help(d, "add `username:` (the SMTP login)");
+                }
+            }
+        }
+        if let Some(s) = &r.slack {
+            check_alerting_secret(&s.url, &at(&["receivers", name, "slack", "url"]), cx);
+        }
+    }
+    let names: Vec<&str> = a.receivers.keys().map(String::as_str).collect();
+    for (severity, list) in [
+        ("critical", &a.routes.critical),
+        ("warning", &a.routes.warning),
+    ] {
+        let mut seen = Vec::new();
+        for r in list {
+            if !a.receivers.contains_key(r) {
+                let d = cx.error(
+                    &at(&["routes", severity]),
+                    format!("route `{severity}` names receiver `{r}`, which is not declared"),
+                );
+                match did_you_mean(r, names.iter().copied()) {
+                    Some(s) => help(d, format!("did you mean `{s}`?")),
+                    None => help(
+                        d,
+                        format!(
+                            "declare it under `observability.alerting.receivers` (declared: {})",
+                            names.join(", ")
+                        ),
+                    ),
+                };
+            }
+            if seen.contains(&r) {
+                let d = cx.error(
+                    &at(&["routes", severity]),
+                    format!("receiver `{r}` is listed twice"),
+                );
+                help(d, "list each receiver once");
+            }
+            seen.push(r);
+        }
+    }
+    if a.routes.critical.is_empty() {
+        let d = cx.warning(
+            &at(&["routes"]),
+            "no receiver for `critical` alerts: a service down would reach no one",
+        );
+        help(d, "e.g. `routes: {critical: [oncall], warning: [chat]}`");
+    }
+}
+
+fn check_alert_url(url: &str, path: &[Seg], cx: &mut Ctx) {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => {
+            let d = cx.error(path, format!("`{url}` is not an http(s) URL"));
+            help(d, "e.g. `https://hooks.example.com/alerts`");
+        }
+    }
+}
+
+/// Alertmanager reads credentials from files itself (`auth_password_file`, `api_url_file`):
+/// only `{from_file: /absolute/path}` can reach it without the value entering the rendered file.
+fn check_alerting_secret(secret: &SecretRef, path: &[Seg], cx: &mut Ctx) {
+    let only_file = secret.from_file.is_some()
+        && secret.from_env.is_none()
+        && !secret.generate
+        && secret.database.is_none()
+        && !secret.optional;
+    if !only_file {
+        let d = cx.error(
+            path,
+            "an alerting credential must be `{from_file: /absolute/path}`",
+        );
+        help(
+            d,
+            "Alertmanager reads the file itself at start-up; from_env, generate, database and optional cannot reach it without writing the value into the rendered config",
+        );
+        return;
+    }
+    let file = secret.from_file.as_deref().unwrap_or_default();
+    if !file.starts_with('/') {
+        let d = cx.error(path, format!("`{file}` is not an absolute path"));
+        help(
+            d,
+            "Alertmanager resolves relative paths against its own config directory: give the full path",
+        );
+    }
 }
 
 /// `edge:` — the edge listens inside its container on each service's host port, on 8080 and each
@@ -582,6 +768,13 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
             "p95_ms must be greater than 0",
         );
         help(d, "the seed's target is 100");
+    }
+    if svc.slo.memory_growth_per_hour.0 == 0 {
+        let d = cx.error(
+            &sp(name, &["slo", "memory_growth_per_hour"]),
+            "memory_growth_per_hour must be greater than 0 (no container grows by exactly nothing)",
+        );
+        help(d, "the default is 5MiB (per hour)");
     }
     for (i, step) in svc.health.smoke.iter().enumerate() {
         if !step.args.is_object() {

@@ -36,6 +36,120 @@ pub struct ObsView {
     pub slo_groups: Vec<Group>,
     /// Services grouped by idle expiry (seconds) for the session-age alert.
     pub idle_groups: Vec<Group>,
+    /// Every service grouped by `slo.memory_growth_per_hour` (bytes per hour, in `threshold`) for
+    /// the memory-growth alert.
+    pub growth_groups: Vec<Group>,
+    /// The exporter runs (its own up/absent alert; the database alerts read its series).
+    pub exporter: bool,
+    /// `role: database` services (their health comes from the exporter's `mcp_container_healthy`).
+    pub databases: Vec<ObsService>,
+    /// `backup.max_age` in seconds: the `BackupTooOld` alert (from the exporter's
+    /// `mcp_backup_last_success_timestamp_seconds`), when set and the exporter runs.
+    pub backup_max_age_s: Option<u64>,
+    /// Prometheus' `alerting.alertmanagers` target, when `observability.alerting` is set.
+    pub alertmanager: Option<String>,
+}
+
+/// The Alertmanager config's view (`alertmanager/alertmanager.yml`).
+#[derive(Debug, Serialize)]
+pub struct AlertmanagerView {
+    pub version: &'static str,
+    pub group_wait: String,
+    pub group_interval: String,
+    pub repeat_interval: String,
+    /// One child route per (severity, receiver), in manifest order.
+    pub routes: Vec<AlertRoute>,
+    pub receivers: Vec<AlertReceiver>,
+    /// The alert whose firing inhibits every per-service alert (`None` without an edge).
+    pub edge_alert: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertRoute {
+    pub severity: &'static str,
+    pub receiver: String,
+}
+
+/// One receiver: exactly one of the kinds is set (checked by validation).
+#[derive(Debug, Serialize)]
+pub struct AlertReceiver {
+    pub name: String,
+    pub webhook_url: Option<String>,
+    pub email: Option<AlertEmail>,
+    pub slack: Option<AlertSlack>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertEmail {
+    /// Alertmanager's `to` is one comma-separated string.
+    pub to: String,
+    pub from: String,
+    pub smarthost: String,
+    pub username: Option<String>,
+    /// Path of the password file (never the value).
+    pub password_file: Option<String>,
+    pub require_tls: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AlertSlack {
+    pub url_file: String,
+    pub channel: Option<String>,
+}
+
+/// The edge-down alert's name: the Alertmanager inhibition refers to it.
+pub const EDGE_DOWN_ALERT: &str = "McpEdgeDown";
+
+fn duration(d: std::time::Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+impl AlertmanagerView {
+    /// `None` when the manifest has no `observability.alerting`.
+    pub fn new(m: &Manifest) -> Option<Self> {
+        let a = m.observability.alerting.as_ref()?;
+        let routes = [
+            ("critical", &a.routes.critical),
+            ("warning", &a.routes.warning),
+        ]
+        .into_iter()
+        .flat_map(|(severity, names)| {
+            names.iter().map(move |r| AlertRoute {
+                severity,
+                receiver: r.clone(),
+            })
+        })
+        .collect();
+        let receivers = a
+            .receivers
+            .iter()
+            .map(|(name, r)| AlertReceiver {
+                name: name.clone(),
+                webhook_url: r.webhook.as_ref().map(|w| w.url.clone()),
+                email: r.email.as_ref().map(|e| AlertEmail {
+                    to: e.to.join(", "),
+                    from: e.from.clone(),
+                    smarthost: e.smarthost.clone(),
+                    username: e.username.clone(),
+                    password_file: e.password.as_ref().and_then(|p| p.from_file.clone()),
+                    require_tls: e.require_tls,
+                }),
+                slack: r.slack.as_ref().map(|s| AlertSlack {
+                    url_file: s.url.from_file.clone().unwrap_or_default(),
+                    channel: s.channel.clone(),
+                }),
+            })
+            .collect();
+        Some(AlertmanagerView {
+            version: env!("CARGO_PKG_VERSION"),
+            group_wait: duration(a.group_wait),
+            group_interval: duration(a.group_interval),
+            repeat_interval: duration(a.repeat_interval),
+            routes,
+            receivers,
+            edge_alert: m.edge.enabled.then_some(EDGE_DOWN_ALERT),
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +193,10 @@ impl ObsView {
             push_group(&mut slo_groups, svc.slo.p95_ms, name);
             push_group(&mut idle_groups, svc.bridge.idle_timeout.as_secs(), name);
         }
+        let mut growth_groups: Vec<(u64, Vec<String>)> = Vec::new();
+        for (name, svc) in &m.services {
+            push_group(&mut growth_groups, svc.slo.memory_growth_per_hour.0, name);
+        }
         ObsView {
             version: env!("CARGO_PKG_VERSION"),
             label_prefix: p.clone(),
@@ -114,6 +232,27 @@ impl ObsView {
                     idle: s,
                 })
                 .collect(),
+            growth_groups: growth_groups
+                .into_iter()
+                .map(|(b, names)| Group {
+                    services: names.join("|"),
+                    threshold: b.to_string(),
+                    idle: 0,
+                })
+                .collect(),
+            exporter: m.observability.exporter,
+            backup_max_age_s: m.backup.max_age.map(|d| d.as_secs()),
+            databases: m
+                .services
+                .iter()
+                .filter(|(_, s)| s.role == Role::Database)
+                .map(|(n, _)| ObsService { name: n.clone() })
+                .collect(),
+            alertmanager: m
+                .observability
+                .alerting
+                .as_ref()
+                .map(|a| a.alertmanager.clone()),
         }
     }
 }
