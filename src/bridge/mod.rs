@@ -16,6 +16,7 @@ mod healthcheck;
 mod http;
 mod jsonrpc;
 pub mod jwt;
+mod modern;
 mod policy;
 mod schema;
 mod sse;
@@ -183,7 +184,7 @@ pub fn run(args: Options) -> anyhow::Result<()> {
 
 /// Sessions a bridge holds at once unless told: shared sessions are cheap (a table entry), a
 /// per-session child is a whole server process, so its cap follows the memory it may use.
-fn default_max_sessions(model: SessionModel, memory_limit: Option<u64>) -> usize {
+pub fn default_max_sessions(model: SessionModel, memory_limit: Option<u64>) -> usize {
     match (model, memory_limit) {
         (SessionModel::Shared, _) => 1000,
         (SessionModel::PerSession, Some(limit)) => (limit / (64 << 20)).clamp(1, 64) as usize,

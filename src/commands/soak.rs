@@ -70,6 +70,10 @@ pub struct SoakArgs {
     /// Chaos: longest pause between two actions.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub chaos_max: Duration,
+    /// Memory-growth SLO: ignore each container's first this long (from its first sample or a
+    /// restart) before fitting its slope.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub memory_warm_up: Duration,
 }
 
 fn timestamp() -> String {
@@ -133,6 +137,7 @@ fn options(args: &SoakArgs) -> Result<SoakOptions, CommandError> {
         leak_grace: args.leak_grace,
         chaos_min: args.chaos_min,
         chaos_max: args.chaos_max,
+        memory_warm_up: args.memory_warm_up,
     })
 }
 
@@ -336,7 +341,7 @@ pub fn run(settings: &Settings, args: &SoakArgs) -> anyhow::Result<ExitCode> {
     });
     drop(bar);
     let (ckpt, ending) = ran?;
-    let report = report::build(&ckpt, Targets::seed(manifest.memory_budget.0));
+    let report = report::build(&ckpt, Targets::from_manifest(&manifest));
     let files = report.write(&ckpt.report_dir)?;
     output::emit(
         settings,

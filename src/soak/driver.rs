@@ -43,6 +43,16 @@ pub struct ContainerObs {
     cpu_prev: BTreeMap<String, f64>,
     #[serde(default)]
     cpu_prev_t: Option<f64>,
+    /// When each container's current incarnation was first sampled (seconds since the soak
+    /// began): its first sample in this run, or the sample after a restart (its CPU time went
+    /// back). The memory-growth warm-up counts from here.
+    #[serde(default)]
+    pub started_s: BTreeMap<String, f64>,
+    /// The `<p>.service` label per container seen.
+    #[serde(default)]
+    pub services: BTreeMap<String, String>,
+    #[serde(default)]
+    cpu_seen: BTreeMap<String, f64>,
 }
 
 impl ContainerObs {
@@ -58,6 +68,16 @@ impl ContainerObs {
             self.last_cores = Some(cores);
             self.peak_cores = Some(self.peak_cores.unwrap_or(0.0).max(cores));
         }
+        // A stop + start recreates the cgroup: CPU time starts again from zero. The last CPU
+        // time seen is kept while a container is away (stopped by chaos, stats unavailable).
+        for (name, now) in &s.cpu_seconds {
+            let restarted = self.cpu_seen.get(name).is_some_and(|prev| now < prev);
+            if restarted || !self.started_s.contains_key(name) {
+                self.started_s.insert(name.clone(), t_s);
+            }
+            self.cpu_seen.insert(name.clone(), *now);
+        }
+        self.services.extend(s.service_of.clone());
         self.cpu_prev = s.cpu_seconds.clone();
         self.cpu_prev_t = Some(t_s);
         for (name, n) in &s.restarts {
@@ -265,7 +285,30 @@ async fn exec(s: &mut Session, probe: &Probe) -> (bool, Option<(String, String)>
     }
 }
 
-async fn fresh_call(t: &Target, probe: &Probe, timeout: Duration, clock: Clock) -> CallOutcome {
+/// Room for sessions the load does not open itself, at every service: one coverage check, and one
+/// session the bridge is still tearing down after its client closed it (per_session: a child
+/// process exiting). Held and fresh sessions together stay within `max_sessions` minus this.
+const SESSION_RESERVE: usize = 2;
+
+/// Long-lived sessions `t` may hold: half of what its bridge allows beyond the reserve.
+fn held_cap(t: &Target) -> usize {
+    t.max_sessions.saturating_sub(SESSION_RESERVE) / 2
+}
+
+/// Fresh sessions `t` may have open at once beside its `held` ones (at least one).
+fn fresh_slots(t: &Target, held: usize) -> usize {
+    t.max_sessions.saturating_sub(held + SESSION_RESERVE).max(1)
+}
+
+async fn fresh_call(
+    t: &Target,
+    slots: &Semaphore,
+    probe: &Probe,
+    timeout: Duration,
+    clock: Clock,
+) -> CallOutcome {
+    // Never more sessions than the bridge holds: a 503 the soak caused itself is no finding.
+    let _slot = slots.acquire().await;
     let setup = Instant::now();
     let mut o = CallOutcome {
         probe: probe.name(),
@@ -294,6 +337,7 @@ async fn fresh_call(t: &Target, probe: &Probe, timeout: Duration, clock: Clock) 
 
 async fn held_call(
     t: &Target,
+    slots: &Semaphore,
     probe: &Probe,
     held: &Held,
     timeout: Duration,
@@ -301,7 +345,7 @@ async fn held_call(
 ) -> CallOutcome {
     let Ok(mut guard) = held.try_lock() else {
         // Busy with a slow call: LiteLLM would open a new session too.
-        return fresh_call(t, probe, timeout, clock).await;
+        return fresh_call(t, slots, probe, timeout, clock).await;
     };
     let mut o = CallOutcome {
         probe: probe.name(),
@@ -405,6 +449,13 @@ async fn load_loop(
     clock: Clock,
 ) {
     let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let slots: Arc<Vec<Semaphore>> = Arc::new(
+        targets
+            .iter()
+            .zip(held.iter())
+            .map(|(t, h)| Semaphore::new(fresh_slots(t, h.len())))
+            .collect(),
+    );
     let mut set: JoinSet<()> = JoinSet::new();
     let period = Duration::from_secs_f64(1.0 / opts.rate);
     let mut tick = tokio::time::interval(period);
@@ -431,6 +482,7 @@ async fn load_loop(
                 };
                 let t = targets.clone();
                 let hs = held.clone();
+                let sl = slots.clone();
                 let st = state.clone();
                 let timeout = opts.call_timeout;
                 set.spawn(async move {
@@ -439,9 +491,9 @@ async fn load_loop(
                     let mine = &hs[ti];
                     let o = if !mine.is_empty() && k % 2 == 0 {
                         let h = &mine[((k / 2) % mine.len() as u64) as usize];
-                        held_call(target, probe, h, timeout, clock).await
+                        held_call(target, &sl[ti], probe, h, timeout, clock).await
                     } else {
-                        fresh_call(target, probe, timeout, clock).await
+                        fresh_call(target, &sl[ti], probe, timeout, clock).await
                     };
                     record(&st, &target.name, &o);
                     drop(permit);
@@ -506,6 +558,10 @@ async fn sample<E: Engine>(
         st.bridges.entry(name).or_default().observe(snap);
     }
     let memory = containers.as_ref().and_then(|c| c.memory_bytes);
+    let by_container = containers
+        .as_ref()
+        .map(|c| c.memory_by_container.clone())
+        .unwrap_or_default();
     let t_s = clock.now_s();
     let cpu_cores = match containers {
         Some(c) => {
@@ -533,6 +589,7 @@ async fn sample<E: Engine>(
         memory_bytes: memory,
         cpu_cores,
         sessions_active: sessions,
+        container_memory_bytes: by_container,
     };
     st.timeline.push(point);
 }
@@ -679,9 +736,18 @@ pub async fn run<E: Engine>(
     }
 
     // Long-lived sessions, spread round-robin over the services, opened concurrently.
+    // A service whose bridge allows few sessions (per_session) gets at most [`held_cap`].
     let mut held: Vec<Vec<Held>> = targets.iter().map(|_| Vec::new()).collect();
-    for i in 0..opts.sessions {
-        held[i % targets.len()].push(Arc::new(tokio::sync::Mutex::new(None)));
+    let mut placed = 0;
+    for i in 0..opts.sessions * targets.len() {
+        if placed == opts.sessions {
+            break;
+        }
+        let ti = i % targets.len();
+        if held[ti].len() < held_cap(&targets[ti]) {
+            held[ti].push(Arc::new(tokio::sync::Mutex::new(None)));
+            placed += 1;
+        }
     }
     let opens = held.iter().enumerate().flat_map(|(ti, hs)| {
         let t = &targets[ti];
@@ -692,7 +758,7 @@ pub async fn run<E: Engine>(
         })
     });
     futures::future::join_all(opens).await;
-    state.lock_ignore_poison().held_sessions = opts.sessions;
+    state.lock_ignore_poison().held_sessions = placed;
     let held = Arc::new(held);
 
     let stop = CancellationToken::new();
@@ -869,5 +935,40 @@ fn current_progress(state: &Mutex<State>, clock: Clock, opts: &SoakOptions) -> P
         p95_ms: all.quantile_ms(0.95),
         memory_bytes: st.containers.last_bytes,
         sessions_active: st.timeline.last().and_then(|p| p.sessions_active),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(max_sessions: usize) -> Target {
+        Target {
+            name: "t".into(),
+            base_url: "http://127.0.0.1:1".into(),
+            transport: crate::manifest::Transport::Sse,
+            probes: vec![Probe::ListTools],
+            expect_tools: Default::default(),
+            slo_p95_ms: 100,
+            token: None,
+            max_sessions,
+        }
+    }
+
+    #[test]
+    fn the_load_stays_within_each_bridges_session_cap() {
+        for cap in [1, 2, 3, 4, 5, 16, 1000] {
+            let t = target(cap);
+            let held = held_cap(&t);
+            let peak = held + fresh_slots(&t, held) + SESSION_RESERVE;
+            assert!(
+                peak <= cap.max(1 + SESSION_RESERVE),
+                "cap {cap}: {held} held + fresh + reserve = {peak}"
+            );
+        }
+        // playwright (per_session, max_sessions 4): one held, one fresh at a time.
+        assert_eq!(held_cap(&target(4)), 1);
+        assert_eq!(fresh_slots(&target(4), 1), 1);
+        assert_eq!(held_cap(&target(1000)), 499);
     }
 }

@@ -12,6 +12,7 @@
 //! bounded in time (the run's deadline) and in count (concurrency, the sessions it holds).
 
 pub mod driver;
+pub mod growth;
 pub mod observe;
 pub mod report;
 pub mod stats;
@@ -54,6 +55,19 @@ pub struct SoakOptions {
     pub chaos_min: Duration,
     #[serde(with = "humantime_serde")]
     pub chaos_max: Duration,
+    /// Memory-growth SLO: each container's samples from its first this long (after its first
+    /// sample or a restart) are not judged (caches filling, pools opening). Absent in
+    /// checkpoints written before it existed: the default.
+    #[serde(with = "humantime_serde", default = "default_memory_warm_up")]
+    pub memory_warm_up: Duration,
+}
+
+/// 10 minutes: the seed's servers reach their plateau within a few minutes of load (Python
+/// imports, Node JIT, connection pools), and a 1-hour run keeps 50 minutes to judge.
+pub const DEFAULT_MEMORY_WARM_UP: Duration = Duration::from_secs(600);
+
+fn default_memory_warm_up() -> Duration {
+    DEFAULT_MEMORY_WARM_UP
 }
 
 /// One kind of call the load makes to a service.
@@ -92,6 +106,14 @@ pub struct Target {
     /// into a report.
     #[serde(skip)]
     pub token: Option<crate::auth::Bearer>,
+    /// Sessions the service's bridge holds at once (`bridge.max_sessions`, else the bridge's own
+    /// default for its session model and memory limit): the load never asks for more.
+    #[serde(default = "unlimited_sessions")]
+    pub max_sessions: usize,
+}
+
+fn unlimited_sessions() -> usize {
+    1000
 }
 
 impl Target {
@@ -108,13 +130,18 @@ impl Target {
     }
 }
 
-/// The SLO targets of the seed (docs: issue 11); memory comes from the manifest's budget.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// The SLO targets of the seed (docs: issue 11); memory comes from the manifest's budget, memory
+/// growth from each service's `slo.memory_growth_per_hour`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Targets {
     pub availability: f64,
     pub error_rate: f64,
     pub coverage: f64,
     pub memory_budget: u64,
+    /// Bytes per hour, by service name (the containers' `<p>.service` label).
+    pub memory_growth_per_hour: std::collections::BTreeMap<String, u64>,
+    /// For containers of no manifest service (the edge, the exporter).
+    pub memory_growth_default: u64,
 }
 
 impl Targets {
@@ -124,7 +151,27 @@ impl Targets {
             error_rate: 0.001,
             coverage: 1.0,
             memory_budget,
+            memory_growth_per_hour: Default::default(),
+            memory_growth_default: crate::manifest::Slo::default().memory_growth_per_hour.0,
         }
+    }
+
+    /// The seed's targets with the manifest's budget and every service's growth target.
+    pub fn from_manifest(manifest: &Manifest) -> Self {
+        let mut t = Self::seed(manifest.memory_budget.0);
+        t.memory_growth_per_hour = manifest
+            .services
+            .iter()
+            .map(|(name, s)| (name.clone(), s.slo.memory_growth_per_hour.0))
+            .collect();
+        t
+    }
+
+    pub fn memory_growth_for(&self, service: Option<&str>) -> u64 {
+        service
+            .and_then(|s| self.memory_growth_per_hour.get(s))
+            .copied()
+            .unwrap_or(self.memory_growth_default)
     }
 }
 
@@ -186,6 +233,22 @@ pub fn targets(manifest: &Manifest, only: &[String]) -> Result<Vec<Target>, Stri
             expect_tools: svc.health.expect_tools.clone(),
             slo_p95_ms: svc.slo.p95_ms,
             token: None,
+            max_sessions: svc.bridge.max_sessions.map_or_else(
+                || {
+                    crate::bridge::default_max_sessions(
+                        match svc.session_model {
+                            crate::manifest::SessionModel::Shared => {
+                                crate::bridge::SessionModel::Shared
+                            }
+                            crate::manifest::SessionModel::PerSession => {
+                                crate::bridge::SessionModel::PerSession
+                            }
+                        },
+                        Some(svc.limits.memory.0),
+                    )
+                },
+                |m| m as usize,
+            ),
         });
     }
     if out.is_empty() {

@@ -140,6 +140,12 @@ pub struct ContainerSample {
     pub running: usize,
     /// Restart count per container name.
     pub restarts: BTreeMap<String, i64>,
+    /// Memory used per running container (the memory-growth SLO fits each one).
+    #[serde(default)]
+    pub memory_by_container: BTreeMap<String, u64>,
+    /// The `<p>.service` label per container, where it has one.
+    #[serde(default)]
+    pub service_of: BTreeMap<String, String>,
 }
 
 /// Sum memory used (usage − inactive_file) over the running containers labelled
@@ -152,6 +158,7 @@ pub async fn sample_containers<E: Engine>(
     let mut out = ContainerSample::default();
     let label = format!("{label_prefix}.project={project}");
     let managed = format!("{label_prefix}.managed");
+    let service_key = format!("{label_prefix}.service");
     let Ok(list) = engine.list_containers(&label).await else {
         return out;
     };
@@ -179,9 +186,14 @@ pub async fn sample_containers<E: Engine>(
             continue;
         }
         out.running += 1;
+        if let Some(svc) = c.labels.get(&service_key) {
+            out.service_of.insert(c.name.clone(), svc.clone());
+        }
         if let Some(u) = usage {
             *total.get_or_insert(0) += u.memory_used;
             out.cpu_seconds.insert(c.name.clone(), u.cpu_seconds);
+            out.memory_by_container
+                .insert(c.name.clone(), u.memory_used);
         }
     }
     out.memory_bytes = total;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::driver::{ChaosEvent, Checkpoint, LeakCheck};
+use super::growth::{self, Growth};
 use super::observe::{trend_per_hour, PromView};
 use super::stats::{Coverage, Histogram, Outage, Point, ProbeStats};
 use super::{SoakOptions, Targets};
@@ -116,6 +117,11 @@ pub struct MemoryReport {
     pub containers_running: usize,
     pub container_restarts: i64,
     pub note: Option<String>,
+    /// The memory-growth SLO per container: warm-up applied, and each container's verdict.
+    #[serde(default)]
+    pub growth_warm_up_s: f64,
+    #[serde(default)]
+    pub growth: Vec<Growth>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -316,6 +322,47 @@ pub fn build(ck: &Checkpoint, targets: Targets) -> Report {
         .iter()
         .filter_map(|p| p.cpu_cores.map(|c| (p.t_s, c)))
         .collect();
+    // Per container: its samples, its service, when its current incarnation was first seen.
+    let mut series: BTreeMap<&str, Vec<(f64, u64)>> = BTreeMap::new();
+    for p in &st.timeline {
+        for (c, b) in &p.container_memory_bytes {
+            series.entry(c.as_str()).or_default().push((p.t_s, *b));
+        }
+    }
+    let warm_up_s = ck.options.memory_warm_up.as_secs_f64();
+    let growth: Vec<Growth> = series
+        .iter()
+        .map(|(c, pts)| {
+            let service = st.containers.services.get(*c).map(String::as_str);
+            let started = st
+                .containers
+                .started_s
+                .get(*c)
+                .copied()
+                .unwrap_or_else(|| pts.first().map(|p| p.0).unwrap_or(0.0));
+            growth::judge(
+                c,
+                service,
+                pts,
+                started,
+                warm_up_s,
+                targets.memory_growth_for(service),
+            )
+        })
+        .collect();
+    for g in &growth {
+        slos.push(Slo {
+            slo: "memory_growth".into(),
+            service: Some(g.service.clone().unwrap_or_else(|| g.container.clone())),
+            target: format!(
+                "< {:.1} MiB/h ({})",
+                g.target_bytes_per_hour as f64 / (1u64 << 20) as f64,
+                g.container
+            ),
+            actual: g.detail.clone(),
+            status: g.status,
+        });
+    }
     let memory = MemoryReport {
         cpu_peak_cores: st.containers.peak_cores,
         cpu_mean_cores: (!cpu_points.is_empty())
@@ -329,6 +376,8 @@ pub fn build(ck: &Checkpoint, targets: Targets) -> Report {
         containers_running: st.containers.running,
         container_restarts: st.containers.restarts(),
         note: st.containers.note.clone(),
+        growth_warm_up_s: warm_up_s,
+        growth,
     };
     slos.push(Slo {
         slo: "memory".into(),
@@ -556,6 +605,33 @@ impl Report {
             mem.containers_running,
             mem.container_restarts
         );
+        if !mem.growth.is_empty() {
+            let _ = writeln!(
+                m,
+                "Memory growth per container (Theil–Sen slope after a {:.0} min warm-up):\n\n| container | service | samples | slope | target | result |\n|---|---|---|---|---|---|",
+                mem.growth_warm_up_s / 60.0
+            );
+            for g in &mem.growth {
+                let _ = writeln!(
+                    m,
+                    "| {} | {} | {} | {} | < {:.1} MiB/h | {} |",
+                    g.container,
+                    g.service.as_deref().unwrap_or("–"),
+                    g.samples,
+                    match g.slope_bytes_per_hour {
+                        Some(b) => format!("{:+.2} MiB/h", b / (1u64 << 20) as f64),
+                        None => g.detail.clone(),
+                    },
+                    g.target_bytes_per_hour as f64 / (1u64 << 20) as f64,
+                    match g.status {
+                        Status::Pass => "pass",
+                        Status::Fail => "**FAIL**",
+                        Status::NotMeasured => "not judged",
+                    }
+                );
+            }
+            let _ = writeln!(m);
+        }
         if let Some(peak) = mem.cpu_peak_cores {
             let _ = writeln!(
                 m,
@@ -887,6 +963,7 @@ mod tests {
             leak_grace: s(10),
             chaos_min: s(300),
             chaos_max: s(900),
+            memory_warm_up: s(600),
         }
     }
 
@@ -916,6 +993,7 @@ mod tests {
                 expect_tools: Default::default(),
                 slo_p95_ms: 100,
                 token: None,
+                max_sessions: 4,
             }],
             prometheus_url: "http://127.0.0.1:9".into(),
             elapsed_s: 60.0,
@@ -957,6 +1035,77 @@ mod tests {
         assert_eq!(r.totals.calls, 2000);
         assert!(r.svg().starts_with("<svg"));
         assert!(r.markdown().contains("PASS"));
+    }
+
+    /// A clean run whose timeline holds one sample per 10 s of two containers: `a`'s growing by
+    /// `leak_mib_h`, the edge's flat.
+    fn with_memory(minutes: usize, leak_mib_h: f64) -> Checkpoint {
+        let mut s = ServiceStats::default();
+        s.coverage.checks = 1;
+        s.coverage.complete = 1;
+        for _ in 0..2000 {
+            s.record(&outcome(true, 5));
+        }
+        let mut c = ck(s);
+        let st = &mut c.state;
+        st.containers.services.insert("p-a-r1".into(), "a".into());
+        for i in 0..minutes * 6 {
+            let t = i as f64 * 10.0;
+            let mut p = Point {
+                t_s: t,
+                ..Default::default()
+            };
+            let a = 60.0 + leak_mib_h * t / 3600.0 + if i % 2 == 0 { 0.5 } else { -0.5 };
+            p.container_memory_bytes
+                .insert("p-a-r1".into(), (a * (1u64 << 20) as f64) as u64);
+            p.container_memory_bytes.insert("p-edge".into(), 8 << 20);
+            st.timeline.push(p);
+        }
+        c
+    }
+
+    fn growth_slo<'a>(r: &'a Report, service: &str) -> &'a Slo {
+        r.slos
+            .iter()
+            .find(|s| s.slo == "memory_growth" && s.service.as_deref() == Some(service))
+            .unwrap()
+    }
+
+    #[test]
+    fn memory_growth_is_judged_per_container_with_the_services_target() {
+        let r = build(&with_memory(60, 12.0), Targets::seed(2 << 30));
+        assert_eq!(growth_slo(&r, "a").status, Status::Fail, "{:#?}", r.slos);
+        assert!(growth_slo(&r, "a").actual.starts_with("+12.0 MiB/h"));
+        assert_eq!(growth_slo(&r, "p-edge").status, Status::Pass);
+        assert!(!r.passed);
+        assert!(r.breaches().iter().any(|s| s.slo == "memory_growth"));
+        assert!(r
+            .markdown()
+            .contains("| p-a-r1 | a | 300 | +12.00 MiB/h | < 5.0 MiB/h | **FAIL** |"));
+        // The service's own target: 20 MiB/h lets the same run pass.
+        let mut t = Targets::seed(2 << 30);
+        t.memory_growth_per_hour.insert("a".into(), 20 << 20);
+        let r = build(&with_memory(60, 12.0), t);
+        assert_eq!(growth_slo(&r, "a").status, Status::Pass);
+        assert!(r.passed, "{:#?}", r.slos);
+        // The JSON carries the verdicts.
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["memory"]["growth"][0]["container"], "p-a-r1");
+        assert_eq!(v["memory"]["growth_warm_up_s"], 600.0);
+    }
+
+    #[test]
+    fn a_short_run_leaves_memory_growth_not_judged() {
+        let r = build(&with_memory(15, 100.0), Targets::seed(2 << 30));
+        let g = growth_slo(&r, "a");
+        assert_eq!(g.status, Status::NotMeasured);
+        assert!(
+            g.actual
+                .starts_with("not judged (need ≥ 30 samples after warm-up"),
+            "{}",
+            g.actual
+        );
+        assert!(r.passed, "not judged is neither pass nor fail");
     }
 
     #[test]

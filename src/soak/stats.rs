@@ -212,6 +212,9 @@ pub struct Point {
     pub cpu_cores: Option<f64>,
     /// Sum of `mcp_bridge_sessions_active` over the bridges that answered.
     pub sessions_active: Option<f64>,
+    /// Memory used per running container (the memory-growth SLO's samples).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub container_memory_bytes: BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

@@ -364,6 +364,7 @@ def main():
     ap.add_argument("--jwt-alg", choices=["ES256", "RS256"], default="ES256",
                     help="signing algorithm of the bridge+jwt target's access token (ES256: P-256; RS256: 2048-bit RSA)")
     ap.add_argument("--no-auth", action="store_true", help="leave out the bridge+bearer and bridge+jwt targets")
+    ap.add_argument("--json", default="", help="also write the figures as a result file (benches/bench.py schema)")
     a = ap.parse_args()
 
     nonce = uuid.uuid4().hex[:10]
@@ -479,6 +480,43 @@ def main():
         print(f"  (mcp-proxy RSS at the end: {proxy_rss / 1024:.1f} MB, its own process only)")
     for text, ok in checks:
         print(f"  [{'met' if ok else 'MISSED'}] {text}")
+    if a.json:
+        write_json(a, res, targets, server_name, idle_rss, hwm, proxy_rss)
+
+
+# Figure names in the result file: the target's short name, a dot, the figure.
+SLUG = {"stdio direct": "direct", "mcpctl bridge": "bridge", "bridge+bearer": "bridge_bearer",
+        "bridge+jwt": "bridge_jwt", "mcp-proxy 0.13": "mcp_proxy"}
+
+
+def write_json(a, res, targets, server_name, idle_rss, hwm, proxy_rss):
+    """The medians of the table as benches/bench.py result: latencies (ms, floor 0.05 ms: below
+    that a ratio is scheduler noise), throughput, the LiteLLM pattern, RSS; every bridge figure
+    has mcp-proxy's same figure as its peer when mcp-proxy ran."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "benches"))
+    import bench  # benches/bench.py: standard library only
+
+    med = statistics.median
+    figs, peers = {}, {}
+    for t in targets:
+        d, n = res[t.name], SLUG[t.name]
+        ref = n == "direct"  # the stdio floor: the test server alone, shown for context
+        for q in ("p50", "p95", "p99"):
+            figs[f"{n}.{q}_ms"] = bench.fig(med(d[q]) * 1000, "ms", "lower", 0.05, ref)
+        figs[f"{n}.calls_per_s"] = bench.fig(med(d["tput"]), "calls/s", "higher", 0, ref)
+        figs[f"{n}.litellm_p95_ms"] = bench.fig(med(d["lite95"]) * 1000, "ms", "lower", 0.05, ref)
+    figs["bridge.rss_idle_mb"] = bench.fig(idle_rss / 1024, "MB", "lower", 1.0)
+    figs["bridge.rss_peak_mb"] = bench.fig(hwm / 1024, "MB", "lower", 1.0)
+    if proxy_rss:
+        figs["mcp_proxy.rss_mb"] = bench.fig(proxy_rss / 1024, "MB", "lower", 1.0, reference=True)
+    if "mcp_proxy.p50_ms" in figs:
+        for n in ("bridge", "bridge_bearer", "bridge_jwt"):
+            for f in ("p50_ms", "p95_ms", "p99_ms", "calls_per_s", "litellm_p95_ms"):
+                if f"{n}.{f}" in figs:
+                    peers[f"{n}.{f}"] = f"mcp_proxy.{f}"
+    params = {"server": server_name, "rounds": a.rounds, "seq": a.seq, "sessions": a.sessions,
+              "calls": a.calls, "lite": a.lite, "jwt_alg": a.jwt_alg, "mcpctl": a.mcpctl}
+    bench.write(bench.result("bridge", figs, peers, params), a.json)
 
 if __name__ == "__main__":
     main()
