@@ -112,9 +112,31 @@ pub struct Session {
     /// Minimum rank of `notifications/message` this session wants (shared mode, set by setLevel).
     log_level: Mutex<Option<usize>>,
     pub closed: CancellationToken,
+    /// A bridge-owned session for one stateless (2026-07-28) request (`modern`): never in the
+    /// session table, never counted as a session.
+    pub stateless: bool,
 }
 
 impl Session {
+    /// The session one stateless request runs on: the shared child, the caller's name (audit),
+    /// a unique id (the child-side id remapping keys on it). Dropped with the request.
+    pub fn stateless(id: SessionId, consumer: Arc<str>, upstream: Arc<Upstream>) -> Arc<Self> {
+        Arc::new(Session {
+            id,
+            transport: Transport::StreamableHttp,
+            consumer,
+            upstream,
+            created: Instant::now(),
+            last_active: Mutex::new(Instant::now()),
+            streams: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            outbound: Mutex::new(None),
+            log_level: Mutex::new(None),
+            closed: CancellationToken::new(),
+            stateless: true,
+        })
+    }
+
     pub fn touch(&self) {
         *self.last_active.lock_ignore_poison() = Instant::now();
     }
@@ -400,6 +422,8 @@ pub struct App {
     pub audit: Arc<Auditor>,
     /// Bytes requests in flight may hold (see `admission`).
     pub budget: super::admission::Budget,
+    /// Stateless (2026-07-28) requests in flight and `subscriptions/listen` streams.
+    pub modern: super::modern::Modern,
     me: Weak<App>,
 }
 
@@ -453,6 +477,7 @@ impl App {
                 limiter,
                 audit,
                 budget,
+                modern: Default::default(),
                 me: me.clone(),
             }
         })
@@ -510,6 +535,7 @@ impl App {
             outbound: Mutex::new(None),
             log_level: Mutex::new(None),
             closed: CancellationToken::new(),
+            stateless: false,
         });
         if self.shared.is_none() {
             let mut running =
@@ -567,6 +593,7 @@ impl App {
             return Ok(());
         }
         self.stats.sessions_refused.fetch_add(1, Ordering::Relaxed);
+        self.stats.overloaded(stats::Era::Legacy);
         tracing::warn!(
             cap = self.cfg.max_sessions,
             "session cap reached: new session refused"
@@ -611,6 +638,7 @@ impl App {
                 }
             }
             Route::Broadcast(msg) => {
+                self.modern.broadcast(&msg);
                 let all: Vec<Arc<Session>> = self.table().values().cloned().collect();
                 for s in all {
                     if !s.deliver(&msg) {
@@ -666,6 +694,9 @@ impl App {
                 Outcome::Accepted
             }
             Kind::Request => {
+                if !session.stateless {
+                    self.stats.era_request(stats::Era::Legacy);
+                }
                 let mut meter =
                     Meter::start(&self.stats, &msg, Some((&self.audit, &session.consumer)));
                 match self.handle_request(session, msg).await {

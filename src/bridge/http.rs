@@ -423,6 +423,8 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     };
     set(&app.stats.inflight_bytes, app.budget.in_use());
     set(&app.stats.inflight_budget, app.budget.total());
+    set(&app.stats.modern_in_flight, app.modern.in_flight());
+    set(&app.stats.modern_listeners, app.modern.listeners());
     crate::metrics::response(&app.stats.registry(ready))
 }
 
@@ -572,12 +574,22 @@ async fn mcp_post(
     body: Bytes,
 ) -> Response {
     if let Err(r) = check_version(&headers) {
-        return r.into_response();
+        // A 2026-07-28 request naming a version we do not speak gets that era's answer
+        // (−32022 with the supported versions), not the legacy one.
+        return match serde_json::from_slice::<Value>(&body) {
+            Ok(msg) if super::modern::is_modern(&headers, &msg) => {
+                super::modern::serve(app, who.0, headers, msg).await
+            }
+            _ => r.into_response(),
+        };
     }
     let msg: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return parse_error(&app),
     };
+    if !msg.is_array() && super::modern::is_modern(&headers, &msg) {
+        return super::modern::serve(app, who.0, headers, msg).await;
+    }
     if msg.is_array() {
         app.stats.record(
             stats::OTHER,

@@ -118,6 +118,24 @@ impl ErrorType {
     }
 }
 
+/// The protocol era of a request (`era` label): `legacy` (inside an `initialize` session, or the
+/// HTTP+SSE transport), `modern` (stateless 2026-07-28, `bridge::modern`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Era {
+    Legacy,
+    Modern,
+}
+
+impl Era {
+    pub const ALL: [Era; 2] = [Era::Legacy, Era::Modern];
+    pub fn label(self) -> &'static str {
+        match self {
+            Era::Legacy => "legacy",
+            Era::Modern => "modern",
+        }
+    }
+}
+
 /// Why the shared child was restarted (`mcp_bridge_child_restarts_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartReason {
@@ -173,6 +191,8 @@ const METHODS: &[&str] = &[
     "tasks/list",
     "tasks/result",
     "tasks/cancel",
+    "server/discover",
+    "subscriptions/listen",
 ];
 
 /// The most distinct tool names kept as label values (a child advertising more gets `other`).
@@ -230,6 +250,14 @@ pub struct Stats {
     pub stdout_lines_skipped: AtomicU64,
     /// Audit lines lost: queue full, or stdout not writable (`audit::Auditor`).
     pub audit_dropped: AtomicU64,
+    /// JSON-RPC requests by protocol era (`Era`).
+    pub era_requests: [AtomicU64; 2],
+    /// Requests refused with 503 for capacity, by era: legacy at the session cap, modern at the
+    /// cap on stateless requests in flight or open `subscriptions/listen` streams.
+    pub overloaded_by_era: [AtomicU64; 2],
+    /// Stateless (modern) requests being served and open listen streams (set before each render).
+    pub modern_in_flight: AtomicI64,
+    pub modern_listeners: AtomicI64,
     requests: Mutex<RequestsCell>,
     /// `tools/call`s refused by the tool policy, by `tool` label (see [`Stats::denied_label`]).
     tools_denied: Mutex<BTreeMap<String, u64>>,
@@ -257,6 +285,12 @@ impl Stats {
     pub fn session_closed(&self, t: Transport, r: CloseReason) {
         self.sessions_active[t.idx()].fetch_sub(1, Ordering::Relaxed);
         self.sessions_closed[t.idx()][r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn era_request(&self, e: Era) {
+        self.era_requests[e as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn overloaded(&self, e: Era) {
+        self.overloaded_by_era[e as usize].fetch_add(1, Ordering::Relaxed);
     }
     pub fn child_restarted(&self, r: RestartReason) {
         self.child_restarts[r as usize].fetch_add(1, Ordering::Relaxed);
@@ -551,6 +585,30 @@ impl Collector for Scrape {
             "Sessions closed because their client stopped reading its event stream.",
             c(&st.slow_consumers),
         )?;
+        counters(
+            e,
+            "mcp_bridge_era_requests_total",
+            "JSON-RPC requests by protocol era: legacy (initialize sessions, HTTP+SSE) or modern (stateless 2026-07-28).",
+            Era::ALL.map(|x| ([("era", x.label())], c(&st.era_requests[x as usize]))),
+        )?;
+        counters(
+            e,
+            "mcp_bridge_overloaded_total",
+            "Requests refused with 503 for capacity, by era: legacy at --max-sessions sessions, modern at --max-sessions stateless requests (or listen streams) at once.",
+            Era::ALL.map(|x| ([("era", x.label())], c(&st.overloaded_by_era[x as usize]))),
+        )?;
+        gauge(
+            e,
+            "mcp_bridge_modern_in_flight",
+            "Stateless (2026-07-28) requests being served now.",
+            g(&st.modern_in_flight),
+        )?;
+        gauge(
+            e,
+            "mcp_bridge_modern_listeners",
+            "Open subscriptions/listen streams.",
+            g(&st.modern_listeners),
+        )?;
         counter(
             e,
             "mcp_bridge_audit_dropped_total",
@@ -685,6 +743,10 @@ mod tests {
         ("mcp_bridge_rate_limited_total", "counter", &["consumer"]),
         ("mcp_bridge_slow_consumer_closes_total", "counter", &[]),
         ("mcp_bridge_audit_dropped_total", "counter", &[]),
+        ("mcp_bridge_era_requests_total", "counter", &["era"]),
+        ("mcp_bridge_overloaded_total", "counter", &["era"]),
+        ("mcp_bridge_modern_in_flight", "gauge", &[]),
+        ("mcp_bridge_modern_listeners", "gauge", &[]),
         ("mcp_bridge_inflight_bytes", "gauge", &[]),
         ("mcp_bridge_inflight_budget_bytes", "gauge", &[]),
         ("mcp_bridge_tools_advertised", "gauge", &[]),
