@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::cli::RenderArgs;
+use crate::cli::{RenderArgs, RenderTarget};
 use crate::error::{CommandError, ExitCode};
 use crate::output::{self, Render};
 use crate::settings::Settings;
@@ -56,7 +56,38 @@ impl Render for Written<'_> {
 
 pub fn run(settings: &Settings, args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let loaded = manifest::load_checked(settings)?;
-    let artifacts = render::render(&loaded.manifest, args.only.map(Into::into))?;
+    let artifacts = match args.target {
+        RenderTarget::Docker => {
+            if args.registry.is_some() || args.images.is_some() || !args.internet.is_empty() {
+                return Err(CommandError::usage(
+                    "--registry, --images and --internet apply to `--target kubernetes` only",
+                )
+                .into());
+            }
+            render::render(&loaded.manifest, args.only.map(Into::into))?
+        }
+        RenderTarget::Kubernetes => {
+            if args.only.is_some() {
+                return Err(CommandError::usage(
+                    "--only selects Docker artifacts; `--target kubernetes` renders one set",
+                )
+                .into());
+            }
+            let m = &loaded.manifest;
+            let tags = match &args.images {
+                Some(dir) => render::kubernetes::tags_from_export(dir, &m.project)
+                    .map_err(|e| CommandError::usage(format!("{e:#}")))?,
+                None => Default::default(),
+            };
+            let opts = render::kubernetes::Options {
+                registry: args.registry.clone(),
+                tags,
+                internet: args.internet.clone(),
+            };
+            render::kubernetes::render(m, &opts)
+                .map_err(|e| CommandError::usage(format!("{e:#}")))?
+        }
+    };
     if args.check {
         let differing = render::differences(&args.out, &artifacts);
         let differ = differing.len();
@@ -74,10 +105,14 @@ pub fn run(settings: &Settings, args: &RenderArgs) -> anyhow::Result<ExitCode> {
         return Err(CommandError::new(
             ExitCode::Runtime,
             format!(
-                "{} of {} rendered files differ in {}; run `mcpctl render --out {}` to update them",
+                "{} of {} rendered files differ in {}; run `mcpctl render{} --out {}` to update them",
                 differ,
                 artifacts.len(),
                 args.out.display(),
+                match args.target {
+                    RenderTarget::Docker => "",
+                    RenderTarget::Kubernetes => " --target kubernetes",
+                },
                 args.out.display()
             ),
         )

@@ -5,6 +5,7 @@
 //! This module must never see a secret's value: it only knows secret names and where they will be
 //! mounted.
 
+pub mod kubernetes;
 pub mod observability;
 pub mod view;
 
@@ -28,6 +29,9 @@ pub enum ArtifactKind {
     Litellm,
     /// Prometheus config and rules, Grafana provisioning and dashboard, Promtail and Alloy configs.
     Observability,
+    /// `render --target kubernetes`: kustomize base + overlay, secrets script, kubernetes_sd
+    /// Prometheus config (`render::kubernetes`).
+    Kubernetes,
 }
 
 /// One rendered file, relative to the output directory.
@@ -105,6 +109,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "config.alloy.j2",
         include_str!("../../templates/observability/config.alloy.j2"),
+    ),
+    (
+        "alertmanager.yml.j2",
+        include_str!("../../templates/observability/alertmanager.yml.j2"),
     ),
 ];
 
@@ -229,6 +237,15 @@ pub fn render(manifest: &Manifest, only: Option<ArtifactKind>) -> anyhow::Result
                 PathBuf::from(path),
                 template,
                 ctx.clone(),
+                false,
+            )?;
+        }
+        if let Some(a) = observability::AlertmanagerView::new(manifest) {
+            add(
+                ArtifactKind::Observability,
+                PathBuf::from("alertmanager/alertmanager.yml"),
+                "alertmanager.yml.j2",
+                minijinja::context! { a => &a },
                 false,
             )?;
         }
