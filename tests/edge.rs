@@ -1267,6 +1267,7 @@ fn a_legacy_route_reaches_an_mcp_proxy_named_server_under_its_prefix() {
                     revision: None,
                     kind: mcpctl::edge::routes::RouteKind::Legacy,
                     drain_timeout_s: None,
+                    replicas: vec![],
                 },
             )
             .await

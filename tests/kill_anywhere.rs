@@ -62,6 +62,13 @@ impl Stack {
             ),
             None => String::new(),
         };
+        // Behind the edge, the service runs two replicas: the kill points include the rolling
+        // replacement's, and the truth includes the route's replicas.
+        let replicas = if self.admin.is_some() {
+            "    replicas: 2\n"
+        } else {
+            ""
+        };
         let manifest = format!(
             r#"version: 1
 project: {project}
@@ -69,7 +76,7 @@ retain_revisions: 50
 {edge}services:
   alpha:
     port: {port}
-    transport: http
+{replicas}    transport: http
     server:
       source: {{image: {{ref: "{runtime}"}}}}
       command: {cmd}
@@ -178,11 +185,24 @@ retain_revisions: 50
             "{}",
             ctx("the lock is left")
         );
-        let running: Vec<String> = self
+        // Revisions' own containers are `<project>-alpha-r<N>`, their replicas `…-r<N>-<n>`.
+        let prefix = format!("{}-alpha-r", self.project);
+        let revision_of = |n: &str| -> Option<(bool, String)> {
+            let rest = n.strip_prefix(&prefix)?;
+            let (release, replica) = match rest.split_once('-') {
+                Some((r, k)) => (r, Some(k)),
+                None => (rest, None),
+            };
+            release.parse::<u64>().ok()?;
+            Some((replica.is_some(), n.to_string()))
+        };
+        let (replicas, running): (Vec<_>, Vec<_>) = self
             .containers("status=running")
-            .into_iter()
-            .filter(|n| n.starts_with(&format!("{}-alpha-r", self.project)))
-            .collect();
+            .iter()
+            .filter_map(|n| revision_of(n))
+            .partition(|(replica, _)| *replica);
+        let running: Vec<String> = running.into_iter().map(|(_, n)| n).collect();
+        let replicas: Vec<String> = replicas.into_iter().map(|(_, n)| n).collect();
         assert_eq!(
             running.len(),
             1,
@@ -209,6 +229,26 @@ retain_revisions: 50
                     running[0]
                 ))
             );
+            // Its one other replica runs, and the route balances over exactly the two.
+            let want = format!("{}-2", running[0]);
+            assert_eq!(
+                replicas,
+                std::slice::from_ref(&want),
+                "{}",
+                ctx("running replicas")
+            );
+            let routed: Vec<&str> = edge["routes"]["alpha"]["replicas"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            assert_eq!(
+                routed,
+                [format!("http://{want}:8080")],
+                "{}",
+                ctx("the route's replicas")
+            );
+        } else {
+            assert!(replicas.is_empty(), "{}", ctx("replicas without the edge"));
         }
         assert_eq!(
             self.nonce().as_deref(),
@@ -266,7 +306,7 @@ fn points(edge: bool) -> Vec<&'static str> {
         .copied()
         .filter(|p| match *p {
             "previous-stopped" => !edge,
-            "route-switched" => edge,
+            "route-switched" | "replica-routed" => edge,
             _ => true,
         })
         .collect()

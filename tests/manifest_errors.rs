@@ -14,6 +14,12 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "derive a cap from `limits.memory`",
     ),
     (
+        "replicas_without_edge",
+        "13:15",
+        "replicas are balanced by the edge, which is not enabled",
+        "set `edge: {enabled: true}`",
+    ),
+    (
         "install_scripts_reason",
         "11:48",
         "npm_install_scripts needs a reason",

@@ -90,6 +90,7 @@ mod tests {
             revision: None,
             kind: RouteKind::Legacy,
             drain_timeout_s: None,
+            replicas: vec![],
         };
         assert_eq!(
             serde_json::to_value(&put).unwrap(),

@@ -210,6 +210,8 @@ mod tests {
             kind,
             since: "2026-11-25T00:00:00Z".into(),
             draining: vec![],
+            replicas: vec![],
+            unhealthy: vec![],
         };
         let mut s = CutoverState::default();
         s.follow_edge(

@@ -143,6 +143,7 @@ pub fn legacy_put(legacy: &Legacy, drain_timeout_s: Option<u64>) -> PutRoute {
         revision: None,
         kind: RouteKind::Legacy,
         drain_timeout_s,
+        replicas: vec![],
     }
 }
 
@@ -259,6 +260,7 @@ pub async fn run(scope: &Scope, req: &SwitchRequest) -> anyhow::Result<SwitchRep
                             revision: t.revision,
                             kind: RouteKind::Stack,
                             drain_timeout_s: req.drain_timeout_s,
+                            replicas: vec![],
                         }
                     }
                     Err(e) => {

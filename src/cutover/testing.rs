@@ -59,5 +59,7 @@ pub fn route(kind: RouteKind) -> RouteView {
         kind,
         since: "2026-11-25T00:00:00Z".into(),
         draining: vec![],
+        replicas: vec![],
+        unhealthy: vec![],
     }
 }

@@ -161,12 +161,14 @@ impl AdminClient {
         Ok(r.json().await?)
     }
 
-    /// Point `service` at a stack revision (`upstream`: [`stack_upstream`]); the replaced upstream
-    /// drains for `drain` (default: the edge's own `--drain-timeout`).
+    /// Point `service` at a stack revision (`upstream`: [`stack_upstream`], plus the upstreams of
+    /// its other `replicas`); replaced upstreams drain for `drain` (default: the edge's own
+    /// `--drain-timeout`).
     pub async fn switch_to_revision(
         &self,
         service: &str,
         upstream: &str,
+        replicas: &[String],
         release: u64,
         drain: Option<Duration>,
     ) -> anyhow::Result<RouteView> {
@@ -177,6 +179,7 @@ impl AdminClient {
                 revision: Some(release),
                 kind: RouteKind::Stack,
                 drain_timeout_s: drain.map(|d| d.as_secs().max(1)),
+                replicas: replicas.to_vec(),
             },
         )
         .await
@@ -197,6 +200,7 @@ impl AdminClient {
                 revision: before.revision,
                 kind: before.kind,
                 drain_timeout_s: drain.map(|d| d.as_secs().max(1)),
+                replicas: before.replicas.clone(),
             },
         )
         .await

@@ -417,16 +417,22 @@ async fn seed_routes(engine: &DockerEngine, project: &Project) -> anyhow::Result
         if routes.routes.contains_key(&service) {
             continue;
         }
-        let Some(s) = observed
+        let Some((o, s)) = observed
             .services
             .get(&service)
-            .and_then(|o| o.serving.as_ref())
+            .and_then(|o| Some((o, o.serving.as_ref()?)))
         else {
             continue;
         };
         let upstream = revision_upstream(s);
         admin
-            .switch_to_revision(&service, &upstream, s.release, None)
+            .switch_to_revision(
+                &service,
+                &upstream,
+                &o.running_replica_upstreams(s),
+                s.release,
+                None,
+            )
             .await?;
         seeded.push(format!("{service} → {} ({upstream})", s.name()));
     }
@@ -441,8 +447,10 @@ pub async fn align(engine: &DockerEngine, project: &Project) -> anyhow::Result<V
         .list_containers(&project.keys.project_filter(project.name()))
         .await?;
     let observed = crate::rollout::plan::observe(&list, &project.keys);
-    crate::rollout::reconcile::align_to_routes(engine, &observed, &routes, &|s| fronts(project, s))
-        .await
+    crate::rollout::reconcile::align_to_routes(engine, &admin(project), &observed, &routes, &|s| {
+        fronts(project, s)
+    })
+    .await
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -33,6 +33,47 @@ struct ServiceLabel {
     service: String,
 }
 
+/// `mcp_edge_calls_total`: a 2026-07-28 request by its `Mcp-Method` and `Mcp-Name` headers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    service: String,
+    method: &'static str,
+    name: String,
+}
+
+/// The methods `mcp_edge_calls_total` names; any other `Mcp-Method` value counts as `other`, so a
+/// client cannot mint series.
+const METHODS: &[&str] = &[
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "subscriptions/listen",
+];
+/// Distinct `name` values per service before the rest count as `_other` (a client that invents
+/// tool names must not grow the edge's memory or the scrape).
+const MAX_NAMES_PER_SERVICE: usize = 128;
+/// Longest `Mcp-Name` kept as a label value (tool and prompt names are short identifiers).
+const MAX_NAME_LEN: usize = 64;
+
+/// The `method` label of an `Mcp-Method` header value.
+pub(super) fn method_label(m: &str) -> &'static str {
+    METHODS.iter().copied().find(|k| *k == m).unwrap_or("other")
+}
+
+/// A name that is a plausible tool or prompt identifier (resource URIs are not labels).
+fn plausible_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= MAX_NAME_LEN
+        && n.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/'))
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
@@ -71,6 +112,11 @@ pub(super) struct EdgeMetrics {
     route_switches: Family<ServiceLabel, Counter>,
     drain_closed: Family<ServiceLabel, Counter>,
     refused: Family<ReasonLabel, Counter>,
+    calls: Family<CallLabels, Counter>,
+    /// The `name` values seen per service (bounded by [`MAX_NAMES_PER_SERVICE`]).
+    names: std::sync::Mutex<std::collections::HashMap<String, std::collections::HashSet<String>>>,
+    rerouted: Family<ServiceUpstream, Counter>,
+    replica_down: Family<ServiceUpstream, Counter>,
 }
 
 impl Default for EdgeMetrics {
@@ -82,6 +128,10 @@ impl Default for EdgeMetrics {
             route_switches: Family::default(),
             drain_closed: Family::default(),
             refused: Family::default(),
+            calls: Family::default(),
+            names: Default::default(),
+            rerouted: Family::default(),
+            replica_down: Family::default(),
         };
         // Both refusal series are always present (the contract).
         for r in Refused::ALL {
@@ -128,6 +178,50 @@ impl EdgeMetrics {
                 service: service.to_string(),
             })
             .inc_by(sessions);
+    }
+
+    /// A 2026-07-28 request, by its headers only (the edge never parses bodies): `method` is
+    /// `Mcp-Method` (or `other`), `name` is `Mcp-Name` for `tools/call` and `prompts/get` when it
+    /// is a plausible identifier (`_invalid` otherwise, `_other` past the per-service bound, empty
+    /// for other methods).
+    pub(super) fn call(&self, service: &str, method: &str, name: Option<&str>) {
+        let method = method_label(method);
+        let name = match (method, name) {
+            ("tools/call" | "prompts/get", Some(n)) if plausible_name(n) => {
+                let mut names = crate::locks::MutexExt::lock_ignore_poison(&self.names);
+                let seen = names.entry(service.to_string()).or_default();
+                if seen.contains(n) || seen.len() < MAX_NAMES_PER_SERVICE {
+                    seen.insert(n.to_string());
+                    n.to_string()
+                } else {
+                    "_other".to_string()
+                }
+            }
+            ("tools/call" | "prompts/get", _) => "_invalid".to_string(),
+            _ => String::new(),
+        };
+        self.calls
+            .get_or_create(&CallLabels {
+                service: service.to_string(),
+                method,
+                name,
+            })
+            .inc();
+    }
+
+    /// A request `from` could not take (unreachable, or failed before answering a request that is
+    /// safe to send again) that the edge sent to another replica instead.
+    pub(super) fn rerouted(&self, service: &str, from: &str) {
+        self.rerouted
+            .get_or_create(&ServiceUpstream::new(service, from))
+            .inc();
+    }
+
+    /// A replica taken out of balancing (unreachable, or its `/readyz` failed).
+    pub(super) fn replica_down(&self, service: &str, upstream: &str) {
+        self.replica_down
+            .get_or_create(&ServiceUpstream::new(service, upstream))
+            .inc();
     }
 
     pub(super) fn refused(&self, r: Refused) {
@@ -182,6 +276,21 @@ impl EdgeMetrics {
             "mcp_edge_refused",
             "Requests refused: a foreign or missing Host or a foreign Origin (DNS-rebinding guard), or an admin API request without the admin token",
             self.refused.clone(),
+        );
+        r.register(
+            "mcp_edge_calls",
+            "2026-07-28 requests by their Mcp-Method and Mcp-Name headers (name: tools/call and prompts/get only; _other past 128 names per service)",
+            self.calls.clone(),
+        );
+        r.register(
+            "mcp_edge_rerouted",
+            "Requests sent to another replica because this upstream could not take them",
+            self.rerouted.clone(),
+        );
+        r.register(
+            "mcp_edge_replica_down",
+            "Times a replica was taken out of balancing (unreachable or not ready)",
+            self.replica_down.clone(),
         );
         if let Some(rss) = crate::metrics::resident_memory_bytes() {
             r.register(

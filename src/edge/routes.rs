@@ -39,7 +39,14 @@ pub struct PutRoute {
     /// Overrides the edge's drain timeout for the upstream this switch replaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_timeout_s: Option<u64>,
+    /// More upstreams of the same revision (the service's other replicas): requests without a
+    /// session are balanced over `upstream` and these; a session stays on the one that opened it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
 }
+
+/// The most upstreams one route balances over (`upstream` plus `replicas`).
+pub const MAX_UPSTREAMS: usize = 16;
 
 /// One upstream still holding sessions after a switch.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -62,6 +69,13 @@ pub struct RouteView {
     pub since: String,
     #[serde(default)]
     pub draining: Vec<DrainingView>,
+    /// The route's other upstreams (replicas), balanced with `upstream`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
+    /// Upstreams of this route the edge currently sends nothing new to (unreachable or not ready;
+    /// rechecked every second). Never persisted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unhealthy: Vec<String>,
 }
 
 /// `GET /routes`; also the persisted state file (with `draining` empty).

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::{EdgeMetrics, Refused};
 use super::routes::{
     query_session_id, DrainingView, EndpointScan, PutRoute, RouteKind, RouteView, RoutesView,
-    Upstream,
+    Upstream, MAX_UPSTREAMS,
 };
 use crate::bridge::guard;
 use crate::locks::{MutexExt, RwLockExt};
@@ -46,6 +46,28 @@ use crate::locks::{MutexExt, RwLockExt};
 const HTTP_SESSION_IDLE: Duration = Duration::from_secs(5);
 /// Pins of sessions that were never deleted are forgotten after this long without a request.
 const PIN_TTL: Duration = Duration::from_secs(30 * 60);
+/// How often the members of a route with replicas are asked `GET /readyz`, and how long each may
+/// take to answer.
+const READY_PROBE_EVERY: Duration = Duration::from_secs(1);
+const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a replica that refused a connection stays out of balancing (the probe brings it back
+/// sooner once it is ready).
+const UNREACHABLE_DOWN: Duration = Duration::from_secs(5);
+/// The largest request body the edge holds to send again to another replica; larger (or chunked)
+/// bodies are streamed and not re-routed.
+const MAX_REROUTE_BODY: u64 = 4 << 20;
+/// `Mcp-Method`s that only read, so one that failed before answering may go to another replica.
+/// (`tools/call` is re-routed only when its upstream was never reached: it may have side effects.)
+const SAFE_METHODS: &[&str] = &[
+    "server/discover",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+];
 
 /// One upstream (a revision's bridge or a legacy proxy) and the sessions it holds.
 pub struct Backend {
@@ -59,6 +81,8 @@ pub struct Backend {
     cancel: CancellationToken,
     retired: AtomicBool,
     deadline: Mutex<Option<(Instant, SystemTime)>>,
+    /// Out of balancing until then (a replica that was unreachable or not ready).
+    down_until: Mutex<Option<Instant>>,
 }
 
 impl Backend {
@@ -74,7 +98,27 @@ impl Backend {
             cancel: CancellationToken::new(),
             retired: AtomicBool::new(false),
             deadline: Mutex::new(None),
+            down_until: Mutex::new(None),
         })
+    }
+
+    /// Takes new requests without a session (not marked down, or its time out is over).
+    fn healthy(&self) -> bool {
+        self.down_until
+            .lock_ignore_poison()
+            .is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Out of balancing for `d`; true when it was in (so the transition is counted once).
+    fn mark_down(&self, d: Duration) -> bool {
+        let mut until = self.down_until.lock_ignore_poison();
+        let was_up = until.is_none_or(|t| Instant::now() >= t);
+        *until = Some(Instant::now() + d);
+        was_up
+    }
+
+    fn mark_up(&self) {
+        *self.down_until.lock_ignore_poison() = None;
     }
 
     /// Open SSE streams plus Streamable HTTP sessions used within [`HTTP_SESSION_IDLE`].
@@ -98,9 +142,57 @@ impl Backend {
 }
 
 struct ServiceRoute {
+    /// The primary upstream (the revision's first container, or a legacy proxy).
     current: Arc<Backend>,
+    /// The revision's other replicas, balanced with `current`.
+    replicas: Vec<Arc<Backend>>,
     since: SystemTime,
     draining: Vec<Arc<Backend>>,
+    /// Where the next balanced pick starts looking (equal loads are taken in turn).
+    next: AtomicUsize,
+}
+
+impl ServiceRoute {
+    fn new(current: Arc<Backend>, replicas: Vec<Arc<Backend>>, since: SystemTime) -> Self {
+        Self {
+            current,
+            replicas,
+            since,
+            draining: vec![],
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The upstreams new requests go to: `current`, then the replicas.
+    fn members(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        std::iter::once(&self.current).chain(self.replicas.iter())
+    }
+
+    /// Current, replica or draining: an upstream a pinned session may still use.
+    fn serves(&self, b: &Arc<Backend>) -> bool {
+        self.members()
+            .chain(self.draining.iter())
+            .any(|d| Arc::ptr_eq(d, b))
+    }
+
+    /// The least busy healthy member not in `tried` (equal loads in turn); with none healthy,
+    /// the least busy untried member (it may have recovered; a failure is then reported).
+    fn balance(&self, tried: &[Arc<Backend>]) -> Option<Arc<Backend>> {
+        let members: Vec<&Arc<Backend>> = self
+            .members()
+            .filter(|b| !tried.iter().any(|t| Arc::ptr_eq(t, b)))
+            .collect();
+        if members.is_empty() {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % members.len();
+        let order = || (0..members.len()).map(|i| members[(start + i) % members.len()]);
+        order()
+            .filter(|b| b.healthy())
+            .min_by_key(|b| b.busy())
+            .or_else(|| order().min_by_key(|b| b.busy()))
+            .cloned()
+    }
 }
 
 /// A session's pin: its upstream, when it was last seen, and whether an open stream holds it
@@ -174,14 +266,22 @@ impl Edge {
                 continue;
             };
             let since = humantime::parse_rfc3339(&r.since).unwrap_or_else(|_| SystemTime::now());
-            tracing::info!(%service, upstream = %r.upstream, "route restored");
+            let replicas = r
+                .replicas
+                .iter()
+                .filter_map(|u| {
+                    let up = Upstream::parse(u).ok()?;
+                    Some(Backend::new(up, u.clone(), r.revision, r.kind))
+                })
+                .collect();
+            tracing::info!(%service, upstream = %r.upstream, replicas = ?r.replicas, "route restored");
             routes.insert(
                 service,
-                ServiceRoute {
-                    current: Backend::new(up, r.upstream, r.revision, r.kind),
+                ServiceRoute::new(
+                    Backend::new(up, r.upstream, r.revision, r.kind),
+                    replicas,
                     since,
-                    draining: vec![],
-                },
+                ),
             );
         }
     }
@@ -196,6 +296,7 @@ impl Edge {
         let mut view = view.clone();
         for r in view.routes.values_mut() {
             r.draining.clear();
+            r.unhealthy.clear();
         }
         let tmp = file.with_extension("tmp");
         let mut f = fs_err::File::create(&tmp)?;
@@ -224,6 +325,12 @@ impl Edge {
                         .unwrap_or_default(),
                 })
                 .collect(),
+            replicas: r.replicas.iter().map(|b| b.upstream.clone()).collect(),
+            unhealthy: r
+                .members()
+                .filter(|b| !b.healthy())
+                .map(|b| b.upstream.clone())
+                .collect(),
         }
     }
 
@@ -237,12 +344,27 @@ impl Edge {
         }
     }
 
-    /// Switch `service` to `put.upstream` atomically; the replaced upstream starts draining.
+    /// Switch `service` to `put.upstream` (and `put.replicas`) atomically. Upstreams of the old
+    /// set that are in the new one keep their sessions and counts; the others start draining; an
+    /// upstream still draining from an earlier switch is taken back with its sessions.
     pub fn switch(self: &Arc<Self>, service: &str, put: PutRoute) -> Result<RouteView, String> {
         if !self.services.contains(service) {
             return Err(format!("no service `{service}` on this edge"));
         }
         let up = Upstream::parse(&put.upstream)?;
+        let mut wanted = vec![(put.upstream.clone(), up)];
+        for r in &put.replicas {
+            if wanted.iter().any(|(u, _)| u == r) {
+                return Err(format!("upstream `{r}` is named twice"));
+            }
+            wanted.push((r.clone(), Upstream::parse(r)?));
+        }
+        if wanted.len() > MAX_UPSTREAMS {
+            return Err(format!(
+                "at most {MAX_UPSTREAMS} upstreams per route (upstream plus replicas), got {}",
+                wanted.len()
+            ));
+        }
         if put.drain_timeout_s.is_some_and(|d| d > MAX_DRAIN_S) {
             return Err(format!(
                 "drain_timeout_s must be at most {MAX_DRAIN_S} (one hour)"
@@ -252,7 +374,7 @@ impl Edge {
             .drain_timeout_s
             .map(Duration::from_secs)
             .unwrap_or(self.drain_timeout);
-        let mut to_drain = None;
+        let mut to_drain = Vec::new();
         let view = {
             let mut routes = self.routes.write_ignore_poison();
             // Persisted first: a switch the edge could not record would be undone by its next
@@ -278,6 +400,8 @@ impl Edge {
                             .map_or_else(SystemTime::now, |r| r.since),
                     ),
                     draining: vec![],
+                    replicas: put.replicas.clone(),
+                    unhealthy: vec![],
                 },
             );
             if let Err(e) = self.persist(&next_view) {
@@ -287,48 +411,63 @@ impl Edge {
                 ));
             }
             match routes.get_mut(service) {
-                Some(r) if r.current.upstream == put.upstream && r.current.kind == put.kind => {
-                    *r.current.revision.lock_ignore_poison() = put.revision;
-                }
                 Some(r) => {
-                    // Switching back to an upstream still draining keeps its sessions.
-                    let next = match r
-                        .draining
-                        .iter()
-                        .position(|b| b.upstream == put.upstream && b.kind == put.kind)
-                    {
-                        Some(i) => {
+                    let same_primary =
+                        r.current.upstream == put.upstream && r.current.kind == put.kind;
+                    let old: Vec<Arc<Backend>> = r.members().cloned().collect();
+                    let mut members = Vec::with_capacity(wanted.len());
+                    for (upstream, up) in wanted {
+                        let same = |b: &Arc<Backend>| b.upstream == upstream && b.kind == put.kind;
+                        let b = if let Some(b) = old.iter().find(|b| same(b)) {
+                            b.clone()
+                        } else if let Some(i) = r.draining.iter().position(same) {
+                            // Switching back to an upstream still draining keeps its sessions.
                             let b = r.draining.remove(i);
                             *b.deadline.lock_ignore_poison() = None;
-                            *b.revision.lock_ignore_poison() = put.revision;
                             b
+                        } else {
+                            Backend::new(up, upstream, put.revision, put.kind)
+                        };
+                        *b.revision.lock_ignore_poison() = put.revision;
+                        members.push(b);
+                    }
+                    let changed = old.len() != members.len()
+                        || old.iter().zip(&members).any(|(a, b)| !Arc::ptr_eq(a, b));
+                    for b in old {
+                        if members.iter().any(|m| Arc::ptr_eq(m, &b)) {
+                            continue;
                         }
-                        None => Backend::new(up, put.upstream.clone(), put.revision, put.kind),
-                    };
-                    let old = std::mem::replace(&mut r.current, next);
-                    r.since = SystemTime::now();
-                    *old.deadline.lock_ignore_poison() =
-                        Some((Instant::now() + drain, SystemTime::now() + drain));
-                    r.draining.push(old.clone());
-                    to_drain = Some(old);
-                    self.metrics.route_switched(service);
+                        *b.deadline.lock_ignore_poison() =
+                            Some((Instant::now() + drain, SystemTime::now() + drain));
+                        r.draining.push(b.clone());
+                        to_drain.push(b);
+                    }
+                    let mut members = members.into_iter();
+                    r.current = members.next().expect("the primary is always wanted");
+                    r.replicas = members.collect();
+                    if !same_primary {
+                        r.since = SystemTime::now();
+                    }
+                    if changed {
+                        self.metrics.route_switched(service);
+                    }
                 }
                 None => {
+                    let mut members = wanted
+                        .into_iter()
+                        .map(|(u, up)| Backend::new(up, u, put.revision, put.kind));
+                    let current = members.next().expect("the primary is always wanted");
                     routes.insert(
                         service.to_string(),
-                        ServiceRoute {
-                            current: Backend::new(up, put.upstream.clone(), put.revision, put.kind),
-                            since: SystemTime::now(),
-                            draining: vec![],
-                        },
+                        ServiceRoute::new(current, members.collect(), SystemTime::now()),
                     );
                     self.metrics.route_switched(service);
                 }
             }
             Self::route_view(&routes[service])
         };
-        tracing::info!(%service, upstream = %put.upstream, revision = ?put.revision, kind = ?put.kind, "route switched");
-        if let Some(old) = to_drain {
+        tracing::info!(%service, upstream = %put.upstream, replicas = ?put.replicas, revision = ?put.revision, kind = ?put.kind, "route switched");
+        for old in to_drain {
             tokio::spawn(self.clone().drain(service.to_string(), old));
         }
         Ok(view)
@@ -368,24 +507,92 @@ impl Edge {
         }
     }
 
-    /// The upstream for a request: its session's pin, else the service's current route.
     /// The upstream for a request: its session's pin — only if that upstream serves this very
-    /// service (current or draining) — else the service's current route.
+    /// service (current, replica or draining) — else the least busy healthy member of the route.
+    #[cfg(test)]
     fn pick(&self, service: &str, session: Option<&str>) -> Option<Arc<Backend>> {
+        self.pick_excluding(service, session, &[])
+    }
+
+    /// As [`Self::pick`], never one of `tried` (upstreams that already failed this request).
+    fn pick_excluding(
+        &self,
+        service: &str,
+        session: Option<&str>,
+        tried: &[Arc<Backend>],
+    ) -> Option<Arc<Backend>> {
         let routes = self.routes.read_ignore_poison();
         let route = routes.get(service)?;
         if let Some(id) = session {
             let mut pins = self.affinity.lock_ignore_poison();
             if let Some((b, seen, _)) = pins.get_mut(id) {
-                let ours = Arc::ptr_eq(b, &route.current)
-                    || route.draining.iter().any(|d| Arc::ptr_eq(d, b));
-                if ours && !b.retired.load(Ordering::SeqCst) {
+                if route.serves(b) && !b.retired.load(Ordering::SeqCst) {
                     *seen = Instant::now();
                     return Some(b.clone());
                 }
             }
         }
-        Some(route.current.clone())
+        if route.replicas.is_empty() {
+            return (!tried.iter().any(|t| Arc::ptr_eq(t, &route.current)))
+                .then(|| route.current.clone());
+        }
+        route.balance(tried)
+    }
+
+    /// Whether requests without a session are balanced over several upstreams for `service`.
+    fn balanced(&self, service: &str) -> bool {
+        self.routes
+            .read_ignore_poison()
+            .get(service)
+            .is_some_and(|r| !r.replicas.is_empty())
+    }
+
+    /// Every second: `GET /readyz` on each member of a route with replicas; one that does not
+    /// answer 200 within a second is out of balancing until it does. (A route with one upstream
+    /// has nowhere else to send requests: it is not probed.)
+    async fn check_replicas(self: Arc<Self>) {
+        let probe = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(READY_PROBE_TIMEOUT)
+            .build()
+            .expect("a client without TLS or proxy always builds");
+        let mut tick = tokio::time::interval(READY_PROBE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let members: Vec<(String, Arc<Backend>)> = self
+                .routes
+                .read_ignore_poison()
+                .iter()
+                .filter(|(_, r)| !r.replicas.is_empty())
+                .flat_map(|(s, r)| {
+                    r.members()
+                        .map(|b| (s.clone(), b.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let checks = members.into_iter().map(|(service, b)| {
+                let probe = probe.clone();
+                let edge = self.clone();
+                async move {
+                    let host = format!("mcp-{service}:{}", b.up.port());
+                    let ok = probe
+                        .get(b.up.url("/readyz"))
+                        .header(header::HOST, host)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if ok {
+                        b.mark_up();
+                    } else if b.mark_down(READY_PROBE_EVERY * 3) {
+                        edge.metrics.replica_down(&service, &b.upstream);
+                        tracing::warn!(%service, upstream = %b.upstream, "replica not ready: out of balancing");
+                    }
+                }
+            });
+            futures::future::join_all(checks).await;
+        }
     }
 
     /// Pin a session to `b`; `live` when an open stream holds it (unpinned when the stream ends).
@@ -408,7 +615,7 @@ impl Edge {
             .lock_ignore_poison()
             .retain(|_, (_, seen, live)| *live || seen.elapsed() < PIN_TTL);
         for r in self.routes.read_ignore_poison().values() {
-            for b in std::iter::once(&r.current).chain(r.draining.iter()) {
+            for b in r.members().chain(r.draining.iter()) {
                 b.http_sessions
                     .lock_ignore_poison()
                     .retain(|_, t| t.elapsed() < PIN_TTL);
@@ -420,7 +627,7 @@ impl Edge {
     fn metrics_registry(&self) -> prometheus_client::registry::Registry {
         let mut active = Vec::new();
         for (s, r) in self.routes.read_ignore_poison().iter() {
-            for b in std::iter::once(&r.current).chain(r.draining.iter()) {
+            for b in r.members().chain(r.draining.iter()) {
                 active.push((s.clone(), b.upstream.clone(), b.sessions()));
             }
         }
@@ -614,64 +821,129 @@ async fn forward(edge: Arc<Edge>, service: String, req: Request) -> Response {
             );
         }
     }
-    let Some(backend) = edge.pick(&service, sse_session.as_deref().or(http_session.as_deref()))
-    else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the edge has no route for `{service}` yet (mcpctl deploy sets it)"),
-        );
-    };
-    let in_flight = Held::new(&backend, |b| &b.in_flight);
-    // Only sessions the upstream issued (recorded from its response below) are refreshed: an id a
-    // client makes up never enters the map.
-    if let Some(id) = &http_session {
-        if let Some(seen) = backend.http_sessions.lock_ignore_poison().get_mut(id) {
-            *seen = Instant::now();
-        }
-    }
-    edge.metrics.request(&service, &backend.upstream);
-
-    let mut headers = HeaderMap::new();
-    copy_headers(&parts.headers, &mut headers);
-    if backend.kind == RouteKind::Stack {
-        // The bridge admits loopback and its in-network name as Host (DNS-rebinding guard:
-        // `--allow-host mcp-<service>:<container_port>`), and the upstream names that port.
-        headers.insert(
-            header::HOST,
-            HeaderValue::from_str(&format!("mcp-{service}:{}", backend.up.port()))
-                .expect("service names are ASCII"),
-        );
+    let session = sse_session.as_deref().or(http_session.as_deref());
+    // 2026-07-28 requests name their method and tool in headers: counted here (bodies are never
+    // parsed at the edge), and a read-only one may be sent again to another replica.
+    let mcp_method = parts
+        .headers
+        .get("mcp-method")
+        .and_then(|v| v.to_str().ok());
+    if let Some(m) = mcp_method {
+        let name = parts.headers.get("mcp-name").and_then(|v| v.to_str().ok());
+        edge.metrics.call(&service, m, name);
     }
     let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
         || parts.headers.contains_key(header::TRANSFER_ENCODING);
-    let mut rb = edge
-        .client
-        .request(parts.method.clone(), backend.up.url(&path_q))
-        .headers(headers);
-    if has_body {
-        rb = rb.body(reqwest::Body::wrap_stream(body.into_data_stream()));
-    }
-    let sent = tokio::select! {
-        r = rb.send() => r,
-        _ = backend.cancel.cancelled() => {
+    // Balanced over replicas, a request that opens no session can go to another replica when its
+    // upstream cannot take it: its body is held for that (bounded; chunked or larger bodies are
+    // streamed and go to one upstream only).
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let reroutable = session.is_none()
+        && edge.balanced(&service)
+        && (!has_body || content_length.is_some_and(|n| n <= MAX_REROUTE_BODY));
+    let mut body = Some(body);
+    let held_body = if reroutable && has_body {
+        match axum::body::to_bytes(
+            body.take().expect("not taken yet"),
+            MAX_REROUTE_BODY as usize,
+        )
+        .await
+        {
+            Ok(b) => Some(b),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body: {e}"),
+                )
+            }
+        }
+    } else {
+        None
+    };
+    let safe_again =
+        parts.method == Method::GET || mcp_method.is_some_and(|m| SAFE_METHODS.contains(&m));
+    let mut tried: Vec<Arc<Backend>> = Vec::new();
+    let (backend, resp, in_flight) = loop {
+        let Some(backend) = edge.pick_excluding(&service, session, &tried) else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("`{service}`: upstream {} was retired at its drain deadline before it answered; retry", backend.upstream),
+                format!("the edge has no route for `{service}` yet (mcpctl deploy sets it)"),
+            );
+        };
+        let in_flight = Held::new(&backend, |b| &b.in_flight);
+        // Only sessions the upstream issued (recorded from its response below) are refreshed: an
+        // id a client makes up never enters the map.
+        if let Some(id) = &http_session {
+            if let Some(seen) = backend.http_sessions.lock_ignore_poison().get_mut(id) {
+                *seen = Instant::now();
+            }
+        }
+        edge.metrics.request(&service, &backend.upstream);
+
+        let mut headers = HeaderMap::new();
+        copy_headers(&parts.headers, &mut headers);
+        if backend.kind == RouteKind::Stack {
+            // The bridge admits loopback and its in-network name as Host (DNS-rebinding guard:
+            // `--allow-host mcp-<service>:<container_port>`), and the upstream names that port.
+            headers.insert(
+                header::HOST,
+                HeaderValue::from_str(&format!("mcp-{service}:{}", backend.up.port()))
+                    .expect("service names are ASCII"),
             );
         }
-    };
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => {
-            edge.metrics.upstream_error(&service, &backend.upstream);
-            tracing::warn!(%service, upstream = %backend.upstream, error = %e, "upstream unreachable");
-            return error(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "`{service}`: upstream {} unreachable: {e}",
-                    backend.upstream
-                ),
-            );
+        let mut rb = edge
+            .client
+            .request(parts.method.clone(), backend.up.url(&path_q))
+            .headers(headers);
+        if let Some(b) = &held_body {
+            rb = rb.body(b.clone());
+        } else if has_body {
+            if let Some(b) = body.take() {
+                rb = rb.body(reqwest::Body::wrap_stream(b.into_data_stream()));
+            }
+        }
+        let sent = tokio::select! {
+            r = rb.send() => r,
+            _ = backend.cancel.cancelled() => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("`{service}`: upstream {} was retired at its drain deadline before it answered; retry", backend.upstream),
+                );
+            }
+        };
+        match sent {
+            Ok(r) => break (backend, r, in_flight),
+            Err(e) => {
+                edge.metrics.upstream_error(&service, &backend.upstream);
+                tracing::warn!(%service, upstream = %backend.upstream, error = %e, "upstream unreachable");
+                if reroutable
+                    && (e.is_connect() || e.is_timeout())
+                    && backend.mark_down(UNREACHABLE_DOWN)
+                {
+                    edge.metrics.replica_down(&service, &backend.upstream);
+                }
+                // Never reached (nothing was delivered), or a request that only reads.
+                let again = reroutable && (e.is_connect() || safe_again);
+                tried.push(backend.clone());
+                if again && tried.len() < MAX_UPSTREAMS {
+                    if let Some(next) = edge.pick_excluding(&service, session, &tried) {
+                        edge.metrics.rerouted(&service, &backend.upstream);
+                        tracing::info!(%service, from = %backend.upstream, to = %next.upstream, "request re-routed to another replica");
+                        continue;
+                    }
+                }
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "`{service}`: upstream {} unreachable: {e}",
+                        backend.upstream
+                    ),
+                );
+            }
         }
     };
     if let Some(id) = resp
@@ -1156,6 +1428,11 @@ pub async fn run(edge: Arc<Edge>, l: Listeners) -> anyhow::Result<()> {
             sweeper.sweep();
         }
     });
+    let checker = edge.clone();
+    tasks.spawn(async move {
+        checker.check_replicas().await;
+        Ok(())
+    });
     tracing::info!("edge listening");
     match tasks.join_next().await {
         Some(Ok(Err(e))) => Err(anyhow::anyhow!("listener failed: {e}")),
@@ -1548,7 +1825,196 @@ mod tests {
             revision: Some(rev),
             kind: RouteKind::Stack,
             drain_timeout_s: None,
+            replicas: vec![],
         }
+    }
+
+    #[tokio::test]
+    async fn a_switch_to_a_set_keeps_shared_members_and_drains_the_rest() {
+        let e = edge();
+        let mut set = put("http://a:8080", 1);
+        set.replicas = vec!["http://b:8080".into()];
+        let v = e.switch("alpha", set).unwrap();
+        assert_eq!(v.replicas, vec!["http://b:8080".to_string()]);
+        let b = e.routes.read().unwrap()["alpha"].replicas[0].clone();
+        e.pin("s1", &b, false);
+        let _stream = Held::new(&b, |b| &b.streams);
+        // Rolling: c takes a's place; b stays a member with its session and counts.
+        let mut next = put("http://c:8080", 2);
+        next.replicas = vec!["http://b:8080".into()];
+        let v = e.switch("alpha", next).unwrap();
+        assert_eq!(v.upstream, "http://c:8080");
+        assert_eq!(v.replicas, vec!["http://b:8080".to_string()]);
+        assert_eq!(
+            v.draining
+                .iter()
+                .map(|d| d.upstream.as_str())
+                .collect::<Vec<_>>(),
+            ["http://a:8080"]
+        );
+        assert!(Arc::ptr_eq(
+            &e.routes.read().unwrap()["alpha"].replicas[0],
+            &b
+        ));
+        assert!(Arc::ptr_eq(&e.pick("alpha", Some("s1")).unwrap(), &b));
+        assert_eq!(b.revision(), Some(2));
+        // Duplicates and too many upstreams are refused, and change nothing.
+        let mut dup = put("http://c:8080", 3);
+        dup.replicas = vec!["http://c:8080".into()];
+        assert!(e.switch("alpha", dup).unwrap_err().contains("named twice"));
+        let mut many = put("http://c:8080", 3);
+        many.replicas = (0..MAX_UPSTREAMS)
+            .map(|i| format!("http://r{i}:8080"))
+            .collect();
+        assert!(e.switch("alpha", many).unwrap_err().contains("at most"));
+        assert_eq!(e.view().routes["alpha"].revision, Some(2));
+        // Back to one upstream: the replica drains, keeping its pinned session meanwhile.
+        let v = e.switch("alpha", put("http://c:8080", 2)).unwrap();
+        assert!(v.replicas.is_empty());
+        assert!(v.draining.iter().any(|d| d.upstream == "http://b:8080"));
+        assert!(Arc::ptr_eq(&e.pick("alpha", Some("s1")).unwrap(), &b));
+    }
+
+    /// An upstream that answers with its own name, and opens a session when asked.
+    async fn named_upstream(name: &'static str) -> String {
+        let lis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = lis.local_addr().unwrap().port();
+        let app = Router::new()
+            .route("/readyz", get(|| async { "ready" }))
+            .fallback(move |headers: HeaderMap| async move {
+                let mut r = name.into_response();
+                if headers.contains_key("x-open-session") {
+                    r.headers_mut().insert(
+                        "mcp-session-id",
+                        HeaderValue::from_str(&format!("session-{name}")).unwrap(),
+                    );
+                }
+                r
+            });
+        tokio::spawn(async move { axum::serve(lis, app).await });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// Balanced over replicas: requests without a session spread over the healthy ones, a session
+    /// stays on the replica that opened it, a replica that refuses connections costs no request
+    /// (re-routed, then out of balancing until its /readyz answers), and the edge counts calls
+    /// by their `Mcp-Method`/`Mcp-Name` headers.
+    #[tokio::test]
+    async fn replicas_are_balanced_sessions_stay_and_a_dead_one_is_routed_around() {
+        let (a, b) = (named_upstream("A").await, named_upstream("B").await);
+        let dead = format!("http://127.0.0.1:{}", free_port());
+        let e = edge();
+        let mut set = put(&a, 1);
+        set.replicas = vec![b.clone(), dead.clone()];
+        e.switch("alpha", set).unwrap();
+        let published = free_port();
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let listeners = Listeners {
+            services: vec![("alpha".into(), SocketAddr::new(ip, published))],
+            internal: None,
+            in_network: vec![],
+            admin: SocketAddr::new(ip, 0),
+            admin_token: Arc::new(guard::Token::new("t")),
+        };
+        tokio::spawn(run(e.clone(), listeners));
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let url = format!("http://127.0.0.1:{published}/mcp");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while http.get(&url).send().await.is_err() {
+            assert!(Instant::now() < deadline, "the edge did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut seen = BTreeMap::<String, usize>::new();
+        for i in 0..40 {
+            let r = http
+                .post(&url)
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", if i % 2 == 0 { "echo" } else { "bad name!" })
+                .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "request {i} failed");
+            *seen.entry(r.text().await.unwrap()).or_default() += 1;
+        }
+        assert_eq!(seen.len(), 2, "both live replicas served: {seen:?}");
+        assert!(seen.values().all(|n| *n >= 10), "spread: {seen:?}");
+        let view = e.view();
+        assert_eq!(view.routes["alpha"].unhealthy, vec![dead.clone()]);
+        // A session stays where it opened.
+        let open = http
+            .post(&url)
+            .header("x-open-session", "1")
+            .send()
+            .await
+            .unwrap();
+        let id = open.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let home = open.text().await.unwrap();
+        for _ in 0..10 {
+            let r = http
+                .post(&url)
+                .header("mcp-session-id", &id)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.text().await.unwrap(), home);
+        }
+        // The only replica believed healthy refuses the connection: the request still succeeds
+        // on another one (it was never delivered, so it is safe to send again), and is counted.
+        let dead2 = format!("http://127.0.0.1:{}", free_port());
+        let mut set = put(&dead2, 2);
+        set.replicas = vec![a.clone()];
+        e.switch("alpha", set).unwrap();
+        e.routes.read().unwrap()["alpha"].replicas[0].mark_down(Duration::from_secs(30));
+        let r = http
+            .post(&url)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "echo")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status().as_u16(), r.text().await.unwrap()),
+            (200, "A".to_string())
+        );
+        let text = crate::metrics::encode(&e.metrics_registry()).unwrap();
+        assert!(
+            text.contains(&format!(
+                "mcp_edge_rerouted_total{{service=\"alpha\",upstream=\"{dead2}\"}} 1"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(
+            "mcp_edge_calls_total{service=\"alpha\",method=\"tools/call\",name=\"echo\"} 21"
+        ));
+        assert!(text.contains(
+            "mcp_edge_calls_total{service=\"alpha\",method=\"tools/call\",name=\"_invalid\"} 20"
+        ));
+        // The readiness probe keeps an unreachable replica out, and brings a ready one back.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(e.view().routes["alpha"].unhealthy, vec![dead2]);
+        let _ = dead;
+    }
+
+    #[test]
+    fn call_names_are_bounded_per_service() {
+        let m = EdgeMetrics::default();
+        for i in 0..300 {
+            m.call("alpha", "tools/call", Some(&format!("t{i}")));
+        }
+        m.call("alpha", "made/up", None);
+        let text = crate::metrics::encode(&m.registry(Vec::new())).unwrap();
+        let names = text
+            .lines()
+            .filter(|l| l.starts_with("mcp_edge_calls_total{"))
+            .count();
+        assert_eq!(names, 128 + 1 + 1, "128 names, _other, and method other");
+        assert!(text.contains("name=\"_other\"} 172"));
+        assert!(text.contains("method=\"other\",name=\"\"} 1"));
     }
 
     fn free_port() -> u16 {

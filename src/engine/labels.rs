@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+/// The most containers one revision runs (manifest `replicas`; a label never asks for more).
+pub const MAX_REPLICAS: u32 = 8;
+
 /// Label keys under one prefix (`<p>`, manifest `label_prefix`).
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -53,6 +56,26 @@ impl Keys {
     /// `candidate` while a revision is gated on an ephemeral port; absent on serving revisions.
     pub fn phase(&self) -> String {
         self.k("phase")
+    }
+    /// How many containers the revision runs (manifest `replicas`), on its own container when
+    /// more than one; a rollback restores the same count.
+    pub fn replicas(&self) -> String {
+        self.k("replicas")
+    }
+    /// The replica count a revision's labels record (1 when absent).
+    pub fn replica_count(&self, labels: &BTreeMap<String, String>) -> u32 {
+        labels
+            .get(&self.replicas())
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n >= 1)
+            .unwrap_or(1)
+            .min(MAX_REPLICAS)
+    }
+    /// `2`, `3`…: one of a revision's other replicas (`<revision container>-<n>`, manifest
+    /// `replicas`), started and gated after the revision's own container and balanced with it by
+    /// the edge. Absent on the revision's container (replica 1), which stands for the revision.
+    pub fn replica(&self) -> String {
+        self.k("replica")
     }
     /// HMAC of the secret values the revision started with (rotation shows in `plan`).
     pub fn secrets_hmac(&self) -> String {

@@ -598,6 +598,12 @@ pub struct Service {
     pub slo: Slo,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Containers of each revision (1–8), behind the edge (`edge.enabled`): requests without a
+    /// session are balanced over the healthy ones, a session stays on the one that opened it, and
+    /// a deploy starts and gates them one at a time. Each replica costs its full memory limit.
+    /// Not for databases or services with volumes (two writers on one volume).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub replicas: u32,
     /// Holds data (databases): never run twice on one volume; replaced only with downtime.
     #[serde(default)]
     pub stateful: bool,
@@ -656,6 +662,16 @@ impl ToolPolicy {
 pub const TOOLS_ALLOW_ENV: &str = "MCPCTL_BRIDGE_TOOLS_ALLOW";
 /// See [`ToolPolicy::bridge_env`] (`mcpctl bridge --tools-deny`'s environment variable).
 pub const TOOLS_DENY_ENV: &str = "MCPCTL_BRIDGE_TOOLS_DENY";
+
+pub use crate::engine::labels::MAX_REPLICAS;
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
 
 fn default_container_port() -> u16 {
     8080

@@ -695,6 +695,43 @@ fn check_service(m: &Manifest, name: &str, svc: &Service, cx: &mut Ctx) {
             help(d, "mount each path once");
         }
     }
+    if svc.replicas != 1 {
+        let at = sp(name, &["replicas"]);
+        if svc.replicas == 0 || svc.replicas > crate::manifest::model::MAX_REPLICAS {
+            let d = cx.error(
+                &at,
+                format!(
+                    "replicas must be 1 to {}",
+                    crate::manifest::model::MAX_REPLICAS
+                ),
+            );
+            value(d, svc.replicas.to_string());
+            help(
+                d,
+                "each replica is a whole container with its own memory limit; e.g. `replicas: 2`",
+            );
+        } else if svc.role == Role::Database || svc.stateful || !svc.volumes.is_empty() {
+            let d = cx.error(
+                &at,
+                "a database, a stateful service or a service with volumes runs one container (replicas would write one volume at once)",
+            );
+            value(d, svc.replicas.to_string());
+            help(
+                d,
+                "remove `replicas`, or move the data to a database service this one uses",
+            );
+        } else if !m.edge.enabled {
+            let d = cx.error(
+                &at,
+                "replicas are balanced by the edge, which is not enabled",
+            );
+            value(d, svc.replicas.to_string());
+            help(
+                d,
+                "set `edge: {enabled: true}` (runbooks/edge.md), or remove `replicas`",
+            );
+        }
+    }
     if svc.stateful && !svc.volumes.iter().any(Volume::is_named) {
         let d = cx.warning(
             &sp(name, &["stateful"]),

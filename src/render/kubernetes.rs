@@ -218,11 +218,14 @@ pub fn dependencies(m: &Manifest, name: &str) -> Vec<String> {
     out
 }
 
-/// Replicas: one for a database (one writer per volume) and for a service with a volume (a
-/// ReadWriteOnce claim binds one node); two otherwise, so a node drain or a rollout never leaves
-/// the service without a ready pod. The manifest has no `replicas:` field yet (issue 20).
+/// Replicas: the manifest's `replicas` when it asks for more than one (validate allows that only
+/// where it is safe); else one for a database (one writer per volume) and for a service with a
+/// volume (a ReadWriteOnce claim binds one node); two otherwise, so a node drain or a rollout never
+/// leaves the service without a ready pod.
 fn replicas(svc: &Service) -> u32 {
-    if svc.role == Role::Database || svc.stateful || !svc.volumes.is_empty() {
+    if svc.replicas > 1 {
+        svc.replicas
+    } else if svc.role == Role::Database || svc.stateful || !svc.volumes.is_empty() {
         1
     } else {
         2

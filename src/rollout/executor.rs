@@ -197,6 +197,24 @@ fn client_ip(host_ip: IpAddr) -> String {
     }
 }
 
+/// The container of replica `n` (≥ 2) of the revision whose own container is `container`.
+pub fn replica_name(container: &str, n: u32) -> String {
+    format!("{container}-{n}")
+}
+
+/// Replica `n` (≥ 2) of a revision whose own container is `spec` (as started beside the serving
+/// revision: loopback ephemeral port, no alias): the same config, its own name and `<p>.replica`,
+/// without the recorded config and gate (the revision's own container carries them).
+fn replica_spec(spec: &ContainerSpec, n: u32, keys: &Keys) -> ContainerSpec {
+    let mut r = spec.clone();
+    r.name = replica_name(&spec.name, n);
+    r.labels.insert(keys.replica(), n.to_string());
+    r.labels.remove(&keys.spec());
+    r.labels.remove(&keys.gate());
+    r.aliases.clear();
+    r
+}
+
 fn fail_check(name: &str, detail: impl Into<String>) -> Check {
     Check {
         name: name.into(),
@@ -781,7 +799,29 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
         }
     }
 
-    /// Keep the newest `retain` revisions of the service (serving included); remove older ones.
+    /// Remove every other replica of the revision whose own container is `container` (they hold
+    /// nothing: a rollback starts them again from the revision's recorded config).
+    async fn remove_replicas(&self, container: &str) {
+        let Ok(list) = self
+            .engine
+            .list_containers(&self.keys.project_filter(self.project))
+            .await
+        else {
+            return;
+        };
+        let prefix = format!("{container}-");
+        for c in list.iter().filter(|c| {
+            c.labels.contains_key(&self.keys.replica())
+                && c.name
+                    .strip_prefix(&prefix)
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+        }) {
+            let _ = self.engine.remove_container(&c.name).await;
+        }
+    }
+
+    /// Keep the newest `retain` revisions of the service (serving included); remove older ones,
+    /// and every replica that is not the serving revision's.
     async fn retain(&self, step: &Step) {
         let Ok(list) = self
             .engine
@@ -800,6 +840,10 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                 &step.service,
                 &format!("removing old revision {} (retain_revisions)", r.name()),
             );
+            let _ = self.engine.remove_container(&r.container).await;
+        }
+        let serving = o.serving.as_ref().map(|s| s.release);
+        for r in o.replicas.iter().filter(|r| Some(r.release) != serving) {
             let _ = self.engine.remove_container(&r.container).await;
         }
     }

@@ -25,6 +25,9 @@ pub const POINTS: &[&str] = &[
     "revision-started",
     // Edge: the route points at the new revision; the old one still runs (draining).
     "route-switched",
+    // Edge, a service with replicas: a new replica passed its gate and took an old one's place
+    // in the route (the route mixes revisions; the old ones still run).
+    "replica-routed",
     // The step is verified (post-switch gate or drain done); the old revision is stopped.
     "step-done",
     // The step's ledger line is written; the next service has not started.

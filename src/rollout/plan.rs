@@ -33,6 +33,8 @@ pub struct Revision {
     pub created: i64,
     pub ports: BTreeMap<u16, u16>,
     pub candidate: bool,
+    /// Containers the revision runs (`<p>.replicas`, 1 when absent).
+    pub replicas: u32,
 }
 
 impl Revision {
@@ -52,6 +54,24 @@ pub struct ObservedService {
     pub retained: Vec<Revision>,
     /// Gate candidates left behind by an interrupted run.
     pub candidates: Vec<Revision>,
+    /// The other replicas of any revision (`<p>.replica` ≥ 2), newest release first, then by
+    /// replica number. Not revisions themselves: each follows its revision's container.
+    pub replicas: Vec<Revision>,
+}
+
+impl ObservedService {
+    /// The other replicas of release `release`, by replica number.
+    pub fn replicas_of(&self, release: u64) -> impl Iterator<Item = &Revision> {
+        self.replicas.iter().filter(move |r| r.release == release)
+    }
+
+    /// The edge upstreams of `r`'s other replicas that run now (in a route beside `r`'s own).
+    pub fn running_replica_upstreams(&self, r: &Revision) -> Vec<String> {
+        self.replicas_of(r.release)
+            .filter(|x| x.is_running())
+            .map(crate::edge::admin::revision_upstream)
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -65,6 +85,7 @@ pub struct Observed {
 pub fn observe(containers: &[ContainerInfo], keys: &Keys) -> Observed {
     let mut obs = Observed::default();
     let mut all: BTreeMap<String, Vec<Revision>> = BTreeMap::new();
+    let mut replicas: BTreeMap<String, Vec<(u32, Revision)>> = BTreeMap::new();
     for c in containers {
         let l = &c.labels;
         if l.get(&keys.managed()).map(String::as_str) != Some("true") {
@@ -77,7 +98,11 @@ pub fn observe(containers: &[ContainerInfo], keys: &Keys) -> Observed {
             continue; // the lock and other non-revision objects
         };
         obs.max_release = obs.max_release.max(release);
-        all.entry(service.clone()).or_default().push(Revision {
+        let replica = l
+            .get(&keys.replica())
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|n| *n >= 2);
+        let rev = Revision {
             container: c.name.clone(),
             release,
             config_hash: l.get(&keys.config_hash()).cloned().unwrap_or_default(),
@@ -92,11 +117,21 @@ pub fn observe(containers: &[ContainerInfo], keys: &Keys) -> Observed {
             created: c.created,
             ports: c.ports.clone(),
             candidate: l.get(&keys.phase()).is_some_and(|p| p == "candidate"),
-        });
+            replicas: keys.replica_count(l),
+        };
+        match replica {
+            Some(n) => replicas.entry(service.clone()).or_default().push((n, rev)),
+            None => all.entry(service.clone()).or_default().push(rev),
+        }
+    }
+    for (service, mut reps) in replicas {
+        reps.sort_by_key(|(n, r)| (std::cmp::Reverse(r.release), *n));
+        obs.services.entry(service).or_default().replicas =
+            reps.into_iter().map(|(_, r)| r).collect();
     }
     for (service, mut revs) in all {
         revs.sort_by_key(|r| std::cmp::Reverse(r.release));
-        let mut o = ObservedService::default();
+        let mut o = obs.services.remove(&service).unwrap_or_default();
         for r in revs {
             if r.candidate {
                 o.candidates.push(r);
@@ -327,6 +362,19 @@ pub fn diff(desired: &[DesiredSummary], observed: &Observed) -> Plan {
             changes.push(format!("image {} → {}", cur.image, d.image));
         }
         changes.extend(secret_changes(&cur.secrets_label, &d.secrets_label));
+        // A revision short of its replicas (one failed or was removed by a recovery) is replaced
+        // as a whole by the next deploy.
+        let want = cur.replicas;
+        if want > 1 {
+            let running = observed.services.get(&d.service).map_or(0, |o| {
+                o.replicas_of(cur.release)
+                    .filter(|r| r.is_running())
+                    .count()
+            }) + 1;
+            if running < want as usize {
+                changes.push(format!("replicas: {running} of {want} running"));
+            }
+        }
         if changes.is_empty() && cur.config_hash != d.config_hash {
             changes.push("settings (health, bridge or other manifest fields)".into());
         }

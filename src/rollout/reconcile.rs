@@ -103,7 +103,7 @@ pub async fn reconcile<E: Engine, P: Prober>(
         None => None,
     };
     if let (Some(e), Some(routes)) = (&edge, &routes) {
-        done.extend(align_to_routes(exec.engine, &obs, routes, e.fronts).await?);
+        done.extend(align_to_routes(exec.engine, e.admin, &obs, routes, e.fronts).await?);
         let list = exec
             .engine
             .list_containers(&exec.keys.project_filter(exec.project))
@@ -120,11 +120,17 @@ pub async fn reconcile<E: Engine, P: Prober>(
             .as_ref()
             .filter(|e| (e.fronts)(service) && routes.is_some())
             .map(|e| e.admin.clone());
-        let (service, container, release) = (service.to_string(), r.container.clone(), r.release);
+        let upstream = crate::edge::admin::revision_upstream(r);
+        let replicas = obs
+            .services
+            .get(service)
+            .map(|o| o.running_replica_upstreams(r))
+            .unwrap_or_default();
+        let (service, release) = (service.to_string(), r.release);
         async move {
             match admin {
                 Some(a) => a
-                    .switch_to_revision(&service, &container, release, None)
+                    .switch_to_revision(&service, &upstream, &replicas, release, None)
                     .await
                     .map(|_| "; the edge routes to it".to_string())
                     .unwrap_or_else(|e| format!("; routing the edge to it FAILED: {e:#}")),
@@ -202,6 +208,7 @@ pub async fn reconcile<E: Engine, P: Prober>(
 /// routed revision as serving. Routes to containers this project does not have are left alone.
 pub async fn align_to_routes<E: Engine>(
     engine: &E,
+    admin: &crate::edge::admin::AdminClient,
     obs: &Observed,
     routes: &RoutesView,
     fronts: &dyn Fn(&str) -> bool,
@@ -238,6 +245,52 @@ pub async fn align_to_routes<E: Engine>(
                 "{service}: stopped {} (running but not routed: left by an interrupted run; kept)",
                 r.name()
             ));
+        }
+        // Replicas: a route left mixed by a run killed mid-roll (the routed revision's own
+        // replicas beside older ones) is put back to the routed revision's own running replicas
+        // (fewer than it wants shows in `plan`, and the next deploy replaces it whole); the
+        // route's are started if they are not running; any other is removed (a replica holds
+        // nothing; a rollback starts its revision's again).
+        let own: Vec<String> = o
+            .replicas_of(routed.release)
+            .filter(|r| {
+                r.is_running()
+                    || route
+                        .replicas
+                        .iter()
+                        .any(|u| upstream_container(u) == Some(r.container.as_str()))
+            })
+            .map(crate::edge::admin::revision_upstream)
+            .collect();
+        let mut route = route.clone();
+        if route.replicas != own {
+            route = admin
+                .switch_to_revision(service, &route.upstream, &own, routed.release, None)
+                .await?;
+            done.push(format!(
+                "{service}: the edge's route now balances over {} and its {} own replica(s) only (left mixed by an interrupted run)",
+                routed.name(),
+                own.len()
+            ));
+        }
+        for r in &o.replicas {
+            let routed_here = route
+                .replicas
+                .iter()
+                .any(|u| upstream_container(u) == Some(r.container.as_str()));
+            if routed_here && !r.is_running() {
+                engine.start_container(&r.container).await?;
+                done.push(format!(
+                    "{service}: started replica {} (the edge routes to it; it was not running)",
+                    r.container
+                ));
+            } else if !routed_here {
+                engine.remove_container(&r.container).await?;
+                done.push(format!(
+                    "{service}: removed replica {} (not routed: left by an interrupted run)",
+                    r.container
+                ));
+            }
         }
     }
     Ok(done)

@@ -21,7 +21,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    client_ip, fail_check, Executor, GateConfig, GateInput, Outcome, Prober, Step, StepResult,
+    client_ip, fail_check, replica_spec, Executor, GateConfig, GateInput, Outcome, Prober, Step,
+    StepResult,
 };
 use crate::edge::admin::{revision_upstream, stack_upstream, AdminClient};
 use crate::edge::routes::{RouteKind, RouteView};
@@ -116,6 +117,14 @@ impl RouteSwitch {
             ),
         }
     }
+}
+
+/// The upstreams of a revision's other replicas (`<container>-2`…, as many as it records).
+pub fn replica_upstreams(r: &Revision, keys: &crate::engine::labels::Keys) -> Vec<String> {
+    let port = crate::edge::admin::revision_port(r);
+    (2..=keys.replica_count(&r.labels))
+        .map(|n| stack_upstream(&super::replica_name(&r.container, n), port))
+        .collect()
 }
 
 /// The port the new revision's bridge listens on (the service's `container_port`).
@@ -251,10 +260,39 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             self.retain(step).await;
             return (self.ok(step, started, pre), None);
         }
-        let upstream = stack_upstream(&spec.name, container_port(step));
+        let port = container_port(step);
+        let upstream = stack_upstream(&spec.name, port);
+        let count = self.keys.replica_count(&spec.labels);
+        // What serves before: the route's upstreams (or the previous revision's containers).
+        let old: Vec<String> = match (&before, &step.previous) {
+            (Some(r), _) => std::iter::once(r.upstream.clone())
+                .chain(r.replicas.iter().cloned())
+                .collect(),
+            (None, Some(prev)) => std::iter::once(revision_upstream(prev))
+                .chain(replica_upstreams(prev, self.keys))
+                .collect(),
+            (None, None) => vec![],
+        };
+        // Rolling: the new revision's containers replace the old ones one at a time — after the
+        // k-th new container passed its gate, the route holds the k new ones and the old ones
+        // from the (k+1)-th on (the others drain). The old containers keep running until the
+        // whole new set answered through the edge, so any failure puts the route back at once.
+        let mixed = |new_replicas: &[String], k: usize| -> Vec<String> {
+            new_replicas
+                .iter()
+                .cloned()
+                .chain(
+                    old.iter()
+                        .skip(k)
+                        .filter(|u| **u != upstream && !new_replicas.contains(u))
+                        .cloned(),
+                )
+                .collect()
+        };
+        let drain = Some(edge.drain_timeout);
         let route = match edge
             .admin
-            .switch_to_revision(&step.service, &upstream, release, Some(edge.drain_timeout))
+            .switch_to_revision(&step.service, &upstream, &mixed(&[], 1), release, drain)
             .await
         {
             Ok(r) => r,
@@ -281,6 +319,101 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             outcome: SwitchOutcome::Switched,
         };
 
+        // 3b. The other replicas, one at a time: started, gated, then put in the route in place
+        //     of one old container.
+        let mut new_replicas = Vec::new();
+        for n in 2..=count {
+            let rspec = replica_spec(&spec, n, self.keys);
+            let _ = self.engine.remove_container(&rspec.name).await;
+            let gate = match self.launch(&rspec).await {
+                Ok(_) => {
+                    self.gate_container(GateInput {
+                        container: &rspec.name,
+                        port: rspec.port,
+                        role: step.role,
+                        transport: step.transport,
+                        health: &step.health,
+                        previous: previous_tools,
+                        interruptible: false,
+                    })
+                    .await
+                }
+                Err((_, error, _)) => crate::health::GateReport {
+                    passed: false,
+                    checks: vec![fail_check("start", error)],
+                    ..pre.clone()
+                },
+            };
+            let routed = if gate.passed {
+                let up = stack_upstream(&rspec.name, port);
+                let mut with = new_replicas.clone();
+                with.push(up.clone());
+                match edge
+                    .admin
+                    .switch_to_revision(
+                        &step.service,
+                        &upstream,
+                        &mixed(&with, n as usize),
+                        release,
+                        drain,
+                    )
+                    .await
+                {
+                    Ok(r) => {
+                        new_replicas = with;
+                        switch.route = r;
+                        Ok(())
+                    }
+                    Err(e) => Err(fail_check("switch", format!("adding replica {n}: {e:#}"))),
+                }
+            } else {
+                Err(gate
+                    .failure()
+                    .cloned()
+                    .map(|f| crate::health::Check {
+                        name: format!("replica {n} {}", f.name),
+                        ..f
+                    })
+                    .unwrap_or_else(|| fail_check(&format!("replica {n}"), "failed")))
+            };
+            if let Err(failed) = routed {
+                let revert = Revert {
+                    before: before.as_ref(),
+                    switch,
+                    failed,
+                    through: gate,
+                };
+                return self.revert_route(step, started, &spec, edge, revert).await;
+            }
+            self.say(
+                &step.service,
+                &format!(
+                    "replica {n} of {} passed its gate ({} ms) and takes requests",
+                    step.revision, gate.elapsed_ms
+                ),
+            );
+            crate::rollout::fault::point("replica-routed");
+        }
+        if switch.route.replicas != new_replicas {
+            // More old containers than new ones: the rest leave the route now.
+            match edge
+                .admin
+                .switch_to_revision(&step.service, &upstream, &new_replicas, release, drain)
+                .await
+            {
+                Ok(r) => switch.route = r,
+                Err(e) => {
+                    let revert = Revert {
+                        before: before.as_ref(),
+                        switch,
+                        failed: fail_check("switch", format!("{e:#}")),
+                        through: pre.clone(),
+                    };
+                    return self.revert_route(step, started, &spec, edge, revert).await;
+                }
+            }
+        }
+
         // 4. Through the edge, as a client reaches it (published port, its Host), before the
         //    previous revision loses anything: a failure puts the route back.
         let mut pre = pre;
@@ -306,33 +439,31 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             );
         }
 
-        // 5. Drain the previous upstream, then stop (keep) the previous revision.
-        let old_upstream = before
-            .as_ref()
-            .map(|r| r.upstream.clone())
-            .or_else(|| step.previous.as_ref().map(revision_upstream));
-        if let Some(up) = old_upstream.filter(|u| *u != switch.route.upstream) {
+        // 5. Drain the previous upstreams, then stop (keep) the previous revision and remove its
+        //    other replicas (a rollback starts them again from its recorded config).
+        let current: Vec<&String> = std::iter::once(&switch.route.upstream)
+            .chain(switch.route.replicas.iter())
+            .collect();
+        for up in old.iter().filter(|u| !current.contains(u)) {
             let progress = |line: &str| self.say(&step.service, line);
             match edge
                 .admin
                 .wait_drained(
                     &step.service,
-                    &up,
+                    up,
                     edge.drain_timeout + Duration::from_secs(10),
                     &progress,
                 )
                 .await
             {
                 Ok(d) => {
-                    switch.drained_ms = Some(d.as_millis() as u64);
-                    self.say(
-                        &step.service,
-                        &format!("{up} drained in {} ms", d.as_millis()),
-                    );
+                    let ms = d.as_millis() as u64;
+                    switch.drained_ms = Some(switch.drained_ms.unwrap_or(0).max(ms));
+                    self.say(&step.service, &format!("{up} drained in {ms} ms"));
                 }
                 Err(e) => self.say(
                     &step.service,
-                    &format!("drain not confirmed ({e:#}); stopping the previous revision anyway"),
+                    &format!("drain of {up} not confirmed ({e:#}); stopping it anyway"),
                 ),
             }
         }
@@ -344,6 +475,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                         &format!("could not stop {}: {e}", prev.name()),
                     );
                 }
+                self.remove_replicas(&prev.container).await;
             }
         }
         self.say(
@@ -420,6 +552,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
                     .switch_to_revision(
                         &step.service,
                         &revision_upstream(prev),
+                        &replica_upstreams(prev, self.keys),
                         prev.release,
                         drain,
                     )
@@ -445,6 +578,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             None => {
                 switch.outcome = SwitchOutcome::Reverted;
                 let _ = self.engine.remove_container(&spec.name).await;
+                self.remove_replicas(&spec.name).await;
                 (
                     true,
                     format!(
@@ -456,6 +590,7 @@ impl<E: Engine, P: Prober> Executor<'_, E, P> {
             Some(Ok(back)) => {
                 switch.outcome = SwitchOutcome::Reverted;
                 let _ = self.engine.remove_container(&spec.name).await;
+                self.remove_replicas(&spec.name).await;
                 self.say(
                     &step.service,
                     &format!("edge route put back to {}", back.upstream),
@@ -740,6 +875,113 @@ mod tests {
             crate::engine::RunState::Exited,
             "kept, stopped"
         );
+    }
+
+    async fn run_replicas(
+        e: &FakeEngine,
+        bad: &[&str],
+        release: u64,
+        replicas: u32,
+        sw: &EdgeSwitch,
+    ) -> StepResult {
+        let prober = EdgeProber::new(e, bad, &[]);
+        let mut s = step(release, serving(e).await);
+        s.spec
+            .labels
+            .insert(Keys::new("com.mcp").replicas(), replicas.to_string());
+        run_step(e, &prober, s, sw).await.0
+    }
+
+    /// Replicas: each new container is started and gated one at a time and takes one old
+    /// container's place in the route; the old set runs until the new one answered through the
+    /// edge; a failing replica puts the old set back and removes every new container.
+    #[tokio::test]
+    async fn replicas_roll_one_at_a_time_and_a_failing_one_puts_the_old_set_back() {
+        let e = FakeEngine::new();
+        e.add_image("img", BTreeMap::new());
+        let sw = edge().await;
+        assert_eq!(run_replicas(&e, &[], 1, 3, &sw).await.outcome, Outcome::Ok);
+        let r = sw.admin.route("alpha").await.unwrap().unwrap();
+        assert_eq!(r.upstream, "http://p-alpha-r1:8080");
+        assert_eq!(
+            r.replicas,
+            ["http://p-alpha-r1-2:8080", "http://p-alpha-r1-3:8080"]
+        );
+        for c in ["p-alpha-r1", "p-alpha-r1-2", "p-alpha-r1-3"] {
+            assert!(running(&e, c), "{c}");
+        }
+        {
+            let st = e.state.lock().unwrap();
+            let rep = &st.containers["p-alpha-r1-2"].spec;
+            assert_eq!(rep.labels["com.mcp.replica"], "2");
+            assert!(
+                !rep.labels.contains_key("com.mcp.spec"),
+                "the revision's own carries it"
+            );
+        }
+
+        // A rolling update: every new replica passes its gate before the old set stops.
+        let before = e.calls().len();
+        assert_eq!(run_replicas(&e, &[], 2, 3, &sw).await.outcome, Outcome::Ok);
+        let later = e.calls()[before..].to_vec();
+        let at = |c: &str| {
+            later
+                .iter()
+                .position(|x| x == c)
+                .unwrap_or_else(|| panic!("{c}: {later:?}"))
+        };
+        assert!(at("start p-alpha-r2") < at("start p-alpha-r2-2"));
+        assert!(at("start p-alpha-r2-2") < at("start p-alpha-r2-3"));
+        assert!(
+            at("start p-alpha-r2-3") < at("stop p-alpha-r1"),
+            "{later:?}"
+        );
+        let r = sw.admin.route("alpha").await.unwrap().unwrap();
+        assert_eq!(r.upstream, "http://p-alpha-r2:8080");
+        assert_eq!(
+            r.replicas,
+            ["http://p-alpha-r2-2:8080", "http://p-alpha-r2-3:8080"]
+        );
+        {
+            let st = e.state.lock().unwrap();
+            assert!(
+                !st.containers.contains_key("p-alpha-r1-2"),
+                "old replicas removed"
+            );
+            assert!(!st.containers.contains_key("p-alpha-r1-3"));
+            assert_eq!(
+                st.containers["p-alpha-r1"].state,
+                crate::engine::RunState::Exited
+            );
+        }
+
+        // The third replica of r3 fails its gate: the route is r2's set again, r3 is gone.
+        let r = run_replicas(&e, &["p-alpha-r3-3"], 3, 3, &sw).await;
+        assert_eq!(r.outcome, Outcome::GateFailedRestored, "{r:?}");
+        assert!(r.failed.unwrap().name.starts_with("replica 3"));
+        let route = sw.admin.route("alpha").await.unwrap().unwrap();
+        assert_eq!(route.upstream, "http://p-alpha-r2:8080");
+        assert_eq!(
+            route.replicas,
+            ["http://p-alpha-r2-2:8080", "http://p-alpha-r2-3:8080"]
+        );
+        for c in ["p-alpha-r2", "p-alpha-r2-2", "p-alpha-r2-3"] {
+            assert!(running(&e, c), "{c} still serves");
+        }
+        {
+            let st = e.state.lock().unwrap();
+            for c in ["p-alpha-r3", "p-alpha-r3-2", "p-alpha-r3-3"] {
+                assert!(!st.containers.contains_key(c), "{c} removed");
+            }
+        }
+
+        // Scaling down to one: the extra old replicas leave the route and are removed.
+        assert_eq!(run_replicas(&e, &[], 4, 1, &sw).await.outcome, Outcome::Ok);
+        let route = sw.admin.route("alpha").await.unwrap().unwrap();
+        assert_eq!(route.upstream, "http://p-alpha-r4:8080");
+        assert!(route.replicas.is_empty(), "{route:?}");
+        let st = e.state.lock().unwrap();
+        assert!(!st.containers.contains_key("p-alpha-r2-2"));
     }
 
     #[tokio::test]
