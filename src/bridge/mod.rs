@@ -16,7 +16,8 @@ mod healthcheck;
 mod http;
 mod jsonrpc;
 pub mod jwt;
-mod modern;
+// pub(crate): mcpctl's client (`crate::mcp::modern`) speaks the same wire constants.
+pub(crate) mod modern;
 mod policy;
 mod schema;
 mod sse;

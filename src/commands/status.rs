@@ -1,5 +1,6 @@
 //! `mcpctl status`: per service, what runs (from Docker) and how its last gate went (ledger):
-//! revision, image, state, gate, uptime, restarts, tools, port, memory used/limit.
+//! revision, image, state, gate, uptime, restarts, tools, the MCP eras it speaks, port, memory
+//! used/limit.
 
 use clap::Args;
 use serde::Serialize;
@@ -47,10 +48,22 @@ struct ServiceStatus {
     uptime_s: Option<u64>,
     restarts: i64,
     tools: Option<usize>,
+    /// The MCP eras its last passed gate checked (`2026-07-28+legacy`, `legacy`): from the
+    /// ledger; None when that gate predates era checks or there is none.
+    era: Option<String>,
     port: Option<u16>,
     memory_used: Option<u64>,
     memory_limit: Option<u64>,
     retained: Vec<String>,
+    /// The serving revision's containers: how many it wants (manifest `replicas` when it was
+    /// deployed) and how many run; memory is its own container's.
+    replicas: Option<Replicas>,
+}
+
+#[derive(Serialize)]
+struct Replicas {
+    wanted: u32,
+    running: usize,
 }
 
 #[derive(Serialize)]
@@ -72,6 +85,11 @@ impl Render for Report<'_> {
                         + &s.docker_health
                             .as_ref()
                             .map(|h| format!(" ({h})"))
+                            .unwrap_or_default()
+                        + &s.replicas
+                            .as_ref()
+                            .filter(|r| r.wanted > 1)
+                            .map(|r| format!(" {}/{} replicas", r.running, r.wanted))
                             .unwrap_or_default(),
                     s.gate
                         .as_ref()
@@ -85,6 +103,7 @@ impl Render for Report<'_> {
                         .unwrap_or("-".into()),
                     s.restarts.to_string(),
                     s.tools.map(|t| t.to_string()).unwrap_or("-".into()),
+                    s.era.clone().unwrap_or("-".into()),
                     s.port.map(|p| p.to_string()).unwrap_or("-".into()),
                     s.memory_used
                         .zip(s.memory_limit)
@@ -103,6 +122,7 @@ impl Render for Report<'_> {
                 "UPTIME",
                 "RESTARTS",
                 "TOOLS",
+                "ERA",
                 "PORT",
                 "MEMORY",
                 "IMAGE",
@@ -110,6 +130,17 @@ impl Render for Report<'_> {
             rows,
         )
     }
+}
+
+/// The eras a service's last passed gate checked (ledger), e.g. `2026-07-28+legacy`: None when
+/// it has none, or when that gate was recorded before the gate checked eras.
+fn era_of(entries: &[crate::rollout::ledger::Entry], service: &str) -> Option<String> {
+    entries
+        .iter()
+        .rev()
+        .filter(|e| e.service.as_deref() == Some(service) && e.outcome == "ok")
+        .find_map(|e| e.gate.as_ref().filter(|g| g.passed))
+        .and_then(|g| g.era())
 }
 
 pub fn run(settings: &Settings, _args: &StatusArgs) -> anyhow::Result<ExitCode> {
@@ -157,6 +188,7 @@ pub fn run(settings: &Settings, _args: &StatusArgs) -> anyhow::Result<ExitCode> 
                 .rev()
                 .filter(|e| e.service.as_deref() == Some(name.as_str()) && e.outcome == "ok")
                 .find_map(|e| e.gate.as_ref().map(|g| g.tools.len()));
+            let era = era_of(&entries, &name);
             let (state, up, restarts, mem, health) = match serving {
                 Some(s) => {
                     let d = engine.inspect_container(&s.container).await?;
@@ -203,12 +235,18 @@ pub fn run(settings: &Settings, _args: &StatusArgs) -> anyhow::Result<ExitCode> 
                 uptime_s: up,
                 restarts,
                 tools,
+                era,
                 port,
                 memory_used: mem.map(|m| m.0),
                 memory_limit: mem.map(|m| m.1),
                 retained: o
                     .map(|o| o.retained.iter().map(|r| r.name()).collect())
                     .unwrap_or_default(),
+                replicas: o.zip(serving).map(|(o, s)| Replicas {
+                    wanted: s.replicas,
+                    running: usize::from(s.is_running())
+                        + o.replicas_of(s.release).filter(|r| r.is_running()).count(),
+                }),
             });
         }
         output::emit(
@@ -220,4 +258,40 @@ pub fn run(settings: &Settings, _args: &StatusArgs) -> anyhow::Result<ExitCode> 
         )?;
         Ok(ExitCode::Ok)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::GateReport;
+    use crate::rollout::ledger::Entry;
+
+    fn step(service: &str, outcome: &str, eras: &[&str]) -> Entry {
+        Entry {
+            event: "step".into(),
+            service: Some(service.into()),
+            outcome: outcome.into(),
+            gate: Some(GateReport {
+                passed: outcome == "ok",
+                eras: eras.iter().map(|e| e.to_string()).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_era_comes_from_the_last_passed_gate() {
+        let entries = vec![
+            step("a", "ok", &["2026-07-28", "legacy"]),
+            step("b", "ok", &["legacy"]),
+            step("a", "gate_failed_restored", &["legacy"]),
+            step("c", "ok", &[]),
+        ];
+        assert_eq!(era_of(&entries, "a").as_deref(), Some("2026-07-28+legacy"));
+        assert_eq!(era_of(&entries, "b").as_deref(), Some("legacy"));
+        // A gate recorded before eras were checked, and a service never gated.
+        assert_eq!(era_of(&entries, "c"), None);
+        assert_eq!(era_of(&entries, "d"), None);
+    }
 }
