@@ -674,3 +674,61 @@ fn per_session_services_send_modern_clients_to_initialize_and_auth_applies() {
     let log = std::fs::read_to_string(&b.log).unwrap();
     assert!(!log.contains("s3cret-modern"), "the token is never logged");
 }
+
+#[test]
+fn methods_outside_the_modern_client_set_are_404_method_not_found_at_the_bridge() {
+    // The official conformance suite (tests/bridge/test_conformance.py) found both: an unknown
+    // method reached the child (a Python SDK 1.x child answers it −32602, HTTP 200), and an
+    // `initialize` in modern shape was taken for a legacy handshake (400 −32600).
+    let dir = TestDir::new();
+    let b = Bridge::start(dir.path(), "m7", &[], &[]);
+    runtime().block_on(async {
+        let http = reqwest::Client::new();
+        let base = &b.base;
+        for (id, method) in [
+            (1, "unknown/method"),
+            (2, "sampling/createMessage"),
+            (3, "initialize"),
+        ] {
+            let r = modern(&http, base, json!(id), method, Value::Null).await;
+            assert_eq!(
+                (r.status, r.body["error"]["code"].as_i64()),
+                (404, Some(-32601)),
+                "{method}: {}",
+                r.body
+            );
+            assert_eq!(r.body["id"], id, "{method}: the error names the request");
+            assert!(
+                r.headers.get("mcp-session-id").is_none(),
+                "{method}: no session"
+            );
+        }
+        // Refused by the bridge (bad_request), not answered by the child (jsonrpc).
+        let errors = |method: &'static str, kind: &'static str| {
+            let series = format!(
+                "mcp_bridge_request_errors_total{{method=\"{method}\",tool=\"\",error_type=\"{kind}\"}}"
+            );
+            let http = http.clone();
+            async move { metric(&http, base, &series).await }
+        };
+        assert_eq!(errors("other", "bad_request").await, 2.0);
+        assert_eq!(errors("other", "jsonrpc").await, 0.0);
+        assert_eq!(errors("initialize", "bad_request").await, 1.0);
+        // The child was initialized once, by the bridge; a legacy initialize still opens a session.
+        let sid = legacy_session(&http, base).await;
+        assert_eq!(
+            text_of(&legacy_call(&http, base, &sid, json!(1), "legacy").await),
+            "legacy|m7"
+        );
+        let counters = modern(
+            &http,
+            base,
+            json!(4),
+            "tools/call",
+            json!({"name": "counters", "arguments": {}}),
+        )
+        .await;
+        let counts: Value = serde_json::from_str(text_of(&counters.body)).unwrap();
+        assert_eq!(counts["initialize"], 1, "{counts}");
+    });
+}

@@ -84,6 +84,24 @@ const REMOVED: &[(&str, &str)] = &[
     ),
 ];
 
+/// The requests a 2026-07-28 client may send (the schema's `ClientRequest`). Any other method
+/// (besides the `REMOVED` ones, refused with their own reason) is 404 + −32601 before it reaches
+/// the child: the bridge translates these onto the legacy child and nothing else, and a legacy
+/// child's own answer to a method it does not know is not reliably −32601 (the Python SDK 1.x
+/// answers −32602).
+const CLIENT_METHODS: &[&str] = &[
+    "server/discover",
+    "completion/complete",
+    "prompts/get",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "subscriptions/listen",
+    "tools/call",
+    "tools/list",
+];
+
 /// Methods whose `Mcp-Name` header must mirror `params.name` / `params.uri`.
 fn name_field(method: &str) -> Option<&'static str> {
     match method {
@@ -221,11 +239,11 @@ impl Modern {
 
 /// Whether a POST to `/mcp` speaks 2026-07-28: its body carries the per-request protocol version
 /// in `_meta`, or (without a session) its `MCP-Protocol-Version` header names a version that is
-/// not a legacy one. `initialize` always opens a legacy session.
+/// not a legacy one. An `initialize` without that `_meta` key opens a legacy session (legacy
+/// clients never send the key); one that carries it is a modern request for a method 2026-07-28
+/// removed (spec, versioning: "A request carrying modern per-request `_meta` is served
+/// statelessly according to this revision").
 pub fn is_modern(headers: &HeaderMap, msg: &Value) -> bool {
-    if jsonrpc::method(msg) == "initialize" {
-        return false;
-    }
     let meta_version = msg
         .get("params")
         .and_then(|p| p.get("_meta"))
@@ -233,6 +251,9 @@ pub fn is_modern(headers: &HeaderMap, msg: &Value) -> bool {
         .is_some();
     if meta_version {
         return true;
+    }
+    if jsonrpc::method(msg) == "initialize" {
+        return false;
     }
     if headers.contains_key(SESSION_HEADER) {
         return false;
@@ -639,6 +660,16 @@ pub async fn serve(app: Arc<App>, who: Arc<str>, headers: HeaderMap, msg: Value)
             ErrorType::BadRequest,
         );
     }
+    if !CLIENT_METHODS.contains(&method.as_str()) {
+        return refuse(
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                jsonrpc::METHOD_NOT_FOUND,
+                format!("Method not found: '{method}' is not a 2026-07-28 client request"),
+            ),
+            ErrorType::BadRequest,
+        );
+    }
     if app.draining.load(Ordering::Relaxed) {
         return overloaded(&app, &msg, t0, "bridge is shutting down");
     }
@@ -925,7 +956,7 @@ mod tests {
             &headers(&[("mcp-protocol-version", "2099-01-01")]),
             &legacy
         ));
-        // A session header with a legacy body stays legacy; initialize is always legacy.
+        // A session header with a legacy body stays legacy; so does a legacy-shaped initialize.
         assert!(!is_modern(
             &headers(&[
                 ("mcp-protocol-version", "2026-07-28"),
@@ -934,8 +965,16 @@ mod tests {
             &legacy
         ));
         let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"_meta": {META_VERSION: "2026-07-28"}}});
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}}});
         assert!(!is_modern(&HeaderMap::new(), &init));
+        assert!(!is_modern(
+            &headers(&[("mcp-protocol-version", "2026-07-28")]),
+            &init
+        ));
+        // An initialize in modern shape is a modern request (for a removed method).
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"_meta": {META_VERSION: "2026-07-28"}}});
+        assert!(is_modern(&HeaderMap::new(), &init));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 """Benchmark: the same stdio echo server reached directly (the floor), through `mcpctl bridge`
-(without auth, with `--auth-file` bearer tokens, with `--auth-file` JWT access tokens), and through
-mcp-proxy 0.13, in interleaved rounds; prints medians over rounds and the added latency of auth
-per call. Run by scripts/bench-bridge (which builds the binaries and the mcp-proxy venv; PyJWT and
-cryptography, for the JWT target, come with mcp in that venv). Not a test.
+(legacy sessions; 2026-07-28 stateless requests on the same bridge and warm child, "bridge
+modern"; with `--auth-file` bearer tokens; with `--auth-file` JWT access tokens), and through
+mcp-proxy 0.13, in interleaved rounds; prints medians over rounds, modern vs legacy, and the added
+latency of auth per call. Run by scripts/bench-bridge (which builds the binaries and the mcp-proxy
+venv; PyJWT and cryptography, for the JWT target, come with mcp in that venv). Not a test.
 
 Clients are deliberately thin (stdlib sockets, one JSON-RPC message per request, the headers an MCP
 SDK client sends), so the figures show the transports, not a client library. Every reply is
@@ -121,6 +122,41 @@ class Http:
         self.conn.close()
 
 
+MODERN = "2026-07-28"
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {},
+               "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"}}
+
+
+class Modern(Http):
+    """A 2026-07-28 (stateless) client on one keep-alive connection: no initialize, no session;
+    every request carries `_meta` (version, capabilities, client info) and the headers that mirror
+    it (MCP-Protocol-Version, Mcp-Method, Mcp-Name), as an SDK client sends them."""
+
+    def __init__(self, port: int, auth: str | None = None):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.conn.connect()
+        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.auth = {"authorization": auth} if auth else {}
+        self.sid = None
+
+    def post(self, msg: dict):
+        msg = {**msg, "params": {**msg.get("params", {}), "_meta": MODERN_META}}
+        h = {"content-type": "application/json", "accept": "application/json, text/event-stream", **self.auth,
+             "mcp-protocol-version": MODERN, "mcp-method": msg["method"]}
+        name = msg["params"].get("name")
+        if name:
+            h["mcp-name"] = name
+        self.conn.request("POST", "/mcp", json.dumps(msg), h)
+        r = self.conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {body[:200]!r}")
+        return json.loads(body)
+
+    def close(self):
+        self.conn.close()
+
+
 def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -232,11 +268,16 @@ class Target:
     file for the server's stderr (its last lines explain a failed start), else /dev/null."""
 
     def __init__(self, name: str, server: list[str], nonce: str, kind: str, start: list[str] | None = None,
-                 token: str | None = None, log: str | None = None):
+                 token: str | None = None, log: str | None = None, same_process_as: Target | None = None):
         self.name, self.server, self.nonce, self.kind = name, server, nonce, kind
         self.auth = f"Bearer {token}" if token else None
         self.proc = None
         self.port = None
+        # Another era on a target that is already running (same bridge, same warm child): it is
+        # stopped by its owner.
+        self.owner = same_process_as is None
+        if same_process_as is not None:
+            self.proc, self.port = same_process_as.proc, same_process_as.port
         if start is not None:
             self.port = free_port()
             cmd = [a.replace("{port}", str(self.port)) for a in start]
@@ -268,10 +309,12 @@ class Target:
                                            f"got HTTP {status}, not 401")
 
     def client(self):
-        return Stdio(self.server) if self.kind == "stdio" else Http(self.port, self.auth)
+        if self.kind == "stdio":
+            return Stdio(self.server)
+        return Modern(self.port, self.auth) if self.kind == "modern" else Http(self.port, self.auth)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
+        if self.owner and self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(10)
@@ -383,6 +426,8 @@ def main():
         targets.append(Target("stdio direct", server, nonce, "stdio"))
         targets.append(Target("mcpctl bridge", server, nonce, "http", [*bridge_cmd, "--", *server],
                               log=os.path.join(work.name, "bridge.log")))
+        # The same bridge and warm child, reached by 2026-07-28 (stateless) clients.
+        targets.append(Target("bridge modern", server, nonce, "modern", same_process_as=targets[-1]))
         if not a.no_auth:
             path, token = bearer_auth(work.name)
             targets.append(Target("bridge+bearer", server, nonce, "http",
@@ -434,7 +479,9 @@ def main():
     print(f"\nmcpctl bridge benchmark — server: {server_name}; {a.rounds} interleaved rounds, medians over rounds")
     print(f"bridge binary: {a.mcpctl}; streamable HTTP, Accept: application/json, text/event-stream; stdlib clients")
     print(f"sequential: {a.seq} calls/round; throughput: {a.sessions} sessions x {a.calls} calls (ids reused per session); "
-          f"LiteLLM pattern: {a.lite} x (connect + initialize + initialized + call + DELETE)/round")
+          f"LiteLLM pattern: {a.lite} x (connect + initialize + initialized + call + DELETE)/round; "
+          f"bridge modern: 2026-07-28 requests (_meta + MCP-Protocol-Version/Mcp-Method/Mcp-Name, no session) "
+          f"to the same bridge, its LiteLLM pattern is connect + call + close")
     if "bridge+bearer" in res:
         print("auth: Authorization: Bearer on every request; bridge+bearer: --auth-file with 8 consumers (SHA-256 "
               f"digests); bridge+jwt: --auth-file with 1 consumer + an inline JWKS, an access token signed with "
@@ -459,6 +506,12 @@ def main():
         print(f"  p95: bearer {us(med(be['p95']) - med(br['p95']))} µs, jwt {us(med(jw['p95']) - med(br['p95']))} µs; "
               f"throughput: bearer {100 * (med(be['tput']) / med(br['tput']) - 1):+.1f} %, "
               f"jwt {100 * (med(jw['tput']) / med(br['tput']) - 1):+.1f} % vs the bridge without auth")
+    mo = res["bridge modern"]
+    print(f"\nmodern (2026-07-28, stateless) vs legacy (2025-06-18 session) on the same bridge and child: "
+          f"p50 {ms(med(mo['p50']))} vs {ms(med(br['p50']))} ms ({us(med(mo['p50']) - med(br['p50']))} µs), "
+          f"p95 {ms(med(mo['p95']))} vs {ms(med(br['p95']))} ms; throughput {med(mo['tput']):.0f} vs "
+          f"{med(br['tput']):.0f} calls/s ({100 * (med(mo['tput']) / med(br['tput']) - 1):+.1f} %); new connection + "
+          f"one call p95 {ms(med(mo['lite95']))} ms vs new session + initialize + call + DELETE {ms(med(br['lite95']))} ms")
     print("\ntargets (bridge):")
     checks = [
         (f"p50 {ms(med(br['p50']))} ms <= floor {ms(med(floor['p50']))} + 0.5 ms", med(br["p50"]) <= med(floor["p50"]) + 0.0005),
@@ -472,6 +525,8 @@ def main():
          f"peak (VmHWM) {hwm / 1024:.1f} MB <= 10 MB",
          hwm <= 10 * 1024),
         (f"wrong replies {sum(d['wrong'] for d in res.values())} == 0", all(d["wrong"] == 0 for d in res.values())),
+        (f"modern p50 {ms(med(mo['p50']))} ms <= legacy p50 {ms(med(br['p50']))} + 0.5 ms (no stateless tax)",
+         med(mo["p50"]) <= med(br["p50"]) + 0.0005),
     ]
     if proxy:
         px = res[proxy.name]
@@ -485,8 +540,8 @@ def main():
 
 
 # Figure names in the result file: the target's short name, a dot, the figure.
-SLUG = {"stdio direct": "direct", "mcpctl bridge": "bridge", "bridge+bearer": "bridge_bearer",
-        "bridge+jwt": "bridge_jwt", "mcp-proxy 0.13": "mcp_proxy"}
+SLUG = {"stdio direct": "direct", "mcpctl bridge": "bridge", "bridge modern": "bridge_modern",
+        "bridge+bearer": "bridge_bearer", "bridge+jwt": "bridge_jwt", "mcp-proxy 0.13": "mcp_proxy"}
 
 
 def write_json(a, res, targets, server_name, idle_rss, hwm, proxy_rss):
@@ -510,7 +565,7 @@ def write_json(a, res, targets, server_name, idle_rss, hwm, proxy_rss):
     if proxy_rss:
         figs["mcp_proxy.rss_mb"] = bench.fig(proxy_rss / 1024, "MB", "lower", 1.0, reference=True)
     if "mcp_proxy.p50_ms" in figs:
-        for n in ("bridge", "bridge_bearer", "bridge_jwt"):
+        for n in ("bridge", "bridge_modern", "bridge_bearer", "bridge_jwt"):
             for f in ("p50_ms", "p95_ms", "p99_ms", "calls_per_s", "litellm_p95_ms"):
                 if f"{n}.{f}" in figs:
                     peers[f"{n}.{f}"] = f"mcp_proxy.{f}"
