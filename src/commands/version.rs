@@ -1,6 +1,9 @@
 //! `mcpctl version`: what this binary is — version, git revision, build profile and optimisation
 //! level (from build.rs) — so an operator can see what an image carries
-//! (`docker run --rm IMAGE mcpctl version --output json`, or `docker exec`).
+//! (`docker run --rm IMAGE mcpctl version --output json`, or `docker exec`) — and which feature
+//! set it was built with: `cli` (the operator's mcpctl: every command), `docker-proxy` (the
+//! exporter image: `docker-proxy` + the runtime commands) or `runtime` (service and edge images:
+//! `bridge`, `bridge healthcheck`, `edge serve`, `version`; no Docker client).
 
 use serde::Serialize;
 
@@ -16,7 +19,19 @@ pub struct Version {
     pub opt_level: &'static str,
     pub debug_assertions: bool,
     pub target: String,
+    /// The Cargo feature set compiled in (Cargo.toml `[features]`): `cli`, `docker-proxy` or
+    /// `runtime`.
+    pub features: &'static str,
 }
+
+/// The feature set this binary was built with; the widest wins (`cli` implies the others).
+pub const FEATURES: &str = if cfg!(feature = "cli") {
+    "cli"
+} else if cfg!(feature = "docker-proxy") {
+    "docker-proxy"
+} else {
+    "runtime"
+};
 
 impl Version {
     pub fn current() -> Self {
@@ -27,6 +42,7 @@ impl Version {
             opt_level: env!("MCPCTL_OPT_LEVEL"),
             debug_assertions: cfg!(debug_assertions),
             target: format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+            features: FEATURES,
         }
     }
 }
@@ -34,7 +50,7 @@ impl Version {
 impl Render for Version {
     fn human(&self) -> String {
         format!(
-            "mcpctl {} (revision {}, {} profile, opt-level {}{}, {})",
+            "mcpctl {} (revision {}, {} profile, opt-level {}{}, {}, {} features)",
             self.version,
             self.git_revision,
             self.profile,
@@ -44,7 +60,8 @@ impl Render for Version {
             } else {
                 ""
             },
-            self.target
+            self.target,
+            self.features
         )
     }
 }
@@ -73,6 +90,11 @@ mod tests {
             h.starts_with(&format!("mcpctl {} (revision ", v.version)),
             "{h}"
         );
+        // Tests build the operator's CLI; scripts/build-dist checks the image binaries' sets.
+        if cfg!(feature = "cli") {
+            assert_eq!(v.features, "cli");
+            assert!(h.ends_with(", cli features)"), "{h}");
+        }
         let j = serde_json::to_value(&v).unwrap();
         for k in [
             "version",
@@ -81,6 +103,7 @@ mod tests {
             "opt_level",
             "debug_assertions",
             "target",
+            "features",
         ] {
             assert!(j.get(k).is_some(), "{k}: {j}");
         }

@@ -44,10 +44,15 @@ pub struct Desired {
 /// Names the mcpctl binary images carry (docs/contracts.md "Image binary").
 pub const IMAGE_BINARY_ENV: &str = "MCPCTL_IMAGE_BINARY";
 
-/// The mcpctl binary baked into images (service bridges, the edge, the exporter), and beside
-/// which first-party server binaries are looked up: `$MCPCTL_IMAGE_BINARY` when set — scripts/test
-/// and scripts/up point it at the optimized in-container build (`scripts/build-dist`) — else this
-/// very executable (an operator who installed a release build of mcpctl carries it as is).
+/// The file beside `$MCPCTL_IMAGE_BINARY` the exporter image carries: the build with the Docker
+/// client (`--features docker-proxy`), since the exporter's command is `docker-proxy`.
+pub const DOCKER_PROXY_BINARY: &str = "mcpctl-docker-proxy";
+
+/// The mcpctl binary baked into service and edge images, and beside which first-party server
+/// binaries (and [`DOCKER_PROXY_BINARY`]) are looked up: `$MCPCTL_IMAGE_BINARY` when set —
+/// scripts/test and scripts/up point it at the optimized `--features runtime` build
+/// (`scripts/build-dist`) — else this very executable (an operator who installed a release
+/// build of mcpctl carries it as is).
 pub fn mcpctl_binary() -> anyhow::Result<PathBuf> {
     image_binary_from(std::env::var_os(IMAGE_BINARY_ENV))
 }
@@ -59,7 +64,7 @@ fn image_binary_from(configured: Option<std::ffi::OsString>) -> anyhow::Result<P
             anyhow::ensure!(
                 path.is_file(),
                 "{IMAGE_BINARY_ENV}={} is not a file: build it with `scripts/build-dist` \
-                 (cargo build --profile dist --no-default-features --features docker-proxy), \
+                 (cargo build --profile dist --no-default-features --features runtime), \
                  point {IMAGE_BINARY_ENV} at an mcpctl binary, or unset it to carry this mcpctl",
                 path.display()
             );
@@ -69,14 +74,47 @@ fn image_binary_from(configured: Option<std::ffi::OsString>) -> anyhow::Result<P
     }
 }
 
+/// The mcpctl binary the exporter image carries (its command, `docker-proxy`, needs the Docker
+/// client that the runtime build leaves out): with `$MCPCTL_IMAGE_BINARY` set, the file
+/// [`DOCKER_PROXY_BINARY`] beside it (scripts/build-dist writes both), else this very executable
+/// (the operator's CLI has every command).
+pub fn docker_proxy_binary() -> anyhow::Result<PathBuf> {
+    docker_proxy_binary_from(std::env::var_os(IMAGE_BINARY_ENV))
+}
+
+fn docker_proxy_binary_from(configured: Option<std::ffi::OsString>) -> anyhow::Result<PathBuf> {
+    let configured = configured.filter(|v| !v.is_empty());
+    let set = configured.is_some();
+    let image = image_binary_from(configured)?;
+    if !set {
+        return Ok(image);
+    }
+    let path = image.with_file_name(DOCKER_PROXY_BINARY);
+    anyhow::ensure!(
+        path.is_file(),
+        "the exporter image needs an mcpctl with `docker-proxy`, looked up beside \
+         {IMAGE_BINARY_ENV}={}: {} is not a file. Build both with `scripts/build-dist` (it writes \
+         the `--features docker-proxy` build there), copy such a build to that path, or unset \
+         {IMAGE_BINARY_ENV} to carry this mcpctl",
+        image.display(),
+        path.display()
+    );
+    Ok(path)
+}
+
 /// What goes into an image for a host-built `binary`: its stripped copy, cached in the state dir.
 pub fn image_binary(project: &Project, binary: &std::path::Path) -> PathBuf {
     crate::images::stripped(binary, &project.state_dir.join("stripped"))
 }
 
-/// The mcpctl every image runs (service bridges, the exporter, the edge).
+/// The mcpctl service and edge images run (`bridge`, `edge serve`).
 pub fn image_mcpctl(project: &Project) -> anyhow::Result<PathBuf> {
     Ok(image_binary(project, &mcpctl_binary()?))
+}
+
+/// The mcpctl the exporter image runs (`docker-proxy`).
+pub fn image_mcpctl_docker_proxy(project: &Project) -> anyhow::Result<PathBuf> {
+    Ok(image_binary(project, &docker_proxy_binary()?))
 }
 
 /// Assemble the build context of one service from its rendered files. Extension point for
@@ -221,6 +259,9 @@ pub async fn compute<E: Engine>(
         identity.insert(keys.config_hash(), config_hash.clone());
         identity.insert(keys.image_hash(), image_hash.clone());
         identity.insert(keys.secrets_hmac(), secrets_label.clone());
+        if svc.replicas > 1 {
+            identity.insert(keys.replicas(), svc.replicas.to_string());
+        }
 
         let mut binds = secrets::binds(&project.state_dir, name, &resolved);
         for v in &svc.volumes {
@@ -337,5 +378,33 @@ mod tests {
         let me = std::env::current_exe().unwrap();
         assert_eq!(image_binary_from(None).unwrap(), me);
         assert_eq!(image_binary_from(Some("".into())).unwrap(), me);
+        assert_eq!(docker_proxy_binary_from(None).unwrap(), me);
+        assert_eq!(docker_proxy_binary_from(Some("".into())).unwrap(), me);
+    }
+
+    #[test]
+    fn the_exporter_carries_the_docker_proxy_build_beside_the_image_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("mcpctl-runtime");
+        std::fs::write(&bin, b"runtime build").unwrap();
+        let missing = dir.path().join(DOCKER_PROXY_BINARY);
+        let err = docker_proxy_binary_from(Some(bin.clone().into()))
+            .unwrap_err()
+            .to_string();
+        // What (docker-proxy), where (both paths, the variable) and what to do.
+        assert!(err.contains("docker-proxy"), "{err}");
+        assert!(err.contains(IMAGE_BINARY_ENV), "{err}");
+        assert!(err.contains(&bin.display().to_string()), "{err}");
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+        assert!(err.contains("scripts/build-dist"), "{err}");
+
+        std::fs::write(&missing, b"docker-proxy build").unwrap();
+        assert_eq!(docker_proxy_binary_from(Some(bin.into())).unwrap(), missing);
+        // The image binary itself must still exist: its own error comes first.
+        let gone = dir.path().join("gone/mcpctl");
+        let err = docker_proxy_binary_from(Some(gone.clone().into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&gone.display().to_string()), "{err}");
     }
 }

@@ -3,8 +3,10 @@
 //! Name `<project>-dockerproxy`, alias `mcp-dockerproxy:2375` on the project network, port
 //! published on 127.0.0.1 (ephemeral) for the host's Prometheus, `<p>.role=exporter`.
 //!
-//! Its image holds nothing but this mcpctl binary and the shared libraries it links (FROM
-//! scratch, no base image needed), tagged by the binary's digest: a new mcpctl replaces it.
+//! Its image holds nothing but an mcpctl with `docker-proxy` (`desired::docker_proxy_binary`:
+//! the `--features docker-proxy` build beside `$MCPCTL_IMAGE_BINARY`, else this mcpctl) and the
+//! shared libraries it links (FROM scratch, no base image needed), tagged by that binary's
+//! digest: a new mcpctl replaces it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -44,7 +46,7 @@ pub async fn ensure<E: Engine>(
     project: &Project,
     cache: &DigestCache,
 ) -> anyhow::Result<Ensured> {
-    let exe = super::desired::image_mcpctl(project)?;
+    let exe = super::desired::image_mcpctl_docker_proxy(project)?;
     let digest = cache.file_digest(&exe)?;
     let image = format!("{}/mcpctl-exporter:{}", project.name(), &digest[..12]);
     let keys = &project.keys;
