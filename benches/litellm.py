@@ -771,6 +771,8 @@ def cmd_run(a) -> int:
             raise UsageError(f"{p}: not an executable (scripts/bench-litellm builds mcpctl and mcp-testserver; "
                              f"LiteLLM's venv comes from scripts/cutover-venvs)")
     NONCE[0] = uuid.uuid4().hex[:10]
+    # SIGTERM unwinds like Ctrl-C, so the bridge and the LiteLLMs (own sessions) are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     token = "mcp_" + secrets.token_hex(32)
     key = "sk-bench-" + secrets.token_hex(16)
     work = tempfile.mkdtemp(prefix="bench-litellm-")
@@ -902,7 +904,9 @@ def cmd_run(a) -> int:
     finally:
         for p in reversed(procs):
             p.stop()
-        if not a.keep_work:
+        if a.keep_work:
+            print(f"work directory kept: {work}", file=sys.stderr)
+        else:
             subprocess.run(["rm", "-rf", work], check=False)
     for k, c in cells.items():
         if not c["ms"]:
