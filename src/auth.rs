@@ -92,10 +92,32 @@ pub fn effective(m: &Manifest, service: &str) -> Effective {
     }
 }
 
+/// Node's V8 sizes its old space from the memory it is told about: in a 192 MiB container Node
+/// 22 sets `heap_size_limit` to 259 MB, above the container's limit, so a heap that keeps growing
+/// meets the OOM killer (the whole container, bridge included) before V8 collects hard. npm
+/// services therefore get `NODE_OPTIONS=--max-old-space-size=<this share of limits.memory>` unless
+/// their `env` sets `NODE_OPTIONS` itself: a runaway heap then ends the Node child (restarted by
+/// the bridge) while the container and its other sessions live. Half leaves room for code, buffers
+/// and native memory (n8n-mcp's SQLite) outside the heap.
+pub const NODE_HEAP_SHARE: (u64, u64) = (1, 2);
+
+/// `NODE_OPTIONS` of an npm service that does not set its own (see [`NODE_HEAP_SHARE`]).
+fn node_heap_option(svc: &crate::manifest::Service) -> Option<(String, String)> {
+    let npm = svc.server.source.kinds() == [crate::manifest::SourceKind::Npm];
+    if !npm || svc.env.contains_key("NODE_OPTIONS") {
+        return None;
+    }
+    let mib = (svc.limits.memory.0 * NODE_HEAP_SHARE.0 / NODE_HEAP_SHARE.1) >> 20;
+    Some((
+        "NODE_OPTIONS".into(),
+        format!("--max-old-space-size={}", mib.max(16)),
+    ))
+}
+
 /// A service container's environment, as deploy creates it and the compose export renders it:
-/// the manifest's `env`, then (MCP services) the tool policy, the service name, the audit switch
-/// and the access file's path when the service checks tokens. Part of the container spec, so a
-/// change is a spec change `plan` names.
+/// the manifest's `env`, then (MCP services) the tool policy, the service name, the audit switch,
+/// the access file's path when the service checks tokens, and for npm servers a V8 heap cap
+/// ([`NODE_HEAP_SHARE`]). Part of the container spec, so a change is a spec change `plan` names.
 pub fn container_env(m: &Manifest, service: &str) -> Vec<(String, String)> {
     let svc = &m.services[service];
     let mut env: Vec<(String, String)> = svc
@@ -118,6 +140,7 @@ pub fn container_env(m: &Manifest, service: &str) -> Vec<(String, String)> {
         if eff.mode != AuthMode::None {
             env.push((AUTH_FILE_ENV.into(), auth_file_path()));
         }
+        env.extend(node_heap_option(svc));
     }
     env
 }
@@ -410,4 +433,51 @@ pub fn rotate(m: &Manifest, state_dir: &Path, consumer: &str) -> anyhow::Result<
 /// The HMAC fingerprint of a token (12 hex under the install key): safe to print.
 pub fn fingerprint(key: &[u8], t: &Token) -> String {
     secrets::fingerprint(key, &format!("auth:{}", t.consumer), t.value.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(text: &str, service: &str) -> BTreeMap<String, String> {
+        let (m, _) = crate::manifest::load_str(text, "services.yaml").expect("manifest");
+        container_env(&m, service).into_iter().collect()
+    }
+
+    const MANIFEST: &str = r#"
+version: 1
+project: t
+bases:
+  runtime: {suite: bookworm, packages: [ca-certificates]}
+  node22: {suite: bookworm, packages: [ca-certificates], node: "22.23.3"}
+services:
+  js:
+    port: 8501
+    build: {base: node22}
+    server: {source: {npm: {package: js-mcp, version: "1.0.0"}}, command: [js-mcp]}
+    limits: {memory: 192m}
+  own:
+    port: 8502
+    build: {base: node22}
+    server: {source: {npm: {package: own-mcp, version: "1.0.0"}}, command: [own-mcp]}
+    env: {NODE_OPTIONS: "--max-old-space-size=300"}
+  py:
+    port: 8503
+    build: {base: runtime}
+    server: {source: {pypi: {package: py-mcp, version: "1.0"}}, command: [py-mcp]}
+"#;
+
+    #[test]
+    fn npm_servers_get_a_heap_cap_below_their_memory_limit_unless_they_set_one() {
+        assert_eq!(
+            env_of(MANIFEST, "js").get("NODE_OPTIONS").map(String::as_str),
+            Some("--max-old-space-size=96")
+        );
+        // The manifest's own value wins.
+        assert_eq!(
+            env_of(MANIFEST, "own").get("NODE_OPTIONS").map(String::as_str),
+            Some("--max-old-space-size=300")
+        );
+        assert_eq!(env_of(MANIFEST, "py").get("NODE_OPTIONS"), None);
+    }
 }
