@@ -470,12 +470,16 @@ services:
     #[test]
     fn npm_servers_get_a_heap_cap_below_their_memory_limit_unless_they_set_one() {
         assert_eq!(
-            env_of(MANIFEST, "js").get("NODE_OPTIONS").map(String::as_str),
+            env_of(MANIFEST, "js")
+                .get("NODE_OPTIONS")
+                .map(String::as_str),
             Some("--max-old-space-size=96")
         );
         // The manifest's own value wins.
         assert_eq!(
-            env_of(MANIFEST, "own").get("NODE_OPTIONS").map(String::as_str),
+            env_of(MANIFEST, "own")
+                .get("NODE_OPTIONS")
+                .map(String::as_str),
             Some("--max-old-space-size=300")
         );
         assert_eq!(env_of(MANIFEST, "py").get("NODE_OPTIONS"), None);
