@@ -4,6 +4,9 @@
 //! Transport-neutral: `http` turns HTTP requests into calls on [`App`] and writes what comes back
 //! as JSON or SSE. The shared-child rules of docs/contracts.md are applied here (local `initialize`,
 //! `tools/list` cache, per-session `logging/setLevel`) and in `upstream` (remapping, routing).
+//! A shared child that speaks only 2026-07-28 (`probe`) is never sent `initialize`: legacy
+//! clients are refused (`http`, and here for a session that slipped in while the era was being
+//! probed), and its stateless requests pass through [`App::handle`] unchanged (`modern`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -453,6 +456,10 @@ impl App {
         ];
         consumers.extend(access.iter().flat_map(|a| a.labels()));
         stats.consumers_known(&consumers);
+        if cfg.model == SessionModel::PerSession {
+            // A per-session child is a legacy notion (its own initialize per client): no probe.
+            stats.set_child_era(stats::Era::Legacy);
+        }
         Arc::new_cyclic(|me: &Weak<App>| {
             let shared = (cfg.model == SessionModel::Shared).then(|| {
                 Upstream::new(
@@ -755,7 +762,12 @@ impl App {
                     *session.log_level.lock_ignore_poison() = Some(rank);
                     return Outcome::Reply(jsonrpc::result(id, json!({})));
                 }
-                "tools/list" if msg["params"].get("cursor").is_none_or(Value::is_null) => {
+                // A modern child's own tools/list result goes back as it wrote it (fresh, not
+                // the cached one); it still refreshes the cache (labels, argument schemas).
+                "tools/list"
+                    if msg["params"].get("cursor").is_none_or(Value::is_null)
+                        && up.era() != Some(stats::Era::Modern) =>
+                {
                     return self.cached_tools_list(session, msg).await;
                 }
                 _ => {}
@@ -764,7 +776,10 @@ impl App {
         if let Err(e) = up.wait_ready(self.cfg.child.init_timeout).await {
             return Outcome::Reply(e.to_response(id));
         }
-        match up.send_request(Some(session.id.clone()), msg, false) {
+        let refresh_tools = shared
+            && method == "tools/list"
+            && msg["params"].get("cursor").is_none_or(Value::is_null);
+        match up.send_request(Some(session.id.clone()), msg, refresh_tools) {
             Ok(handle) => Outcome::Forwarded(Call {
                 handle,
                 _in_flight: InFlight::new(&self.stats, session),
@@ -846,6 +861,9 @@ impl App {
         if let Err(e) = up.wait_ready(self.cfg.child.init_timeout).await {
             return Outcome::Reply(e.to_response(msg["id"].clone()));
         }
+        if up.era() == Some(stats::Era::Modern) {
+            return Outcome::Reply(super::modern::legacy_refusal(up, msg["id"].clone()));
+        }
         let Some(info) = up.init_info() else {
             return self.err(
                 msg,
@@ -881,12 +899,14 @@ impl App {
             };
             return (
                 ready,
-                json!({"ready": ready, "mode": "per_session", "reason": reason, "sessions": self.session_count()}),
+                json!({"ready": ready, "mode": "per_session", "child_era": "legacy", "reason": reason, "sessions": self.session_count()}),
             );
         };
         let status = up.status();
+        let era = up.era().map(stats::Era::label);
         let base = |ready: bool, reason: String| {
             json!({"ready": ready, "mode": "shared", "reason": reason, "child": status.label(),
+                   "child_era": era,
                    "sessions": self.session_count(), "restarts": up.restarts.load(Ordering::Relaxed),
                    "pending": up.pending_count()})
         };
@@ -917,8 +937,12 @@ impl App {
                 base(
                     false,
                     format!(
-                        "child silent for {}s and did not answer a ping within 2s",
-                        silent.as_secs()
+                        "child silent for {}s and did not answer a {} within 2s",
+                        silent.as_secs(),
+                        match up.era() {
+                            Some(stats::Era::Modern) => "server/discover",
+                            _ => "ping",
+                        }
                     ),
                 ),
             );
@@ -1102,6 +1126,7 @@ mod tests {
                 env: vec![],
                 init_timeout: secs(1),
                 hung_after: secs(60),
+                era: Default::default(),
             },
             model: SessionModel::Shared,
             keepalive: secs(15),

@@ -2,6 +2,14 @@
 //! stdout line reader, the stderr drain, and supervision (restart with backoff, circuit breaker).
 //!
 //! Owns the processes and nothing else: what the lines mean is `upstream`'s business.
+//!
+//! The shared child's era (`probe`): with `--child-era auto` a probe sibling is asked
+//! `server/discover` while the real child starts; the real child is sent nothing until the verdict
+//! is in, then gets the legacy handshake (`initialize`) or, when modern, only a `server/discover`
+//! of its own (its result is the cached handshake: capabilities, `supportedVersions`). A restart
+//! reuses the verdict, except a legacy verdict reached by the probe timing out whose handshake then
+//! failed: that child may be a modern one that was slow to start, so the next start probes again
+//! (the spec: persist the era across restarts, "re-probing if the cached assumption later fails").
 //! stdout is read continuously into the upstream (which never blocks), and stderr is always drained
 //! with rate-limited logging, so neither pipe can fill up and stall the child.
 
@@ -13,14 +21,15 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{self, LATEST_VERSION};
-use super::stats::{RestartReason, Stats};
+use super::probe::{self, EraChoice, EraSettings};
+use super::stats::{Era, RestartReason, Stats};
 use super::upstream::{Delivery, InitInfo, Status, Upstream};
 use crate::locks::MutexExt;
 
@@ -46,8 +55,11 @@ pub struct ChildSpec {
     /// How long the child may take to answer `initialize`.
     pub init_timeout: Duration,
     /// A child that leaves a request waiting this long with no output at all, then does not
-    /// answer a ping within [`HUNG_PING_TIMEOUT`], is killed and restarted (see [`hung`]).
+    /// answer a ping (a modern child: `server/discover`) within [`HUNG_PING_TIMEOUT`], is killed
+    /// and restarted (see [`hung`]).
     pub hung_after: Duration,
+    /// `--child-era` and `--era-probe-timeout` (shared children only).
+    pub era: EraSettings,
 }
 
 /// How long a suspected-hung child has to answer a ping.
@@ -351,6 +363,47 @@ pub async fn handshake(
     })
 }
 
+/// The modern child's "handshake": no `initialize` (2026-07-28 has none), a `server/discover` of
+/// the bridge's own, whose result stands in for the cached handshake (`InitInfo::result`).
+pub async fn discover(
+    upstream: &Arc<Upstream>,
+    running: &mut Running,
+    timeout: Duration,
+) -> Result<InitInfo, String> {
+    let mut h = upstream
+        .send_request(None, probe::discover_request(0), false)
+        .map_err(|e| e.message)?;
+    let resp = tokio::select! {
+        r = h.recv() => r,
+        why = running.exited() => return Err(format!("{why} before answering server/discover")),
+        _ = tokio::time::sleep(timeout) => return Err(format!("did not answer server/discover within {timeout:?}")),
+    };
+    let Some(Delivery::Response(resp)) = resp else {
+        return Err("server/discover was not answered".into());
+    };
+    if let Some(err) = resp.get("error") {
+        return Err(format!("server/discover failed: {err}"));
+    }
+    let result = resp["result"].clone();
+    let version = result["supportedVersions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|v| super::modern::MODERN_VERSIONS.contains(v))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!(
+                "server/discover names no version the bridge speaks: {}",
+                result["supportedVersions"]
+            )
+        })?;
+    Ok(InitInfo {
+        protocol_version: version,
+        result,
+    })
+}
+
 /// Keep one shared child running: spawn, handshake, wait for exit, back off, restart; open the
 /// circuit breaker when it keeps failing. Returns (after killing the child) on `shutdown`.
 pub async fn supervise_shared(
@@ -362,6 +415,13 @@ pub async fn supervise_shared(
     let mut failures: u32 = 0;
     let mut recent: VecDeque<Instant> = VecDeque::new();
     let mut last: Option<RestartReason> = None;
+    let mut known: Option<Era> = match spec.era.choice {
+        EraChoice::Auto => None,
+        EraChoice::Legacy => Some(Era::Legacy),
+        EraChoice::Modern => Some(Era::Modern),
+    };
+    // The last verdict came from a probe that timed out (see the module doc).
+    let mut by_timeout = false;
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -371,21 +431,61 @@ pub async fn supervise_shared(
             stats.child_restarted(why);
         }
         upstream.set_status(Status::Starting);
-        let (kind, reason) = match spawn(&spec, &upstream, &stats) {
+        // The probe sibling runs (and is reaped) before the real child starts: two copies of a
+        // server side by side would need twice its memory in a container sized for one
+        // (postgres-mcp: 88 MiB of a 192 MiB limit). The probe costs start-up time once; a
+        // restart reuses the verdict.
+        let probing = known.is_none().then(|| {
+            let spec = spec.clone();
+            tokio::spawn(async move { probe::run(&spec, spec.era.probe_timeout).await })
+        });
+        let era = match (known, probing) {
+            (Some(era), _) => era,
+            (None, Some(task)) => {
+                let (verdict, pid, took) = tokio::select! {
+                    r = task => r.unwrap_or_else(|e| (probe::decide(None, &format!("the probe failed: {e}")), None, Duration::ZERO)),
+                    _ = shutdown.cancelled() => break,
+                };
+                tracing::info!(
+                    era = verdict.era.label(),
+                    answer = %verdict.answer,
+                    probe_pid = pid,
+                    took_ms = took.as_millis() as u64,
+                    "child era decided by the server/discover probe"
+                );
+                by_timeout = verdict.timed_out;
+                // A probe that could not even start the command decides nothing.
+                if pid.is_some() {
+                    known = Some(verdict.era);
+                }
+                verdict.era
+            }
+            (None, None) => unreachable!("a probe runs whenever the era is unknown"),
+        };
+        upstream.set_era(era);
+        let spawned = spawn(&spec, &upstream, &stats);
+        let (kind, reason) = match spawned {
             Err(e) => (
                 RestartReason::StartFailed,
                 format!("cannot start {:?}: {e}", spec.program),
             ),
             Ok(mut running) => {
                 let generation = running.generation;
-                match handshake(&upstream, &mut running, spec.init_timeout).await {
+                let shaken = match era {
+                    Era::Legacy => handshake(&upstream, &mut running, spec.init_timeout).await,
+                    Era::Modern => discover(&upstream, &mut running, spec.init_timeout).await,
+                };
+                match shaken {
                     Err(why) => {
+                        if by_timeout && spec.era.choice == EraChoice::Auto {
+                            known = None;
+                        }
                         running.kill().await;
                         upstream.detach(generation, "failed its handshake");
                         (RestartReason::HandshakeFailed, format!("child {why}"))
                     }
                     Ok(info) => {
-                        tracing::info!(pid = running.pid(), protocol = %info.protocol_version, "child ready");
+                        tracing::info!(pid = running.pid(), protocol = %info.protocol_version, era = era.label(), "child ready");
                         upstream.set_init(info);
                         // Fill the tools/list cache before anyone is served: it bounds the `tool`
                         // metric label and holds the inputSchemas arguments are validated against.
@@ -452,7 +552,10 @@ pub async fn supervise_shared(
 /// Ask the child for tools/list once (cached by `upstream`); a server without tools, or one that
 /// does not answer in time, is served anyway (arguments then go unvalidated).
 pub async fn prefetch_tools(upstream: &Arc<Upstream>, timeout: Duration) {
-    let req = json!({"jsonrpc": "2.0", "id": 0, "method": "tools/list"});
+    let mut req = json!({"jsonrpc": "2.0", "id": 0, "method": "tools/list"});
+    if upstream.era() == Some(Era::Modern) {
+        req["params"] = json!({"_meta": probe::modern_meta()});
+    }
     let Ok(mut h) = upstream.send_request(None, req, true) else {
         return;
     };

@@ -2,6 +2,10 @@
 //! endpoints (`/healthz`, `/readyz`, `/metrics`).
 //!
 //! Owns request parsing, status codes and headers only; every MCP decision is `App::handle`'s.
+//! One era rule lives here, because it is about which endpoint a client may use at all: when the
+//! child speaks only 2026-07-28 (`probe`), a legacy `initialize` on `/mcp` is 400 with −32022
+//! naming the child's versions, and `GET /sse` is 400 with a plain reason (counted in
+//! `mcp_bridge_era_refused_total`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +29,7 @@ use super::app::{pump, App, Outcome};
 use super::guard::{self, ClientKey};
 use super::jsonrpc;
 use super::sse;
-use super::stats::{self, CloseReason, ErrorType, Transport};
+use super::stats::{self, CloseReason, Era, EraRefusal, ErrorType, Transport};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -437,9 +441,27 @@ fn unavailable(app: &App, mut r: Response) -> Response {
     r
 }
 
+/// The shared child, when it speaks only 2026-07-28 (waits, bounded, while the probe runs).
+async fn modern_child(app: &App) -> Option<&Arc<super::upstream::Upstream>> {
+    let up = app.shared.as_ref()?;
+    (up.wait_era(app.cfg.child.init_timeout).await == Some(Era::Modern)).then_some(up)
+}
+
 // ---- legacy HTTP+SSE (2024-11-05) ----
 
 async fn sse_open(State(app): State<Arc<App>>, Extension(who): Extension<Who>) -> Response {
+    if let Some(up) = modern_child(&app).await {
+        app.stats.era_refused(EraRefusal::Sse);
+        refused(&app, Instant::now(), ErrorType::BadRequest);
+        return plain(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "Bad Request: this service speaks only MCP {} (its server is a 2026-07-28 stdio server); the legacy HTTP+SSE transport is not offered: use POST /mcp with a 2026-07-28 client (params._meta[\"{}\"] and the MCP-Protocol-Version header on every request, no initialize)",
+                up.supported_versions().join(", "),
+                super::modern::META_VERSION
+            ),
+        );
+    }
     let session = match app.open_session(Transport::Sse, who.0).await {
         Ok(s) => s,
         Err(e) => return unavailable(&app, plain(StatusCode::SERVICE_UNAVAILABLE, &e.message)),
@@ -605,6 +627,19 @@ async fn mcp_post(
     }
     let is_init =
         jsonrpc::kind(&msg) == jsonrpc::Kind::Request && jsonrpc::method(&msg) == "initialize";
+    if is_init && header_str(&headers, SESSION_HEADER).is_none() {
+        if let Some(up) = modern_child(&app).await {
+            app.stats.era_refused(EraRefusal::Initialize);
+            app.stats.record(
+                stats::method_label("initialize"),
+                "",
+                Duration::ZERO,
+                Some(ErrorType::BadRequest),
+            );
+            let v = super::modern::legacy_refusal(up, msg["id"].clone());
+            return (StatusCode::BAD_REQUEST, axum::Json(v)).into_response();
+        }
+    }
     let (session, created) = if header_str(&headers, SESSION_HEADER).is_none() && is_init {
         match app
             .open_session(Transport::StreamableHttp, who.0.clone())

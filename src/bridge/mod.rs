@@ -19,6 +19,7 @@ pub mod jwt;
 // pub(crate): mcpctl's client (`crate::mcp::modern`) speaks the same wire constants.
 pub(crate) mod modern;
 mod policy;
+mod probe;
 mod schema;
 mod sse;
 mod stats;
@@ -48,6 +49,10 @@ pub struct Options {
     pub hung_after: u64,
     pub drain_timeout: u64,
     pub init_timeout: u64,
+    /// What the stdio server speaks (`--child-era`).
+    pub child_era: EraChoice,
+    /// Seconds the auto probe waits for `server/discover` (`--era-probe-timeout`).
+    pub era_probe_timeout: f64,
     /// Every file here becomes an environment variable of the child.
     pub secrets_dir: std::path::PathBuf,
     pub token_file: Option<std::path::PathBuf>,
@@ -78,6 +83,7 @@ pub struct Options {
 
 pub use app::SessionModel;
 pub use healthcheck::{run as healthcheck, Probe};
+pub use probe::EraChoice;
 
 /// Serve until SIGTERM (then drain).
 pub fn run(args: Options) -> anyhow::Result<()> {
@@ -123,6 +129,10 @@ pub fn run(args: Options) -> anyhow::Result<()> {
             env,
             init_timeout: secs(args.init_timeout.max(1)),
             hung_after: secs(args.hung_after.max(1)),
+            era: probe::EraSettings {
+                choice: args.child_era,
+                probe_timeout: Duration::from_secs_f64(args.era_probe_timeout.clamp(0.001, 3600.0)),
+            },
         },
         model: args.session_model,
         keepalive: secs(args.keepalive.max(1)),

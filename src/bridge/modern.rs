@@ -14,6 +14,18 @@
 //! Must not: open sessions or mint `Mcp-Session-Id`, spawn children, or talk to a per-session
 //! child (per-session services keep per-client state that a stateless request cannot name; they
 //! answer modern requests with a non-modern error, so dual-era clients fall back to `initialize`).
+//!
+//! A MODERN child (the era probe, `probe`, found one that speaks 2026-07-28) is served natively
+//! instead ([`native`]): after the same checks (headers, `_meta`, the 2026-07-28 method set; the
+//! `-32022` list is then the child's `supportedVersions`) a request goes to the child as the
+//! client wrote it, through `App::handle` (tool policy, argument validation, id and token
+//! remapping, metrics, audit), and the child's reply comes back as it wrote it: no stamping, no
+//! `_meta` stripping, `input_required` results and `requestState` retries pass through (the child
+//! is stateless, so a retry may even land on another replica). `server/discover` is the child's
+//! own answer. `subscriptions/listen` is one long-lived request at the child; `upstream` routes
+//! the notifications tagged with its subscription id back to it; closing the stream cancels it
+//! at the child (`notifications/cancelled`), as any call whose client went away. Legacy clients
+//! are refused, never translated ([`legacy_refusal`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -131,6 +143,8 @@ pub struct Modern {
     in_flight: Arc<AtomicUsize>,
     next: AtomicU64,
     listeners: Mutex<HashMap<u64, Listener>>,
+    /// Open `subscriptions/listen` streams relayed from a modern child.
+    native_listeners: Arc<AtomicUsize>,
 }
 
 struct Listener {
@@ -197,7 +211,7 @@ impl Modern {
 
     /// Open `subscriptions/listen` streams (gauge).
     pub fn listeners(&self) -> usize {
-        self.listeners.lock_ignore_poison().len()
+        self.listeners.lock_ignore_poison().len() + self.native_listeners.load(Ordering::Relaxed)
     }
 
     /// A notification the child sent to everyone (`list_changed`): to every listener that opted
@@ -636,8 +650,22 @@ pub async fn serve(app: Arc<App>, who: Arc<str>, headers: HeaderMap, msg: Value)
             ErrorType::BadRequest,
         );
     };
+    let native = up.wait_era(app.cfg.child.init_timeout).await == Some(Era::Modern);
     let checked = match check(&headers, &msg) {
         Ok(c) => c,
+        // A modern child names its own versions; a legacy version gets no "send initialize".
+        Err(r)
+            if native && (r.code == UNSUPPORTED_VERSION || r.code == jsonrpc::INVALID_REQUEST) =>
+        {
+            let requested = msg["params"]["_meta"][META_VERSION].clone();
+            let mut r = Refusal::new(
+                StatusCode::BAD_REQUEST,
+                UNSUPPORTED_VERSION,
+                "Unsupported protocol version",
+            );
+            r.data = Some(json!({"supported": up.supported_versions(), "requested": requested}));
+            return refuse(r, ErrorType::BadRequest);
+        }
         Err(r) => return refuse(r, ErrorType::BadRequest),
     };
     if let Some((_, why)) = REMOVED.iter().find(|(m, _)| *m == method) {
@@ -674,6 +702,9 @@ pub async fn serve(app: Arc<App>, who: Arc<str>, headers: HeaderMap, msg: Value)
         return overloaded(&app, &msg, t0, "bridge is shutting down");
     }
     let cap = app.cfg.max_sessions;
+    if native {
+        return self::native(app, who, up, headers, msg, checked, t0).await;
+    }
     if method == "subscriptions/listen" {
         return listen(&app, &up, &headers, msg, t0).await;
     }
@@ -747,6 +778,207 @@ pub async fn serve(app: Arc<App>, who: Arc<str>, headers: HeaderMap, msg: Value)
             }
         }
     }
+}
+
+/// The answer to a legacy client's `initialize` when the child speaks only 2026-07-28: −32022 with
+/// the child's versions, and what to do (the spec: a modern-only server names its versions in
+/// any error to `initialize`, as legacy clients have no other diagnostic).
+pub fn legacy_refusal(up: &Upstream, id: Value) -> Value {
+    let supported = up.supported_versions();
+    let mut v = jsonrpc::error(
+        id,
+        UNSUPPORTED_VERSION,
+        format!(
+            "Unsupported protocol version: this service speaks only MCP {} (its server is a 2026-07-28 stdio server, which has no initialize); use a 2026-07-28 client: POST /mcp without initialize, each request carrying params._meta[\"{META_VERSION}\"] and the MCP-Protocol-Version header",
+            supported.join(", ")
+        ),
+    );
+    v["error"]["data"] = json!({"supported": supported});
+    v
+}
+
+/// A modern request to a modern child (checked already): forwarded as written, answered as the
+/// child answered (see the module doc).
+async fn native(
+    app: Arc<App>,
+    who: Arc<str>,
+    up: Arc<Upstream>,
+    headers: HeaderMap,
+    msg: Value,
+    checked: Checked,
+    t0: Instant,
+) -> Response {
+    let method = jsonrpc::method(&msg).to_string();
+    let id = msg["id"].clone();
+    if method == "subscriptions/listen" {
+        return native_listen(&app, up, &headers, msg, t0).await;
+    }
+    let cap = app.cfg.max_sessions;
+    let Some(slot) = app.modern.try_slot(cap) else {
+        return overloaded(
+            &app,
+            &msg,
+            t0,
+            &format!("{cap} stateless requests are in flight already (--max-sessions)"),
+        );
+    };
+    let n = app.modern.next.fetch_add(1, Ordering::Relaxed);
+    let session = Session::stateless(format!("modern-{n}").into(), who, up);
+    let want_stream = accepts_sse(&headers)
+        && (checked.log_min.is_some() || msg["params"]["_meta"].get("progressToken").is_some());
+    match app.handle(&session, msg).await {
+        Outcome::Accepted => StatusCode::ACCEPTED.into_response(),
+        Outcome::Reply(v) => json_response(reply_status(&v), v),
+        Outcome::Forwarded(call) if want_stream => {
+            let (frames, resp) = sse::response(
+                app.cfg.keepalive,
+                app.stats.clone(),
+                app.shutdown.clone(),
+                &[],
+            );
+            let span =
+                tracing::info_span!("mcp", era = "modern", child = "modern", method = %method);
+            tokio::spawn(relay_native(call, frames, slot).instrument(span));
+            resp
+        }
+        Outcome::Forwarded(mut call) => match call.response().await {
+            Some(v) => {
+                drop(slot);
+                json_response(reply_status(&v), v)
+            }
+            None => json_response(
+                StatusCode::OK,
+                jsonrpc::error(
+                    id,
+                    jsonrpc::CHILD_UNAVAILABLE,
+                    "the request was not completed; retry",
+                ),
+            ),
+        },
+    }
+}
+
+/// Everything the child sends for one call (its progress and log notifications, then its
+/// response), verbatim, on the request's SSE stream; ends early when the client goes away.
+async fn relay_native(mut call: Call, out: sse::Frames, _slot: Slot) {
+    loop {
+        let d = tokio::select! {
+            biased;
+            d = call.recv() => d,
+            _ = out.closed() => return,
+        };
+        let (msg, last) = match d {
+            Some(Delivery::Notification(m)) => (m, false),
+            Some(Delivery::Response(v)) => (v, true),
+            None => return,
+        };
+        match tokio::time::timeout(SLOW_CONSUMER_AFTER, out.send(sse::message(&msg))).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// Counts one open native listen stream while alive.
+struct NativeListener(Arc<AtomicUsize>);
+impl Drop for NativeListener {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `subscriptions/listen` at a modern child: one long-lived request whose notifications (tagged
+/// with its subscription id, routed back by `upstream`) and final result are relayed verbatim.
+/// The client closing the stream cancels it at the child; the bridge stopping ends it with the
+/// closing result the spec describes (the child is stopped with the bridge). Not counted as a
+/// request in flight: an open subscription must not hold up a drain.
+async fn native_listen(
+    app: &Arc<App>,
+    up: Arc<Upstream>,
+    headers: &HeaderMap,
+    msg: Value,
+    t0: Instant,
+) -> Response {
+    let method = "subscriptions/listen";
+    let id = msg["id"].clone();
+    let record = |error: Option<ErrorType>| {
+        app.stats
+            .record(stats::method_label(method), "", t0.elapsed(), error)
+    };
+    if !accepts_sse(headers) {
+        record(Some(ErrorType::BadRequest));
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::error(
+                id,
+                jsonrpc::INVALID_PARAMS,
+                "Invalid params: subscriptions/listen answers with a stream: send Accept: text/event-stream",
+            ),
+        );
+    }
+    let cap = app.cfg.max_sessions;
+    if app.modern.listeners() >= cap {
+        return overloaded(
+            app,
+            &msg,
+            t0,
+            &format!("{cap} subscriptions/listen streams are open already (--max-sessions)"),
+        );
+    }
+    if let Err(e) = up.wait_ready(app.cfg.child.init_timeout).await {
+        record(Some(ErrorType::ChildExited));
+        return json_response(StatusCode::OK, e.to_response(id));
+    }
+    let n = app.modern.next.fetch_add(1, Ordering::Relaxed);
+    let session: Arc<str> = format!("modern-{n}").into();
+    let mut call = match up.send_request(Some(session), msg, false) {
+        Ok(h) => h,
+        Err(e) => {
+            record(Some(ErrorType::ChildExited));
+            return json_response(StatusCode::OK, e.to_response(id));
+        }
+    };
+    record(None);
+    app.modern.native_listeners.fetch_add(1, Ordering::AcqRel);
+    let counted = NativeListener(app.modern.native_listeners.clone());
+    let (frames, resp) = sse::response(
+        app.cfg.keepalive,
+        app.stats.clone(),
+        CancellationToken::new(),
+        &[],
+    );
+    let app = app.clone();
+    tokio::spawn(async move {
+        let _counted = counted;
+        loop {
+            let d = tokio::select! {
+                d = call.recv() => d,
+                _ = frames.closed() => return, // dropping `call` cancels it at the child
+                _ = app.shutdown.cancelled() => {
+                    let done = json!({"jsonrpc": "2.0", "id": id.clone(),
+                        "result": {"resultType": "complete", "_meta": {META_SUBSCRIPTION: id}}});
+                    let _ = frames.try_send(sse::message(&done));
+                    return;
+                }
+            };
+            let (m, last) = match d {
+                Some(Delivery::Notification(m)) => (m, false),
+                Some(Delivery::Response(v)) => (v, true),
+                None => return,
+            };
+            match tokio::time::timeout(SLOW_CONSUMER_AFTER, frames.send(sse::message(&m))).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+            if last {
+                return;
+            }
+        }
+    });
+    resp
 }
 
 /// How long a frame may wait for a client that stopped reading its response stream.
@@ -1215,6 +1447,30 @@ mod tests {
             m.listeners(),
             1,
             "the listener that stopped reading is gone"
+        );
+    }
+
+    #[test]
+    fn a_legacy_client_of_a_modern_child_is_told_the_versions_and_what_to_do() {
+        let up = Upstream::new(
+            true,
+            None,
+            Arc::new(|_| {}),
+            Arc::new(stats::Stats::default()),
+            Arc::new(super::super::policy::ToolPolicy::All),
+        );
+        up.set_init(super::super::upstream::InitInfo {
+            protocol_version: "2026-07-28".into(),
+            result: json!({"supportedVersions": ["2026-07-28"], "capabilities": {}}),
+        });
+        let v = legacy_refusal(&up, json!(1));
+        assert_eq!(v["id"], 1);
+        assert_eq!(v["error"]["code"], UNSUPPORTED_VERSION);
+        assert_eq!(v["error"]["data"]["supported"], json!(["2026-07-28"]));
+        let text = v["error"]["message"].as_str().unwrap();
+        assert!(
+            text.contains("2026-07-28 client") && text.contains(META_VERSION),
+            "{text}"
         );
     }
 

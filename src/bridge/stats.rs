@@ -136,6 +136,24 @@ impl Era {
     }
 }
 
+/// Why a legacy client was refused by a bridge whose child speaks only 2026-07-28
+/// (`mcp_bridge_era_refused_total{reason}`): `initialize` on `/mcp`, or `GET /sse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EraRefusal {
+    Initialize,
+    Sse,
+}
+
+impl EraRefusal {
+    pub const ALL: [EraRefusal; 2] = [EraRefusal::Initialize, EraRefusal::Sse];
+    pub fn label(self) -> &'static str {
+        match self {
+            EraRefusal::Initialize => "initialize",
+            EraRefusal::Sse => "sse",
+        }
+    }
+}
+
 /// Why the shared child was restarted (`mcp_bridge_child_restarts_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartReason {
@@ -258,6 +276,11 @@ pub struct Stats {
     /// Stateless (modern) requests being served and open listen streams (set before each render).
     pub modern_in_flight: AtomicI64,
     pub modern_listeners: AtomicI64,
+    /// The era the child speaks (`Era`): 1 for the current one, 0 for the other (both 0 until
+    /// the probe has decided).
+    pub child_era: [AtomicI64; 2],
+    /// Legacy clients refused because the child speaks only 2026-07-28 (`EraRefusal`).
+    pub era_refused: [AtomicU64; 2],
     requests: Mutex<RequestsCell>,
     /// `tools/call`s refused by the tool policy, by `tool` label (see [`Stats::denied_label`]).
     tools_denied: Mutex<BTreeMap<String, u64>>,
@@ -291,6 +314,14 @@ impl Stats {
     }
     pub fn overloaded(&self, e: Era) {
         self.overloaded_by_era[e as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn set_child_era(&self, e: Era) {
+        for x in Era::ALL {
+            self.child_era[x as usize].store(i64::from(x == e), Ordering::Relaxed);
+        }
+    }
+    pub fn era_refused(&self, r: EraRefusal) {
+        self.era_refused[r as usize].fetch_add(1, Ordering::Relaxed);
     }
     pub fn child_restarted(&self, r: RestartReason) {
         self.child_restarts[r as usize].fetch_add(1, Ordering::Relaxed);
@@ -597,6 +628,18 @@ impl Collector for Scrape {
             "Requests refused with 503 for capacity, by era: legacy at --max-sessions sessions, modern at --max-sessions stateless requests (or listen streams) at once.",
             Era::ALL.map(|x| ([("era", x.label())], c(&st.overloaded_by_era[x as usize]))),
         )?;
+        gauges(
+            e,
+            "mcp_bridge_child_era",
+            "The protocol era the child speaks: 1 for legacy (initialize-based) or modern (2026-07-28, served natively), 0 for the other; both 0 while the era probe runs.",
+            Era::ALL.map(|x| ([("era", x.label())], g(&st.child_era[x as usize]))),
+        )?;
+        counters(
+            e,
+            "mcp_bridge_era_refused_total",
+            "Legacy clients refused because the child speaks only 2026-07-28, by reason: initialize (POST /mcp, 400 -32022) or sse (GET /sse, 400).",
+            EraRefusal::ALL.map(|x| ([("reason", x.label())], c(&st.era_refused[x as usize]))),
+        )?;
         gauge(
             e,
             "mcp_bridge_modern_in_flight",
@@ -745,6 +788,8 @@ mod tests {
         ("mcp_bridge_audit_dropped_total", "counter", &[]),
         ("mcp_bridge_era_requests_total", "counter", &["era"]),
         ("mcp_bridge_overloaded_total", "counter", &["era"]),
+        ("mcp_bridge_child_era", "gauge", &["era"]),
+        ("mcp_bridge_era_refused_total", "counter", &["reason"]),
         ("mcp_bridge_modern_in_flight", "gauge", &[]),
         ("mcp_bridge_modern_listeners", "gauge", &[]),
         ("mcp_bridge_inflight_bytes", "gauge", &[]),

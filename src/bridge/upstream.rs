@@ -9,6 +9,12 @@
 //! becomes `mcpctl-<that id>`, so twenty sessions that all use ids 1..200 and the same tokens never
 //! collide at the child, and each reply or progress notification finds its way back to exactly one
 //! caller. The same remapping runs in per-session mode (harmless, one code path).
+//!
+//! A modern (2026-07-28) child, served natively, follows the same rules, plus one: a
+//! `subscriptions/listen` is a long-lived request, and the child tags every notification of that
+//! subscription (and its closing result) with `_meta["io.modelcontextprotocol/subscriptionId"]`,
+//! the listen request's id, which is the child-side id here: such a notification goes to that
+//! request's caller with the subscription id put back to the caller's own id.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -21,12 +27,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::jsonrpc::{self, Kind};
 use super::policy::ToolPolicy;
-use super::stats::Stats;
+use super::stats::{Era, Stats};
 use crate::locks::MutexExt;
 
 pub type SessionId = Arc<str>;
 
 const TOKEN_PREFIX: &str = "mcpctl-";
+const META_SUBSCRIPTION: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// Bytes that may wait in a child's stdin queue. A child that stops reading its input (stopped,
 /// deadlocked, busy) makes new requests fail at once with "not reading its input" instead of
@@ -191,6 +198,8 @@ pub struct Upstream {
     epoch: Instant,
     last_output_ms: AtomicI64,
     status: watch::Sender<Status>,
+    /// The child's era, once known (`probe`); `None` while the probe runs.
+    era: watch::Sender<Option<Era>>,
     inner: Mutex<Inner>,
     pub restarts: AtomicU64,
 }
@@ -298,6 +307,7 @@ impl Upstream {
             epoch: Instant::now(),
             last_output_ms: AtomicI64::new(0),
             status: watch::Sender::new(Status::Starting),
+            era: watch::Sender::new(None),
             inner: Mutex::new(Inner::default()),
             restarts: AtomicU64::new(0),
         })
@@ -317,6 +327,35 @@ impl Upstream {
                 .store(i64::from(s == Status::Ready), Ordering::Relaxed);
         }
         self.status.send_replace(s);
+    }
+    /// The era the child speaks, once known.
+    pub fn era(&self) -> Option<Era> {
+        *self.era.borrow()
+    }
+    pub fn set_era(&self, era: Era) {
+        if self.shared {
+            self.stats.set_child_era(era);
+        }
+        self.era.send_replace(Some(era));
+    }
+    /// Wait (bounded) until the child's era is known.
+    pub async fn wait_era(&self, timeout: Duration) -> Option<Era> {
+        let mut rx = self.era.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await;
+        let era = *rx.borrow();
+        era
+    }
+    /// The versions a modern child named in its `server/discover` result (empty until known).
+    pub fn supported_versions(&self) -> Vec<String> {
+        self.init_info()
+            .and_then(|i| {
+                i.result["supportedVersions"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
     }
     pub fn init_info(&self) -> Option<Arc<InitInfo>> {
         self.lock().init.clone()
@@ -354,11 +393,15 @@ impl Upstream {
         (oldest > after && self.since_last_output() > after).then_some(oldest)
     }
 
-    /// Whether the child answers a `ping` within `timeout`. Any answer counts (a server without
-    /// `ping` still answers −32601); an error the bridge made up because the child died does
-    /// not, hence the status check.
+    /// Whether the child answers a `ping` (a modern child: `server/discover` with the modern
+    /// `_meta`, since 2026-07-28 removed `ping`) within `timeout`. Any answer counts (a server
+    /// without `ping` still answers −32601); an error the bridge made up because the child died
+    /// does not, hence the status check.
     pub async fn answers_ping(self: &Arc<Self>, timeout: Duration) -> bool {
-        let ping = json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
+        let ping = match self.era() {
+            Some(Era::Modern) => super::probe::discover_request(0),
+            _ => json!({"jsonrpc": "2.0", "id": 0, "method": "ping"}),
+        };
         match self.send_request(None, ping, false) {
             Ok(mut h) => {
                 matches!(
@@ -650,6 +693,16 @@ impl Upstream {
         }) else {
             return; // cancelled meanwhile: the caller is gone
         };
+        // The closing result of a native `subscriptions/listen` names its subscription.
+        if let Some(sub) = msg
+            .get_mut("result")
+            .and_then(|r| r.get_mut("_meta"))
+            .and_then(|m| m.get_mut(META_SUBSCRIPTION))
+        {
+            if sub.as_u64() == Some(id) {
+                *sub = p.orig_id.clone();
+            }
+        }
         msg["id"] = p.orig_id;
         let _ = p.tx.send(Delivery::Response(msg));
     }
@@ -677,6 +730,29 @@ impl Upstream {
 
     fn on_notification(&self, mut msg: Value) {
         let method = jsonrpc::method(&msg).to_string();
+        if method == "notifications/tools/list_changed" {
+            let mut g = self.lock();
+            g.tools_epoch += 1;
+            g.tools_cache = None;
+            g.tool_schemas = None;
+        }
+        // A notification of a native `subscriptions/listen` (modern child): to that listener.
+        let sub = msg
+            .get("params")
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get(META_SUBSCRIPTION))
+            .and_then(Value::as_u64);
+        if let Some(sub) = sub {
+            let g = self.lock();
+            if let Some(p) = g.pending.get(&sub) {
+                msg["params"]["_meta"][META_SUBSCRIPTION] = p.orig_id.clone();
+                p.notify(msg);
+                return;
+            }
+            // Its listener is gone (the child has not yet seen the cancellation).
+            tracing::debug!(%method, sub, "notification of a closed subscription; dropped");
+            return;
+        }
         if method == "notifications/progress" {
             let token = msg["params"]["progressToken"]
                 .as_str()
@@ -690,12 +766,6 @@ impl Upstream {
             return;
         }
         if method.ends_with("/list_changed") {
-            if method == "notifications/tools/list_changed" {
-                let mut g = self.lock();
-                g.tools_epoch += 1;
-                g.tools_cache = None;
-                g.tool_schemas = None;
-            }
             match (&self.owner, self.shared) {
                 (Some(owner), false) => (self.sink)(Route::Session(owner.clone(), msg)),
                 _ => (self.sink)(Route::Broadcast(msg)),
@@ -940,6 +1010,122 @@ mod tests {
             routed.lock().unwrap().as_slice(),
             ["*:\"notifications/tools/list_changed\""]
         );
+    }
+
+    #[tokio::test]
+    async fn subscription_notifications_go_to_their_listener_with_its_own_id() {
+        let (up, mut rx, routed) = upstream(true);
+        let listen = |id: Value| {
+            json!({"jsonrpc":"2.0","id":id,"method":"subscriptions/listen","params":{
+                "notifications":{"toolsListChanged":true}}})
+        };
+        // Two listeners whose clients both chose id 7, and one other call.
+        let mut a = up
+            .send_request(Some("a".into()), listen(json!(7)), false)
+            .unwrap();
+        let sub_a = sent(&mut rx)["id"].clone();
+        let mut b = up
+            .send_request(Some("b".into()), listen(json!(7)), false)
+            .unwrap();
+        let sub_b = sent(&mut rx)["id"].clone();
+        assert_ne!(sub_a, sub_b, "the child sees two subscriptions");
+        let tagged = |method: &str, sub: &Value| {
+            json!({"jsonrpc":"2.0","method":method,"params":{
+                "_meta":{META_SUBSCRIPTION: sub}, "notifications":{"toolsListChanged":true}}})
+            .to_string()
+        };
+        up.on_line(
+            1,
+            tagged("notifications/subscriptions/acknowledged", &sub_a).as_bytes(),
+        );
+        up.on_line(
+            1,
+            tagged("notifications/tools/list_changed", &sub_b).as_bytes(),
+        );
+        // A subscription that no longer exists, and an untagged list_changed (broadcast).
+        up.on_line(
+            1,
+            tagged("notifications/tools/list_changed", &json!(999)).as_bytes(),
+        );
+        up.on_line(
+            1,
+            br#"{"jsonrpc":"2.0","method":"notifications/prompts/list_changed"}"#,
+        );
+        let note = |d: Option<Delivery>| match d {
+            Some(Delivery::Notification(v)) => v,
+            other => panic!("{other:?}"),
+        };
+        let got = note(a.recv().await);
+        assert_eq!(got["method"], "notifications/subscriptions/acknowledged");
+        assert_eq!(got["params"]["_meta"][META_SUBSCRIPTION], 7);
+        let got = note(b.recv().await);
+        assert_eq!(got["method"], "notifications/tools/list_changed");
+        assert_eq!(got["params"]["_meta"][META_SUBSCRIPTION], 7);
+        assert!(a.rx.try_recv().is_err() && b.rx.try_recv().is_err());
+        assert_eq!(
+            routed.lock().unwrap().as_slice(),
+            ["*:\"notifications/prompts/list_changed\""],
+            "only the untagged notification is broadcast"
+        );
+        // The closing result names the client's subscription id.
+        up.on_line(
+            1,
+            json!({"jsonrpc":"2.0","id":sub_a,"result":{"resultType":"complete",
+                "_meta":{META_SUBSCRIPTION: sub_a}}})
+            .to_string()
+            .as_bytes(),
+        );
+        match a.recv().await {
+            Some(Delivery::Response(v)) => {
+                assert_eq!(v["id"], 7);
+                assert_eq!(v["result"]["_meta"][META_SUBSCRIPTION], 7);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A client that closes its stream cancels the subscription at the child.
+        drop(b);
+        let c = sent(&mut rx);
+        assert_eq!(
+            (c["method"].clone(), c["params"]["requestId"].clone()),
+            (json!("notifications/cancelled"), sub_b)
+        );
+        assert_eq!(up.pending_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_liveness_check_of_a_modern_child_is_server_discover_never_ping() {
+        for (era, method) in [(Era::Legacy, "ping"), (Era::Modern, "server/discover")] {
+            let (up, mut rx, _) = upstream(true);
+            up.set_era(era);
+            up.set_status(Status::Ready);
+            let check = tokio::spawn({
+                let up = up.clone();
+                async move { up.answers_ping(Duration::from_secs(5)).await }
+            });
+            let m = loop {
+                if let Ok(line) = rx.rx.try_recv() {
+                    rx.written(line.len());
+                    break serde_json::from_slice::<Value>(&line).unwrap();
+                }
+                tokio::task::yield_now().await;
+            };
+            assert_eq!(m["method"], method);
+            if era == Era::Modern {
+                let meta = &m["params"]["_meta"];
+                assert_eq!(
+                    meta["io.modelcontextprotocol/protocolVersion"],
+                    "2026-07-28"
+                );
+                assert!(meta["io.modelcontextprotocol/clientCapabilities"].is_object());
+            }
+            up.on_line(
+                1,
+                json!({"jsonrpc":"2.0","id":m["id"],"result":{}})
+                    .to_string()
+                    .as_bytes(),
+            );
+            assert!(check.await.unwrap(), "{method} answered");
+        }
     }
 
     #[tokio::test]

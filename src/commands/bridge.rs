@@ -40,6 +40,17 @@ pub struct BridgeArgs {
     /// How long the child may take to answer initialize.
     #[arg(long, default_value_t = 30)]
     pub init_timeout: u64,
+    /// The MCP era the stdio server speaks. auto: at start a sibling process of the same command
+    /// is asked `server/discover` (the real child is sent nothing until the answer) — a
+    /// 2026-07-28 answer makes it modern, anything else legacy; legacy: initialize it once and
+    /// translate 2026-07-28 requests onto it; modern: serve 2026-07-28 natively and refuse legacy
+    /// clients (−32022 naming the supported versions). per_session children are always legacy.
+    #[arg(long, env = "MCPCTL_BRIDGE_CHILD_ERA", value_enum, default_value_t = ChildEraArg::Auto)]
+    pub child_era: ChildEraArg,
+    /// How long the auto probe waits for the sibling's `server/discover` answer before the server
+    /// counts as legacy (seconds, fractions allowed). Raise it for a modern server that starts slowly.
+    #[arg(long, env = "MCPCTL_BRIDGE_ERA_PROBE_TIMEOUT", default_value_t = 5.0, value_parser = probe_timeout)]
+    pub era_probe_timeout: f64,
     /// Every file here becomes an environment variable of the child, named after the file (one
     /// trailing newline dropped). mcpctl mounts secrets here, so values never appear in the
     /// container's configuration (`docker inspect`) or in logs. A missing directory means none.
@@ -142,9 +153,37 @@ pub struct BridgeArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum BridgeAction {
-    /// Probe a bridge on loopback: GET /readyz (3 s timeout); --mcp also runs initialize + tools/list.
+    /// Probe a bridge on loopback: GET /readyz (3 s timeout); --mcp also lists tools over MCP.
     /// Exit 0 healthy, 1 not. Used as the Docker HEALTHCHECK (needs no shell).
     Healthcheck(HealthcheckArgs),
+}
+
+/// `--child-era` ([`bridge::EraChoice`]).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildEraArg {
+    /// Probe a sibling process with `server/discover`.
+    Auto,
+    /// An initialize-based server (MCP 2025-11-25 and earlier).
+    Legacy,
+    /// A 2026-07-28 server, served natively.
+    Modern,
+}
+
+impl From<ChildEraArg> for bridge::EraChoice {
+    fn from(e: ChildEraArg) -> Self {
+        match e {
+            ChildEraArg::Auto => Self::Auto,
+            ChildEraArg::Legacy => Self::Legacy,
+            ChildEraArg::Modern => Self::Modern,
+        }
+    }
+}
+
+fn probe_timeout(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(s),
+        _ => Err(format!("{v:?} is not a number of seconds in (0, 3600]")),
+    }
 }
 
 /// `--session-model` ([`SessionModel`]).
@@ -198,6 +237,8 @@ pub fn run(args: BridgeArgs) -> anyhow::Result<ExitCode> {
         hung_after: args.hung_after,
         drain_timeout: args.drain_timeout,
         init_timeout: args.init_timeout,
+        child_era: args.child_era.into(),
+        era_probe_timeout: args.era_probe_timeout,
         secrets_dir: args.secrets_dir,
         token_file: args.token_file,
         auth_file: args.auth_file,

@@ -73,10 +73,21 @@ class Bridge:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def spawned_pids(self) -> list[int]:
+    def all_spawned_pids(self) -> list[int]:
+        """Every process that ran the server command: children and era-probe siblings."""
         if not self.spawn_log.exists():
             return []
         return [int(x) for x in self.spawn_log.read_text().split()]
+
+    def probe_pids(self) -> list[int]:
+        """The era-probe siblings (`--child-era auto`: the same command started once more to be
+        asked `server/discover`), from the bridge's "child era decided" log lines."""
+        return [int(x) for x in re.findall(r'probe_pid[=":]+(\d+)', self.log_text())]
+
+    def spawned_pids(self) -> list[int]:
+        """The children (probe siblings left out: the era is decided before the child is ready)."""
+        probes = set(self.probe_pids())
+        return [p for p in self.all_spawned_pids() if p not in probes]
 
     def readyz(self) -> tuple[int, dict]:
         r = httpx.get(self.base + "/readyz", timeout=10)
@@ -93,7 +104,7 @@ class Bridge:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-        for pid in self.spawned_pids():
+        for pid in self.all_spawned_pids():
             if pid_alive(pid):
                 try:
                     os.kill(pid, signal.SIGCONT)
