@@ -668,10 +668,12 @@ pub async fn fetch(
         let Some(port) = svc.port else { continue };
         let base = format!("http://{host}:{port}");
         let r: anyhow::Result<Listing> = async {
-            let mut s = crate::mcp::Session::connect_with(
+            // Auto, as a 2026-07-28 client finds it (the tools are the same in both eras).
+            let mut s = crate::mcp::Session::connect_mode(
                 &base,
                 svc.transport.unwrap_or(m.litellm.transport),
                 &opts,
+                crate::mcp::Mode::Auto,
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -447,13 +447,38 @@ fn clean_soak_passes_with_figures() {
         );
         assert!(s["coverage"]["checks"].as_u64().unwrap() >= 2);
         assert_eq!(s["coverage_ratio"], 1.0);
-        // The load held 2 sessions per service: the bridge saw them, and after the load they
-        // went back to the baseline.
-        assert!(s["sessions_peak"].as_f64().unwrap() >= 2.0, "{s}");
+        // The load held 2 sessions per service: the bridge saw the legacy one (the second is an
+        // auto-mode client the bridge serves stateless, over /mcp even for the SSE service),
+        // and after the load they went back to the baseline.
+        assert!(s["sessions_peak"].as_f64().unwrap() >= 1.0, "{s}");
         assert_eq!(s["leak"]["judged"], true, "{s}");
         assert_eq!(s["leak"]["leaked"], false, "{s}");
+        assert!(
+            s["leak"]["legacy_sessions_opened"].as_u64().unwrap() > 0,
+            "{s}"
+        );
         assert_eq!(slo(&r, "p95", svc), "pass");
     }
+    // Both eras on every service: legacy sessions over the service's transport (SSE for a,
+    // Streamable HTTP for b) alternate with auto-mode clients on /mcp, which the bridge answers
+    // in 2026-07-28.
+    for name in ["a", "b"] {
+        let b = &r["services"][name];
+        assert_eq!(b["auto_era"], "modern", "{b}");
+        for era in ["legacy", "modern"] {
+            let e = &b["eras"][era];
+            assert!(e["calls"].as_u64().unwrap() >= 5, "{era}: {b}");
+            assert_eq!(e["errors"], 0, "{era}: {b}");
+            assert!(e["p95_ms"].as_f64().unwrap() > 0.0, "{era}: {b}");
+        }
+    }
+    assert_eq!(
+        r["totals"]["era_calls"]["legacy"].as_u64().unwrap()
+            + r["totals"]["era_calls"]["modern"].as_u64().unwrap(),
+        r["totals"]["calls"].as_u64().unwrap(),
+        "{}",
+        r["totals"]
+    );
     let tl = r["timeline"].as_array().unwrap();
     assert!(tl.len() >= 4, "a point per second: {}", tl.len());
     if docker {
@@ -470,6 +495,10 @@ fn clean_soak_passes_with_figures() {
     let md = std::fs::read_to_string(report_dir.join("report.md")).unwrap();
     assert!(
         md.contains("PASS") && md.contains("| availability | a |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("## Eras") && md.contains("| b | modern |"),
         "{md}"
     );
     let svg = std::fs::read_to_string(report_dir.join("chart.svg")).unwrap();

@@ -11,6 +11,8 @@
 //! - playwright: navigate to a page, snapshot, click, read the result (issue 9);
 //! - hostile clients (huge and pathological bodies, an SSE session flood, a rebinding Host) are
 //!   refused with 4xx/503, nothing is OOM-killed or restarted, a good client works right after (16);
+//! - both MCP eras: the Python SDK 2.x client in auto mode and pinned to 2026-07-28 against every
+//!   service (tools, one smoke call; per_session refuses the pinned client cleanly) (issue 20);
 //! - monitoring: reports a service this test stopped as unhealthy (issue 9);
 //! - a real Prometheus scraping the stack under a little load: every dashboard query returns one
 //!   series per service, no fallbacks (issue 10).
@@ -20,12 +22,16 @@
 //! whether any failed. Set `MCPCTL_STACK_KEEP=1` to leave the stack running afterwards (and
 //! `MCPCTL_STACK_REUSE=1` to start from it next time instead of from nothing), and
 //! `MCPCTL_STACK_REPORT=<file>` to write the per-service table there as Markdown.
+//! `MCPCTL_STACK_ONLY=<text>` runs only the checks whose name contains it (iterating on one check
+//! with `MCPCTL_STACK_REUSE=1`); the default runs them all.
 
 #[path = "stack/alerting.rs"]
 mod alerting;
 #[path = "stack/api_docs.rs"]
 mod api_docs;
 mod common;
+#[path = "stack/eras.rs"]
+mod eras;
 #[path = "stack/runbooks.rs"]
 mod runbooks;
 
@@ -1236,6 +1242,10 @@ fn main() {
             auth_on_every_port,
         ),
         (
+            "eras: the Python SDK 2.x client, auto and pinned to 2026-07-28, against every service",
+            eras::sdk2_speaks_both_eras_to_every_service,
+        ),
+        (
             "monitoring reports a stopped service unhealthy",
             monitoring_sees_a_stopped_service,
         ),
@@ -1257,8 +1267,13 @@ fn main() {
         ),
         ("soak: 30 s over every service", soak),
     ];
+    let only = std::env::var("MCPCTL_STACK_ONLY").unwrap_or_default();
     let mut failed = Vec::new();
     for (name, check) in checks {
+        if !name.contains(only.as_str()) {
+            eprintln!("skipped {name} (MCPCTL_STACK_ONLY={only})");
+            continue;
+        }
         let r = step(name, || {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&fx)))
         });

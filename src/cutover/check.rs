@@ -15,7 +15,7 @@ use super::compare::{self, excerpt, Difference, Side, SmokeOutcome};
 use super::latency::{self, Figures};
 use super::litellm::{LiteLlm, RestCall};
 use crate::manifest::SmokeStep;
-use crate::mcp::{McpError, Session, Transport};
+use crate::mcp::{McpError, Mode, Session, Transport};
 
 /// The tool name used to provoke "unknown tool" (no server lists it).
 pub const UNKNOWN_TOOL: &str = "mcpctl_cutover_no_such_tool";
@@ -186,13 +186,21 @@ pub async fn run(targets: &[Target], llm: Option<&LiteLlm>, opts: &CheckOptions)
     let mut services = Vec::new();
     for t in targets {
         let (old, new) = tokio::join!(
-            compare::probe(&t.old_base, t.old_transport, None, &t.smoke, opts.timeout),
+            compare::probe(
+                &t.old_base,
+                t.old_transport,
+                None,
+                &t.smoke,
+                opts.timeout,
+                Mode::Legacy
+            ),
             compare::probe(
                 &t.new_base,
                 t.new_transport,
                 t.new_token.as_ref().map(|b| b.expose()),
                 &t.smoke,
-                opts.timeout
+                opts.timeout,
+                Mode::Auto
             ),
         );
         let differences = match &t.tools {

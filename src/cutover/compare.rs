@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::health::gate::schema_digest;
 use crate::manifest::SmokeStep;
-use crate::mcp::{Session, Transport};
+use crate::mcp::{Mode, Session, Transport};
 
 /// One smoke step's outcome on one side.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -57,6 +57,9 @@ impl SmokeOutcome {
 pub struct Side {
     pub url: String,
     pub transport: &'static str,
+    /// The era the side answered in (`legacy`, `modern`); absent when it could not connect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub era: Option<&'static str>,
     /// Why nothing could be listed (connect, initialize or tools/list failed).
     pub error: Option<String>,
     /// Tool name → 8-hex hash of its input schema (canonical JSON).
@@ -101,13 +104,15 @@ pub fn excerpt(s: &str) -> String {
     }
 }
 
-/// Connect to `base`, list tools and run every smoke step, each request bounded by `timeout`.
+/// Connect to `base` in `mode`, list tools and run every smoke step, each request bounded by
+/// `timeout`.
 pub async fn probe(
     base: &str,
     transport: Transport,
     token: Option<&str>,
     smoke: &[SmokeStep],
     timeout: Duration,
+    mode: Mode,
 ) -> Side {
     let mut side = Side {
         url: base.to_string(),
@@ -118,8 +123,14 @@ pub async fn probe(
         timeout,
         bearer_token: token.map(str::to_string),
     };
-    let mut session = match Session::connect_with(base, transport, &opts).await {
-        Ok(s) => s,
+    let mut session = match Session::connect_mode(base, transport, &opts, mode).await {
+        Ok(s) => {
+            side.era = Some(match s.era {
+                crate::mcp::Era::Legacy => "legacy",
+                crate::mcp::Era::Modern => "modern",
+            });
+            s
+        }
         Err(e) => {
             side.error = Some(format!("initialize: {e}"));
             return side;
@@ -233,6 +244,7 @@ mod tests {
         Side {
             url: "http://x".into(),
             transport: "sse",
+            era: None,
             error: None,
             tools: tools
                 .iter()

@@ -43,7 +43,8 @@ pub fn figures(samples: &[f64], failed: usize) -> Figures {
     }
 }
 
-/// `n` calls of `tool`, each on a new session at `base`.
+/// `n` calls of `tool`, each on a new legacy session at `base`: the baseline of LiteLLM's
+/// overhead, so the same era LiteLLM speaks to the service (initialize, a session per call).
 pub async fn direct(
     base: &str,
     transport: Transport,

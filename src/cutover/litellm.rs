@@ -162,7 +162,7 @@ impl LiteLlm {
     }
 
     /// An MCP session with LiteLLM's own endpoint (`/mcp`, Streamable HTTP): tools are named
-    /// `<server>-<tool>` there.
+    /// `<server>-<tool>` there. Legacy: LiteLLM speaks initialize-based sessions only.
     pub async fn mcp_session(&self, timeout: Duration) -> anyhow::Result<Session> {
         Session::connect_with(
             &self.base,

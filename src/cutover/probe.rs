@@ -7,22 +7,25 @@ use std::time::Duration;
 
 use super::edge::strip_transport_suffix;
 use crate::manifest::{Manifest, Transport};
-use crate::mcp::Session;
+use crate::mcp::{Mode, Session};
 
-/// initialize + tools/list at an MCP endpoint (a `/sse` or `/mcp` suffix is ignored): the number
-/// of tools listed.
+/// Connect in `mode` + tools/list at an MCP endpoint (a `/sse` or `/mcp` suffix is ignored): the
+/// number of tools listed. The old proxy and anything LiteLLM is about to use are asked in
+/// [`Mode::Legacy`] (that is what they speak to LiteLLM); the new stack's published ports in
+/// [`Mode::Auto`], as any 2026-07-28 client finds them.
 pub async fn mcp_answers(
     url: &str,
     transport: Transport,
     token: Option<&str>,
     timeout: Duration,
+    mode: Mode,
 ) -> Result<usize, String> {
     let base = strip_transport_suffix(url);
     let opts = crate::mcp::Options {
         timeout,
         bearer_token: token.map(str::to_string),
     };
-    let mut s = Session::connect_with(&base, transport, &opts)
+    let mut s = Session::connect_mode(&base, transport, &opts, mode)
         .await
         .map_err(|e| e.to_string())?;
     let n = s.list_tools().await.map_err(|e| e.to_string())?.len();
@@ -59,7 +62,7 @@ pub async fn verify_published(
     };
     let mut last = String::new();
     for _ in 0..3 {
-        match mcp_answers(&url, transport, token, Duration::from_secs(2)).await {
+        match mcp_answers(&url, transport, token, Duration::from_secs(2), Mode::Auto).await {
             Ok(_) => return Ok(()),
             Err(e) => last = e,
         }

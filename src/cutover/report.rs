@@ -257,6 +257,7 @@ mod tests {
         Side {
             url: "http://x".into(),
             transport: "http",
+            era: None,
             error: error.map(str::to_string),
             tools: (0..tools)
                 .map(|i| (format!("t{i}"), "digest".into()))

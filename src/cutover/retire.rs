@@ -17,6 +17,7 @@ use super::probe::mcp_answers;
 use super::scope::{entry, Scope};
 use super::state::{self, CutoverState, Retired};
 use crate::error::{CommandError, ExitCode};
+use crate::mcp::Mode;
 use crate::rollout::ledger::{now_rfc3339, Ledger};
 use crate::rollout::lock::whoami;
 
@@ -174,9 +175,15 @@ pub async fn execute(
         still.clear();
         for n in &names {
             let l = scope.legacy(n);
-            if mcp_answers(&l.url, l.transport, None, Duration::from_secs(2))
-                .await
-                .is_ok()
+            if mcp_answers(
+                &l.url,
+                l.transport,
+                None,
+                Duration::from_secs(2),
+                Mode::Legacy,
+            )
+            .await
+            .is_ok()
             {
                 still.push(n.clone());
             }

@@ -9,6 +9,7 @@ use super::edge::{self, RouteView};
 use super::probe::mcp_answers;
 use super::scope::Scope;
 use super::state::{CutoverState, LastCheck, Retired, ServiceState};
+use crate::mcp::Mode;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceStatus {
@@ -41,7 +42,14 @@ pub async fn run(scope: &Scope, edge_admin: &str) -> anyhow::Result<StatusReport
     let mut services = Vec::new();
     for n in &names {
         let legacy = scope.legacy(n);
-        let old = mcp_answers(&legacy.url, legacy.transport, None, Duration::from_secs(3)).await;
+        let old = mcp_answers(
+            &legacy.url,
+            legacy.transport,
+            None,
+            Duration::from_secs(3),
+            Mode::Legacy,
+        )
+        .await;
         services.push(ServiceStatus {
             service: n.clone(),
             flag: st.services.get(n).cloned(),

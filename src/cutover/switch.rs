@@ -23,6 +23,7 @@ use super::stack::{self, StackContainer};
 use super::state::{CutoverState, Retired};
 use crate::error::{CommandError, ExitCode};
 use crate::manifest::Legacy;
+use crate::mcp::Mode;
 use crate::rollout::ledger::{now_rfc3339, Ledger};
 
 #[derive(Debug, Clone)]
@@ -271,8 +272,14 @@ pub async fn run(scope: &Scope, req: &SwitchRequest) -> anyhow::Result<SwitchRep
                 }
             }
             RouteKind::Legacy => {
-                let answer =
-                    mcp_answers(&legacy.url, legacy.transport, None, Duration::from_secs(5)).await;
+                let answer = mcp_answers(
+                    &legacy.url,
+                    legacy.transport,
+                    None,
+                    Duration::from_secs(5),
+                    Mode::Legacy,
+                )
+                .await;
                 let put = legacy_put(legacy, req.drain_timeout_s);
                 if let Err(r) = legacy_preflight(&legacy.url, &answer, req.force) {
                     failed += 1;
@@ -287,11 +294,13 @@ pub async fn run(scope: &Scope, req: &SwitchRequest) -> anyhow::Result<SwitchRep
             // checked without a running revision with a host port: refused then too.
             let target = preflight_url(stack::find(&scope.manifest, name).await);
             let checked = match &target {
+                // Legacy: LiteLLM, whose traffic it is about to get, speaks initialize.
                 Ok(url) => mcp_answers(
                     url,
                     scope.transport(name),
                     scope.token(name).as_deref(),
                     Duration::from_secs(5),
+                    Mode::Legacy,
                 )
                 .await
                 .map(drop)

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use super::stats::{CallOutcome, Histogram, Point, ServiceStats};
 use super::{Probe, SoakOptions, Target};
 use crate::engine::{Engine, RunState};
 use crate::locks::{self, MutexExt};
-use crate::mcp::{McpError, Session};
+use crate::mcp::{McpError, Mode, Session};
 
 /// The project's containers over the run (Engine), when Docker has them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -128,6 +129,14 @@ pub struct LeakCheck {
     pub children_after: Option<f64>,
     pub waited_s: f64,
     pub detail: String,
+    /// Legacy sessions the run opened: the bridge's session count is about these alone
+    /// (2026-07-28 requests are stateless and open none), so with none the session half of the
+    /// check is vacuous and the detail says so.
+    #[serde(default)]
+    pub legacy_sessions_opened: u64,
+    /// Load calls answered over 2026-07-28 (no bridge session behind them).
+    #[serde(default)]
+    pub modern_calls: u64,
 }
 
 /// Everything measured; serialised as the checkpoint's `state`.
@@ -306,6 +315,7 @@ async fn fresh_call(
     probe: &Probe,
     timeout: Duration,
     clock: Clock,
+    mode: Mode,
 ) -> CallOutcome {
     // Never more sessions than the bridge holds: a 503 the soak caused itself is no finding.
     let _slot = slots.acquire().await;
@@ -319,10 +329,14 @@ async fn fresh_call(
         held: false,
         reconnected: false,
         at_s: 0.0,
+        era: None,
+        opened_auto: None,
     };
-    match t.connect(timeout).await {
+    match t.connect(timeout, mode).await {
         Ok(mut s) => {
             o.setup_us = Some(setup.elapsed().as_micros() as u64);
+            o.era = Some(s.era);
+            o.opened_auto = Some(mode == Mode::Auto);
             let (answered, error, lat) = exec(&mut s, probe).await;
             o.answered = answered;
             o.error = error;
@@ -340,12 +354,13 @@ async fn held_call(
     slots: &Semaphore,
     probe: &Probe,
     held: &Held,
+    mode: Mode,
     timeout: Duration,
     clock: Clock,
 ) -> CallOutcome {
     let Ok(mut guard) = held.try_lock() else {
         // Busy with a slow call: LiteLLM would open a new session too.
-        return fresh_call(t, slots, probe, timeout, clock).await;
+        return fresh_call(t, slots, probe, timeout, clock, mode).await;
     };
     let mut o = CallOutcome {
         probe: probe.name(),
@@ -356,11 +371,16 @@ async fn held_call(
         held: true,
         reconnected: false,
         at_s: 0.0,
+        era: None,
+        opened_auto: None,
     };
     if guard.is_none() {
         o.reconnected = true;
-        match t.connect(timeout).await {
-            Ok(s) => *guard = Some(s),
+        match t.connect(timeout, mode).await {
+            Ok(s) => {
+                o.opened_auto = Some(mode == Mode::Auto);
+                *guard = Some(s);
+            }
             Err(e) => {
                 o.error = Some(classify(&e));
                 o.at_s = clock.now_s();
@@ -369,6 +389,7 @@ async fn held_call(
         }
     }
     let s = guard.as_mut().expect("connected above");
+    o.era = Some(s.era);
     let (answered, error, lat) = exec(s, probe).await;
     o.answered = answered;
     o.error = error;
@@ -401,9 +422,20 @@ fn record(state: &Mutex<State>, service: &str, o: &CallOutcome) {
     }
 }
 
+/// One tools/list on a new session; the checks alternate eras as the load does ([`Target::mode`]),
+/// so the list each era serves is checked.
 async fn coverage_check(t: &Target, timeout: Duration, state: &Mutex<State>) {
-    let listed = match t.connect(timeout).await {
+    let n = {
+        let st = state.lock_ignore_poison();
+        st.services
+            .get(&t.name)
+            .map_or(0, |s| s.coverage.checks + s.coverage.unreachable)
+    };
+    let mode = t.mode(n);
+    let mut opened = None;
+    let listed = match t.connect(timeout, mode).await {
         Ok(mut s) => {
+            opened = Some(s.era);
             let r = s.list_tools().await;
             s.close().await;
             r.ok()
@@ -411,7 +443,11 @@ async fn coverage_check(t: &Target, timeout: Duration, state: &Mutex<State>) {
         Err(_) => None,
     };
     let mut st = state.lock_ignore_poison();
-    let cov = &mut st.services.entry(t.name.clone()).or_default().coverage;
+    let svc = st.services.entry(t.name.clone()).or_default();
+    if let Some(era) = opened {
+        svc.opened(mode == Mode::Auto, era);
+    }
+    let cov = &mut svc.coverage;
     match listed {
         None => cov.unreachable += 1,
         Some(tools) => {
@@ -468,6 +504,12 @@ async fn load_loop(
             .map(|_| std::sync::atomic::AtomicBool::new(false))
             .collect(),
     );
+    let fresh_counts: Arc<Vec<Vec<AtomicU64>>> = Arc::new(
+        targets
+            .iter()
+            .map(|t| t.probes.iter().map(|_| AtomicU64::new(0)).collect())
+            .collect(),
+    );
     let mut n: u64 = 0;
     loop {
         tokio::select! {
@@ -483,6 +525,7 @@ async fn load_loop(
                 let t = targets.clone();
                 let hs = held.clone();
                 let sl = slots.clone();
+                let fc = fresh_counts.clone();
                 let st = state.clone();
                 let timeout = opts.call_timeout;
                 set.spawn(async move {
@@ -490,10 +533,16 @@ async fn load_loop(
                     let probe = &target.probes[(k % target.probes.len() as u64) as usize];
                     let mine = &hs[ti];
                     let o = if !mine.is_empty() && k % 2 == 0 {
-                        let h = &mine[((k / 2) % mine.len() as u64) as usize];
-                        held_call(target, &sl[ti], probe, h, timeout, clock).await
+                        let j = (k / 2) % mine.len() as u64;
+                        let h = &mine[j as usize];
+                        let mode = target.mode(j);
+                        held_call(target, &sl[ti], probe, h, mode, timeout, clock).await
                     } else {
-                        fresh_call(target, &sl[ti], probe, timeout, clock).await
+                        // Each probe's fresh calls alternate modes (a count per probe: the
+                        // tick number would tie a probe to one mode when it has an even count).
+                        let pi = (k % target.probes.len() as u64) as usize;
+                        let mode = target.mode(fc[ti][pi].fetch_add(1, Ordering::Relaxed));
+                        fresh_call(target, &sl[ti], probe, timeout, clock, mode).await
                     };
                     record(&st, &target.name, &o);
                     drop(permit);
@@ -749,10 +798,19 @@ pub async fn run<E: Engine>(
             placed += 1;
         }
     }
+    // Held session j speaks in `mode(j)` for the whole run (reconnects too).
     let opens = held.iter().enumerate().flat_map(|(ti, hs)| {
         let t = &targets[ti];
-        hs.iter().map(move |h| async move {
-            if let Ok(s) = t.connect(opts.call_timeout).await {
+        let state = &state;
+        hs.iter().enumerate().map(move |(j, h)| async move {
+            let mode = t.mode(j as u64);
+            if let Ok(s) = t.connect(opts.call_timeout, mode).await {
+                state
+                    .lock_ignore_poison()
+                    .services
+                    .entry(t.name.clone())
+                    .or_default()
+                    .opened(mode == Mode::Auto, s.era);
                 *h.lock().await = Some(s);
             }
         })
@@ -853,6 +911,13 @@ pub async fn run<E: Engine>(
     {
         let mut st = state.lock_ignore_poison();
         for (name, snap) in after {
+            let (legacy_sessions_opened, modern_calls) =
+                st.services.get(&name).map_or((0, 0), |s| {
+                    (
+                        s.legacy_sessions_opened,
+                        s.eras.get("modern").map_or(0, |e| e.calls),
+                    )
+                });
             let obs = st.bridges.entry(name.clone()).or_default();
             obs.after = snap.clone();
             let base = obs.baseline.clone();
@@ -862,6 +927,8 @@ pub async fn run<E: Engine>(
                 children_baseline: base.as_ref().and_then(|b| b.child_processes),
                 sessions_after: snap.as_ref().and_then(|s| s.sessions_active),
                 children_after: snap.as_ref().and_then(|s| s.child_processes),
+                legacy_sessions_opened,
+                modern_calls,
                 ..Default::default()
             };
             match (&base, &snap, ending) {
@@ -882,6 +949,10 @@ pub async fn run<E: Engine>(
                             fmt_opt(lc.sessions_baseline),
                             fmt_opt(lc.children_baseline)
                         )
+                    } else if legacy_sessions_opened == 0 {
+                        "back at baseline (no legacy session was opened: only child processes \
+                         were judged)"
+                            .into()
                     } else {
                         "back at baseline".into()
                     };
@@ -970,5 +1041,18 @@ mod tests {
         assert_eq!(held_cap(&target(4)), 1);
         assert_eq!(fresh_slots(&target(4), 1), 1);
         assert_eq!(held_cap(&target(1000)), 499);
+    }
+
+    #[test]
+    fn sessions_alternate_legacy_and_auto_and_auto_ones_use_streamable_http() {
+        use crate::manifest::Transport;
+        let mut t = target(10);
+        for transport in [Transport::Sse, Transport::Http] {
+            t.transport = transport;
+            let modes: Vec<Mode> = (0..4).map(|n| t.mode(n)).collect();
+            assert_eq!(modes, [Mode::Legacy, Mode::Auto, Mode::Legacy, Mode::Auto]);
+            assert_eq!(t.transport_for(Mode::Legacy), transport);
+            assert_eq!(t.transport_for(Mode::Auto), Transport::Http);
+        }
     }
 }

@@ -117,16 +117,40 @@ fn unlimited_sessions() -> usize {
 }
 
 impl Target {
-    /// An MCP session with this service, carrying mcpctl's token.
+    /// An MCP session with this service in `mode`, carrying mcpctl's token.
     pub async fn connect(
         &self,
         timeout: std::time::Duration,
+        mode: crate::mcp::Mode,
     ) -> Result<crate::mcp::Session, crate::mcp::McpError> {
         let opts = crate::mcp::Options {
             timeout,
             bearer_token: self.token.as_ref().map(|t| t.expose().to_string()),
         };
-        crate::mcp::Session::connect_with(&self.base_url, self.transport, &opts).await
+        crate::mcp::Session::connect_mode(&self.base_url, self.transport_for(mode), &opts, mode)
+            .await
+    }
+
+    /// The mode of this service's `n`-th session of a kind (held, fresh, coverage): every service
+    /// alternates legacy (initialize, a bridge session, over the service's own transport: what
+    /// LiteLLM speaks) and auto (`server/discover` first: stateless 2026-07-28 requests when the
+    /// bridge serves them, else initialize, as the Python SDK 2.x does), so one soak measures both
+    /// eras.
+    pub fn mode(&self, n: u64) -> crate::mcp::Mode {
+        if n % 2 == 0 {
+            crate::mcp::Mode::Legacy
+        } else {
+            crate::mcp::Mode::Auto
+        }
+    }
+
+    /// Where a session of `mode` goes: legacy sessions over the service's transport, auto ones
+    /// over Streamable HTTP `/mcp` (every bridge serves both; 2026-07-28 has no SSE transport).
+    pub fn transport_for(&self, mode: crate::mcp::Mode) -> Transport {
+        match mode {
+            crate::mcp::Mode::Legacy => self.transport,
+            _ => Transport::Http,
+        }
     }
 }
 

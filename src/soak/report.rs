@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::driver::{ChaosEvent, Checkpoint, LeakCheck};
 use super::growth::{self, Growth};
 use super::observe::{trend_per_hour, PromView};
-use super::stats::{Coverage, Histogram, Outage, Point, ProbeStats};
+use super::stats::{Coverage, EraStats, Histogram, Outage, Point, ProbeStats};
 use super::{SoakOptions, Targets};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +83,40 @@ pub struct ServiceReport {
     pub open_fds_peak: Option<f64>,
     pub bridge_child_restarts: Option<f64>,
     pub leak: Option<LeakCheck>,
+    /// The era the service answered auto-mode sessions in (`modern`: 2026-07-28; `legacy`: it
+    /// is not modern, or per_session, and initialize took over; `mixed`: both over the run);
+    /// `None` when the load opened no auto session (legacy SSE speaks one era).
+    #[serde(default)]
+    pub auto_era: Option<String>,
+    /// The load's calls by the era that answered them (`legacy`, `modern`; `none`: no session
+    /// could be opened).
+    #[serde(default)]
+    pub eras: BTreeMap<String, EraReport>,
+}
+
+/// The load's calls over one era, for one service.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EraReport {
+    pub calls: u64,
+    pub answered: u64,
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    /// Connecting (new sessions): initialize, server/discover, or discover then initialize.
+    pub session_setup_p95_ms: Option<f64>,
+}
+
+impl From<&EraStats> for EraReport {
+    fn from(e: &EraStats) -> Self {
+        Self {
+            calls: e.calls,
+            answered: e.answered,
+            errors: e.errors,
+            p50_ms: e.latency.quantile_ms(0.5),
+            p95_ms: e.latency.quantile_ms(0.95),
+            session_setup_p95_ms: e.session_setup.quantile_ms(0.95),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,6 +132,9 @@ pub struct Totals {
     pub calls_per_s: Option<f64>,
     pub skipped_ticks: u64,
     pub held_sessions: usize,
+    /// Calls by the era that answered them, over all services.
+    #[serde(default)]
+    pub era_calls: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -309,6 +346,12 @@ pub fn build(ck: &Checkpoint, targets: Targets) -> Report {
                 open_fds_peak: b.peak_fds,
                 bridge_child_restarts: restarts,
                 leak,
+                auto_era: s.auto_era(),
+                eras: s
+                    .eras
+                    .iter()
+                    .map(|(k, e)| (k.clone(), EraReport::from(e)))
+                    .collect(),
             },
         );
     }
@@ -411,6 +454,14 @@ pub fn build(ck: &Checkpoint, targets: Targets) -> Report {
         calls_per_s: (ck.elapsed_s > 0.0).then(|| calls as f64 / ck.elapsed_s),
         skipped_ticks: st.skipped_ticks,
         held_sessions: st.held_sessions,
+        era_calls: st
+            .services
+            .values()
+            .flat_map(|s| s.eras.iter().map(|(k, e)| (k.clone(), e.calls)))
+            .fold(BTreeMap::new(), |mut m, (k, n)| {
+                *m.entry(k).or_default() += n;
+                m
+            }),
     };
     let chaos = st
         .chaos
@@ -583,6 +634,24 @@ impl Report {
                 f(s.children_peak),
                 f(s.open_fds_peak),
                 outages
+            );
+        }
+        let _ = writeln!(m, "\n## Eras\n\nStreamable HTTP load alternates legacy sessions and auto mode (server/discover first, initialize when the service is not modern); legacy SSE is legacy only.\n\n| service | auto → era | legacy calls (errors, p95) | modern calls (errors, p95) | legacy sessions opened |\n|---|---|---|---|---|");
+        for (name, s) in &self.services {
+            let era = |k: &str| match s.eras.get(k) {
+                Some(e) => format!("{} ({}, {})", e.calls, e.errors, ms(e.p95_ms)),
+                None => "–".into(),
+            };
+            let _ = writeln!(
+                m,
+                "| {name} | {} | {} | {} | {} |",
+                s.auto_era.as_deref().unwrap_or("–"),
+                era("legacy"),
+                era("modern"),
+                s.leak
+                    .as_ref()
+                    .map(|l| l.legacy_sessions_opened.to_string())
+                    .unwrap_or_else(|| "–".into())
             );
         }
         for (name, s) in &self.services {
@@ -1014,6 +1083,8 @@ mod tests {
             held: true,
             reconnected: false,
             at_s: 1.0,
+            era: Some(crate::mcp::Era::Legacy),
+            opened_auto: None,
         }
     }
 

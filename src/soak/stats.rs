@@ -99,6 +99,27 @@ pub struct Coverage {
     pub tools_listed: usize,
 }
 
+/// The load's calls over one era: `legacy` (an initialize-based session), `modern` (stateless
+/// 2026-07-28 requests) or `none` (no session: connecting failed before an era was settled).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EraStats {
+    pub calls: u64,
+    pub answered: u64,
+    pub errors: u64,
+    /// Round trip of the call itself (answered calls only).
+    pub latency: Histogram,
+    /// Connecting: initialize (legacy), server/discover (modern), or both (auto falling back).
+    pub session_setup: Histogram,
+}
+
+/// The era names used as keys in [`ServiceStats::eras`] and [`ServiceStats::auto_eras`].
+pub fn era_name(era: crate::mcp::Era) -> &'static str {
+    match era {
+        crate::mcp::Era::Legacy => "legacy",
+        crate::mcp::Era::Modern => "modern",
+    }
+}
+
 /// Everything measured for one service.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServiceStats {
@@ -122,6 +143,18 @@ pub struct ServiceStats {
     pub coverage: Coverage,
     pub outages: Vec<Outage>,
     pub last_error: Option<String>,
+    /// The load's calls by the era that answered them (absent in checkpoints written before the
+    /// soak spoke both eras).
+    #[serde(default)]
+    pub eras: BTreeMap<String, EraStats>,
+    /// Sessions opened in auto mode (discover first, initialize when the server is not modern),
+    /// by the era the service answered in.
+    #[serde(default)]
+    pub auto_eras: BTreeMap<String, u64>,
+    /// Legacy sessions the run opened (held, fresh, coverage): what the leak check's session
+    /// count covers (modern requests open no bridge session).
+    #[serde(default)]
+    pub legacy_sessions_opened: u64,
 }
 
 /// The outcome of one load call.
@@ -138,10 +171,60 @@ pub struct CallOutcome {
     pub reconnected: bool,
     /// When the call ended, seconds since the soak started.
     pub at_s: f64,
+    /// The era of the session the call went over; `None` when no session could be opened.
+    pub era: Option<crate::mcp::Era>,
+    /// The call opened its session (fresh, or a held session reconnecting) in this mode:
+    /// `Some(true)` auto, `Some(false)` legacy; `None` when it used an open one.
+    pub opened_auto: Option<bool>,
 }
 
 impl ServiceStats {
+    /// A session opened (by a call, a held session or a coverage check): `auto` its mode.
+    pub fn opened(&mut self, auto: bool, era: crate::mcp::Era) {
+        if era == crate::mcp::Era::Legacy {
+            self.legacy_sessions_opened += 1;
+        }
+        if auto {
+            *self.auto_eras.entry(era_name(era).into()).or_default() += 1;
+        }
+    }
+
+    /// The era auto-mode sessions found: `legacy`, `modern`, `mixed` (both over the run, e.g.
+    /// across a redeploy) or `None` when no auto session was opened.
+    pub fn auto_era(&self) -> Option<String> {
+        let mut seen = self
+            .auto_eras
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(e, _)| e);
+        match (seen.next(), seen.next()) {
+            (None, _) => None,
+            (Some(e), None) => Some(e.clone()),
+            (Some(_), Some(_)) => Some("mixed".into()),
+        }
+    }
+
     pub fn record(&mut self, o: &CallOutcome) {
+        if let (Some(auto), Some(era)) = (o.opened_auto, o.era) {
+            self.opened(auto, era);
+        }
+        let e = self
+            .eras
+            .entry(o.era.map_or("none", era_name).into())
+            .or_default();
+        e.calls += 1;
+        if o.error.is_some() {
+            e.errors += 1;
+        }
+        if o.answered {
+            e.answered += 1;
+            if let Some(us) = o.latency_us {
+                e.latency.record_us(us);
+            }
+        }
+        if let Some(us) = o.setup_us {
+            e.session_setup.record_us(us);
+        }
         self.calls += 1;
         let p = self.probes.entry(o.probe.clone()).or_default();
         p.calls += 1;
@@ -252,7 +335,30 @@ mod tests {
             held: false,
             reconnected: false,
             at_s,
+            era: answered.then_some(crate::mcp::Era::Legacy),
+            opened_auto: None,
         }
+    }
+
+    #[test]
+    fn calls_are_counted_per_era_and_auto_sessions_by_the_era_they_found() {
+        let mut s = ServiceStats::default();
+        let mut o = call(true, 1.0);
+        o.era = Some(crate::mcp::Era::Modern);
+        o.opened_auto = Some(true);
+        s.record(&o);
+        let mut o = call(true, 2.0);
+        o.opened_auto = Some(false);
+        s.record(&o);
+        s.record(&call(false, 3.0));
+        assert_eq!(s.eras["modern"].calls, 1);
+        assert_eq!(s.eras["legacy"].answered, 1);
+        assert_eq!(s.eras["none"].errors, 1);
+        assert_eq!(s.auto_era().as_deref(), Some("modern"));
+        assert_eq!(s.legacy_sessions_opened, 1);
+        s.opened(true, crate::mcp::Era::Legacy);
+        assert_eq!(s.auto_era().as_deref(), Some("mixed"));
+        assert_eq!(s.legacy_sessions_opened, 2);
     }
 
     #[test]
