@@ -187,18 +187,15 @@ impl Drop for Running {
     }
 }
 
-/// Start the child and connect it to `upstream` (stdin writer, stdout reader, stderr drain).
-pub fn spawn(
-    spec: &ChildSpec,
-    upstream: &Arc<Upstream>,
-    stats: &Arc<Stats>,
-) -> std::io::Result<Running> {
+/// The server's command as the bridge runs it (the child, or the era probe's sibling): its own
+/// process group (signals reach what it starts), piped stdin/stdout, killed with the bridge.
+pub fn command(spec: &ChildSpec, stderr: Stdio) -> Command {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .process_group(0)
         .kill_on_drop(true);
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It makes the kernel
@@ -209,7 +206,16 @@ pub fn spawn(
             Ok(())
         });
     }
-    let mut child = cmd.spawn()?;
+    cmd
+}
+
+/// Start the child and connect it to `upstream` (stdin writer, stdout reader, stderr drain).
+pub fn spawn(
+    spec: &ChildSpec,
+    upstream: &Arc<Upstream>,
+    stats: &Arc<Stats>,
+) -> std::io::Result<Running> {
+    let mut child = command(spec, Stdio::piped()).spawn()?;
     stats.child_spawns.fetch_add(1, Ordering::Relaxed);
     stats.child_processes.fetch_add(1, Ordering::Relaxed);
     let pid = child.id();

@@ -867,19 +867,22 @@ async fn relay_native(mut call: Call, out: sse::Frames, _slot: Slot) {
             d = call.recv() => d,
             _ = out.closed() => return,
         };
-        let (msg, last) = match d {
-            Some(Delivery::Notification(m)) => (m, false),
-            Some(Delivery::Response(v)) => (v, true),
-            None => return,
-        };
-        match tokio::time::timeout(SLOW_CONSUMER_AFTER, out.send(sse::message(&msg))).await {
-            Ok(Ok(())) => {}
-            _ => return,
-        }
-        if last {
+        if !pass_on(&out, d).await {
             return;
         }
     }
+}
+
+/// One delivery of the child's, verbatim, as an SSE frame: whether the stream goes on (false
+/// after the response, when the channel ended, or when the client stopped reading).
+async fn pass_on(out: &sse::Frames, d: Option<Delivery>) -> bool {
+    let (msg, last) = match d {
+        Some(Delivery::Notification(m)) => (m, false),
+        Some(Delivery::Response(v)) => (v, true),
+        None => return false,
+    };
+    let sent = tokio::time::timeout(SLOW_CONSUMER_AFTER, out.send(sse::message(&msg))).await;
+    matches!(sent, Ok(Ok(()))) && !last
 }
 
 /// Counts one open native listen stream while alive.
@@ -964,16 +967,7 @@ async fn native_listen(
                     return;
                 }
             };
-            let (m, last) = match d {
-                Some(Delivery::Notification(m)) => (m, false),
-                Some(Delivery::Response(v)) => (v, true),
-                None => return,
-            };
-            match tokio::time::timeout(SLOW_CONSUMER_AFTER, frames.send(sse::message(&m))).await {
-                Ok(Ok(())) => {}
-                _ => return,
-            }
-            if last {
+            if !pass_on(&frames, d).await {
                 return;
             }
         }

@@ -28,7 +28,6 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
 use super::child::ChildSpec;
 use super::jsonrpc;
@@ -213,22 +212,7 @@ pub fn decide(answer: Option<&Value>, why: &str) -> Verdict {
 /// and how long the whole probe took.
 pub async fn run(spec: &ChildSpec, timeout: Duration) -> (Verdict, Option<u32>, Duration) {
     let t0 = Instant::now();
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    // SAFETY: as in `child::spawn`: prctl is async-signal-safe; the sibling dies with the bridge.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let mut child = match cmd.spawn() {
+    let mut child = match super::child::command(spec, Stdio::null()).spawn() {
         Ok(c) => c,
         Err(e) => {
             let v = decide(None, &format!("the probe could not start the command: {e}"));
