@@ -27,7 +27,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::jsonrpc::{self, LATEST_VERSION};
+use super::jsonrpc;
 use super::probe::{self, EraChoice, EraSettings};
 use super::stats::{Era, RestartReason, Stats};
 use super::upstream::{Delivery, InitInfo, Status, Upstream};
@@ -334,13 +334,8 @@ pub async fn handshake(
     running: &mut Running,
     timeout: Duration,
 ) -> Result<InitInfo, String> {
-    let req = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": LATEST_VERSION,
-        "capabilities": {},
-        "clientInfo": {"name": "mcpctl-bridge", "version": env!("CARGO_PKG_VERSION")},
-    }});
     let mut h = upstream
-        .send_request(None, req, false)
+        .send_request(None, probe::initialize_request(0), false)
         .map_err(|e| e.message)?;
     let resp = tokio::select! {
         r = h.recv() => r,
@@ -448,20 +443,21 @@ pub async fn supervise_shared(
         let era = match (known, probing) {
             (Some(era), _) => era,
             (None, Some(task)) => {
-                let (verdict, pid, took) = tokio::select! {
-                    r = task => r.unwrap_or_else(|e| (probe::decide(None, &format!("the probe failed: {e}")), None, Duration::ZERO)),
+                let (verdict, pids, took) = tokio::select! {
+                    r = task => r.unwrap_or_else(|e| (probe::decide(None, &format!("the probe failed: {e}")), Vec::new(), Duration::ZERO)),
                     _ = shutdown.cancelled() => break,
                 };
                 tracing::info!(
                     era = verdict.era.label(),
                     answer = %verdict.answer,
-                    probe_pid = pid,
+                    probe_pid = pids.first().copied(),
+                    initialize_probe_pid = pids.get(1).copied(),
                     took_ms = took.as_millis() as u64,
                     "child era decided by the server/discover probe"
                 );
                 by_timeout = verdict.timed_out;
                 // A probe that could not even start the command decides nothing.
-                if pid.is_some() {
+                if !pids.is_empty() {
                     known = Some(verdict.era);
                 }
                 verdict.era

@@ -11,12 +11,18 @@
 //! after [`GRACE`], and reaped. The real child starts after that (`child::supervise_shared`): two
 //! copies side by side would need twice the server's memory in a container sized for one.
 //!
-//! Verdict ([`decide`]): a `DiscoverResult` whose `supportedVersions` names a modern version the
-//! bridge speaks and no legacy one is modern; a dual-era answer (modern and legacy versions) is
-//! legacy, because translating onto an initialized child serves clients of both eras while native
-//! serving would refuse legacy ones (`--child-era modern` forces native); −32022 with
-//! `data.supported` naming a version other than the legacy ones is modern; anything else (another
-//! error, a result of another shape, no answer within the timeout, the sibling exiting) is legacy.
+//! Verdict ([`decide`], then [`confirm`]): a `DiscoverResult` whose `supportedVersions` names a
+//! modern version the bridge speaks and no legacy one, or −32022 with `data.supported` naming a
+//! version other than the legacy ones, is modern evidence; anything else (another error, a result
+//! of another shape, no answer within the timeout, the sibling exiting) is legacy. Modern evidence
+//! is then checked with a SECOND sibling asked only `initialize`: a server that answers it with a
+//! legacy `protocolVersion` is dual-era (the Python SDK 2.x: its `server/discover` names only
+//! 2026-07-28, yet a connection whose first message is `initialize` is served legacy, see
+//! `tests/bridge/test_modern_child.py`) and is served legacy, because translating onto an
+//! initialized child serves clients of both eras while native serving would refuse legacy ones
+//! (`--child-era modern` forces native). A refusal (an error, an answer of another shape, the
+//! sibling exiting) confirms modern; no answer within the timeout is legacy by timeout, so a
+//! child whose `initialize` then fails is probed again.
 //!
 //! Must not: touch the real child, or count the sibling as a child (`mcp_bridge_child_processes`
 //! and the spawn counters are the real child's).
@@ -98,6 +104,16 @@ pub fn modern_meta() -> Value {
 pub fn discover_request(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "server/discover",
            "params": {"_meta": modern_meta()}})
+}
+
+/// `initialize` as the bridge sends it (the second probe, the legacy child's handshake): the
+/// newest legacy version, no client capabilities.
+pub fn initialize_request(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "protocolVersion": jsonrpc::LATEST_VERSION,
+        "capabilities": {},
+        "clientInfo": {"name": "mcpctl-bridge", "version": env!("CARGO_PKG_VERSION")},
+    }})
 }
 
 /// What the probe saw and what it concluded.
@@ -207,23 +223,68 @@ pub fn decide(answer: Option<&Value>, why: &str) -> Verdict {
     }
 }
 
-/// Start the sibling, ask it `server/discover`, wait up to `timeout`, stop it (stdin closed,
-/// SIGTERM, SIGKILL after [`GRACE`], reaped), and decide. Returns the verdict, the sibling's pid
-/// and how long the whole probe took.
-pub async fn run(spec: &ChildSpec, timeout: Duration) -> (Verdict, Option<u32>, Duration) {
-    let t0 = Instant::now();
+/// The verdict on modern evidence once a second sibling was asked `initialize` (`outcome`: its
+/// answer, or why there was none). Only a `modern` verdict is worth confirming.
+pub fn confirm(modern: Verdict, outcome: Result<&Value, &str>) -> Verdict {
+    match outcome {
+        Ok(msg) => match msg["result"]["protocolVersion"].as_str() {
+            Some(v) if jsonrpc::SUPPORTED_VERSIONS.contains(&v) => Verdict {
+                era: Era::Legacy,
+                answer: format!(
+                    "{}, and a second sibling answered initialize with {v}: a dual-era server, served legacy so clients of both eras work",
+                    modern.answer
+                ),
+                ..modern
+            },
+            _ => {
+                let said = match msg["error"]["code"].as_i64() {
+                    Some(c) => format!("error {c}"),
+                    None => format!("an answer without a legacy protocolVersion: {}", short(msg)),
+                };
+                Verdict {
+                    answer: format!("{}; initialize refused ({said})", modern.answer),
+                    ..modern
+                }
+            }
+        },
+        Err(why) if why.starts_with("no answer") => Verdict {
+            era: Era::Legacy,
+            answer: format!(
+                "{}, but a second sibling asked initialize gave {why}: served legacy, probed again if its initialize fails",
+                modern.answer
+            ),
+            timed_out: true,
+            ..modern
+        },
+        Err(why) => Verdict {
+            answer: format!("{}; initialize: {why}", modern.answer),
+            ..modern
+        },
+    }
+}
+
+/// Start a sibling, send it `request` (id 1), wait up to `timeout` for the answer, stop it (stdin
+/// closed, SIGTERM, SIGKILL after [`GRACE`], reaped). Returns the answer or why there is none, and
+/// the sibling's pid (`None`: the command could not be started).
+async fn ask(
+    spec: &ChildSpec,
+    request: &Value,
+    timeout: Duration,
+) -> (Result<Value, String>, Option<u32>) {
     let mut child = match super::child::command(spec, Stdio::null()).spawn() {
         Ok(c) => c,
         Err(e) => {
-            let v = decide(None, &format!("the probe could not start the command: {e}"));
-            return (v, None, t0.elapsed());
+            return (
+                Err(format!("the probe could not start the command: {e}")),
+                None,
+            )
         }
     };
     let pid = child.id();
     let mut stdin = child.stdin.take();
     let stdout = child.stdout.take().expect("piped");
     let ask = async {
-        let mut line = serde_json::to_vec(&discover_request(1)).expect("serialises");
+        let mut line = serde_json::to_vec(request).expect("serialises");
         line.push(b'\n');
         if let Some(w) = stdin.as_mut() {
             if w.write_all(&line).await.is_err() || w.flush().await.is_err() {
@@ -267,11 +328,27 @@ pub async fn run(spec: &ChildSpec, timeout: Duration) -> (Verdict, Option<u32>, 
         // The leader is gone; anything it started in its group goes too.
         let _ = killpg(g, Signal::SIGKILL);
     }
-    let verdict = match &outcome {
+    (outcome, pid)
+}
+
+/// Decide the child's era: a sibling asked `server/discover` ([`decide`]); on modern evidence, a
+/// second sibling asked `initialize` ([`confirm`]), one after the other (never two copies at
+/// once). Each sibling gets `timeout`. Returns the verdict, the siblings' pids (empty: the command
+/// could not be started) and how long the whole probe took.
+pub async fn run(spec: &ChildSpec, timeout: Duration) -> (Verdict, Vec<u32>, Duration) {
+    let t0 = Instant::now();
+    let (outcome, pid) = ask(spec, &discover_request(1), timeout).await;
+    let mut pids: Vec<u32> = pid.into_iter().collect();
+    let mut verdict = match &outcome {
         Ok(v) => decide(Some(v), ""),
         Err(why) => decide(None, why),
     };
-    (verdict, pid, t0.elapsed())
+    if verdict.era == Era::Modern {
+        let (outcome, pid) = ask(spec, &initialize_request(1), timeout).await;
+        pids.extend(pid);
+        verdict = confirm(verdict, outcome.as_ref().map_err(String::as_str));
+    }
+    (verdict, pids, t0.elapsed())
 }
 
 #[cfg(test)]
@@ -383,31 +460,86 @@ mod tests {
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
     }
 
-    #[tokio::test]
-    async fn the_sibling_is_asked_stopped_and_reaped() {
-        // A modern answer, then the sibling would linger: it is stopped and reaped.
-        let modern = r#"read l; echo '{"jsonrpc":"2.0","id":1,"result":{"supportedVersions":["2026-07-28"],"capabilities":{}}}'; sleep 30"#;
-        let (v, pid, took) = run(&sh(modern), Duration::from_secs(5)).await;
+    #[test]
+    fn modern_evidence_is_confirmed_by_a_refused_initialize_and_undone_by_an_answered_one() {
+        let modern = || {
+            decide(
+                Some(&resp(
+                    json!({"result": {"supportedVersions": ["2026-07-28"], "capabilities": {}}}),
+                )),
+                "",
+            )
+        };
+        // The Python SDK 2.x: discover names only 2026-07-28, initialize is served anyway.
+        let answered =
+            resp(json!({"result": {"protocolVersion": "2025-06-18", "capabilities": {}}}));
+        let v = confirm(modern(), Ok(&answered));
+        assert_eq!((v.era, v.timed_out), (Era::Legacy, false), "{v:?}");
+        assert!(v.answer.contains("dual-era"), "{}", v.answer);
+        assert_eq!(v.supported, ["2026-07-28"]);
+        // Refusals confirm modern: an error, a version the bridge does not speak, an exit.
+        for body in [
+            json!({"error": {"code": -32022, "message": "Unsupported protocol version",
+                   "data": {"supported": ["2026-07-28"]}}}),
+            json!({"error": {"code": -32601, "message": "Method not found"}}),
+            json!({"result": {"protocolVersion": "2026-07-28"}}),
+        ] {
+            let v = confirm(modern(), Ok(&resp(body.clone())));
+            assert_eq!(v.era, Era::Modern, "{body}");
+        }
+        let v = confirm(modern(), Err("the sibling exited, closed its stdout or wrote more than the probe reads without answering"));
         assert_eq!(v.era, Era::Modern, "{v:?}");
-        assert!(took < Duration::from_secs(3), "{took:?}");
-        assert!(gone(pid.unwrap()));
-        // Silence: legacy by timeout; a sibling that ignores SIGTERM is SIGKILLed.
-        let (v, pid, took) = run(
+        // Silence on initialize is no proof either way: legacy by timeout (probed again if the
+        // real child's initialize then fails).
+        let v = confirm(modern(), Err("no answer within 5s"));
+        assert_eq!((v.era, v.timed_out), (Era::Legacy, true), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn the_siblings_are_asked_stopped_and_reaped_one_after_the_other() {
+        // Modern-only: discover answered, initialize refused; each sibling would linger and is
+        // stopped and reaped, the second started after the first is gone.
+        let modern_only = r#"read l; case "$l" in
+            *server/discover*) echo '{"jsonrpc":"2.0","id":1,"result":{"supportedVersions":["2026-07-28"],"capabilities":{}}}';;
+            *) echo '{"jsonrpc":"2.0","id":1,"error":{"code":-32022,"message":"Unsupported protocol version","data":{"supported":["2026-07-28"]}}}';;
+            esac; sleep 30"#;
+        let (v, pids, took) = run(&sh(modern_only), Duration::from_secs(5)).await;
+        assert_eq!(v.era, Era::Modern, "{v:?}");
+        assert!(
+            v.answer.contains("initialize refused (error -32022)"),
+            "{}",
+            v.answer
+        );
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        assert!(took < Duration::from_secs(4), "{took:?}");
+        assert!(pids.iter().all(|p| gone(*p)), "{pids:?}");
+        // Dual-era: discover names only 2026-07-28, initialize is answered: legacy.
+        let dual = r#"read l; case "$l" in
+            *server/discover*) echo '{"jsonrpc":"2.0","id":1,"result":{"supportedVersions":["2026-07-28"],"capabilities":{}}}';;
+            *) echo '{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{}}}';;
+            esac"#;
+        let (v, pids, _) = run(&sh(dual), Duration::from_secs(5)).await;
+        assert_eq!((v.era, v.timed_out), (Era::Legacy, false), "{v:?}");
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        // Silence: legacy by timeout, one sibling; one that ignores SIGTERM is SIGKILLed.
+        let (v, pids, took) = run(
             &sh("trap '' TERM; while :; do sleep 1; done"),
             Duration::from_millis(300),
         )
         .await;
         assert_eq!((v.era, v.timed_out), (Era::Legacy, true), "{v:?}");
         assert!(took < Duration::from_secs(3), "{took:?}");
-        assert!(gone(pid.unwrap()));
+        assert_eq!(pids.len(), 1, "{pids:?}");
+        assert!(gone(pids[0]));
         // Exit without a word: legacy at once.
         let (v, _, took) = run(&sh("read l; exit 3"), Duration::from_secs(5)).await;
         assert_eq!((v.era, v.timed_out), (Era::Legacy, false), "{v:?}");
         assert!(took < Duration::from_secs(3), "{took:?}");
-        // A legacy error after a non-JSON line.
+        // A legacy error after a non-JSON line: no second sibling.
         let legacy = r#"read l; echo 'starting up'; echo '{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"Method not found"}}'"#;
-        let (v, _, _) = run(&sh(legacy), Duration::from_secs(5)).await;
+        let (v, pids, _) = run(&sh(legacy), Duration::from_secs(5)).await;
         assert_eq!(v.era, Era::Legacy);
+        assert_eq!(pids.len(), 1);
         assert!(v.answer.contains("-32601"), "{}", v.answer);
     }
 }

@@ -42,13 +42,16 @@ pub struct BridgeArgs {
     pub init_timeout: u64,
     /// The MCP era the stdio server speaks. auto: at start a sibling process of the same command
     /// is asked `server/discover` (the real child is sent nothing until the answer) — a
-    /// 2026-07-28 answer makes it modern, anything else legacy; legacy: initialize it once and
-    /// translate 2026-07-28 requests onto it; modern: serve 2026-07-28 natively and refuse legacy
-    /// clients (−32022 naming the supported versions). per_session children are always legacy.
+    /// 2026-07-28-only answer makes it modern unless a second sibling then answers `initialize`
+    /// (dual-era, e.g. any Python SDK 2.x server: legacy), anything else legacy; legacy:
+    /// initialize it once and translate 2026-07-28 requests onto it; modern: serve 2026-07-28
+    /// natively and refuse legacy clients (−32022 naming the supported versions). per_session
+    /// children are always legacy.
     #[arg(long, env = "MCPCTL_BRIDGE_CHILD_ERA", value_enum, default_value_t = ChildEraArg::Auto)]
     pub child_era: ChildEraArg,
-    /// How long the auto probe waits for the sibling's `server/discover` answer before the server
-    /// counts as legacy (seconds, fractions allowed). Raise it for a modern server that starts slowly.
+    /// How long the auto probe waits for each sibling's answer (`server/discover`, then
+    /// `initialize`) before the server counts as legacy (seconds, fractions allowed). Raise it for
+    /// a modern server that starts slowly.
     #[arg(long, env = "MCPCTL_BRIDGE_ERA_PROBE_TIMEOUT", default_value_t = 5.0, value_parser = probe_timeout)]
     pub era_probe_timeout: f64,
     /// Every file here becomes an environment variable of the child, named after the file (one

@@ -1,9 +1,12 @@
-"""A MODERN stdio child (MCP 2026-07-28 only: the Python SDK 2.x `MCPServer`, mcp2/modern_server.py)
-behind the bridge: the era probe (a sibling process asked `server/discover`) finds it modern, modern
-clients are served natively (the child's own answers, `input_required` round trips, listen
-subscriptions), legacy clients are refused with −32022. And the other side of the probe: legacy
-children stay legacy under the default `auto` (an answering one, a silent one, one that exits on an
-unknown first message), and no probe sibling outlives its probe.
+"""A MODERN stdio child (MCP 2026-07-28 only: the Python SDK 2.x `MCPServer`, mcp2/modern_server.py,
+behind picky_server.py's `modern-only` wrapper, which refuses `initialize`) behind the bridge: the
+era probe (a sibling process asked `server/discover`, a second one asked `initialize`) finds it
+modern, modern clients are served natively (the child's own answers, `input_required` round trips,
+listen subscriptions), legacy clients are refused with −32022. The same server WITHOUT the wrapper
+is dual-era (its `server/discover` names only 2026-07-28, yet it answers `initialize`: so does
+mcp-server-fetch in the default stack) and is served legacy, so clients of both eras work. And the
+other side of the probe: legacy children stay legacy under the default `auto` (an answering one, a
+silent one, one that exits on an unknown first message), and no probe sibling outlives its probe.
 
 The era flags are set through their environment variables (MCPCTL_BRIDGE_CHILD_ERA,
 MCPCTL_BRIDGE_ERA_PROBE_TIMEOUT for `--child-era` / `--era-probe-timeout`): the fixtures pass env."""
@@ -69,6 +72,16 @@ def gone(pid: int) -> bool:
     return not os.path.exists(f"/proc/{pid}")
 
 
+def dead(pid: int) -> bool:
+    """Exited, perhaps a zombie: a sibling's own child (the server behind the wrapper) is
+    reparented when the sibling's process group is killed, and only its new parent can reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def modern(b, method: str, params: dict | None = None, id=1, name: str | None = None, caps: dict | None = None,
            headers: dict | None = None) -> httpx.Response:
     params = dict(params or {})
@@ -80,11 +93,13 @@ def modern(b, method: str, params: dict | None = None, id=1, name: str | None = 
     return post_json(b.base + "/mcp", {"jsonrpc": "2.0", "id": id, "method": method, "params": params}, h, timeout=30)
 
 
-def start_modern(bridge_factory, tmp_path, env: dict | None = None):
+def start_modern(bridge_factory, tmp_path, env: dict | None = None, only: bool = True):
+    """The 2.x server as a modern-only child (`only`: behind the wrapper) or as it is (dual-era)."""
     nonce = uuid.uuid4().hex[:12]
     log = tmp_path / f"modern-spawns-{nonce}.log"
-    b = bridge_factory(command=[mcp2_python(), str(SERVER), "--nonce", nonce, "--spawn-log", str(log)],
-                       env={**SLOW_START, **(env or {})}, ready=False)
+    server = [mcp2_python(), str(SERVER), "--nonce", nonce, "--spawn-log", str(log)]
+    wrapper = [sys.executable, str(PICKY), "modern-only", "--"] if only else []
+    b = bridge_factory(command=[*wrapper, *server], env={**SLOW_START, **(env or {})}, ready=False)
     b.spawn_log, b.nonce = log, nonce  # so that stop() kills what the server command started
     b.wait_ready(60)
     return b
@@ -103,11 +118,47 @@ def test_a_modern_child_is_detected_by_a_sibling_that_is_gone_afterwards(modern_
     assert metric(b, 'mcp_bridge_child_era{era="modern"}') == 1
     assert metric(b, 'mcp_bridge_child_era{era="legacy"}') == 0
     assert b.readyz()[1]["child_era"] == "modern"
+    assert "initialize refused (error -32022)" in line, line
+    # Two siblings (discover, then initialize), one after the other, both gone. The spawn log is
+    # the wrapped server's: the first sibling's and the child's, and the second sibling's only if
+    # the server got to start before the wrapper's refusal ended it; only the child is left.
     probes = b.probe_pids()
-    assert len(probes) == 1 and gone(probes[0]), probes
-    assert len(b.spawned_pids()) == 1, b.all_spawned_pids()
+    assert len(probes) == 2 and all(gone(p) for p in probes), probes
+    spawned = b.all_spawned_pids()
+    assert len(spawned) in (2, 3) and [dead(p) for p in spawned] == [True] * (len(spawned) - 1) + [False], spawned
+    assert metric(b, "mcp_bridge_child_processes") == 1
     with capsys.disabled():
-        print(f"\nera probe of a modern child (Python SDK 2.x): {probe_took_ms(b)} ms")
+        print(f"\nera probe of a modern-only child (Python SDK 2.x behind the wrapper): {probe_took_ms(b)} ms")
+
+
+def test_a_dual_era_child_is_served_legacy_so_clients_of_both_eras_work(bridge_factory, tmp_path, capsys):
+    b = start_modern(bridge_factory, tmp_path, only=False)
+    line = era_line(b)
+    assert ('era="legacy"' in line or '"era":"legacy"' in line) and "dual-era" in line, line
+    assert metric(b, 'mcp_bridge_child_era{era="legacy"}') == 1
+    probes = b.probe_pids()
+    assert len(probes) == 2 and all(gone(p) for p in probes), probes
+    spawned = b.all_spawned_pids()
+    assert len(spawned) == 3 and [gone(p) for p in spawned] == [True, True, False], spawned
+
+    # A legacy 1.x client over Streamable HTTP and over SSE.
+    async def legacy(transport: str):
+        async with connect(b.base, transport) as s:
+            return text_of(await s.call_tool("echo", {"text": "hi"}))
+
+    for transport in ("streamable", "sse"):
+        assert anyio.run(legacy, transport) == f"hi|{b.nonce}", transport
+    # The SDK 2.x client, auto and pinned: served 2026-07-28 (translated onto the legacy child).
+    for mode in ("auto", V):
+        out = subprocess.run([mcp2_python(), str(CLIENT), "probe", b.base + "/mcp", "--mode", mode],
+                             capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert out.returncode == 0, out.stderr[-3000:]
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got["protocol_version"] == V and not got["initialized"], (mode, got)
+        assert got["reply"] == f"hello 2.x|{b.nonce}" and not got["is_error"], (mode, got)
+    assert metric(b, 'mcp_bridge_era_refused_total{reason="initialize"}') == 0
+    with capsys.disabled():
+        print(f"\nera probe of a dual-era child (Python SDK 2.x, as mcp-server-fetch): {probe_took_ms(b)} ms")
 
 
 def test_a_modern_client_is_served_natively(modern_bridge):
