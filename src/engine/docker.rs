@@ -274,6 +274,94 @@ impl DockerEngine {
             output_bytes,
         })
     }
+
+    /// One build of [`Engine::build_image`] (the engine's classic builder, offline).
+    async fn build_image_once(
+        &self,
+        context: bytes::Bytes,
+        tag: &str,
+        labels: &BTreeMap<String, String>,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<String> {
+        let labels: HashMap<String, String> = labels.clone().into_iter().collect();
+        let opts = q::BuildImageOptionsBuilder::default()
+            .dockerfile("Dockerfile")
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            // Offline builds: everything the image needs is in the context.
+            .networkmode("none")
+            .labels(&labels)
+            .build();
+        let mut stream = self
+            .docker
+            .build_image(opts, None, Some(bollard::body_full(context)));
+        let mut tail: Vec<String> = Vec::new();
+        let mut push = |line: &str, tail: &mut Vec<String>| {
+            for l in line.lines().filter(|l| !l.trim().is_empty()) {
+                on_line(l);
+                tail.push(l.to_string());
+                if tail.len() > 40 {
+                    tail.remove(0);
+                }
+            }
+        };
+        let mut id = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(s) = info.stream.as_deref() {
+                        push(s, &mut tail);
+                    }
+                    if let Some(s) = info.status.as_deref() {
+                        push(s, &mut tail);
+                    }
+                    if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                        push(&err, &mut tail);
+                        return Err(EngineError::Build { message: err, tail });
+                    }
+                    if let Some(aux) = info.aux.and_then(|a| a.id) {
+                        id = Some(aux);
+                    }
+                }
+                Err(BError::DockerStreamError { error }) => {
+                    push(&error, &mut tail);
+                    return Err(EngineError::Build {
+                        message: error,
+                        tail,
+                    });
+                }
+                Err(e) => {
+                    let e = map_err(&format!("building {tag}"), e);
+                    if matches!(e, EngineError::Unreachable(_)) {
+                        return Err(e);
+                    }
+                    return Err(EngineError::Build {
+                        message: e.to_string(),
+                        tail,
+                    });
+                }
+            }
+        }
+        match id {
+            Some(id) => Ok(id),
+            None => self.image_id(tag).await?.ok_or_else(|| EngineError::Build {
+                message: format!("the engine produced no image {tag}"),
+                tail,
+            }),
+        }
+    }
+}
+
+/// How often [`Engine::build_image`] builds at most when a cached layer vanishes under it.
+const BUILD_ATTEMPTS: u32 = 3;
+
+/// The classic builder's error when an intermediate image it reused ("Using cache") was deleted
+/// before its next step ran: removing an image also removes its untagged parents that no other
+/// image uses, so a concurrent prune or `down` of another project (or another test) can take a
+/// layer this build shares. Building again recreates it; nothing about the context is wrong.
+fn lost_cached_layer(message: &str) -> bool {
+    message.contains("No such image: sha256:")
 }
 
 impl Engine for DockerEngine {
@@ -524,72 +612,22 @@ impl Engine for DockerEngine {
         labels: &BTreeMap<String, String>,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<String> {
-        let labels: HashMap<String, String> = labels.clone().into_iter().collect();
-        let opts = q::BuildImageOptionsBuilder::default()
-            .dockerfile("Dockerfile")
-            .t(tag)
-            .rm(true)
-            .forcerm(true)
-            // Offline builds: everything the image needs is in the context.
-            .networkmode("none")
-            .labels(&labels)
-            .build();
-        let mut stream =
-            self.docker
-                .build_image(opts, None, Some(bollard::body_full(context.into())));
-        let mut tail: Vec<String> = Vec::new();
-        let mut push = |line: &str, tail: &mut Vec<String>| {
-            for l in line.lines().filter(|l| !l.trim().is_empty()) {
-                on_line(l);
-                tail.push(l.to_string());
-                if tail.len() > 40 {
-                    tail.remove(0);
+        // Shared, not copied, between attempts.
+        let context = bytes::Bytes::from(context);
+        let mut attempt = 1;
+        loop {
+            match self
+                .build_image_once(context.clone(), tag, labels, on_line)
+                .await
+            {
+                Err(EngineError::Build { message, .. })
+                    if attempt < BUILD_ATTEMPTS && lost_cached_layer(&message) =>
+                {
+                    attempt += 1;
+                    tracing::warn!(tag, %message, attempt, "a cached layer this build used was removed while it ran (removing another image took its untagged parent); building again");
                 }
+                other => return other,
             }
-        };
-        let mut id = None;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(s) = info.stream.as_deref() {
-                        push(s, &mut tail);
-                    }
-                    if let Some(s) = info.status.as_deref() {
-                        push(s, &mut tail);
-                    }
-                    if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                        push(&err, &mut tail);
-                        return Err(EngineError::Build { message: err, tail });
-                    }
-                    if let Some(aux) = info.aux.and_then(|a| a.id) {
-                        id = Some(aux);
-                    }
-                }
-                Err(BError::DockerStreamError { error }) => {
-                    push(&error, &mut tail);
-                    return Err(EngineError::Build {
-                        message: error,
-                        tail,
-                    });
-                }
-                Err(e) => {
-                    let e = map_err(&format!("building {tag}"), e);
-                    if matches!(e, EngineError::Unreachable(_)) {
-                        return Err(e);
-                    }
-                    return Err(EngineError::Build {
-                        message: e.to_string(),
-                        tail,
-                    });
-                }
-            }
-        }
-        match id {
-            Some(id) => Ok(id),
-            None => self.image_id(tag).await?.ok_or_else(|| EngineError::Build {
-                message: format!("the engine produced no image {tag}"),
-                tail,
-            }),
         }
     }
 
@@ -893,6 +931,27 @@ impl Engine for DockerEngine {
             }
             Some(Err(e)) => Err(map_err(&format!("stats of {name}"), e)),
             None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost_cached_layer;
+
+    #[test]
+    fn only_a_vanished_cached_layer_is_built_again() {
+        // What the engine said in a CI run when a concurrent test's image removal took the
+        // "Using cache" layer of this build.
+        assert!(lost_cached_layer(
+            "No such image: sha256:28cd102edee6d36c8de43ed458276311019af058c3dba7b0ae7533ef7e45c068"
+        ));
+        for other in [
+            "The command '/bin/sh -c exit 3' returned a non-zero code: 3",
+            "COPY failed: file not found in build context or excluded by .dockerignore: stat vendor: file does not exist",
+            "pull access denied for nosuchbase, repository does not exist",
+        ] {
+            assert!(!lost_cached_layer(other), "{other}");
         }
     }
 }
