@@ -256,6 +256,21 @@ fn dependency_policy_holds_offline() {
         return;
     };
     let root = common::repo_root();
+    // cargo-deny reads `cargo metadata` for every platform, offline; a build here downloads only
+    // this platform's crates, so on a fresh machine those of other targets
+    // (android_system_properties, valuable, …) are missing. Fetch them from the registry first
+    // (`--locked`: exactly Cargo.lock; a no-op when they are there).
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let fetched = Command::new(&cargo)
+        .args(["fetch", "--locked", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .output()
+        .unwrap_or_else(|e| panic!("cargo fetch: {e}"));
+    assert!(
+        fetched.status.success(),
+        "cargo fetch --locked failed:\n{}",
+        common::text(&fetched.stderr)
+    );
     // Explicitly licenses, bans and sources: `advisories` needs the RustSec database from GitHub.
     let out = Command::new(&deny)
         .args([
