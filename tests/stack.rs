@@ -573,6 +573,39 @@ fn memory_durability(fx: &Fixture) -> Result<()> {
             t.elapsed().as_secs_f64()
         );
     }
+    // The database's other consumers (postgres-mcp) hold pooled connections the restart killed:
+    // each may fail one query ("terminating connection due to administrator command") before
+    // the pool replaces it. They too must recover by themselves, and later checks must find a
+    // stack that answers, so wait for a clean query on each and say what it cost.
+    for consumer in ["postgres", "timescaledb"] {
+        let t = Instant::now();
+        let deadline = t + Duration::from_secs(60);
+        let mut failed = 0;
+        loop {
+            let r = rt().block_on(async {
+                let mut s = session(&fx.base(consumer)).await?;
+                let r = call(&mut s, "execute_sql", json!({"sql": "select 1 as one"})).await;
+                s.close().await;
+                r
+            });
+            match r {
+                Ok((false, text)) if text.contains('1') => break,
+                other if Instant::now() > deadline => {
+                    anyhow::bail!(
+                        "{consumer} still fails a query 60 s after the database restart: {other:?}"
+                    )
+                }
+                _ => {
+                    failed += 1;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+        eprintln!(
+            "  {consumer} after the database restart: a clean query after {failed} failed one(s), {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
 }
 
