@@ -506,6 +506,8 @@ impl Upstream {
         mut msg: Value,
         cache_tools: bool,
     ) -> Result<CallHandle, CallError> {
+        // Unbounded as a channel, bounded in use: at most MAX_QUEUED_NOTIFICATIONS notifications
+        // (counted in `queued_notes`; beyond, a notification is dropped) and one response per request (`Pending::notify`).
         let (tx, rx) = mpsc::unbounded_channel();
         let queued_notes = Arc::new(AtomicUsize::new(0));
         let tools_list = jsonrpc::method(&msg) == "tools/list";
